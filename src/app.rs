@@ -1,0 +1,122 @@
+//! `App`: the long-lived state every request handler shares, built once from the configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::code::{Code, CodeKey};
+use crate::config::{Backend, Config, ProviderKind};
+use crate::phone::PhoneParser;
+use crate::provider::Provider;
+use crate::provider::mock::MockProvider;
+use crate::store::Store;
+use crate::store::postgres::{PgOptions, PgStore};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub provider: Arc<dyn Provider>,
+    pub code_key: CodeKey,
+    pub phones: PhoneParser,
+    /// Fixed codes for test numbers, by E.164 number.
+    pub test_numbers: HashMap<String, Code>,
+    /// (name, SHA-256 of the key) for each backend API key.
+    api_keys: Vec<(String, [u8; 32])>,
+}
+
+impl App {
+    /// Opens the store (migrating it when `migrate` is set), loads the code key and the provider.
+    pub async fn build(config: Config, migrate: bool) -> anyhow::Result<App> {
+        let store = open_store(&config)?;
+        if migrate {
+            store.migrate().await?;
+        }
+        let secret = if config.verification.secret.is_empty() {
+            store.server_secret().await?
+        } else {
+            config.verification.secret.expose().as_bytes().to_vec()
+        };
+        let provider: Arc<dyn Provider> = match config.provider.kind {
+            ProviderKind::Mock => Arc::new(
+                MockProvider::new(
+                    config.provider.mock.outbox.as_ref(),
+                    config.provider.mock.quiet,
+                )
+                .map_err(|e| anyhow::anyhow!("provider.mock.outbox: {e}"))?,
+            ),
+        };
+        let phones = PhoneParser::new(config.verification.default_region.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        let test_numbers = config
+            .verification
+            .test_numbers
+            .iter()
+            .filter_map(|(n, c)| Some((n.clone(), Code::parse(c)?)))
+            .collect();
+        let api_keys = config
+            .api
+            .keys
+            .iter()
+            .filter_map(|(name, hex_hash)| {
+                let mut h = [0u8; 32];
+                hex::decode_to_slice(hex_hash, &mut h).ok()?;
+                Some((name.clone(), h))
+            })
+            .collect();
+        Ok(App {
+            store,
+            provider,
+            code_key: CodeKey::new(secret),
+            phones,
+            test_numbers,
+            api_keys,
+            config,
+        })
+    }
+
+    /// The name of the API key `presented`, comparing hashes in constant time.
+    pub fn api_key_name(&self, presented: &str) -> Option<&str> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for (name, hash) in &self.api_keys {
+            if bool::from(hash.ct_eq(&digest)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// Hex SHA-256 of an API key: the form `api.keys` holds.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.trim().as_bytes()))
+}
+
+/// Builds the configured store without touching the network or the disk beyond opening a file.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let policy = config.session.policy();
+    Ok(match config.store.backend {
+        Backend::Sqlite => {
+            let c = &config.store.sqlite;
+            let opts = SqliteOptions {
+                synchronous: c.synchronous,
+                busy_timeout: Duration::from_millis(c.busy_timeout_ms),
+            };
+            Arc::new(SqliteStore::open(&c.path, &opts, policy)?)
+        }
+        Backend::Postgres => {
+            let c = &config.store.postgres;
+            let opts = PgOptions {
+                pool_size: c.pool_size,
+                connect_timeout: Duration::from_secs(c.connect_timeout),
+                acquire_timeout: Duration::from_millis(c.acquire_timeout_ms),
+                statement_timeout: Duration::from_millis(c.statement_timeout_ms),
+            };
+            Arc::new(PgStore::new(c.url.expose(), &opts, policy)?)
+        }
+    })
+}

@@ -1,0 +1,124 @@
+//! Command line: `serve` (the default), `migrate`, `clear-sessions`, `check-config` and the API
+//! key helpers. Each command loads the same configuration the daemon would.
+
+use clap::{Parser, Subcommand};
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "verifyd",
+    version,
+    about = "Phone verification by SMS with a server-side session store"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when it exists).
+    #[arg(long, global = true, env = "VERIFYD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Delete expired sessions and finished verifications once, print how many.
+    ClearSessions,
+    /// Load and validate the configuration, print it with secrets redacted.
+    CheckConfig,
+    /// Print the SHA-256 to put in `api.keys` for an API key (read from stdin when not given).
+    HashApiKey { key: Option<String> },
+    /// Make a new random API key; prints the key and its `api.keys` hash.
+    GenApiKey,
+}
+
+/// Parses arguments and runs the command; the error, if any, is for `main` to print.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.clone().unwrap_or(Command::Serve);
+    match command {
+        Command::HashApiKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => std::io::stdin()
+                    .lock()
+                    .lines()
+                    .next()
+                    .transpose()?
+                    .unwrap_or_default(),
+            };
+            anyhow::ensure!(!key.trim().is_empty(), "no API key given");
+            println!("{}", crate::app::hash_api_key(&key));
+            return Ok(());
+        }
+        Command::GenApiKey => {
+            let key = crate::session::SessionKey::generate();
+            println!("key:    {}", key.as_str());
+            println!("sha256: {}", crate::app::hash_api_key(key.as_str()));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let config = load(&cli)?;
+    if command == Command::CheckConfig {
+        print!("{}", toml::to_string_pretty(&config)?);
+        eprintln!("configuration OK");
+        return Ok(());
+    }
+    crate::logging::init(&config.log);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match command {
+            Command::Serve => serve(config).await,
+            Command::Migrate => {
+                crate::app::open_store(&config)?.migrate().await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::ClearSessions => {
+                let store = crate::app::open_store(&config)?;
+                let report =
+                    crate::sweeper::sweep_once(store.as_ref(), config.sweeper.batch_size).await?;
+                if report.ran {
+                    println!(
+                        "deleted {} expired sessions and {} finished verifications",
+                        report.sessions, report.verifications
+                    );
+                } else {
+                    println!("another verifyd is sweeping this database right now; nothing done");
+                }
+                Ok(())
+            }
+            _ => unreachable!("handled above"),
+        }
+    })
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (Some(p.clone()), true),
+        None => {
+            let default = PathBuf::from("config.toml");
+            (default.exists().then_some(default), false)
+        }
+    };
+    Ok(Config::load(path.as_deref(), explicit)?)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let daemon = crate::daemon::Daemon::start(config).await?;
+    let stop = daemon.stopper();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = stop.cancelled() => {}
+    }
+    daemon.stop().await;
+    Ok(())
+}

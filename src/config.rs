@@ -1,0 +1,587 @@
+//! Configuration: defaults in code, then `config.toml`, then `VERIFYD_SECTION__KEY` variables,
+//! merged by figment. Unknown keys, wrong types and invalid values are refused at start-up with
+//! the key and the source that set it.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+use crate::session::SessionPolicy;
+use crate::store::sqlite::Synchronous;
+
+/// The whole configuration. Every section rejects keys it does not know.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub session: SessionConfig,
+    pub verification: VerificationConfig,
+    pub provider: ProviderConfig,
+    pub api: ApiConfig,
+    pub sweeper: SweeperConfig,
+    pub compat: CompatConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Seconds a client may take to send its request headers.
+    pub header_timeout: u64,
+    /// Seconds a request may take end to end before the client gets 503.
+    pub request_timeout: u64,
+    /// Open connections beyond this are refused at accept time.
+    pub max_connections: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            max_body_bytes: 16 * 1024,
+            header_timeout: 10,
+            request_timeout: 30,
+            max_connections: 10_000,
+            shutdown_grace: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            migrate_on_start: true,
+            sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    /// `full`: every acknowledged write survives power loss; `normal`: survives process crashes.
+    pub synchronous: Synchronous,
+    /// Milliseconds to wait for the database lock before answering 503.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            path: "verifyd.db".into(),
+            synchronous: Synchronous::Full,
+            busy_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// libpq-style URL; may carry a password, so it is redacted when printed.
+    pub url: Secret,
+    pub pool_size: usize,
+    /// Seconds to open a connection.
+    pub connect_timeout: u64,
+    /// Milliseconds a request waits for a pooled connection before 503.
+    pub acquire_timeout_ms: u64,
+    /// Milliseconds one statement may run (server-side `statement_timeout`).
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/verifyd"),
+            pool_size: 16,
+            connect_timeout: 3,
+            acquire_timeout_ms: 2000,
+            statement_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub cookie_path: String,
+    /// Send the cookie with `Secure`; turn off only for plain-HTTP development.
+    pub cookie_secure: bool,
+    /// Seconds of inactivity before a session expires (Django's `SESSION_COOKIE_AGE`).
+    pub default_age: u32,
+    /// Absolute cap in seconds since creation; 0 means no cap.
+    pub max_lifetime: u32,
+    /// A read slides the expiry at most once per this many seconds.
+    pub refresh_interval: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: "sessionid".into(),
+            cookie_domain: None,
+            cookie_path: "/".into(),
+            cookie_secure: true,
+            default_age: 1_209_600,
+            max_lifetime: 0,
+            refresh_interval: 60,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn policy(&self) -> SessionPolicy {
+        SessionPolicy {
+            default_age: self.default_age,
+            max_lifetime: (self.max_lifetime > 0).then_some(self.max_lifetime),
+            refresh_interval: self.refresh_interval,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationConfig {
+    pub code_length: usize,
+    /// Seconds a code stays valid.
+    pub ttl: u64,
+    /// Seconds between two sends to the same session and phone.
+    pub resend_interval: u64,
+    /// Wrong tries before a code dies.
+    pub max_attempts: u32,
+    /// ISO 3166-1 alpha-2 region for numbers typed without `+` (e.g. "CN"); unset: E.164 only.
+    pub default_region: Option<String>,
+    /// Key for code MACs. Unset: a random key kept in the store (shared by all daemons on it).
+    pub secret: Secret,
+    /// Message text; `{code}` and `{minutes}` are replaced.
+    pub template: String,
+    /// Fixed codes for test numbers: nothing is sent, every other rule applies.
+    pub test_numbers: BTreeMap<String, String>,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            code_length: 6,
+            ttl: 300,
+            resend_interval: 60,
+            max_attempts: 5,
+            default_region: None,
+            secret: Secret::default(),
+            template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
+            test_numbers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Mock,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub mock: MockConfig,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: ProviderKind::Mock,
+            mock: MockConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockConfig {
+    /// Also append each message as a JSON line to this file.
+    pub outbox: Option<PathBuf>,
+    /// Do not print messages on stdout (the outbox still gets them).
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Backend API keys by name, each given as the hex SHA-256 of the key
+    /// (`verifyd hash-api-key` prints it).
+    pub keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweeperConfig {
+    pub enabled: bool,
+    /// Seconds between sweeps.
+    pub interval: u64,
+    /// Rows deleted per statement.
+    pub batch_size: u32,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: 60,
+            batch_size: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// Serve the seed application's `/sms_send/` and `/sms_check/` routes.
+    pub seed_routes: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `verifyd=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that could not be loaded, with the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then `path` (when given and present), then `VERIFYD_*__*` variables.
+    /// An explicitly given path must exist.
+    pub fn load(path: Option<&Path>, explicit: bool) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if explicit && !p.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    p.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        Self::from_figment(fig.merge(env_provider()))
+    }
+
+    /// Extracts and validates; used by `load` and by tests that build their own figment.
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let config: Config = fig.extract().map_err(|e| describe(&fig, e))?;
+        config.validate().map_err(|(key, msg)| {
+            let source = fig
+                .find_metadata(key)
+                .map(source_name)
+                .unwrap_or_else(|| "the defaults".into());
+            ConfigError(format!(
+                "invalid value for key `{key}` (from {source}): {msg}"
+            ))
+        })?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: ranges and relations between keys.
+    /// Returns the offending key and why.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let v = &self.verification;
+        if !(4..=10).contains(&v.code_length) {
+            return Err((
+                "verification.code_length",
+                "must be between 4 and 10".into(),
+            ));
+        }
+        if v.ttl == 0 || v.ttl > 86_400 {
+            return Err((
+                "verification.ttl",
+                "must be between 1 and 86400 seconds".into(),
+            ));
+        }
+        if v.resend_interval >= v.ttl {
+            return Err((
+                "verification.resend_interval",
+                format!("must be shorter than verification.ttl ({} s)", v.ttl),
+            ));
+        }
+        if v.max_attempts == 0 || v.max_attempts > 100 {
+            return Err((
+                "verification.max_attempts",
+                "must be between 1 and 100".into(),
+            ));
+        }
+        if !v.template.contains("{code}") {
+            return Err(("verification.template", "must contain {code}".into()));
+        }
+        crate::phone::PhoneParser::new(v.default_region.as_deref())
+            .map_err(|e| ("verification.default_region", e))?;
+        for (number, code) in &v.test_numbers {
+            crate::phone::PhoneNumber::parse_e164(number)
+                .map_err(|e| ("verification.test_numbers", format!("{number:?}: {e}")))?;
+            if code.len() != v.code_length || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err((
+                    "verification.test_numbers",
+                    format!("code for {number:?} must be {} digits", v.code_length),
+                ));
+            }
+        }
+        let s = &self.session;
+        if s.cookie_name.is_empty()
+            || !s
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err((
+                "session.cookie_name",
+                "must be letters, digits, '_' or '-'".into(),
+            ));
+        }
+        if !s.cookie_path.starts_with('/') || s.cookie_path.contains([';', ' ']) {
+            return Err((
+                "session.cookie_path",
+                "must start with '/' and hold no ';' or spaces".into(),
+            ));
+        }
+        if let Some(d) = &s.cookie_domain {
+            if d.is_empty() || d.contains([';', ' ', '/']) {
+                return Err(("session.cookie_domain", "must be a host name".into()));
+            }
+        }
+        if s.default_age == 0 || s.default_age > i32::MAX as u32 {
+            return Err((
+                "session.default_age",
+                "must be between 1 and 2147483647".into(),
+            ));
+        }
+        if s.max_lifetime > i32::MAX as u32 {
+            return Err(("session.max_lifetime", "must be at most 2147483647".into()));
+        }
+        let h = &self.http;
+        if h.max_body_bytes == 0 {
+            return Err(("http.max_body_bytes", "must be positive".into()));
+        }
+        if h.max_connections == 0 {
+            return Err(("http.max_connections", "must be positive".into()));
+        }
+        if h.header_timeout == 0 || h.request_timeout == 0 {
+            return Err(("http.request_timeout", "timeouts must be positive".into()));
+        }
+        if self.store.postgres.pool_size == 0 {
+            return Err(("store.postgres.pool_size", "must be positive".into()));
+        }
+        if self.sweeper.interval == 0 {
+            return Err(("sweeper.interval", "must be positive".into()));
+        }
+        if self.sweeper.batch_size == 0 {
+            return Err(("sweeper.batch_size", "must be positive".into()));
+        }
+        for (name, hash) in &self.api.keys {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err((
+                    "api.keys",
+                    format!("key {name:?} must be the 64-hex-digit SHA-256 of the API key"),
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// `VERIFYD_SECTION__KEY=value`; variables without `__` (such as `VERIFYD_CONFIG`) are not keys.
+fn env_provider() -> Env {
+    Env::prefixed("VERIFYD_")
+        .filter(|k| k.as_str().contains("__"))
+        .split("__")
+}
+
+fn source_name(md: &Metadata) -> String {
+    match &md.source {
+        Some(figment::Source::File(p)) => format!("{} {}", md.name, p.display()),
+        Some(src) => format!("{} ({src})", md.name),
+        None => md.name.to_string(),
+    }
+}
+
+/// Turns figment's errors into one message per problem, each naming key and source.
+fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(source_name)
+                .or_else(|| fig.find_metadata(&key).map(source_name))
+                .unwrap_or_else(|| "the defaults".into());
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(field, _) => {
+                    let full = if key.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                    return format!("unknown key `{full}` in {source}");
+                }
+                kind => kind.to_string(),
+            };
+            if key.is_empty() {
+                format!("{what} (in {source})")
+            } else {
+                format!("invalid value for key `{key}` (from {source}): {what}")
+            }
+        })
+        .collect();
+    ConfigError(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_valid() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None, false).map_err(|e| e.to_string())?;
+            assert_eq!(c, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[http]\nlisten = \"127.0.0.1:9000\"\n[session]\ndefault_age = 10\n",
+            )?;
+            jail.set_env("VERIFYD_SESSION__DEFAULT_AGE", "20");
+            jail.set_env("VERIFYD_CONFIG", "ignored-not-a-key");
+            let c = Config::load(Some(Path::new("c.toml")), true).map_err(|e| e.to_string())?;
+            assert_eq!(c.http.listen.port(), 9000);
+            assert_eq!(c.session.default_age, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[http]\nlisten_addr = \"127.0.0.1:9000\"\n")?;
+            let err = Config::load(Some(Path::new("c.toml")), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("http.listen_addr"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_VERIFICATION__MAX_ATTEMPTS", "lots");
+            let err = Config::load(None, false).unwrap_err().to_string();
+            assert!(err.contains("verification.max_attempts"), "{err}");
+            assert!(err.contains("VERIFYD_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[verification]\ncode_length = 3\n")?;
+            let err = Config::load(Some(Path::new("c.toml")), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("verification.code_length"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+            jail.create_file("d.toml", "[verification]\nresend_interval = 400\n")?;
+            let err = Config::load(Some(Path::new("d.toml")), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("verification.resend_interval"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        Jail::expect_with(|_| {
+            let err = Config::load(Some(Path::new("nope.toml")), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let mut c = Config::default();
+        c.verification.secret = Secret::new("topsecret");
+        c.store.postgres.url = Secret::new("postgres://u:pw@h/db");
+        let text = toml::to_string(&c).unwrap();
+        assert!(
+            !text.contains("topsecret") && !text.contains("pw@"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! A running daemon: the HTTP server plus its background tasks, started together and stopped
+//! together. `verifyd serve` and the integration tests both use it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Opens the store (migrating when configured), binds, and starts serving and sweeping.
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        let migrate = config.store.migrate_on_start;
+        let app = Arc::new(App::build(config, migrate).await?);
+        let listener = TcpListener::bind(app.config.http.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.http.listen))?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(crate::http::serve(
+            app.clone(),
+            listener,
+            stop.clone(),
+        ))];
+        let sw = &app.config.sweeper;
+        if sw.enabled {
+            tasks.push(tokio::spawn(crate::sweeper::run(
+                app.store.clone(),
+                Duration::from_secs(sw.interval),
+                sw.batch_size,
+                stop.clone(),
+            )));
+        }
+        tracing::info!(%addr, store = ?app.config.store.backend, "verifyd listening");
+        Ok(Daemon {
+            addr,
+            app,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), stops the sweeper, joins all.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "a daemon task failed");
+            }
+        }
+        tracing::info!("verifyd stopped");
+    }
+
+    /// A token that stops the daemon when cancelled (for signal handlers).
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}

@@ -1,0 +1,111 @@
+//! Who is calling and with which session: a browser carrying the session cookie, or a backend
+//! with an API key naming a session explicitly.
+
+use http::HeaderValue;
+use http::request::Parts;
+
+use crate::app::App;
+use crate::session::{Expiry, Session, SessionKey};
+
+use super::cookies;
+use super::error::ApiError;
+use super::request::bearer;
+
+/// The session a request acts on.
+pub struct Resolved {
+    pub session: Session,
+    /// Set when the caller is a backend (it gets new keys in the body, not as cookies).
+    pub backend: bool,
+    /// For browsers: a `Set-Cookie` to send (new session, or its expiry moved).
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// Checks the API key when an `Authorization` header is present: `Ok(true)` for a valid key,
+/// `Ok(false)` when there is no header, 401 for anything else.
+pub fn backend(app: &App, parts: &Parts) -> Result<bool, ApiError> {
+    match bearer(parts) {
+        None => Ok(false),
+        Some(token) => match app.api_key_name(token) {
+            Some(name) => {
+                tracing::debug!(api_key = name, "backend caller");
+                Ok(true)
+            }
+            None => Err(ApiError::unauthorized()),
+        },
+    }
+}
+
+/// Requires a valid API key (the backend session API).
+pub fn require_backend(app: &App, parts: &Parts) -> Result<(), ApiError> {
+    if backend(app, parts)? {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// A session key from a URL or body: malformed keys are as unknown as missing ones.
+pub async fn session_by_key(app: &App, key: &str) -> Result<Session, ApiError> {
+    let missing = || ApiError::not_found("session_not_found", "no such session (or it expired)");
+    let key = SessionKey::parse(key).ok_or_else(missing)?;
+    app.store
+        .touch_session(&key.hash())
+        .await?
+        .ok_or_else(missing)
+}
+
+/// The caller's session. Backends must name it (`explicit`); browsers use their cookie, and
+/// when `create` is set a browser without a live session gets a new one.
+/// Returns `None` for a browser without a session when `create` is false.
+pub async fn resolve(
+    app: &App,
+    parts: &Parts,
+    explicit: Option<&str>,
+    create: bool,
+) -> Result<Option<Resolved>, ApiError> {
+    if backend(app, parts)? {
+        let key = explicit.ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_field",
+                "`session` is required when calling with an API key",
+            )
+        })?;
+        let session = session_by_key(app, key).await?;
+        return Ok(Some(Resolved {
+            session,
+            backend: true,
+            set_cookie: None,
+        }));
+    }
+    if explicit.is_some() {
+        // Naming a session in the body is the backend's privilege.
+        return Err(ApiError::unauthorized());
+    }
+    let cfg = &app.config.session;
+    if let Some(key) = cookies::session_key(parts, &cfg.cookie_name) {
+        if let Some(session) = app.store.touch_session(&key.hash()).await? {
+            let set_cookie = session
+                .refreshed
+                .then(|| cookies::set_cookie(cfg, &key, &session));
+            return Ok(Some(Resolved {
+                session,
+                backend: false,
+                set_cookie,
+            }));
+        }
+    }
+    if !create {
+        return Ok(None);
+    }
+    let key = SessionKey::generate();
+    let session = app
+        .store
+        .create_session(&key.hash(), &Default::default(), Expiry::Default)
+        .await?;
+    let set_cookie = Some(cookies::set_cookie(cfg, &key, &session));
+    Ok(Some(Resolved {
+        session,
+        backend: false,
+        set_cookie,
+    }))
+}

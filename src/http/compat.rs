@@ -1,0 +1,98 @@
+//! The seed application's routes (`/sms_send/`, `/sms_check/`), answered the way its clients
+//! expect, on top of the same verification flow. Enabled by `compat.seed_routes`.
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{StatusCode, header};
+use serde_json::json;
+
+use crate::app::App;
+use crate::verify::{self, Checked};
+
+use super::caller::resolve;
+use super::cookies;
+use super::error::ApiError;
+use super::request::form_params;
+use super::response::{Resp, json, raw_json};
+
+/// `GET|POST /sms_send/?phone=…` → `{"Code":"OK","Message":"OK"}` or `{"Code":<error>,…}`.
+pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Resp {
+    match try_send(app, parts, body).await {
+        Ok(resp) => resp,
+        Err((e, cookie)) => {
+            let mut resp = json(e.status, &json!({ "Code": e.code, "Message": e.message }));
+            if let Some(secs) = e.retry_after() {
+                resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            if let Some(c) = cookie {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            resp
+        }
+    }
+}
+
+type Failure = (ApiError, Option<http::HeaderValue>);
+
+async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failure> {
+    let params = form_params(parts, body).map_err(|e| (e, None))?;
+    let raw = params.get("phone").ok_or_else(|| {
+        (
+            ApiError::unprocessable("invalid_phone", "the `phone` parameter is required"),
+            None,
+        )
+    })?;
+    let phone = app.phones.parse(raw).map_err(|e| (e.into(), None))?;
+    let caller = resolve(app, parts, None, true)
+        .await
+        .map_err(|e| (e, None))?
+        .expect("resolve creates a session when asked to");
+    let cookie = caller.set_cookie;
+    match verify::send(app, &caller.session, &phone, None).await {
+        Ok(_) => {
+            let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
+            if let Some(c) = cookie {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            Ok(resp)
+        }
+        Err(e) => Err((e.into(), cookie)),
+    }
+}
+
+/// The seed's exact answers: Django's `JsonResponse` separators included.
+const OK: &str = r#"{"result": "OK"}"#;
+const FALSE: &str = r#"{"result": "False"}"#;
+
+/// `GET|POST /sms_check/?phone=…&code=…` → `{"result": "OK"}` or `{"result": "False"}`.
+pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiError> {
+    let params = form_params(parts, body)?;
+    let no = || Ok(raw_json(StatusCode::OK, FALSE));
+    let (Some(raw_phone), Some(raw_code)) = (params.get("phone"), params.get("code")) else {
+        return no();
+    };
+    let (Ok(phone), Some(code)) = (
+        app.phones.parse(raw_phone),
+        crate::code::Code::parse(raw_code),
+    ) else {
+        return no();
+    };
+    let Some(caller) = resolve(app, parts, None, false).await? else {
+        return no();
+    };
+    let mut resp;
+    match verify::check(app, &caller.session, &phone, &code).await? {
+        Checked::Approved { session, new_key } => {
+            resp = raw_json(StatusCode::OK, OK);
+            let c = cookies::set_cookie(&app.config.session, &new_key, &session);
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        _ => {
+            resp = raw_json(StatusCode::OK, FALSE);
+            if let Some(c) = caller.set_cookie {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+        }
+    }
+    Ok(resp)
+}

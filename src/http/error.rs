@@ -1,0 +1,186 @@
+//! The one place where errors become HTTP responses: every failure the client can see has a
+//! status, a stable snake_case `error` code and a message, as `{"error": …, "message": …}`.
+
+use http::{HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+use crate::phone::PhoneError;
+use crate::provider::ProviderError;
+use crate::store::StoreError;
+use crate::verify::SendError;
+
+use super::response::{Resp, json};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    retry_after: Option<Duration>,
+    allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer <key>",
+        )
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route accepts {allow}"),
+        );
+        e.allow = Some(allow);
+        e
+    }
+
+    pub fn too_many(code: &'static str, message: impl Into<String>, retry_after: Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    pub fn timeout() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long",
+        )
+    }
+
+    /// Seconds for `Retry-After`, when the client should wait.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after.map(|d| d.as_secs().max(1))
+    }
+
+    pub fn into_response(self) -> Resp {
+        let mut resp = json(
+            self.status,
+            &serde_json::json!({ "error": self.code, "message": self.message }),
+        );
+        let h = resp.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = self.allow {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the session store is unavailable; retry shortly",
+                )
+            }
+            StoreError::Internal(detail) => {
+                tracing::error!(%detail, "store error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<PhoneError> for ApiError {
+    fn from(e: PhoneError) -> Self {
+        Self::unprocessable("invalid_phone", e.to_string())
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Recipient {
+                rate_limited: true, ..
+            } => Self::too_many(
+                "provider_rate_limited",
+                "the SMS provider refused more messages to this number for now",
+                Duration::from_secs(60),
+            ),
+            ProviderError::Recipient { .. } => Self::unprocessable(
+                "invalid_phone",
+                "the SMS provider cannot deliver to this number",
+            ),
+            ProviderError::Transient(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                "the SMS provider is unavailable; retry shortly",
+            ),
+            ProviderError::Configuration(detail) => {
+                tracing::error!(%detail, "SMS provider misconfigured");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_unavailable",
+                    "the SMS provider refused the request; the operator has been alerted",
+                )
+            }
+        }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::TooSoon(d) => Self::too_many(
+                "resend_too_soon",
+                format!(
+                    "a code was sent recently; retry in {} s",
+                    d.as_secs().max(1)
+                ),
+                d,
+            ),
+            SendError::Exhausted(d) => Self::too_many(
+                "too_many_attempts",
+                "too many wrong codes for this number; retry later",
+                d,
+            ),
+            SendError::Provider(p) => p.into(),
+            SendError::Store(s) => s.into(),
+        }
+    }
+}

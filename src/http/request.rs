@@ -1,0 +1,136 @@
+//! Reading requests: bounded bodies, content types, JSON and form parameters.
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+use super::error::ApiError;
+
+/// Collects at most `limit` bytes of body; more is 413 without reading the rest.
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::bad_request(
+            "bad_body",
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// The media type of the request (lower case, no parameters), if any.
+fn media_type(parts: &Parts) -> Option<String> {
+    let v = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+fn is_json(parts: &Parts) -> bool {
+    media_type(parts).is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+/// Parses a JSON body. An empty body yields `None` when `optional`; anything else must be
+/// `application/json` (415), well-formed (400) and of the right shape (422).
+pub fn json_body<T: DeserializeOwned>(
+    parts: &Parts,
+    body: &Bytes,
+    optional: bool,
+) -> Result<Option<T>, ApiError> {
+    if body.is_empty() && optional {
+        return Ok(None);
+    }
+    if !is_json(parts) {
+        return Err(ApiError::new(
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "the request body is empty",
+        ));
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::unprocessable("invalid_field", e.to_string()),
+            _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
+        }
+    })
+}
+
+/// A JSON body that must be present.
+pub fn require_json<T: DeserializeOwned>(parts: &Parts, body: &Bytes) -> Result<T, ApiError> {
+    json_body(parts, body, false).map(|v| v.expect("non-optional bodies are always present"))
+}
+
+/// Query-string parameters (first value wins).
+pub fn query(parts: &Parts) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+/// Query parameters merged with a form-encoded body (the seed's routes accept both).
+pub fn form_params(parts: &Parts, body: &Bytes) -> Result<HashMap<String, String>, ApiError> {
+    let mut params = query(parts);
+    if !body.is_empty() {
+        if media_type(parts).as_deref() != Some("application/x-www-form-urlencoded") {
+            return Err(ApiError::new(
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send parameters in the query string or as application/x-www-form-urlencoded",
+            ));
+        }
+        for (k, v) in form_urlencoded::parse(body) {
+            params
+                .entry(k.into_owned())
+                .or_insert_with(|| v.into_owned());
+        }
+    }
+    Ok(params)
+}
+
+/// The bearer token of the `Authorization` header; `Some("")` when the header is malformed, so
+/// that a broken header is refused rather than ignored.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?;
+    let s = v.to_str().unwrap_or("");
+    let (scheme, token) = s.split_once(' ').unwrap_or((s, ""));
+    Some(if scheme.eq_ignore_ascii_case("bearer") {
+        token.trim()
+    } else {
+        ""
+    })
+}

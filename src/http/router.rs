@@ -1,0 +1,169 @@
+//! Maps method and path to a route. Unknown paths are 404; known paths with the wrong method are
+//! 405 with `Allow`.
+
+use http::Method;
+
+use super::error::ApiError;
+
+/// Every route the server knows, with its path parameters (still percent-encoded where noted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    CreateSession,
+    GetSession { key: String },
+    GetValue { key: String, name: String },
+    SetValue { key: String, name: String },
+    DeleteValue { key: String, name: String },
+    Clear { key: String },
+    Flush { key: String },
+    Cycle { key: String },
+    SetExpiry { key: String },
+    SendCode,
+    CheckCode,
+    SeedSend,
+    SeedCheck,
+}
+
+impl Route {
+    /// The route's path template, for logs and metrics.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::CreateSession => "/v1/sessions",
+            Route::GetSession { .. } => "/v1/sessions/{key}",
+            Route::GetValue { .. } | Route::SetValue { .. } | Route::DeleteValue { .. } => {
+                "/v1/sessions/{key}/data/{name}"
+            }
+            Route::Clear { .. } => "/v1/sessions/{key}/clear",
+            Route::Flush { .. } => "/v1/sessions/{key}/flush",
+            Route::Cycle { .. } => "/v1/sessions/{key}/cycle",
+            Route::SetExpiry { .. } => "/v1/sessions/{key}/expiry",
+            Route::SendCode => "/v1/verifications",
+            Route::CheckCode => "/v1/verifications/check",
+            Route::SeedSend => "/sms_send/",
+            Route::SeedCheck => "/sms_check/",
+        }
+    }
+}
+
+/// Resolves a request line. `seed_routes` switches the compatibility routes on.
+pub fn route(method: &Method, path: &str, seed_routes: bool) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let m = method.clone();
+    let only = |allowed: &Method, allow: &'static str, r: Route| {
+        if m == allowed {
+            Ok(r)
+        } else {
+            Err(ApiError::method_not_allowed(allow))
+        }
+    };
+    match segments.as_slice() {
+        ["healthz"] => only(&Method::GET, "GET", Route::Healthz),
+        ["readyz"] => only(&Method::GET, "GET", Route::Readyz),
+        ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
+        ["v1", "sessions", key] => only(
+            &Method::GET,
+            "GET",
+            Route::GetSession {
+                key: key.to_string(),
+            },
+        ),
+        ["v1", "sessions", key, "data", name] => {
+            let name = decode(name)?;
+            let key = key.to_string();
+            match m {
+                Method::GET => Ok(Route::GetValue { key, name }),
+                Method::PUT => Ok(Route::SetValue { key, name }),
+                Method::DELETE => Ok(Route::DeleteValue { key, name }),
+                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+            }
+        }
+        [
+            "v1",
+            "sessions",
+            key,
+            action @ ("clear" | "flush" | "cycle"),
+        ] => {
+            let key = key.to_string();
+            let r = match *action {
+                "clear" => Route::Clear { key },
+                "flush" => Route::Flush { key },
+                _ => Route::Cycle { key },
+            };
+            only(&Method::POST, "POST", r)
+        }
+        ["v1", "sessions", key, "expiry"] => only(
+            &Method::PUT,
+            "PUT",
+            Route::SetExpiry {
+                key: key.to_string(),
+            },
+        ),
+        ["v1", "verifications"] => only(&Method::POST, "POST", Route::SendCode),
+        ["v1", "verifications", "check"] => only(&Method::POST, "POST", Route::CheckCode),
+        ["sms_send"] | ["sms_send", ""] if seed_routes => seed(&m, Route::SeedSend),
+        ["sms_check"] | ["sms_check", ""] if seed_routes => seed(&m, Route::SeedCheck),
+        _ => Err(ApiError::not_found(
+            "not_found",
+            format!("no route for {path}"),
+        )),
+    }
+}
+
+fn seed(m: &Method, r: Route) -> Result<Route, ApiError> {
+    if *m == Method::GET || *m == Method::POST {
+        Ok(r)
+    } else {
+        Err(ApiError::method_not_allowed("GET, POST"))
+    }
+}
+
+fn decode(segment: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad_request("invalid_path", "path segments must be UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(
+            route(&Method::GET, "/healthz", false).unwrap(),
+            Route::Healthz
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v1/sessions/k/data/a%20b", false).unwrap(),
+            Route::SetValue {
+                key: "k".into(),
+                name: "a b".into()
+            }
+        );
+        let e = route(&Method::PATCH, "/v1/sessions/k/data/x", false).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(route(&Method::GET, "/nope", false).unwrap_err().status, 404);
+        assert_eq!(
+            route(&Method::GET, "/sms_send/", false).unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            route(&Method::GET, "/sms_send/", true).unwrap(),
+            Route::SeedSend
+        );
+        assert_eq!(
+            route(&Method::POST, "/sms_check", true).unwrap(),
+            Route::SeedCheck
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/sessions/k/data/%FF", false)
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! verifyd: proves that a person holds a phone number, on top of a Django-style session store.
+//!
+//! The binary in `main.rs` is a thin shell over [`cli::run`]; everything else lives here so that
+//! integration tests can start real servers in-process.
+
+pub mod app;
+pub mod cli;
+pub mod code;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod logging;
+pub mod phone;
+pub mod provider;
+pub mod secret;
+pub mod session;
+pub mod store;
+pub mod sweeper;
+pub mod time;
+pub mod verify;

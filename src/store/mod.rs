@@ -1,0 +1,204 @@
+//! The storage boundary: one trait, two complete implementations (PostgreSQL and an embedded
+//! SQLite file), both held to the same conformance suite in `tests/store_conformance.rs`.
+//!
+//! Every operation is one atomic statement or one transaction, so racing requests — in one
+//! daemon or in several sharing a database — get the answer a single server would give.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use std::time::{Duration, SystemTime};
+
+use crate::code::CodeMac;
+use crate::phone::PhoneNumber;
+use crate::session::{Expiry, KeyHash, Session};
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Failures at the storage boundary. The HTTP layer maps `Unavailable` to 503 `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, a pool wait timed out, or the connection broke.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the database said; a bug or a broken schema, not a client problem.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a send asks the store to record, atomically with the resend and attempt rules.
+#[derive(Debug, Clone)]
+pub struct StartVerification<'a> {
+    pub session_id: i64,
+    pub phone: &'a PhoneNumber,
+    pub code_mac: CodeMac,
+    /// Lifetime of the new code.
+    pub ttl: Duration,
+    /// Minimum time between two sends for the same session and phone.
+    pub resend_interval: Duration,
+    /// Wrong attempts allowed per verification (shared by all codes sent within it).
+    pub max_attempts: u32,
+}
+
+/// Outcome of [`Store::start_verification`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The code was recorded. `resend` is true when it replaced a live code of the same
+    /// verification, whose wrong-attempt count (`attempts`) carries over.
+    Issued { resend: bool, attempts: u32 },
+    /// A code was sent less than `resend_interval` ago.
+    TooSoon { retry_after: Duration },
+    /// The live verification used up its attempts; no new code until it expires.
+    Exhausted { retry_after: Duration },
+}
+
+/// What a check asks the store to decide, atomically.
+#[derive(Debug, Clone)]
+pub struct CheckVerification<'a> {
+    pub session_id: i64,
+    pub phone: &'a PhoneNumber,
+    /// MAC of the code the person typed (same key and inputs as at send time).
+    pub code_mac: CodeMac,
+    pub max_attempts: u32,
+    /// Applied to the session in the same transaction when the code is right.
+    pub on_approve: Approval<'a>,
+}
+
+/// Session changes that come with an approval: new key (fixation defence) and the verified facts.
+#[derive(Debug, Clone)]
+pub struct Approval<'a> {
+    pub new_key: KeyHash,
+    /// Merged into the session data (`verified_phone`, `verified_at`).
+    pub data: &'a Map<String, Value>,
+}
+
+/// Outcome of [`Store::check_verification`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckOutcome {
+    /// Right code; the verification is spent, the session carries the approval data under its
+    /// new key. `session` is the session after the change.
+    Approved { session: Session },
+    /// Wrong code; `attempts_left` more tries before the code dies (never 0 here).
+    Wrong { attempts_left: u32 },
+    /// The code's lifetime is over.
+    Expired,
+    /// Too many wrong tries (this one may have been the last).
+    Exhausted,
+    /// No live verification for this session and phone (never sent, already approved, swept).
+    NotFound,
+}
+
+/// Outcome of deleting one key from a session's data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    NoSession,
+    NoSuchKey,
+    Deleted(Session),
+}
+
+/// Rows removed by one sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub sessions: u64,
+    pub verifications: u64,
+    /// False when another daemon held the sweep lock and this one did nothing.
+    pub ran: bool,
+}
+
+/// Everything verifyd keeps. Implementations own their clock: PostgreSQL uses the database's
+/// `now()` (one clock for all daemons), SQLite the process clock.
+///
+/// Session rules every implementation follows (see `../shared/reference/sessions.md`):
+/// - A session whose `expires_at` has passed is never returned, even before the sweeper runs.
+/// - The idle time of a session is `N` for `Expiry::Idle(N)`, `policy.default_age` for
+///   `Default` and `Browser`, and none for `Never`. When a session is used its expiry becomes
+///   `now + idle`, but never later than `created_at + policy.max_lifetime` when a cap is set
+///   (`Never` sessions get exactly that cap, or no expiry at all without one).
+/// - Reads (`touch_session`) slide the expiry only when `policy.refresh_interval` seconds have
+///   passed since the last slide, and then report `refreshed = true`; writes always slide it and
+///   report `refreshed = true`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the schema or brings it up to date (idempotent, safe with concurrent callers).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The server secret that keys code MACs: created randomly on first call, then the same
+    /// value for every caller and every later start (shared by all daemons on one database).
+    async fn server_secret(&self) -> StoreResult<Vec<u8>>;
+
+    /// Inserts a new session with the given key, data and expiry policy.
+    async fn create_session(
+        &self,
+        key: &KeyHash,
+        data: &Map<String, Value>,
+        expiry: Expiry,
+    ) -> StoreResult<Session>;
+
+    /// Loads a live session, sliding its expiry when due.
+    async fn touch_session(&self, key: &KeyHash) -> StoreResult<Option<Session>>;
+
+    /// Sets `data[name] = value`.
+    async fn set_value(
+        &self,
+        key: &KeyHash,
+        name: &str,
+        value: &Value,
+    ) -> StoreResult<Option<Session>>;
+
+    /// Removes `data[name]`.
+    async fn delete_value(&self, key: &KeyHash, name: &str) -> StoreResult<DeleteOutcome>;
+
+    /// Empties the data, keeps the key and expiry policy.
+    async fn clear(&self, key: &KeyHash) -> StoreResult<Option<Session>>;
+
+    /// Deletes the session (and its verifications). True when a live session was deleted.
+    async fn flush(&self, key: &KeyHash) -> StoreResult<bool>;
+
+    /// Moves the session to `new_key`; the old key stops working at once. Data, id and pending
+    /// verifications stay.
+    async fn cycle(&self, key: &KeyHash, new_key: &KeyHash) -> StoreResult<Option<Session>>;
+
+    /// Changes the expiry policy and recomputes `expires_at` from now.
+    async fn set_expiry(&self, key: &KeyHash, expiry: Expiry) -> StoreResult<Option<Session>>;
+
+    /// Records a freshly generated code for (session, phone).
+    ///
+    /// - No row, or the previous verification is over (code expired, or approved): a new
+    ///   verification with 0 attempts.
+    /// - A live pending code sent less than `resend_interval` ago: `TooSoon`, nothing changes.
+    /// - A live pending code older than that: the code is replaced, the attempt count kept.
+    /// - A live exhausted verification: `Exhausted` until its `expires_at`.
+    ///
+    /// The new code expires at `now + ttl`.
+    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome>;
+
+    /// Undoes the resend cooldown of a send whose delivery failed, so the person can retry at
+    /// once. Only acts while the stored MAC is still `code_mac` (a later send wins).
+    async fn abandon_send(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        code_mac: &CodeMac,
+    ) -> StoreResult<()>;
+
+    /// Decides a check atomically: right code → approved (once, ever) and the session updated
+    /// with [`Approval`] in the same transaction; wrong code → one attempt used, and at
+    /// `max_attempts` the code dies. A code that is expired, exhausted or already used never
+    /// approves.
+    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome>;
+
+    /// Deletes expired sessions and finished verifications in batches of at most `batch` rows
+    /// per statement, until none are left. Only one caller sweeps a database at a time; the
+    /// others return `ran = false` at once.
+    async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;
+}
+
+/// How long until `t` from `now`, for `Retry-After`: at least one second.
+pub fn retry_after(t: SystemTime, now: SystemTime) -> Duration {
+    Duration::from_secs(crate::time::secs_until(t, now).max(1))
+}

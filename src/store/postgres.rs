@@ -1,0 +1,776 @@
+//! The PostgreSQL store: what several daemons share when they serve one deployment. Every
+//! operation is one statement (or, for migrations, one transaction per file) evaluated against the
+//! database clock, so racing requests from any daemon get the answer a single server would give.
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use postgres_types::Json;
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::code::CodeMac;
+use crate::phone::PhoneNumber;
+use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
+use crate::store::{
+    CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification, Store,
+    StoreError, StoreResult, SweepReport, retry_after,
+};
+
+/// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+/// Advisory lock keys ("verifyd" in ASCII plus a tag), one per job that must not run twice at once.
+const MIGRATE_LOCK: i64 = 0x7665_7269_6679_6401;
+const SWEEP_LOCK: i64 = 0x7665_7269_6679_6402;
+
+/// A statement that saw a row its own snapshot did not (a concurrent commit) is re-run; each
+/// re-run sees at least one more commit, so a handful always suffices in practice.
+const MAX_RERUNS: usize = 8;
+
+/// Name of the server secret in `verifyd_meta`.
+const SECRET_NAME: &str = "code_mac_key";
+
+/// Connection settings. Every wait is bounded so that a sick database yields `Unavailable`
+/// quickly instead of hanging requests.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Maximum number of pooled connections.
+    pub pool_size: usize,
+    /// Limit for opening one connection (TCP connect and startup).
+    pub connect_timeout: Duration,
+    /// Limit for waiting until a pooled connection is free.
+    pub acquire_timeout: Duration,
+    /// Server-side limit for one statement (`statement_timeout`).
+    pub statement_timeout: Duration,
+}
+
+/// A [`Store`] on a pool of PostgreSQL connections.
+pub struct PgStore {
+    pool: Pool,
+    policy: SessionPolicy,
+    /// Upper bound for one request-path operation, checkout included. It covers the case the
+    /// server-side `statement_timeout` cannot: a server that stopped answering at all.
+    deadline: Duration,
+}
+
+impl PgStore {
+    /// Builds the pool without connecting: the first operation opens the first connection, so a
+    /// daemon can start (and report not-ready) while the database is down.
+    pub fn new(url: &str, opts: &PgOptions, policy: SessionPolicy) -> StoreResult<Self> {
+        // The error text of the parser never contains the URL, which may hold a password.
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Internal(format!(
+                "invalid PostgreSQL URL (expected postgres://…): {e}"
+            ))
+        })?;
+        cfg.connect_timeout(opts.connect_timeout);
+        let timeout = format!(
+            "-c statement_timeout={}",
+            opts.statement_timeout.as_millis()
+        );
+        let options = match cfg.get_options() {
+            Some(existing) => format!("{existing} {timeout}"),
+            None => timeout,
+        };
+        cfg.options(options);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("verifyd");
+        }
+        // `Verified` sends an empty query on checkout (bounded by the recycle timeout), so a
+        // connection that broke while idle — a database restart, a dead peer — is replaced
+        // instead of failing the request that happens to get it.
+        let manager = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.acquire_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .recycle_timeout(Some(opts.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let deadline = opts.acquire_timeout + opts.connect_timeout + opts.statement_timeout;
+        Ok(Self {
+            pool,
+            policy,
+            deadline: deadline + Duration::from_secs(1),
+        })
+    }
+
+    /// Connections (in use, idle) and requests waiting for one, for metrics.
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let s = self.pool.status();
+        (s.size.saturating_sub(s.available), s.available, s.waiting)
+    }
+
+    async fn conn(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs one request-path operation under the overall deadline.
+    async fn bounded<T>(&self, op: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        tokio::time::timeout(self.deadline, op)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the database did not answer in time".into(),
+                ))
+            })
+    }
+
+    /// One statement returning at most one row.
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Option<Row>> {
+        self.bounded(async {
+            let c = self.conn().await?;
+            let stmt = c.prepare_cached(sql).await.map_err(db_error)?;
+            c.query_opt(&stmt, params).await.map_err(db_error)
+        })
+        .await
+    }
+
+    /// One statement whose row count is the answer.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        self.bounded(async {
+            let c = self.conn().await?;
+            let stmt = c.prepare_cached(sql).await.map_err(db_error)?;
+            c.execute(&stmt, params).await.map_err(db_error)
+        })
+        .await
+    }
+
+    /// Policy values as statement parameters: passed on every call so that a configuration
+    /// change applies to existing sessions at their next use.
+    fn default_age(&self) -> i64 {
+        i64::from(self.policy.default_age)
+    }
+
+    fn max_lifetime(&self) -> Option<i64> {
+        self.policy.max_lifetime.map(i64::from)
+    }
+
+    /// A statement that updates one session by key (live only), slides its expiry and returns
+    /// it. `$1` is the key hash, `$2`/`$3` the policy; the caller's extra parameters follow.
+    async fn write_session(
+        &self,
+        sql: &str,
+        key: &KeyHash,
+        extra: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Option<Session>> {
+        let (key, age, cap) = (key.0.as_slice(), self.default_age(), self.max_lifetime());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&key, &age, &cap];
+        params.extend_from_slice(extra);
+        match self.query_opt(sql, &params).await? {
+            Some(row) => session_from(&row, true),
+            None => Ok(None),
+        }
+    }
+}
+
+const SET_VALUE: &str = "
+    UPDATE sessions
+    SET data = data || jsonb_build_object($4::text, $5::jsonb),
+        touched_at = now(),
+        expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+
+const CLEAR: &str = "
+    UPDATE sessions
+    SET data = '{}',
+        touched_at = now(),
+        expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+
+const CYCLE: &str = "
+    UPDATE sessions
+    SET key_hash = $4,
+        touched_at = now(),
+        expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+
+const SET_EXPIRY: &str = "
+    UPDATE sessions
+    SET expiry_kind = $4,
+        idle_secs = $5,
+        touched_at = now(),
+        expires_at = verifyd_session_expiry($4, $5, created_at, $2, $3)
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+
+/// Slides the expiry only when the refresh interval has passed; otherwise returns the row as is.
+/// The common case (no slide) takes no row lock.
+const TOUCH: &str = "
+    WITH slid AS (
+        UPDATE sessions
+        SET touched_at = now(),
+            expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
+        WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+          AND touched_at <= now() - make_interval(secs => $4::bigint)
+        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at
+    )
+    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, true AS refreshed FROM slid
+    UNION ALL
+    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, false FROM sessions
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+      AND NOT EXISTS (SELECT 1 FROM slid)";
+
+/// `found` tells a missing session from a missing key when nothing was deleted.
+const DELETE_VALUE: &str = "
+    WITH upd AS (
+        UPDATE sessions
+        SET data = data - $4::text,
+            touched_at = now(),
+            expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
+        WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now()) AND data ? $4::text
+        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at
+    )
+    SELECT EXISTS (SELECT 1 FROM sessions
+                   WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())) AS found,
+           upd.*
+    FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
+
+/// The upsert applies the resend rules in its `WHERE`; `old` (the statement's snapshot of the
+/// row) explains a refusal. `created_at < now()` on the written row means the verification was
+/// continued (a resend), since a fresh one starts at this statement's `now()`.
+const START_VERIFICATION: &str = "
+    WITH old AS (
+        SELECT state, sent_at, expires_at FROM verifications WHERE session_id = $1 AND phone = $2
+    ), up AS (
+        INSERT INTO verifications AS v
+            (session_id, phone, code_mac, state, attempts, created_at, sent_at, expires_at)
+        VALUES ($1, $2, $3, 0, 0, now(), now(), now() + make_interval(secs => $4::float8))
+        ON CONFLICT (session_id, phone) DO UPDATE SET
+            code_mac = excluded.code_mac,
+            state = 0,
+            sent_at = now(),
+            expires_at = excluded.expires_at,
+            attempts = CASE WHEN v.state = 0 AND v.expires_at > now() THEN v.attempts ELSE 0 END,
+            created_at = CASE WHEN v.state = 0 AND v.expires_at > now() THEN v.created_at
+                              ELSE now() END
+        WHERE v.expires_at <= now() OR v.state = 1
+           OR (v.state = 0 AND v.sent_at <= now() - make_interval(secs => $5::float8))
+        RETURNING v.attempts, v.created_at < now() AS resend
+    )
+    SELECT up.attempts, up.resend, old.state, old.sent_at, old.expires_at, now() AS now
+    FROM (VALUES (1)) AS one (x) LEFT JOIN up ON true LEFT JOIN old ON true";
+
+/// A long-past `sent_at` ends the resend cooldown (the epoch, not `-infinity`, so it still
+/// converts to a `SystemTime`).
+const ABANDON_SEND: &str = "
+    UPDATE verifications SET sent_at = 'epoch'
+    WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
+
+/// The whole check in one statement: `ver` approves or counts the attempt (re-evaluated on the
+/// newest row version when it has to wait for a concurrent check, so no attempt is lost), and
+/// on approval `sess` moves the session to its new key with the approval data merged in. `cur`
+/// is the statement's snapshot, used to explain why `ver` did nothing; when it shows a
+/// pending, live code that `ver` did not update, a concurrent check changed the row after the
+/// snapshot was taken and the caller re-runs the statement.
+const CHECK_VERIFICATION: &str = "
+    WITH cur AS (
+        SELECT v.state, v.expires_at > now() AS live,
+               EXISTS (SELECT 1 FROM sessions s
+                       WHERE s.id = v.session_id
+                         AND (s.expires_at IS NULL OR s.expires_at > now())) AS session_live
+        FROM verifications v WHERE v.session_id = $1 AND v.phone = $2
+    ), ver AS (
+        UPDATE verifications v
+        SET state = CASE WHEN v.code_mac = $3 THEN 1
+                         WHEN v.attempts + 1 >= $4 THEN 2
+                         ELSE 0 END,
+            attempts = v.attempts + CASE WHEN v.code_mac = $3 THEN 0 ELSE 1 END
+        WHERE v.session_id = $1 AND v.phone = $2 AND v.state = 0 AND v.expires_at > now()
+          AND EXISTS (SELECT 1 FROM sessions s
+                      WHERE s.id = $1 AND (s.expires_at IS NULL OR s.expires_at > now()))
+        RETURNING v.state, v.attempts
+    ), sess AS (
+        UPDATE sessions s
+        SET key_hash = $5,
+            data = s.data || $6::jsonb,
+            touched_at = now(),
+            expires_at = verifyd_session_expiry(s.expiry_kind, s.idle_secs, s.created_at, $7, $8)
+        FROM ver
+        WHERE ver.state = 1 AND s.id = $1 AND (s.expires_at IS NULL OR s.expires_at > now())
+        RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at
+    )
+    SELECT cur.state AS cur_state, cur.live, cur.session_live,
+           ver.state AS new_state, ver.attempts, sess.*
+    FROM (VALUES (1)) AS one (x)
+        LEFT JOIN cur ON true LEFT JOIN ver ON true LEFT JOIN sess ON true";
+
+/// Inserts the secret unless one exists, and returns the stored one. Under a concurrent first
+/// call the insert waits, does nothing, and the snapshot misses the winner's row: no row comes
+/// back and the caller re-runs.
+const SERVER_SECRET: &str = "
+    WITH ins AS (
+        INSERT INTO verifyd_meta (name, value) VALUES ($1, $2)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING value
+    )
+    SELECT value FROM ins
+    UNION ALL
+    SELECT value FROM verifyd_meta WHERE name = $1";
+
+/// Batched deletes walk the `expires_at` indexes, so each statement touches at most `$1` rows
+/// and holds its locks briefly. Deleting a session deletes its verifications too.
+const SWEEP_SESSIONS: &str = "
+    DELETE FROM sessions WHERE id IN (
+        SELECT id FROM sessions WHERE expires_at < now() ORDER BY expires_at LIMIT $1)";
+
+const SWEEP_VERIFICATIONS: &str = "
+    DELETE FROM verifications WHERE (session_id, phone) IN (
+        SELECT session_id, phone FROM verifications
+        WHERE expires_at < now() ORDER BY expires_at LIMIT $1)";
+
+/// Verification states as stored.
+const PENDING: i16 = 0;
+const APPROVED: i16 = 1;
+const EXHAUSTED: i16 = 2;
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        for &(version, name, sql) in MIGRATIONS {
+            let tx = c.transaction().await.map_err(db_error)?;
+            // Taken before anything else, so concurrent daemons apply each file exactly once
+            // and never race on creating the bookkeeping table.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+                .await
+                .map_err(db_error)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version    INTEGER PRIMARY KEY,
+                     name       TEXT NOT NULL,
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(db_error)?;
+            let applied = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[&version],
+                )
+                .await
+                .map_err(db_error)?
+                .is_some();
+            if !applied {
+                tx.batch_execute(sql).await.map_err(db_error)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    &[&version, &name],
+                )
+                .await
+                .map_err(db_error)?;
+                tracing::info!(version, name, "applied PostgreSQL migration");
+            }
+            tx.commit().await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.query_opt("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn server_secret(&self) -> StoreResult<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
+        for _ in 0..MAX_RERUNS {
+            if let Some(row) = self
+                .query_opt(SERVER_SECRET, &[&SECRET_NAME, &fresh.as_slice()])
+                .await?
+            {
+                return row.try_get("value").map_err(db_error);
+            }
+        }
+        Err(StoreError::Internal(
+            "the server secret could not be read back".into(),
+        ))
+    }
+
+    async fn create_session(
+        &self,
+        key: &KeyHash,
+        data: &Map<String, Value>,
+        expiry: Expiry,
+    ) -> StoreResult<Session> {
+        let (kind, idle) = expiry.to_parts();
+        let row = self
+            .query_opt(
+                "INSERT INTO sessions
+                     (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at)
+                 VALUES ($1, $2, $3, $4, now(), now(),
+                         verifyd_session_expiry($3, $4, now(), $5, $6))
+                 RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at",
+                &[
+                    &key.0.as_slice(),
+                    &Json(data),
+                    &kind,
+                    &idle,
+                    &self.default_age(),
+                    &self.max_lifetime(),
+                ],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("INSERT … RETURNING returned no row".into()))?;
+        session_from(&row, true)?
+            .ok_or_else(|| StoreError::Internal("INSERT … RETURNING returned no id".into()))
+    }
+
+    async fn touch_session(&self, key: &KeyHash) -> StoreResult<Option<Session>> {
+        let (age, cap) = (self.default_age(), self.max_lifetime());
+        let refresh = i64::from(self.policy.refresh_interval);
+        match self
+            .query_opt(TOUCH, &[&key.0.as_slice(), &age, &cap, &refresh])
+            .await?
+        {
+            Some(row) => {
+                let refreshed = row.try_get("refreshed").map_err(db_error)?;
+                session_from(&row, refreshed)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set_value(
+        &self,
+        key: &KeyHash,
+        name: &str,
+        value: &Value,
+    ) -> StoreResult<Option<Session>> {
+        self.write_session(SET_VALUE, key, &[&name, &Json(value)])
+            .await
+    }
+
+    async fn delete_value(&self, key: &KeyHash, name: &str) -> StoreResult<DeleteOutcome> {
+        let (age, cap) = (self.default_age(), self.max_lifetime());
+        let row = self
+            .query_opt(DELETE_VALUE, &[&key.0.as_slice(), &age, &cap, &name])
+            .await?
+            .ok_or_else(|| StoreError::Internal("delete_value returned no row".into()))?;
+        if let Some(session) = session_from(&row, true)? {
+            return Ok(DeleteOutcome::Deleted(session));
+        }
+        let found: bool = row.try_get("found").map_err(db_error)?;
+        Ok(if found {
+            DeleteOutcome::NoSuchKey
+        } else {
+            DeleteOutcome::NoSession
+        })
+    }
+
+    async fn clear(&self, key: &KeyHash) -> StoreResult<Option<Session>> {
+        self.write_session(CLEAR, key, &[]).await
+    }
+
+    async fn flush(&self, key: &KeyHash) -> StoreResult<bool> {
+        let deleted = self
+            .execute(
+                "DELETE FROM sessions
+                 WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())",
+                &[&key.0.as_slice()],
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn cycle(&self, key: &KeyHash, new_key: &KeyHash) -> StoreResult<Option<Session>> {
+        self.write_session(CYCLE, key, &[&new_key.0.as_slice()])
+            .await
+    }
+
+    async fn set_expiry(&self, key: &KeyHash, expiry: Expiry) -> StoreResult<Option<Session>> {
+        let (kind, idle) = expiry.to_parts();
+        self.write_session(SET_EXPIRY, key, &[&kind, &idle]).await
+    }
+
+    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome> {
+        let ttl = req.ttl.as_secs_f64();
+        let resend = req.resend_interval.as_secs_f64();
+        for _ in 0..MAX_RERUNS {
+            let row = self
+                .query_opt(
+                    START_VERIFICATION,
+                    &[
+                        &req.session_id,
+                        &req.phone.as_str(),
+                        &req.code_mac.0.as_slice(),
+                        &ttl,
+                        &resend,
+                    ],
+                )
+                .await?
+                .ok_or_else(|| StoreError::Internal("start_verification returned no row".into()))?;
+            if let Some(attempts) = row
+                .try_get::<_, Option<i32>>("attempts")
+                .map_err(db_error)?
+            {
+                let resend: bool = row.try_get("resend").map_err(db_error)?;
+                return Ok(StartOutcome::Issued {
+                    resend,
+                    attempts: count(attempts),
+                });
+            }
+            // Refused: the snapshot says why, unless a concurrent send committed after it.
+            let state: Option<i16> = row.try_get("state").map_err(db_error)?;
+            let now: SystemTime = row.try_get("now").map_err(db_error)?;
+            if let Some(state) = state {
+                let sent_at: SystemTime = row.try_get("sent_at").map_err(db_error)?;
+                let expires_at: SystemTime = row.try_get("expires_at").map_err(db_error)?;
+                if expires_at > now && state == EXHAUSTED {
+                    return Ok(StartOutcome::Exhausted {
+                        retry_after: retry_after(expires_at, now),
+                    });
+                }
+                let cooldown_end = sent_at + req.resend_interval;
+                if expires_at > now && state == PENDING && cooldown_end > now {
+                    return Ok(StartOutcome::TooSoon {
+                        retry_after: retry_after(cooldown_end, now),
+                    });
+                }
+            }
+        }
+        Err(StoreError::Internal(
+            "start_verification kept racing concurrent sends".into(),
+        ))
+    }
+
+    async fn abandon_send(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        code_mac: &CodeMac,
+    ) -> StoreResult<()> {
+        self.execute(
+            ABANDON_SEND,
+            &[&session_id, &phone.as_str(), &code_mac.0.as_slice()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome> {
+        let max_attempts = i32::try_from(req.max_attempts).unwrap_or(i32::MAX);
+        let (age, cap) = (self.default_age(), self.max_lifetime());
+        let patch = Json(req.on_approve.data);
+        for _ in 0..MAX_RERUNS {
+            let row = self
+                .query_opt(
+                    CHECK_VERIFICATION,
+                    &[
+                        &req.session_id,
+                        &req.phone.as_str(),
+                        &req.code_mac.0.as_slice(),
+                        &max_attempts,
+                        &req.on_approve.new_key.0.as_slice(),
+                        &patch,
+                        &age,
+                        &cap,
+                    ],
+                )
+                .await?
+                .ok_or_else(|| StoreError::Internal("check_verification returned no row".into()))?;
+            if let Some(outcome) = check_outcome(&row, req.max_attempts)? {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Internal(
+            "check_verification kept racing concurrent checks".into(),
+        ))
+    }
+
+    async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
+        let lease = SweepLease(Some(self.conn().await?));
+        let c = lease.client();
+        let locked: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(db_error)?
+            .try_get(0)
+            .map_err(db_error)?;
+        if !locked {
+            lease.release();
+            return Ok(SweepReport::default());
+        }
+        let batch = i64::from(batch.max(1));
+        let sessions = delete_in_batches(c, SWEEP_SESSIONS, batch).await?;
+        let verifications = delete_in_batches(c, SWEEP_VERIFICATIONS, batch).await?;
+        c.execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(db_error)?;
+        lease.release();
+        Ok(SweepReport {
+            sessions,
+            verifications,
+            ran: true,
+        })
+    }
+}
+
+/// Reads the check statement's row; `None` when its snapshot contradicts its update (a
+/// concurrent check committed in between) and the statement must be re-run.
+fn check_outcome(row: &Row, max_attempts: u32) -> StoreResult<Option<CheckOutcome>> {
+    let get_state = |col: &str| row.try_get::<_, Option<i16>>(col).map_err(db_error);
+    if let Some(new_state) = get_state("new_state")? {
+        return Ok(Some(match new_state {
+            // The session died between the two updates: the code is spent, nothing to approve.
+            APPROVED => match session_from(row, true)? {
+                Some(session) => CheckOutcome::Approved { session },
+                None => CheckOutcome::NotFound,
+            },
+            EXHAUSTED => CheckOutcome::Exhausted,
+            _ => {
+                let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
+                let left = max_attempts.saturating_sub(count(attempts)).max(1);
+                CheckOutcome::Wrong {
+                    attempts_left: left,
+                }
+            }
+        }));
+    }
+    let Some(state) = get_state("cur_state")? else {
+        return Ok(Some(CheckOutcome::NotFound));
+    };
+    let live: bool = row.try_get("live").map_err(db_error)?;
+    let session_live: bool = row.try_get("session_live").map_err(db_error)?;
+    Ok(match state {
+        _ if !session_live => Some(CheckOutcome::NotFound),
+        APPROVED => Some(CheckOutcome::NotFound),
+        EXHAUSTED => Some(CheckOutcome::Exhausted),
+        _ if !live => Some(CheckOutcome::Expired),
+        _ => None,
+    })
+}
+
+/// Builds the session from a row carrying the session columns; `None` when they are NULL (an
+/// outer join that found no session).
+fn session_from(row: &Row, refreshed: bool) -> StoreResult<Option<Session>> {
+    let Some(id) = row.try_get::<_, Option<i64>>("id").map_err(db_error)? else {
+        return Ok(None);
+    };
+    let Json(data) = row
+        .try_get::<_, Json<Map<String, Value>>>("data")
+        .map_err(db_error)?;
+    Ok(Some(Session {
+        id,
+        data,
+        expiry: Expiry::from_parts(
+            row.try_get("expiry_kind").map_err(db_error)?,
+            row.try_get("idle_secs").map_err(db_error)?,
+        ),
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        refreshed,
+    }))
+}
+
+/// Attempt counts are never negative (a CHECK constraint says so).
+fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// Repeats one bounded `DELETE` until a batch comes back short; returns the rows deleted.
+async fn delete_in_batches(c: &tokio_postgres::Client, sql: &str, batch: i64) -> StoreResult<u64> {
+    let stmt = c.prepare(sql).await.map_err(db_error)?;
+    let mut total = 0;
+    loop {
+        let n = c.execute(&stmt, &[&batch]).await.map_err(db_error)?;
+        total += n;
+        if n < batch as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// The connection a sweep runs on. The sweep lock is held by the database session, so if the
+/// sweep fails or its future is dropped before [`SweepLease::release`], the connection is
+/// closed rather than returned to the pool: closing it releases the lock on the server.
+struct SweepLease(Option<Object>);
+
+impl SweepLease {
+    fn client(&self) -> &tokio_postgres::Client {
+        self.0
+            .as_ref()
+            .expect("the lease holds its connection until released")
+    }
+
+    /// Returns the connection to the pool (it holds no lock any more).
+    fn release(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for SweepLease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Timeout(_) => {
+            StoreError::Unavailable("timed out waiting for a database connection".into())
+        }
+        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".into()),
+        PoolError::Backend(e) => db_error(e),
+        other => StoreError::Internal(format!("connection pool: {other}")),
+    }
+}
+
+/// Unavailable for what retrying later can fix (no connection, a broken one, a server shutting
+/// down or out of resources, a statement cut off by `statement_timeout`); Internal for the rest.
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    let unavailable = match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08")
+                || c.starts_with("53")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(code)
+                || *code == SqlState::QUERY_CANCELED
+        }
+        None => {
+            e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+        }
+    };
+    // The database's detail line can quote row values (a phone number, say); only the message
+    // and the SQLSTATE go into the error, and from there into logs.
+    let text = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    if unavailable {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Internal(text)
+    }
+}

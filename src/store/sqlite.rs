@@ -1,0 +1,671 @@
+//! The embedded store: one SQLite file in WAL mode, for a single daemon without PostgreSQL.
+
+use async_trait::async_trait;
+use rusqlite::types::Type;
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use subtle::ConstantTimeEq;
+
+use super::{
+    CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification, Store,
+    StoreError, StoreResult, SweepReport, retry_after,
+};
+use crate::code::CodeMac;
+use crate::phone::PhoneNumber;
+use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
+use crate::time::{from_millis, to_millis};
+
+/// The files of `migrations/sqlite`, in order: (version, name, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// `verifications.state` values.
+const PENDING: i64 = 0;
+const APPROVED: i64 = 1;
+const EXHAUSTED: i64 = 2;
+
+/// How hard SQLite pushes commits to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit is on disk before it returns; survives power loss.
+    Full,
+    /// The usual WAL setting: a power loss may undo the last commits but never corrupts the file.
+    Normal,
+}
+
+/// Connection settings for [`SqliteStore::open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// How long a statement waits for another connection's lock before failing as `Unavailable`.
+    pub busy_timeout: Duration,
+}
+
+/// [`Store`] on one SQLite file; the process clock is the clock.
+pub struct SqliteStore {
+    /// A single connection: SQLite admits one writer at a time anyway. A std `Mutex` suits
+    /// because it is only ever taken on a blocking thread and never held across an `.await`.
+    conn: Arc<Mutex<Connection>>,
+    policy: SessionPolicy,
+    /// Set while a sweep runs, so that a second caller returns `ran = false` at once.
+    sweeping: AtomicBool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its directory. Does not migrate.
+    pub fn open(path: &Path, opts: &SqliteOptions, policy: SessionPolicy) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        // First, so that the pragmas below already wait for a lock held elsewhere.
+        conn.busy_timeout(opts.busy_timeout)?;
+        // WAL lets readers (a backup, the sqlite3 shell) work beside the writer.
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Internal(format!(
+                "{} cannot use the WAL journal (got {mode})",
+                path.display()
+            )));
+        }
+        let sync = match opts.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        // Off by default in SQLite; the cascade from sessions to verifications needs it.
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Room for every statement below, so none is ever prepared twice.
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            policy,
+            sweeping: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` with the connection on a blocking thread, so async workers never wait on disk.
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| StoreError::Internal("sqlite connection mutex poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite task failed: {e}")))?
+    }
+
+    /// Runs `f` as one `BEGIN IMMEDIATE` transaction: it holds the write lock from the start, so
+    /// reading a row and then writing it is atomic. `f` gets the current time in milliseconds.
+    async fn transaction<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, i64, &SessionPolicy) -> StoreResult<T> + Send + 'static,
+    {
+        let policy = self.policy;
+        self.blocking(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Read under the lock, so that time order follows commit order.
+            let now = to_millis(SystemTime::now());
+            let out = f(&tx, now, &policy)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs one bounded `DELETE` (`?1` = now, `?2` = batch) until it removes fewer than `batch`
+    /// rows. Each batch takes the connection on its own, so requests run between batches.
+    async fn delete_in_batches(&self, sql: &'static str, now: i64, batch: u32) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .blocking(move |conn| Ok(conn.prepare_cached(sql)?.execute(params![now, batch])?))
+                .await?;
+            total += n as u64;
+            if n < batch as usize {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// A session row as read inside a transaction.
+struct Row {
+    id: i64,
+    data: Map<String, Value>,
+    expiry: Expiry,
+    created_at: i64,
+    touched_at: i64,
+    expires_at: Option<i64>,
+}
+
+impl Row {
+    /// Column order of the `SELECT`s in [`load`] and [`load_by_id`].
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let text: String = r.get(1)?;
+        let data = serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+        Ok(Self {
+            id: r.get(0)?,
+            data,
+            expiry: Expiry::from_parts(r.get(2)?, r.get(3)?),
+            created_at: r.get(4)?,
+            touched_at: r.get(5)?,
+            expires_at: r.get(6)?,
+        })
+    }
+
+    fn into_session(self, refreshed: bool) -> Session {
+        Session {
+            id: self.id,
+            data: self.data,
+            expiry: self.expiry,
+            created_at: from_millis(self.created_at),
+            expires_at: self.expires_at.map(from_millis),
+            refreshed,
+        }
+    }
+}
+
+/// The live session with this key.
+fn load(tx: &Transaction<'_>, key: &KeyHash, now: i64) -> StoreResult<Option<Row>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, data, expiry_kind, idle_secs, created_at, touched_at, expires_at
+         FROM sessions WHERE key_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+    )?;
+    Ok(stmt
+        .query_row(params![&key.0[..], now], Row::read)
+        .optional()?)
+}
+
+/// The live session with this id.
+fn load_by_id(tx: &Transaction<'_>, id: i64, now: i64) -> StoreResult<Option<Row>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, data, expiry_kind, idle_secs, created_at, touched_at, expires_at
+         FROM sessions WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+    )?;
+    Ok(stmt.query_row(params![id, now], Row::read).optional()?)
+}
+
+/// The write path of every session change: stores `row` under `key` and slides its expiry.
+fn save(
+    tx: &Transaction<'_>,
+    key: &KeyHash,
+    mut row: Row,
+    now: i64,
+    policy: &SessionPolicy,
+) -> StoreResult<Session> {
+    row.touched_at = now;
+    row.expires_at = expires_at(policy, row.expiry, row.created_at, now);
+    let data = to_json(&row.data)?;
+    let (kind, idle) = row.expiry.to_parts();
+    tx.prepare_cached(
+        "UPDATE sessions SET key_hash = ?2, data = ?3, expiry_kind = ?4, idle_secs = ?5,
+                touched_at = ?6, expires_at = ?7
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        row.id,
+        &key.0[..],
+        data,
+        kind,
+        idle,
+        row.touched_at,
+        row.expires_at
+    ])?;
+    Ok(row.into_session(true))
+}
+
+fn to_json(data: &Map<String, Value>) -> StoreResult<String> {
+    serde_json::to_string(data).map_err(|e| StoreError::Internal(format!("session data: {e}")))
+}
+
+/// `now + idle`, never later than `created_at + max_lifetime`; `None` means no expiry.
+fn expires_at(policy: &SessionPolicy, expiry: Expiry, created_at: i64, now: i64) -> Option<i64> {
+    let idle = match expiry {
+        Expiry::Idle(n) => Some(n),
+        Expiry::Default | Expiry::Browser => Some(policy.default_age),
+        Expiry::Never => None,
+    };
+    let sliding = idle.map(|secs| now.saturating_add(secs_ms(secs)));
+    let cap = policy
+        .max_lifetime
+        .map(|secs| created_at.saturating_add(secs_ms(secs)));
+    match (sliding, cap) {
+        (Some(s), Some(c)) => Some(s.min(c)),
+        (s, c) => s.or(c),
+    }
+}
+
+fn secs_ms(secs: u32) -> i64 {
+    i64::from(secs) * 1000
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `Retry-After` for an instant in milliseconds.
+fn retry_after_ms(t: i64, now: i64) -> Duration {
+    retry_after(from_millis(t), from_millis(now))
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            // The lock stayed taken past the busy timeout, or the file itself failed.
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::DiskFull,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Holds [`SqliteStore::sweeping`]; dropping it (after an error too) lets the next sweep run.
+struct SweepGuard<'a>(&'a AtomicBool);
+
+impl<'a> SweepGuard<'a> {
+    fn acquire(flag: &'a AtomicBool) -> Option<Self> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Self(flag))
+    }
+}
+
+impl Drop for SweepGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.blocking(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )?;
+            for &(version, name, sql) in MIGRATIONS {
+                // Checked inside the write lock, so concurrent callers apply each file once.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let applied = tx
+                    .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| {
+                        Ok(())
+                    })
+                    .optional()?
+                    .is_some();
+                if !applied {
+                    tx.execute_batch(sql)?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                        params![version, name, to_millis(SystemTime::now())],
+                    )?;
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.blocking(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?))
+            .await
+    }
+
+    async fn server_secret(&self) -> StoreResult<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
+        self.transaction(move |tx, _, _| {
+            // The first caller's value wins; everyone reads back the stored one.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO verifyd_meta (name, value) VALUES ('server_secret', ?1)",
+            )?
+            .execute([&fresh[..]])?;
+            Ok(tx
+                .prepare_cached("SELECT value FROM verifyd_meta WHERE name = 'server_secret'")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        key: &KeyHash,
+        data: &Map<String, Value>,
+        expiry: Expiry,
+    ) -> StoreResult<Session> {
+        let key = *key;
+        let data = data.clone();
+        self.transaction(move |tx, now, policy| {
+            let expires = expires_at(policy, expiry, now, now);
+            let (kind, idle) = expiry.to_parts();
+            let text = to_json(&data)?;
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO sessions
+                         (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) RETURNING id",
+                )?
+                .query_row(params![&key.0[..], text, kind, idle, now, expires], |r| r.get(0))?;
+            let row = Row { id, data, expiry, created_at: now, touched_at: now, expires_at: expires };
+            Ok(row.into_session(true))
+        })
+        .await
+    }
+
+    async fn touch_session(&self, key: &KeyHash) -> StoreResult<Option<Session>> {
+        let key = *key;
+        self.transaction(move |tx, now, policy| {
+            let Some(row) = load(tx, &key, now)? else {
+                return Ok(None);
+            };
+            // Lazy refresh: a read writes only once `refresh_interval` passed since the last slide.
+            if now - row.touched_at < secs_ms(policy.refresh_interval) {
+                return Ok(Some(row.into_session(false)));
+            }
+            save(tx, &key, row, now, policy).map(Some)
+        })
+        .await
+    }
+
+    async fn set_value(
+        &self,
+        key: &KeyHash,
+        name: &str,
+        value: &Value,
+    ) -> StoreResult<Option<Session>> {
+        let key = *key;
+        let (name, value) = (name.to_owned(), value.clone());
+        self.transaction(move |tx, now, policy| {
+            let Some(mut row) = load(tx, &key, now)? else {
+                return Ok(None);
+            };
+            row.data.insert(name, value);
+            save(tx, &key, row, now, policy).map(Some)
+        })
+        .await
+    }
+
+    async fn delete_value(&self, key: &KeyHash, name: &str) -> StoreResult<DeleteOutcome> {
+        let key = *key;
+        let name = name.to_owned();
+        self.transaction(move |tx, now, policy| {
+            let Some(mut row) = load(tx, &key, now)? else {
+                return Ok(DeleteOutcome::NoSession);
+            };
+            if row.data.remove(&name).is_none() {
+                return Ok(DeleteOutcome::NoSuchKey);
+            }
+            save(tx, &key, row, now, policy).map(DeleteOutcome::Deleted)
+        })
+        .await
+    }
+
+    async fn clear(&self, key: &KeyHash) -> StoreResult<Option<Session>> {
+        let key = *key;
+        self.transaction(move |tx, now, policy| {
+            let Some(mut row) = load(tx, &key, now)? else {
+                return Ok(None);
+            };
+            row.data.clear();
+            save(tx, &key, row, now, policy).map(Some)
+        })
+        .await
+    }
+
+    async fn flush(&self, key: &KeyHash) -> StoreResult<bool> {
+        let key = *key;
+        self.transaction(move |tx, now, _| {
+            // An expired row goes too, but only a live one counts as a flush.
+            let live = tx
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE key_hash = ?1
+                     RETURNING expires_at IS NULL OR expires_at > ?2",
+                )?
+                .query_row(params![&key.0[..], now], |r| r.get(0))
+                .optional()?;
+            Ok(live.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn cycle(&self, key: &KeyHash, new_key: &KeyHash) -> StoreResult<Option<Session>> {
+        let (key, new_key) = (*key, *new_key);
+        self.transaction(move |tx, now, policy| {
+            let Some(row) = load(tx, &key, now)? else {
+                return Ok(None);
+            };
+            save(tx, &new_key, row, now, policy).map(Some)
+        })
+        .await
+    }
+
+    async fn set_expiry(&self, key: &KeyHash, expiry: Expiry) -> StoreResult<Option<Session>> {
+        let key = *key;
+        self.transaction(move |tx, now, policy| {
+            let Some(mut row) = load(tx, &key, now)? else {
+                return Ok(None);
+            };
+            row.expiry = expiry;
+            save(tx, &key, row, now, policy).map(Some)
+        })
+        .await
+    }
+
+    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome> {
+        let (session_id, phone, mac) =
+            (req.session_id, req.phone.as_str().to_owned(), req.code_mac);
+        let (ttl, resend) = (duration_ms(req.ttl), duration_ms(req.resend_interval));
+        let max_attempts = req.max_attempts;
+        self.transaction(move |tx, now, _| {
+            let current: Option<(i64, u32, i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT state, attempts, sent_at, expires_at FROM verifications
+                     WHERE session_id = ?1 AND phone = ?2",
+                )?
+                .query_row(params![session_id, phone], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            let expires = now.saturating_add(ttl);
+            match current.filter(|&(state, _, _, exp)| exp > now && state != APPROVED) {
+                Some((state, attempts, _, exp))
+                    if state == EXHAUSTED || attempts >= max_attempts =>
+                {
+                    Ok(StartOutcome::Exhausted {
+                        retry_after: retry_after_ms(exp, now),
+                    })
+                }
+                Some((_, _, sent_at, _)) if now < sent_at.saturating_add(resend) => {
+                    let ready = sent_at.saturating_add(resend);
+                    Ok(StartOutcome::TooSoon {
+                        retry_after: retry_after_ms(ready, now),
+                    })
+                }
+                Some((_, attempts, _, _)) => {
+                    tx.prepare_cached(
+                        "UPDATE verifications SET code_mac = ?3, sent_at = ?4, expires_at = ?5
+                         WHERE session_id = ?1 AND phone = ?2",
+                    )?
+                    .execute(params![
+                        session_id,
+                        phone,
+                        &mac.0[..],
+                        now,
+                        expires
+                    ])?;
+                    Ok(StartOutcome::Issued {
+                        resend: true,
+                        attempts,
+                    })
+                }
+                // Never sent, or the previous verification is over: start afresh.
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO verifications
+                             (session_id, phone, code_mac, state, attempts, created_at, sent_at,
+                              expires_at)
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?6)
+                         ON CONFLICT (session_id, phone) DO UPDATE SET
+                             code_mac = excluded.code_mac, state = excluded.state, attempts = 0,
+                             created_at = excluded.created_at, sent_at = excluded.sent_at,
+                             expires_at = excluded.expires_at",
+                    )?
+                    .execute(params![
+                        session_id,
+                        phone,
+                        &mac.0[..],
+                        PENDING,
+                        now,
+                        expires
+                    ])?;
+                    Ok(StartOutcome::Issued {
+                        resend: false,
+                        attempts: 0,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn abandon_send(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        code_mac: &CodeMac,
+    ) -> StoreResult<()> {
+        let (phone, mac) = (phone.as_str().to_owned(), *code_mac);
+        self.transaction(move |tx, _, _| {
+            // A send at the epoch is as good as no send: the cooldown is over at once.
+            tx.prepare_cached(
+                "UPDATE verifications SET sent_at = 0
+                 WHERE session_id = ?1 AND phone = ?2 AND code_mac = ?3 AND state = ?4",
+            )?
+            .execute(params![session_id, phone, &mac.0[..], PENDING])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome> {
+        let (session_id, phone, mac) =
+            (req.session_id, req.phone.as_str().to_owned(), req.code_mac);
+        let max_attempts = req.max_attempts;
+        let (new_key, approval) = (req.on_approve.new_key, req.on_approve.data.clone());
+        self.transaction(move |tx, now, policy| {
+            let current: Option<(Vec<u8>, i64, u32, i64)> = tx
+                .prepare_cached(
+                    "SELECT code_mac, state, attempts, expires_at FROM verifications
+                     WHERE session_id = ?1 AND phone = ?2",
+                )?
+                .query_row(params![session_id, phone], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            let Some((stored, state, attempts, expires)) = current else {
+                return Ok(CheckOutcome::NotFound);
+            };
+            if state == APPROVED {
+                return Ok(CheckOutcome::NotFound);
+            }
+            if expires <= now {
+                return Ok(CheckOutcome::Expired);
+            }
+            if state == EXHAUSTED || attempts >= max_attempts {
+                return Ok(CheckOutcome::Exhausted);
+            }
+            if bool::from(stored.as_slice().ct_eq(&mac.0[..])) {
+                let Some(mut row) = load_by_id(tx, session_id, now)? else {
+                    return Ok(CheckOutcome::NotFound);
+                };
+                row.data.extend(approval);
+                let session = save(tx, &new_key, row, now, policy)?;
+                tx.prepare_cached(
+                    "UPDATE verifications SET state = ?3 WHERE session_id = ?1 AND phone = ?2",
+                )?
+                .execute(params![session_id, phone, APPROVED])?;
+                return Ok(CheckOutcome::Approved { session });
+            }
+            let attempts = attempts + 1;
+            let state = if attempts >= max_attempts {
+                EXHAUSTED
+            } else {
+                PENDING
+            };
+            tx.prepare_cached(
+                "UPDATE verifications SET attempts = ?3, state = ?4
+                 WHERE session_id = ?1 AND phone = ?2",
+            )?
+            .execute(params![session_id, phone, attempts, state])?;
+            Ok(if state == EXHAUSTED {
+                CheckOutcome::Exhausted
+            } else {
+                CheckOutcome::Wrong {
+                    attempts_left: max_attempts - attempts,
+                }
+            })
+        })
+        .await
+    }
+
+    async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
+        let Some(_guard) = SweepGuard::acquire(&self.sweeping) else {
+            return Ok(SweepReport::default());
+        };
+        let batch = batch.max(1);
+        let now = to_millis(SystemTime::now());
+        // Sessions first: their verifications go with them by cascade.
+        let sessions = self
+            .delete_in_batches(
+                "DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2)",
+                now,
+                batch,
+            )
+            .await?;
+        let verifications = self
+            .delete_in_batches(
+                "DELETE FROM verifications WHERE rowid IN (
+                     SELECT rowid FROM verifications WHERE expires_at < ?1
+                     ORDER BY expires_at LIMIT ?2)",
+                now,
+                batch,
+            )
+            .await?;
+        Ok(SweepReport {
+            sessions,
+            verifications,
+            ran: true,
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! The background flush: deletes expired sessions and finished verifications on an interval, in
+//! bounded batches, one daemon at a time. `verifyd clear-sessions` runs the same sweep once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, StoreResult, SweepReport};
+
+/// One sweep, logged.
+pub async fn sweep_once(store: &dyn Store, batch: u32) -> StoreResult<SweepReport> {
+    let started = Instant::now();
+    let report = store.sweep(batch).await?;
+    if report.ran {
+        tracing::info!(
+            sessions = report.sessions,
+            verifications = report.verifications,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "sweep finished"
+        );
+    } else {
+        tracing::debug!("another daemon is sweeping; skipped");
+    }
+    Ok(report)
+}
+
+/// Sweeps every `interval` until `stop` is cancelled. A sweep in progress is abandoned at
+/// cancellation (each batch is its own statement, so nothing is left half-done).
+pub async fn run(store: Arc<dyn Store>, interval: Duration, batch: u32, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            result = sweep_once(store.as_ref(), batch) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "sweep failed; will retry");
+                }
+            }
+        }
+    }
+    tracing::debug!("sweeper stopped");
+}

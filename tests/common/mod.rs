@@ -1,0 +1,5 @@
+//! Helpers shared by the integration-test binaries; each binary uses only some of them.
+#![allow(dead_code)]
+
+// Further helper modules (daemon spawning, fake providers, …) are added here next to `pg`.
+pub mod pg;

@@ -1,0 +1,1030 @@
+//! One conformance suite for every `Store`: each rule of the trait docs is a test, and the
+//! `conformance!` macro runs the whole suite against SQLite and against PostgreSQL.
+
+mod common;
+
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use verifyd::code::{Code, CodeKey, CodeMac};
+use verifyd::phone::PhoneNumber;
+use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
+use verifyd::store::postgres::{PgOptions, PgStore};
+use verifyd::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use verifyd::store::{
+    Approval, CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification,
+    Store, SweepReport,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Harness: a fresh, migrated store per test, plus what must outlive it.
+
+/// Where a test's data lives; dropping it removes the file or the database.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(common::pg::TestDb),
+}
+
+struct Harness {
+    store: Arc<dyn Store>,
+    place: Place,
+    policy: SessionPolicy,
+}
+
+impl Harness {
+    /// A second store on the same data, as after a daemon restart.
+    async fn reopen(&self) -> Arc<dyn Store> {
+        open(&self.place, self.policy).await
+    }
+}
+
+async fn open(place: &Place, policy: SessionPolicy) -> Arc<dyn Store> {
+    let store: Arc<dyn Store> = match place {
+        Place::Sqlite(dir) => {
+            // A missing parent directory is created by `open`.
+            let path = dir.path().join("data").join("verifyd.db");
+            let opts = SqliteOptions {
+                synchronous: Synchronous::Normal,
+                busy_timeout: Duration::from_secs(5),
+            };
+            Arc::new(SqliteStore::open(&path, &opts, policy).expect("open the SQLite store"))
+        }
+        Place::Postgres(db) => {
+            let opts = PgOptions {
+                pool_size: 8,
+                connect_timeout: Duration::from_secs(5),
+                acquire_timeout: Duration::from_secs(5),
+                statement_timeout: Duration::from_secs(5),
+            };
+            Arc::new(PgStore::new(&db.url, &opts, policy).expect("connect the PostgreSQL store"))
+        }
+    };
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn make_sqlite(policy: SessionPolicy) -> Option<Harness> {
+    let place = Place::Sqlite(tempfile::tempdir().expect("temp dir"));
+    Some(Harness {
+        store: open(&place, policy).await,
+        place,
+        policy,
+    })
+}
+
+/// `None` (after a loud SKIPPED message from `TestDb`) when PostgreSQL is unreachable outside CI.
+async fn make_pg(policy: SessionPolicy) -> Option<Harness> {
+    let place = Place::Postgres(common::pg::TestDb::create().await?);
+    Some(Harness {
+        store: open(&place, policy).await,
+        place,
+        policy,
+    })
+}
+
+/// Runs every rule below as its own test against the store `$make` builds.
+macro_rules! conformance {
+    ($backend:ident, $make:ident) => {
+        conformance!(@rules $backend, $make;
+            creates_and_reads_sessions,
+            unknown_keys_find_nothing,
+            expired_sessions_are_never_returned,
+            reads_slide_only_after_refresh_interval,
+            writes_always_slide,
+            expiry_kinds_set_expires_at,
+            max_lifetime_caps_every_kind,
+            set_expiry_recomputes_from_now,
+            set_and_delete_values,
+            clear_keeps_key_and_expiry,
+            flush_deletes_the_session_and_its_verifications,
+            cycle_moves_the_key_and_keeps_the_rest,
+            wrong_codes_count_down_to_exhaustion,
+            right_code_approves_once,
+            approval_merges_data_and_moves_the_key,
+            codes_are_bound_to_session_and_phone,
+            concurrent_right_checks_approve_exactly_once,
+            concurrent_wrong_checks_count_every_attempt,
+            concurrent_sends_within_cooldown_issue_one_code,
+            resend_within_cooldown_is_too_soon,
+            resend_after_cooldown_keeps_attempts,
+            expired_code_is_expired_and_costs_nothing,
+            abandon_send_lifts_the_cooldown,
+            exhausted_verification_refuses_sends_until_expiry,
+            sweep_removes_only_expired_rows,
+            server_secret_is_stable,
+            migrate_is_idempotent,
+        );
+    };
+    (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rule() {
+                    if let Some(h) = super::$make(super::policy()).await {
+                        super::$rule(h).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(sqlite, make_sqlite);
+conformance!(postgres, make_pg);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// Policy of most tests: long default age, no cap, lazy refresh once a minute.
+fn policy() -> SessionPolicy {
+    SessionPolicy {
+        default_age: 3600,
+        max_lifetime: None,
+        refresh_interval: 60,
+    }
+}
+
+/// A harness on the same backend as `h` but with another policy.
+async fn with_policy(h: &Harness, policy: SessionPolicy) -> Harness {
+    let place = match &h.place {
+        Place::Sqlite(_) => Place::Sqlite(tempfile::tempdir().expect("temp dir")),
+        Place::Postgres(_) => Place::Postgres(
+            common::pg::TestDb::create()
+                .await
+                .expect("a second test database"),
+        ),
+    };
+    Harness {
+        store: open(&place, policy).await,
+        place,
+        policy,
+    }
+}
+
+fn key() -> KeyHash {
+    SessionKey::generate().hash()
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn phone() -> PhoneNumber {
+    PhoneNumber::parse_e164("+8613800138000").unwrap()
+}
+
+fn other_phone() -> PhoneNumber {
+    PhoneNumber::parse_e164("+15555550100").unwrap()
+}
+
+fn mac(session_id: i64, phone: &PhoneNumber, code: &str) -> CodeMac {
+    CodeKey::new(b"conformance".to_vec()).mac(session_id, phone, &Code::parse(code).unwrap())
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Asserts `a` and `b` are within `slack` of each other (clocks and rounding differ per store).
+#[track_caller]
+fn assert_near(a: SystemTime, b: SystemTime, slack: Duration) {
+    let gap = a
+        .duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap();
+    assert!(
+        gap <= slack,
+        "{a:?} and {b:?} are {gap:?} apart (allowed {slack:?})"
+    );
+}
+
+/// `expires_at` is exactly `after` past creation, give or take a second.
+#[track_caller]
+fn assert_expires_after(s: &Session, after: Duration) {
+    let at = s.expires_at.expect("the session should expire");
+    assert_near(at, s.created_at + after, secs(1));
+}
+
+async fn new_session(store: &Arc<dyn Store>, expiry: Expiry) -> (KeyHash, Session) {
+    let k = key();
+    let s = store
+        .create_session(&k, &obj(json!({"seed": 1})), expiry)
+        .await
+        .unwrap();
+    (k, s)
+}
+
+/// Sends `code` for (session, phone).
+async fn send(
+    store: &Arc<dyn Store>,
+    session_id: i64,
+    phone: &PhoneNumber,
+    code: &str,
+    ttl: Duration,
+    resend_interval: Duration,
+    max_attempts: u32,
+) -> StartOutcome {
+    let req = StartVerification {
+        session_id,
+        phone,
+        code_mac: mac(session_id, phone, code),
+        ttl,
+        resend_interval,
+        max_attempts,
+    };
+    store.start_verification(&req).await.unwrap()
+}
+
+/// Sends with a 60 s lifetime, a 60 s cooldown and 3 attempts.
+async fn send_default(store: &Arc<dyn Store>, session_id: i64, code: &str) -> StartOutcome {
+    send(store, session_id, &phone(), code, secs(60), secs(60), 3).await
+}
+
+fn approval_data() -> Map<String, Value> {
+    obj(json!({"verified_phone": "+8613800138000", "verified_at": "2026-11-26T04:03:53Z"}))
+}
+
+/// Checks `code` for (session, phone); an approval moves the session to `new_key`.
+async fn check_with(
+    store: &Arc<dyn Store>,
+    session_id: i64,
+    phone: &PhoneNumber,
+    code: &str,
+    max_attempts: u32,
+    new_key: KeyHash,
+) -> CheckOutcome {
+    let data = approval_data();
+    let req = CheckVerification {
+        session_id,
+        phone,
+        code_mac: mac(session_id, phone, code),
+        max_attempts,
+        on_approve: Approval {
+            new_key,
+            data: &data,
+        },
+    };
+    store.check_verification(&req).await.unwrap()
+}
+
+/// Checks `code` for the default phone with 3 attempts.
+async fn check(store: &Arc<dyn Store>, session_id: i64, code: &str) -> CheckOutcome {
+    check_with(store, session_id, &phone(), code, 3, key()).await
+}
+
+fn issued(attempts: u32, resend: bool) -> StartOutcome {
+    StartOutcome::Issued { resend, attempts }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions.
+
+async fn creates_and_reads_sessions(h: Harness) {
+    let s = &h.store;
+    let before = SystemTime::now();
+    let k = key();
+    let created = s
+        .create_session(&k, &obj(json!({"a": 1, "b": [true]})), Expiry::Default)
+        .await;
+    let created = created.unwrap();
+    assert_eq!(created.data, obj(json!({"a": 1, "b": [true]})));
+    assert_eq!(created.expiry, Expiry::Default);
+    assert!(created.refreshed, "a new session needs its cookie");
+    assert_near(created.created_at, before, secs(2));
+
+    let read = s
+        .touch_session(&k)
+        .await
+        .unwrap()
+        .expect("the session just created");
+    assert_eq!(read.id, created.id);
+    assert_eq!(read.data, created.data);
+    assert_eq!(read.expiry, Expiry::Default);
+    assert_eq!(read.created_at, created.created_at);
+    assert_eq!(read.expires_at, created.expires_at);
+    assert!(!read.refreshed, "no slide within refresh_interval");
+
+    let (_, other) = new_session(s, Expiry::Default).await;
+    assert_ne!(other.id, created.id);
+}
+
+async fn unknown_keys_find_nothing(h: Harness) {
+    let s = &h.store;
+    let k = key();
+    assert_eq!(s.touch_session(&k).await.unwrap(), None);
+    assert_eq!(s.set_value(&k, "a", &json!(1)).await.unwrap(), None);
+    assert_eq!(
+        s.delete_value(&k, "a").await.unwrap(),
+        DeleteOutcome::NoSession
+    );
+    assert_eq!(s.clear(&k).await.unwrap(), None);
+    assert_eq!(s.cycle(&k, &key()).await.unwrap(), None);
+    assert_eq!(s.set_expiry(&k, Expiry::Never).await.unwrap(), None);
+    assert!(!s.flush(&k).await.unwrap());
+}
+
+async fn expired_sessions_are_never_returned(h: Harness) {
+    let s = &h.store;
+    let (k, _) = new_session(s, Expiry::Idle(1)).await;
+    let (live, _) = new_session(s, Expiry::Default).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // The row is still there (nobody swept), but no operation may see it.
+    assert_eq!(s.touch_session(&k).await.unwrap(), None);
+    assert_eq!(s.set_value(&k, "a", &json!(1)).await.unwrap(), None);
+    assert_eq!(
+        s.delete_value(&k, "seed").await.unwrap(),
+        DeleteOutcome::NoSession
+    );
+    assert_eq!(s.clear(&k).await.unwrap(), None);
+    assert_eq!(s.cycle(&k, &key()).await.unwrap(), None);
+    assert_eq!(s.set_expiry(&k, Expiry::Never).await.unwrap(), None);
+    assert!(
+        !s.flush(&k).await.unwrap(),
+        "an expired session does not count as flushed"
+    );
+    assert!(s.touch_session(&live).await.unwrap().is_some());
+}
+
+async fn reads_slide_only_after_refresh_interval(h: Harness) {
+    // Lazy: within the interval a read changes nothing.
+    let lazy = &h.store;
+    let (k, created) = new_session(lazy, Expiry::Idle(600)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let read = lazy.touch_session(&k).await.unwrap().unwrap();
+    assert!(!read.refreshed);
+    assert_eq!(read.expires_at, created.expires_at);
+
+    // Eager: with an interval of 0 every read slides.
+    let eager = with_policy(
+        &h,
+        SessionPolicy {
+            refresh_interval: 0,
+            ..policy()
+        },
+    )
+    .await;
+    let (k, created) = new_session(&eager.store, Expiry::Idle(600)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let read = eager.store.touch_session(&k).await.unwrap().unwrap();
+    assert!(read.refreshed);
+    assert!(
+        read.expires_at.unwrap() > created.expires_at.unwrap(),
+        "the expiry slid forward"
+    );
+    assert_near(
+        read.expires_at.unwrap(),
+        SystemTime::now() + secs(600),
+        secs(2),
+    );
+    assert_eq!(read.created_at, created.created_at);
+}
+
+async fn writes_always_slide(h: Harness) {
+    let s = &h.store;
+    let (k, created) = new_session(s, Expiry::Idle(600)).await;
+    let mut last = created.expires_at.unwrap();
+    for step in 0..4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = match step {
+            0 => s.set_value(&k, "a", &json!(1)).await.unwrap().unwrap(),
+            1 => match s.delete_value(&k, "a").await.unwrap() {
+                DeleteOutcome::Deleted(s) => s,
+                other => panic!("{other:?}"),
+            },
+            2 => s.clear(&k).await.unwrap().unwrap(),
+            _ => s.set_expiry(&k, Expiry::Idle(600)).await.unwrap().unwrap(),
+        };
+        assert!(after.refreshed, "write {step} must report refreshed");
+        let at = after.expires_at.unwrap();
+        assert!(at > last, "write {step} must slide the expiry");
+        last = at;
+    }
+}
+
+async fn expiry_kinds_set_expires_at(h: Harness) {
+    let s = &h.store;
+    let (_, default) = new_session(s, Expiry::Default).await;
+    assert_expires_after(&default, secs(3600));
+    let (_, browser) = new_session(s, Expiry::Browser).await;
+    assert_eq!(browser.expiry, Expiry::Browser);
+    assert_expires_after(&browser, secs(3600));
+    let (_, idle) = new_session(s, Expiry::Idle(90)).await;
+    assert_eq!(idle.expiry, Expiry::Idle(90));
+    assert_expires_after(&idle, secs(90));
+    let (k, never) = new_session(s, Expiry::Never).await;
+    assert_eq!(never.expiry, Expiry::Never);
+    assert_eq!(never.expires_at, None, "no cap: never expires");
+    let read = s.set_value(&k, "a", &json!(1)).await.unwrap().unwrap();
+    assert_eq!(
+        read.expires_at, None,
+        "a write leaves a Never session without expiry"
+    );
+}
+
+async fn max_lifetime_caps_every_kind(h: Harness) {
+    let capped = SessionPolicy {
+        max_lifetime: Some(100),
+        refresh_interval: 0,
+        ..policy()
+    };
+    let h = with_policy(&h, capped).await;
+    let s = &h.store;
+    for (expiry, after) in [
+        (Expiry::Default, 100),
+        (Expiry::Browser, 100),
+        (Expiry::Idle(50), 50),
+        (Expiry::Idle(500), 100),
+        (Expiry::Never, 100),
+    ] {
+        let (k, created) = new_session(s, expiry).await;
+        assert_expires_after(&created, secs(after));
+        // Sliding never passes the cap, neither on reads nor on writes.
+        let read = s.touch_session(&k).await.unwrap().unwrap();
+        assert!(
+            read.expires_at.unwrap() <= created.created_at + secs(100),
+            "{expiry:?}"
+        );
+        let written = s.set_value(&k, "a", &json!(1)).await.unwrap().unwrap();
+        assert!(
+            written.expires_at.unwrap() <= created.created_at + secs(100),
+            "{expiry:?}"
+        );
+        let reset = s.set_expiry(&k, Expiry::Idle(1000)).await.unwrap().unwrap();
+        assert_expires_after(&reset, secs(100));
+    }
+}
+
+async fn set_expiry_recomputes_from_now(h: Harness) {
+    let s = &h.store;
+    let (k, _) = new_session(s, Expiry::Default).await;
+    let idle = s.set_expiry(&k, Expiry::Idle(60)).await.unwrap().unwrap();
+    assert_eq!(idle.expiry, Expiry::Idle(60));
+    assert_near(
+        idle.expires_at.unwrap(),
+        SystemTime::now() + secs(60),
+        secs(2),
+    );
+    let never = s.set_expiry(&k, Expiry::Never).await.unwrap().unwrap();
+    assert_eq!((never.expiry, never.expires_at), (Expiry::Never, None));
+    let back = s.set_expiry(&k, Expiry::Default).await.unwrap().unwrap();
+    assert_near(
+        back.expires_at.unwrap(),
+        SystemTime::now() + secs(3600),
+        secs(2),
+    );
+    let read = s.touch_session(&k).await.unwrap().unwrap();
+    assert_eq!(read.expiry, Expiry::Default);
+    assert_eq!(read.expires_at, back.expires_at);
+}
+
+async fn set_and_delete_values(h: Harness) {
+    let s = &h.store;
+    let (k, created) = new_session(s, Expiry::Default).await;
+    let set = s
+        .set_value(&k, "cart", &json!({"items": [1, 2]}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.id, created.id);
+    assert_eq!(set.data, obj(json!({"seed": 1, "cart": {"items": [1, 2]}})));
+    let replaced = s
+        .set_value(&k, "cart", &json!(null))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(replaced.data, obj(json!({"seed": 1, "cart": null})));
+    // Names are data, not paths or SQL.
+    let odd = "a.b'; DROP TABLE sessions; --$[0]";
+    s.set_value(&k, odd, &json!("x")).await.unwrap().unwrap();
+    let read = s.touch_session(&k).await.unwrap().unwrap();
+    assert_eq!(read.data.get(odd), Some(&json!("x")));
+
+    match s.delete_value(&k, "cart").await.unwrap() {
+        DeleteOutcome::Deleted(after) => {
+            assert_eq!(after.data, obj(json!({"seed": 1, odd: "x"})));
+        }
+        other => panic!("expected Deleted, got {other:?}"),
+    }
+    assert_eq!(
+        s.delete_value(&k, "cart").await.unwrap(),
+        DeleteOutcome::NoSuchKey
+    );
+    assert_eq!(
+        s.touch_session(&k).await.unwrap().unwrap().data,
+        obj(json!({"seed": 1, odd: "x"}))
+    );
+}
+
+async fn clear_keeps_key_and_expiry(h: Harness) {
+    let s = &h.store;
+    let (k, created) = new_session(s, Expiry::Idle(300)).await;
+    let cleared = s.clear(&k).await.unwrap().unwrap();
+    assert_eq!(cleared.id, created.id);
+    assert!(cleared.data.is_empty());
+    assert_eq!(cleared.expiry, Expiry::Idle(300));
+    let read = s
+        .touch_session(&k)
+        .await
+        .unwrap()
+        .expect("the key still works");
+    assert!(read.data.is_empty());
+    assert_eq!(read.expiry, Expiry::Idle(300));
+}
+
+async fn flush_deletes_the_session_and_its_verifications(h: Harness) {
+    let s = &h.store;
+    let (k, created) = new_session(s, Expiry::Default).await;
+    assert_eq!(
+        send_default(s, created.id, "123456").await,
+        issued(0, false)
+    );
+    assert!(s.flush(&k).await.unwrap());
+    assert_eq!(s.touch_session(&k).await.unwrap(), None);
+    assert!(!s.flush(&k).await.unwrap(), "nothing left to flush");
+    assert_eq!(check(s, created.id, "123456").await, CheckOutcome::NotFound);
+    // The verification went with the session (cascade), so the sweeper finds nothing.
+    let report = s.sweep(100).await.unwrap();
+    assert_eq!((report.sessions, report.verifications), (0, 0));
+}
+
+async fn cycle_moves_the_key_and_keeps_the_rest(h: Harness) {
+    let s = &h.store;
+    let (old, created) = new_session(s, Expiry::Idle(300)).await;
+    assert_eq!(
+        send_default(s, created.id, "123456").await,
+        issued(0, false)
+    );
+    let new = key();
+    let cycled = s.cycle(&old, &new).await.unwrap().unwrap();
+    assert_eq!(cycled.id, created.id);
+    assert_eq!(cycled.data, created.data);
+    assert_eq!(cycled.expiry, Expiry::Idle(300));
+    assert_eq!(cycled.created_at, created.created_at);
+    assert!(cycled.refreshed);
+    assert_eq!(
+        s.touch_session(&old).await.unwrap(),
+        None,
+        "the old key is dead at once"
+    );
+    assert_eq!(s.touch_session(&new).await.unwrap().unwrap().id, created.id);
+    // The pending verification is bound to the id, so it survives the new key.
+    assert!(matches!(
+        check(s, created.id, "123456").await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verifications.
+
+async fn wrong_codes_count_down_to_exhaustion(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(
+        check(s, sess.id, "123456").await,
+        CheckOutcome::NotFound,
+        "nothing sent yet"
+    );
+    assert_eq!(send_default(s, sess.id, "123456").await, issued(0, false));
+    assert_eq!(
+        check(s, sess.id, "000000").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(
+        check(s, sess.id, "000001").await,
+        CheckOutcome::Wrong { attempts_left: 1 }
+    );
+    assert_eq!(
+        check(s, sess.id, "000002").await,
+        CheckOutcome::Exhausted,
+        "the last try"
+    );
+    assert_eq!(
+        check(s, sess.id, "123456").await,
+        CheckOutcome::Exhausted,
+        "dead code never approves"
+    );
+    assert_eq!(check(s, sess.id, "000003").await, CheckOutcome::Exhausted);
+}
+
+async fn right_code_approves_once(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(send_default(s, sess.id, "123456").await, issued(0, false));
+    assert_eq!(
+        check(s, sess.id, "000000").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    assert!(matches!(
+        check(s, sess.id, "123456").await,
+        CheckOutcome::Approved { .. }
+    ));
+    assert_eq!(
+        check(s, sess.id, "123456").await,
+        CheckOutcome::NotFound,
+        "used codes are spent"
+    );
+    assert_eq!(check(s, sess.id, "000000").await, CheckOutcome::NotFound);
+    // The verification is over, so the next send starts a fresh one at once.
+    assert_eq!(send_default(s, sess.id, "654321").await, issued(0, false));
+}
+
+async fn approval_merges_data_and_moves_the_key(h: Harness) {
+    let s = &h.store;
+    let (old, created) = new_session(s, Expiry::Idle(300)).await;
+    s.set_value(&old, "verified_phone", &json!("stale"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        send_default(s, created.id, "123456").await,
+        issued(0, false)
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let new = key();
+    let approved = match check_with(s, created.id, &phone(), "123456", 3, new).await {
+        CheckOutcome::Approved { session } => session,
+        other => panic!("expected Approved, got {other:?}"),
+    };
+    let mut expected = obj(json!({"seed": 1}));
+    expected.extend(approval_data());
+    assert_eq!(approved.id, created.id);
+    assert_eq!(
+        approved.data, expected,
+        "approval data merged over the old values"
+    );
+    assert_eq!(approved.expiry, Expiry::Idle(300));
+    assert!(approved.refreshed);
+    assert!(
+        approved.expires_at.unwrap() > created.expires_at.unwrap(),
+        "the write slid"
+    );
+
+    assert_eq!(
+        s.touch_session(&old).await.unwrap(),
+        None,
+        "the old key stopped working"
+    );
+    let read = s
+        .touch_session(&new)
+        .await
+        .unwrap()
+        .expect("the session under its new key");
+    assert_eq!((read.id, &read.data), (created.id, &expected));
+    assert_eq!(read.expires_at, approved.expires_at);
+}
+
+async fn codes_are_bound_to_session_and_phone(h: Harness) {
+    let s = &h.store;
+    let (_, a) = new_session(s, Expiry::Default).await;
+    let (_, b) = new_session(s, Expiry::Default).await;
+    assert_eq!(send_default(s, a.id, "123456").await, issued(0, false));
+    // Same code, other phone or other session: nothing was sent there.
+    let other = check_with(s, a.id, &other_phone(), "123456", 3, key()).await;
+    assert_eq!(other, CheckOutcome::NotFound);
+    assert_eq!(check(s, b.id, "123456").await, CheckOutcome::NotFound);
+    // Each (session, phone) has its own cooldown.
+    let to_other = send(s, a.id, &other_phone(), "222222", secs(60), secs(60), 3).await;
+    assert_eq!(to_other, issued(0, false));
+    assert_eq!(send_default(s, b.id, "333333").await, issued(0, false));
+    assert!(matches!(
+        check(s, a.id, "123456").await,
+        CheckOutcome::Approved { .. }
+    ));
+    let approved_other = check_with(s, a.id, &other_phone(), "222222", 3, key()).await;
+    assert!(matches!(approved_other, CheckOutcome::Approved { .. }));
+}
+
+async fn concurrent_right_checks_approve_exactly_once(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(send_default(s, sess.id, "123456").await, issued(0, false));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(s);
+            let new_key = key();
+            tokio::spawn(async move {
+                let outcome = check_with(&store, sess.id, &phone(), "123456", 3, new_key).await;
+                (new_key, outcome)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (new_key, CheckOutcome::Approved { .. }) => winners.push(new_key),
+            (_, other) => assert_eq!(other, CheckOutcome::NotFound, "losers find the code spent"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one approval");
+    assert_eq!(
+        s.touch_session(&winners[0]).await.unwrap().unwrap().id,
+        sess.id
+    );
+}
+
+async fn concurrent_wrong_checks_count_every_attempt(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    let max = 100;
+    let sent = send(s, sess.id, &phone(), "123456", secs(60), secs(60), max).await;
+    assert_eq!(sent, issued(0, false));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(s);
+            tokio::spawn(async move {
+                check_with(&store, sess.id, &phone(), &format!("{i:06}"), max, key()).await
+            })
+        })
+        .collect();
+    let mut left = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            CheckOutcome::Wrong { attempts_left } => left.push(attempts_left),
+            other => panic!("expected Wrong, got {other:?}"),
+        }
+    }
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        (84..=99).collect::<Vec<u32>>(),
+        "each attempt counted exactly once"
+    );
+    let next = check_with(s, sess.id, &phone(), "999999", max, key()).await;
+    assert_eq!(next, CheckOutcome::Wrong { attempts_left: 83 });
+}
+
+async fn concurrent_sends_within_cooldown_issue_one_code(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(s);
+            tokio::spawn(async move { send_default(&store, sess.id, &format!("{i:06}")).await })
+        })
+        .collect();
+    let mut issued_codes = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StartOutcome::Issued {
+                resend: false,
+                attempts: 0,
+            } => issued_codes += 1,
+            StartOutcome::TooSoon { retry_after } => {
+                assert!(
+                    retry_after >= secs(1) && retry_after <= secs(60),
+                    "{retry_after:?}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(issued_codes, 1, "one send wins the cooldown");
+}
+
+async fn resend_within_cooldown_is_too_soon(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(send_default(s, sess.id, "123456").await, issued(0, false));
+    match send_default(s, sess.id, "654321").await {
+        StartOutcome::TooSoon { retry_after } => {
+            assert!(
+                retry_after >= secs(58) && retry_after <= secs(60),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("expected TooSoon, got {other:?}"),
+    }
+    // Nothing changed: the first code is still the live one.
+    assert_eq!(
+        check(s, sess.id, "654321").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    assert!(matches!(
+        check(s, sess.id, "123456").await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+async fn resend_after_cooldown_keeps_attempts(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    let id = sess.id;
+    let resend = |code| async move { send(s, id, &phone(), code, secs(60), secs(0), 5).await };
+    let check5 = |code| async move { check_with(s, id, &phone(), code, 5, key()).await };
+    assert_eq!(resend("111111").await, issued(0, false));
+    assert_eq!(
+        check5("000000").await,
+        CheckOutcome::Wrong { attempts_left: 4 }
+    );
+    assert_eq!(
+        check5("000001").await,
+        CheckOutcome::Wrong { attempts_left: 3 }
+    );
+    assert_eq!(
+        resend("222222").await,
+        issued(2, true),
+        "attempts carry over"
+    );
+    // The replaced code is dead; trying it costs an attempt like any wrong code.
+    assert_eq!(
+        check5("111111").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(resend("333333").await, issued(3, true));
+    assert!(matches!(
+        check5("333333").await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+async fn expired_code_is_expired_and_costs_nothing(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(
+        send(s, sess.id, &phone(), "123456", secs(1), secs(60), 2).await,
+        issued(0, false)
+    );
+    let id = sess.id;
+    let check2 = |code| async move { check_with(s, id, &phone(), code, 2, key()).await };
+    assert_eq!(
+        check2("000000").await,
+        CheckOutcome::Wrong { attempts_left: 1 }
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Were these counted, the second would exhaust the code.
+    assert_eq!(check2("000000").await, CheckOutcome::Expired);
+    assert_eq!(check2("000001").await, CheckOutcome::Expired);
+    assert_eq!(
+        check2("123456").await,
+        CheckOutcome::Expired,
+        "an expired code never approves"
+    );
+    // The verification is over: a send starts a fresh one, cooldown and attempts reset.
+    assert_eq!(
+        send(s, sess.id, &phone(), "654321", secs(60), secs(60), 2).await,
+        issued(0, false)
+    );
+    assert_eq!(
+        check2("000000").await,
+        CheckOutcome::Wrong { attempts_left: 1 }
+    );
+}
+
+async fn abandon_send_lifts_the_cooldown(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
+    s.abandon_send(sess.id, &phone(), &mac(sess.id, &phone(), "111111"))
+        .await
+        .unwrap();
+    assert_eq!(
+        send_default(s, sess.id, "222222").await,
+        issued(0, true),
+        "retry at once"
+    );
+    // A stale abandon (its code was already replaced) leaves the newer send's cooldown alone.
+    s.abandon_send(sess.id, &phone(), &mac(sess.id, &phone(), "111111"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        send_default(s, sess.id, "333333").await,
+        StartOutcome::TooSoon { .. }
+    ));
+    assert!(matches!(
+        check(s, sess.id, "222222").await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+async fn exhausted_verification_refuses_sends_until_expiry(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(
+        send(s, sess.id, &phone(), "123456", secs(60), secs(0), 1).await,
+        issued(0, false)
+    );
+    let id = sess.id;
+    let check1 = |code| async move { check_with(s, id, &phone(), code, 1, key()).await };
+    assert_eq!(check1("000000").await, CheckOutcome::Exhausted);
+    match send(s, sess.id, &phone(), "654321", secs(60), secs(0), 1).await {
+        StartOutcome::Exhausted { retry_after } => {
+            assert!(
+                retry_after >= secs(1) && retry_after <= secs(60),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("expected Exhausted, got {other:?}"),
+    }
+    assert_eq!(check1("123456").await, CheckOutcome::Exhausted);
+    assert_eq!(
+        check1("654321").await,
+        CheckOutcome::Exhausted,
+        "the refused code was not stored"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance.
+
+async fn sweep_removes_only_expired_rows(h: Harness) {
+    let s = &h.store;
+    // Three expired sessions, one with a live verification that must go with it.
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead.push(new_session(s, Expiry::Idle(1)).await);
+    }
+    assert_eq!(
+        send_default(s, dead[0].1.id, "123456").await,
+        issued(0, false)
+    );
+    // A live session with one expiring and one live verification; a session that never expires.
+    let (live, live_s) = new_session(s, Expiry::Default).await;
+    let (never, _) = new_session(s, Expiry::Never).await;
+    let short = send(s, live_s.id, &phone(), "111111", secs(1), secs(60), 3).await;
+    assert_eq!(short, issued(0, false));
+    let long = send(
+        s,
+        live_s.id,
+        &other_phone(),
+        "222222",
+        secs(60),
+        secs(60),
+        3,
+    )
+    .await;
+    assert_eq!(long, issued(0, false));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let report = s.sweep(2).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            sessions: 3,
+            verifications: 1,
+            ran: true
+        }
+    );
+    assert_eq!(
+        s.sweep(2).await.unwrap(),
+        SweepReport {
+            sessions: 0,
+            verifications: 0,
+            ran: true
+        }
+    );
+    assert!(s.touch_session(&live).await.unwrap().is_some());
+    assert!(s.touch_session(&never).await.unwrap().is_some());
+    assert_eq!(
+        check(s, live_s.id, "111111").await,
+        CheckOutcome::NotFound,
+        "swept"
+    );
+    let kept = check_with(s, live_s.id, &other_phone(), "222222", 3, key()).await;
+    assert!(
+        matches!(kept, CheckOutcome::Approved { .. }),
+        "live verifications stay"
+    );
+}
+
+async fn server_secret_is_stable(h: Harness) {
+    // Racing first callers all get the one stored value.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&h.store);
+            tokio::spawn(async move { store.server_secret().await.unwrap() })
+        })
+        .collect();
+    let first = h.store.server_secret().await.unwrap();
+    assert!(first.len() >= 32, "at least 256 bits");
+    assert!(first.iter().any(|&b| b != 0));
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), first);
+    }
+    assert_eq!(h.store.server_secret().await.unwrap(), first);
+    let reopened = h.reopen().await;
+    assert_eq!(
+        reopened.server_secret().await.unwrap(),
+        first,
+        "survives a restart"
+    );
+}
+
+async fn migrate_is_idempotent(h: Harness) {
+    let (k, created) = new_session(&h.store, Expiry::Default).await;
+    h.store.migrate().await.unwrap();
+    let again = h.reopen().await;
+    again.migrate().await.unwrap();
+    again.ping().await.unwrap();
+    h.store.ping().await.unwrap();
+    assert_eq!(
+        again.touch_session(&k).await.unwrap().unwrap().id,
+        created.id,
+        "data kept"
+    );
+}
