@@ -3,3 +3,4 @@
 
 // Further helper modules (daemon spawning, fake providers, …) are added here next to `pg`.
 pub mod pg;
+pub mod daemon;
