@@ -111,14 +111,28 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let daemon = crate::daemon::Daemon::start(config).await?;
+    let notifier = std::sync::Arc::new(crate::systemd::Notifier::from_env());
+    notifier.notify("STATUS=starting: opening the store and applying migrations");
+    let daemon = match crate::daemon::Daemon::start(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            notifier.notify(&format!("STATUS=failed to start: {e}"));
+            return Err(e);
+        }
+    };
     let stop = daemon.stopper();
+    let watchdog = notifier.clone().spawn_watchdog(stop.clone());
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {}", daemon.addr));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = stop.cancelled() => {}
     }
+    notifier.notify("STOPPING=1\nSTATUS=finishing in-flight requests");
     daemon.stop().await;
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
     Ok(())
 }

@@ -16,5 +16,6 @@ pub mod secret;
 pub mod session;
 pub mod store;
 pub mod sweeper;
+pub mod systemd;
 pub mod time;
 pub mod verify;

@@ -84,7 +84,8 @@ pub enum CheckOutcome {
     Wrong { attempts_left: u32 },
     /// The code's lifetime is over.
     Expired,
-    /// Too many wrong tries (this one may have been the last).
+    /// Too many wrong tries (this one may have been the last). Reported while the code is
+    /// live; after its lifetime the outcome is `Expired`, as for any other code.
     Exhausted,
     /// No live verification for this session and phone (never sent, already approved, swept).
     NotFound,

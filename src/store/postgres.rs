@@ -659,8 +659,10 @@ fn check_outcome(row: &Row, max_attempts: u32) -> StoreResult<Option<CheckOutcom
     Ok(match state {
         _ if !session_live => Some(CheckOutcome::NotFound),
         APPROVED => Some(CheckOutcome::NotFound),
-        EXHAUSTED => Some(CheckOutcome::Exhausted),
+        // Once its lifetime is over a code is simply expired, exhausted or not: that is also
+        // when a new send becomes possible.
         _ if !live => Some(CheckOutcome::Expired),
+        EXHAUSTED => Some(CheckOutcome::Exhausted),
         _ => None,
     })
 }

@@ -25,7 +25,7 @@ use crate::time::{from_millis, to_millis};
 /// The files of `migrations/sqlite`, in order: (version, name, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
-    "init",
+    "0001_init",
     include_str!("../../migrations/sqlite/0001_init.sql"),
 )];
 
