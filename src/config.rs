@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::provider::aliyun::AliyunConfig;
 use crate::secret::Secret;
 use crate::session::SessionPolicy;
 use crate::store::sqlite::Synchronous;
@@ -211,6 +212,7 @@ impl Default for VerificationConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Mock,
+    Aliyun,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -218,6 +220,7 @@ pub enum ProviderKind {
 pub struct ProviderConfig {
     pub kind: ProviderKind,
     pub mock: MockConfig,
+    pub aliyun: AliyunConfig,
 }
 
 impl Default for ProviderConfig {
@@ -225,6 +228,7 @@ impl Default for ProviderConfig {
         Self {
             kind: ProviderKind::Mock,
             mock: MockConfig::default(),
+            aliyun: AliyunConfig::default(),
         }
     }
 }
@@ -436,6 +440,19 @@ impl Config {
                 ));
             }
         }
+        if self.provider.kind == ProviderKind::Aliyun {
+            self.provider.aliyun.validate()?;
+            // Otherwise the request times out first, and the send is cancelled mid-retry.
+            if self.provider.aliyun.max_total_ms >= h.request_timeout.saturating_mul(1000) {
+                return Err((
+                    "provider.aliyun.max_total_ms",
+                    format!(
+                        "must be shorter than http.request_timeout ({} s)",
+                        h.request_timeout
+                    ),
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())
@@ -491,6 +508,8 @@ fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its (large) error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

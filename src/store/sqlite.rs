@@ -161,7 +161,7 @@ struct Row {
 }
 
 impl Row {
-    /// Column order of the `SELECT`s in [`load`] and [`load_by_id`].
+    /// Reads the columns in the order the `SELECT`s of [`load`] and [`load_by_id`] list them.
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         let text: String = r.get(1)?;
         let data = serde_json::from_str(&text)
