@@ -11,6 +11,7 @@ use crate::code::{Code, CodeKey};
 use crate::config::{Backend, Config, ProviderKind};
 use crate::phone::PhoneParser;
 use crate::provider::Provider;
+use crate::provider::aliyun::AliyunProvider;
 use crate::provider::mock::MockProvider;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
@@ -48,6 +49,7 @@ impl App {
                 )
                 .map_err(|e| anyhow::anyhow!("provider.mock.outbox: {e}"))?,
             ),
+            ProviderKind::Aliyun => Arc::new(AliyunProvider::new(&config.provider.aliyun)?),
         };
         let phones = PhoneParser::new(config.verification.default_region.as_deref())
             .map_err(anyhow::Error::msg)?;

@@ -2,7 +2,7 @@
 //! merged by figment. Unknown keys, wrong types and invalid values are refused at start-up with
 //! the key and the source that set it.
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use figment::{Figment, Metadata};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -310,7 +310,10 @@ impl Config {
     /// Defaults, then `path` (when given and present), then `VERIFYD_*__*` variables.
     /// An explicitly given path must exist.
     pub fn load(path: Option<&Path>, explicit: bool) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        // No `Serialized::defaults` layer: every section is `#[serde(default)]`, so serde fills
+        // in what the file and environment leave out — and secrets are never round-tripped
+        // through their redacting `Serialize`.
+        let mut fig = Figment::new();
         if let Some(p) = path {
             if explicit && !p.exists() {
                 return Err(ConfigError(format!(
@@ -488,8 +491,11 @@ fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
                 .unwrap_or_else(|| "the defaults".into());
             let what = match &e.kind {
                 figment::error::Kind::UnknownField(field, _) => {
+                    // figment's path sometimes already ends with the field, sometimes not.
                     let full = if key.is_empty() {
                         field.clone()
+                    } else if key == *field || key.ends_with(&format!(".{field}")) {
+                        key.clone()
                     } else {
                         format!("{key}.{field}")
                     };

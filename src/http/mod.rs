@@ -30,7 +30,7 @@ mod sessions;
 mod verifications;
 
 use error::ApiError;
-use response::{Resp, add_standard_headers, json};
+use response::{Resp, add_standard_headers, json, raw_json};
 use router::Route;
 
 /// Serves `listener` until `stop` is cancelled, then lets in-flight requests finish for up to
@@ -150,6 +150,9 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> (&'static str, Result<Re
     (template, run(app, route, &parts, &body).await)
 }
 
+/// The API description served at `GET /openapi.json`.
+const OPENAPI: &str = include_str!("../../openapi.json");
+
 async fn run(
     app: &App,
     route: Route,
@@ -182,5 +185,6 @@ async fn run(
         Route::CheckCode => verifications::check(app, parts, body).await,
         Route::SeedSend => Ok(compat::send(app, parts, body).await),
         Route::SeedCheck => compat::check(app, parts, body).await,
+        Route::OpenApi => Ok(raw_json(StatusCode::OK, OPENAPI)),
     }
 }

@@ -23,7 +23,36 @@ pub enum Route {
     CheckCode,
     SeedSend,
     SeedCheck,
+    OpenApi,
 }
+
+/// Every (method, path template) pair the router serves, the seed routes with and without their
+/// trailing slash (served only when `compat.seed_routes` is on). `openapi.json` documents exactly
+/// these; `tests/openapi.rs` keeps the two in step.
+pub const ALL_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+    ("POST", "/v1/sessions"),
+    ("GET", "/v1/sessions/{key}"),
+    ("GET", "/v1/sessions/{key}/data/{name}"),
+    ("PUT", "/v1/sessions/{key}/data/{name}"),
+    ("DELETE", "/v1/sessions/{key}/data/{name}"),
+    ("POST", "/v1/sessions/{key}/clear"),
+    ("POST", "/v1/sessions/{key}/flush"),
+    ("POST", "/v1/sessions/{key}/cycle"),
+    ("PUT", "/v1/sessions/{key}/expiry"),
+    ("POST", "/v1/verifications"),
+    ("POST", "/v1/verifications/check"),
+    ("GET", "/sms_send/"),
+    ("POST", "/sms_send/"),
+    ("GET", "/sms_send"),
+    ("POST", "/sms_send"),
+    ("GET", "/sms_check/"),
+    ("POST", "/sms_check/"),
+    ("GET", "/sms_check"),
+    ("POST", "/sms_check"),
+];
 
 impl Route {
     /// The route's path template, for logs and metrics.
@@ -44,6 +73,7 @@ impl Route {
             Route::CheckCode => "/v1/verifications/check",
             Route::SeedSend => "/sms_send/",
             Route::SeedCheck => "/sms_check/",
+            Route::OpenApi => "/openapi.json",
         }
     }
 }
@@ -62,6 +92,7 @@ pub fn route(method: &Method, path: &str, seed_routes: bool) -> Result<Route, Ap
     match segments.as_slice() {
         ["healthz"] => only(&Method::GET, "GET", Route::Healthz),
         ["readyz"] => only(&Method::GET, "GET", Route::Readyz),
+        ["openapi.json"] => only(&Method::GET, "GET", Route::OpenApi),
         ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
         ["v1", "sessions", key] => only(
             &Method::GET,
@@ -164,6 +195,27 @@ mod tests {
                 .unwrap_err()
                 .status,
             400
+        );
+    }
+
+    #[test]
+    fn every_listed_route_routes() {
+        for &(method, template) in ALL_ROUTES {
+            let path = template
+                .replace("{key}", "abcdefghijklmnopqrstuvwxyz012345")
+                .replace("{name}", "cart");
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let r = route(&m, &path, true)
+                .unwrap_or_else(|e| panic!("{method} {path}: {} {}", e.status, e.message));
+            assert_eq!(
+                r.template().trim_end_matches('/'),
+                template.trim_end_matches('/')
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(
+            ALL_ROUTES.iter().all(|r| seen.insert(*r)),
+            "duplicates in ALL_ROUTES"
         );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::code::Code;
 use crate::phone::PhoneNumber;
 
+pub mod aliyun;
 pub mod mock;
 
 /// One message to deliver.

@@ -752,6 +752,9 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
             let c = code.code();
             c.starts_with("08")
                 || c.starts_with("53")
+                // The database itself is missing (dropped, or not created yet): nothing the
+                // client did; it comes back when the operator restores it.
+                || *code == SqlState::INVALID_CATALOG_NAME
                 || [
                     SqlState::ADMIN_SHUTDOWN,
                     SqlState::CRASH_SHUTDOWN,

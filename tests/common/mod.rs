@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 // Further helper modules (daemon spawning, fake providers, …) are added here next to `pg`.
-pub mod pg;
 pub mod daemon;
+pub mod fake_aliyun;
+pub mod pg;

@@ -1,0 +1,343 @@
+//! Aliyun SMS (dysmsapi `SendSms`, API 2017-05-25): a template-based gateway. The code travels as
+//! a template parameter, each attempt is a POST signed with our own V2 signer ([`sign`]), and the
+//! answer's `Code` decides between success, the three error classes, and a bounded retry.
+
+mod config;
+mod response;
+mod sign;
+
+pub use config::AliyunConfig;
+
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{OutgoingCode, Provider, ProviderError, Receipt};
+use crate::phone::PhoneNumber;
+use crate::secret::Secret;
+use response::Attempt;
+
+/// First pause between attempts; it doubles each time, up to [`BACKOFF_MAX`], with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// No attempt is started with less time than this left in the budget (or the per-attempt
+/// timeout, if smaller): it could only time out, and perhaps still deliver.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// Why the provider could not be built at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("provider.aliyun.access_key_secret_file: cannot read {0}: {1}")]
+    SecretFile(PathBuf, std::io::Error),
+    #[error("provider.aliyun.access_key_secret_file: {0} is empty")]
+    EmptySecretFile(PathBuf),
+    #[error("provider.aliyun.endpoint: {0}")]
+    Endpoint(String),
+    #[error("provider.aliyun: cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+/// Sends codes through Aliyun's dysmsapi.
+pub struct AliyunProvider {
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+    access_key_id: String,
+    secret: Secret,
+    sign_name: String,
+    template_code: String,
+    template_param_name: String,
+    region_id: String,
+    timeout: Duration,
+    max_total: Duration,
+}
+
+impl AliyunProvider {
+    /// Reads the secret file when one is configured and builds the HTTP client. The config has
+    /// been validated already (`Config::validate`), so the required keys are present.
+    pub fn new(cfg: &AliyunConfig) -> Result<Self, SetupError> {
+        let secret = match &cfg.access_key_secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| SetupError::SecretFile(path.clone(), e))?;
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(SetupError::EmptySecretFile(path.clone()));
+                }
+                Secret::new(text)
+            }
+            None => cfg.access_key_secret.clone(),
+        };
+        let endpoint =
+            reqwest::Url::parse(&cfg.endpoint).map_err(|e| SetupError::Endpoint(e.to_string()))?;
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            // A redirect of a signed, non-idempotent POST is never what we want to follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("verifyd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SetupError::Client)?;
+        Ok(Self {
+            http,
+            endpoint,
+            access_key_id: cfg.access_key_id.clone(),
+            secret,
+            sign_name: cfg.sign_name.clone(),
+            template_code: cfg.template_code.clone(),
+            template_param_name: cfg.template_param_name.clone(),
+            region_id: cfg.region_id.clone(),
+            timeout,
+            max_total: Duration::from_millis(cfg.max_total_ms),
+        })
+    }
+
+    /// The signed form body of one attempt; `nonce` and `timestamp` are fresh for each.
+    fn body(&self, phone: &str, template_param: &str, nonce: &str, timestamp: &str) -> String {
+        let params = [
+            ("AccessKeyId", self.access_key_id.as_str()),
+            ("Action", "SendSms"),
+            ("Format", "JSON"),
+            ("PhoneNumbers", phone),
+            ("RegionId", &self.region_id),
+            ("SignName", &self.sign_name),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", nonce),
+            ("SignatureVersion", "1.0"),
+            ("TemplateCode", &self.template_code),
+            ("TemplateParam", template_param),
+            ("Timestamp", timestamp),
+            ("Version", "2017-05-25"),
+        ];
+        sign::signed_query("POST", &params, self.secret.expose())
+    }
+
+    /// One signed POST, bounded by `budget`.
+    async fn attempt(&self, phone: &str, template_param: &str, budget: Duration) -> Attempt {
+        let timestamp = crate::time::rfc3339(SystemTime::now());
+        let body = self.body(phone, template_param, &nonce(), &timestamp);
+        let exchange = async {
+            let resp = self
+                .http
+                .post(self.endpoint.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(ACCEPT, "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = resp.status();
+            Ok::<_, reqwest::Error>((status, resp.bytes().await?))
+        };
+        match tokio::time::timeout(budget, exchange).await {
+            Err(_) => Attempt::Retry(format!("no answer within {} ms", budget.as_millis())),
+            Ok(Err(e)) => Attempt::Retry(format!("network error: {}", error_chain(&e))),
+            Ok(Ok((status, bytes))) => response::classify(status, &bytes),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for AliyunProvider {
+    /// Retries transient failures with exponential backoff, jitter and a fresh nonce and
+    /// timestamp, while the `max_total_ms` budget lasts.
+    ///
+    /// SendSms is not idempotent (it has no idempotency key): when an attempt times out after
+    /// Aliyun accepted it, the retry delivers a second SMS. We still retry because a code that
+    /// never arrives costs the user more than a duplicate, and the duplicate carries the same
+    /// code; the budget bounds how many attempts there can be. Errors that prove nothing was
+    /// sent for a reason a retry cannot fix (recipient, configuration) are never retried.
+    async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
+        let phone = phone_numbers(&msg.to);
+        let param = template_param(&self.template_param_name, msg.code.expose());
+        let deadline = Instant::now() + self.max_total;
+        let mut attempt = 1u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Final outcomes are logged by the caller; only the retries are logged here.
+            let reason = match self.attempt(&phone, &param, self.timeout.min(left)).await {
+                Attempt::Sent(receipt) => {
+                    tracing::debug!(
+                        phone = %msg.to,
+                        attempts = attempt,
+                        message_id = ?receipt.message_id,
+                        "aliyun accepted the message"
+                    );
+                    return Ok(receipt);
+                }
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Retry(reason) => reason,
+            };
+            let pause = backoff(attempt);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < pause + MIN_ATTEMPT.min(self.timeout) {
+                return Err(ProviderError::Transient(format!(
+                    "aliyun: {reason} (attempts: {attempt})"
+                )));
+            }
+            tracing::warn!(phone = %msg.to, attempt, %reason, "aliyun: attempt failed, retrying");
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// `PhoneNumbers` as Aliyun wants it: mainland numbers as their 11 national digits, every other
+/// country as country code and number without `+` (Hong Kong `852…`, the US `1…`).
+fn phone_numbers(phone: &PhoneNumber) -> String {
+    // E.164 country codes are prefix-free, so `86` here is always mainland China.
+    let digits = phone.as_str().trim_start_matches('+');
+    digits.strip_prefix("86").unwrap_or(digits).to_owned()
+}
+
+/// `{"<name>":"<code>"}`: the value must be a JSON string (a number is `isv.INVALID_JSON_PARAM`,
+/// and would drop leading zeros).
+fn template_param(name: &str, code: &str) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert(name.to_owned(), serde_json::Value::String(code.to_owned()));
+    serde_json::Value::Object(map).to_string()
+}
+
+/// A random UUID-shaped nonce (hex of 16 bytes from the OS generator).
+fn nonce() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random generator is unavailable");
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// The pause after failed attempt `n` (1-based): half of `min(first · 2^(n-1), max)` plus a
+/// random part of up to the other half, so that daemons that failed together do not retry
+/// together.
+fn backoff(n: u32) -> Duration {
+    let ceiling = BACKOFF_FIRST
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let half = ceiling / 2;
+    let mut b = [0u8; 8];
+    let random = getrandom::fill(&mut b).map_or(0, |_| u64::from_le_bytes(b));
+    let half_ms = half.as_millis() as u64;
+    half + Duration::from_millis(random % (half_ms + 1))
+}
+
+/// An error and its causes on one line ("error sending request …: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(endpoint: &str) -> AliyunProvider {
+        let c = AliyunConfig {
+            access_key_id: "id".into(),
+            access_key_secret: Secret::new("s3cret"),
+            sign_name: "验证".into(),
+            template_code: "SMS_1".into(),
+            endpoint: endpoint.into(),
+            ..AliyunConfig::default()
+        };
+        AliyunProvider::new(&c).unwrap()
+    }
+
+    #[test]
+    fn formats_phone_numbers_for_aliyun() {
+        let p = |s| phone_numbers(&PhoneNumber::parse_e164(s).unwrap());
+        assert_eq!(p("+8613800138000"), "13800138000");
+        assert_eq!(p("+85291234567"), "85291234567");
+        assert_eq!(p("+886912345678"), "886912345678");
+        assert_eq!(p("+15555550100"), "15555550100");
+    }
+
+    #[test]
+    fn template_param_values_are_strings() {
+        assert_eq!(template_param("code", "012345"), r#"{"code":"012345"}"#);
+        assert_eq!(template_param("otp", "9999"), r#"{"otp":"9999"}"#);
+    }
+
+    #[test]
+    fn nonces_are_fresh_and_uuid_shaped() {
+        let (a, b) = (nonce(), nonce());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for n in 1..40 {
+            let d = backoff(n);
+            let ceiling = (BACKOFF_FIRST * 2u32.pow(n.min(16) - 1)).min(BACKOFF_MAX);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{n}: {d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_is_a_signed_post_form() {
+        let p = provider("http://127.0.0.1:1/");
+        let body = p.body(
+            "13800138000",
+            r#"{"code":"123456"}"#,
+            "n-1",
+            "2024-01-02T03:04:05Z",
+        );
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!(get("Action"), "SendSms");
+        assert_eq!(get("Format"), "JSON");
+        assert_eq!(get("PhoneNumbers"), "13800138000");
+        assert_eq!(get("SignName"), "验证");
+        assert_eq!(get("TemplateParam"), r#"{"code":"123456"}"#);
+        assert_eq!(get("RegionId"), "cn-hangzhou");
+        let unsigned: Vec<(&str, &str)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "Signature")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(unsigned.len(), 13);
+        assert_eq!(
+            get("Signature"),
+            sign::signature("POST", &unsigned, "s3cret")
+        );
+        assert!(!body.contains('+') && !body.contains(' '), "{body}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut c = AliyunConfig {
+            access_key_secret_file: Some(path.clone()),
+            ..AliyunConfig::default()
+        };
+        assert_eq!(
+            AliyunProvider::new(&c).unwrap().secret.expose(),
+            "from-file"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            AliyunProvider::new(&c),
+            Err(SetupError::EmptySecretFile(_))
+        ));
+        c.access_key_secret_file = Some(dir.path().join("missing"));
+        let err = AliyunProvider::new(&c).err().unwrap().to_string();
+        assert!(err.contains("access_key_secret_file"), "{err}");
+    }
+}
