@@ -40,7 +40,10 @@ impl Notifier {
 
     /// The watchdog period requested by systemd (`WATCHDOG_USEC`, for this process).
     pub fn watchdog_interval() -> Option<Duration> {
-        if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
+        if let Some(pid) = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+        {
             if pid != std::process::id() {
                 return None;
             }
@@ -51,7 +54,10 @@ impl Notifier {
 
     /// Pings `WATCHDOG=1` at half the requested period until `stop` is cancelled. The pings come
     /// from the async runtime, so a wedged runtime stops them and systemd restarts the daemon.
-    pub fn spawn_watchdog(self: std::sync::Arc<Self>, stop: CancellationToken) -> Option<JoinHandle<()>> {
+    pub fn spawn_watchdog(
+        self: std::sync::Arc<Self>,
+        stop: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
         let period = Self::watchdog_interval()? / 2;
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -75,7 +81,9 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let server = UnixDatagram::bind(&path).unwrap();
         let addr = std::os::unix::net::SocketAddr::from_pathname(&path).unwrap();
-        let n = Notifier { target: Some((UnixDatagram::unbound().unwrap(), addr)) };
+        let n = Notifier {
+            target: Some((UnixDatagram::unbound().unwrap(), addr)),
+        };
         n.notify("READY=1\nSTATUS=serving");
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).unwrap();
