@@ -546,4 +546,37 @@ on_both_stores! {
         assert_eq!(status, StatusCode::ACCEPTED);
         d.stop().await;
     }
+
+    // The seed's routes are cookie-bound and know no API keys: an `Authorization` header,
+    // valid or not, changes nothing.
+    async fn seed_routes_ignore_authorization(backend: Backend) {
+        let Some(d) = TestDaemon::start(backend, |_| {}).await else {
+            return;
+        };
+        for auth in ["Bearer wrong", "Bearer test-api-key-0123456789", "Basic abc"] {
+            let resp = d
+                .http
+                .get(d.url("/sms_send/?phone=%2B8613800138000"))
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            let cookie = resp.headers().get(SET_COOKIE).map(|v| v.to_str().unwrap().to_owned());
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{auth}: {body}");
+            assert_eq!(body, json!({"Code": "OK", "Message": "OK"}));
+            let cookie = cookie.expect("a new session for each cookieless call");
+            let code = d.last_code("+8613800138000").unwrap();
+            let resp = d
+                .http
+                .get(d.url(&format!("/sms_check/?phone=%2B8613800138000&code={code}")))
+                .header("authorization", auth)
+                .header(COOKIE, cookie.split(';').next().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.text().await.unwrap(), r#"{"result": "OK"}"#, "{auth}");
+        }
+    }
 }

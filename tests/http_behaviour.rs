@@ -923,3 +923,24 @@ async fn database_gone_means_503_quickly() {
         t.elapsed()
     );
 }
+
+/// Bodies are JSON objects: a positional array must not fill a request's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_bodies_are_refused() {
+    let d = sqlite_daemon(|_| {}).await;
+    let (status, body) = d.api(Method::POST, "/v1/sessions", Some(json!([{"x": 1}, 300]))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_field");
+    let (status, created) = d.api(Method::POST, "/v1/sessions", None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let key = created["key"].as_str().unwrap();
+    let path = format!("/v1/sessions/{key}/data/n");
+    let (status, body) = d.api(Method::PUT, &path, Some(json!([5]))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = d.api(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
+    let mut browser = d.browser();
+    let (status, body) = browser.post("/v1/verifications", json!(["+8613800138000"])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(browser.cookie.is_none() && d.messages().is_empty());
+}

@@ -64,23 +64,37 @@ pub async fn resolve(
     create: bool,
 ) -> Result<Option<Resolved>, ApiError> {
     if backend(app, parts)? {
-        let key = explicit.ok_or_else(|| {
-            ApiError::unprocessable(
-                "invalid_field",
-                "`session` is required when calling with an API key",
-            )
-        })?;
-        let session = session_by_key(app, key).await?;
-        return Ok(Some(Resolved {
-            session,
-            backend: true,
-            set_cookie: None,
-        }));
+        return backend_session(app, explicit).await.map(Some);
     }
     if explicit.is_some() {
         // Naming a session in the body is the backend's privilege.
         return Err(ApiError::unauthorized());
     }
+    browser_session(app, parts, create).await
+}
+
+async fn backend_session(app: &App, explicit: Option<&str>) -> Result<Resolved, ApiError> {
+    let key = explicit.ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_field",
+            "`session` is required when calling with an API key",
+        )
+    })?;
+    let session = session_by_key(app, key).await?;
+    Ok(Resolved {
+        session,
+        backend: true,
+        set_cookie: None,
+    })
+}
+
+/// The session of a browser: its cookie only, whatever `Authorization` says (the seed's routes
+/// know no API keys).
+pub async fn browser_session(
+    app: &App,
+    parts: &Parts,
+    create: bool,
+) -> Result<Option<Resolved>, ApiError> {
     let cfg = &app.config.session;
     if let Some(key) = cookies::session_key(parts, &cfg.cookie_name) {
         if let Some(session) = app.store.touch_session(&key.hash()).await? {

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::verify::{self, Checked};
 
-use super::caller::resolve;
+use super::caller::browser_session;
 use super::cookies;
 use super::error::ApiError;
 use super::request::form_params;
@@ -43,7 +43,7 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         )
     })?;
     let phone = app.phones.parse(raw).map_err(|e| (e.into(), None))?;
-    let caller = resolve(app, parts, None, true)
+    let caller = browser_session(app, parts, true)
         .await
         .map_err(|e| (e, None))?
         .expect("resolve creates a session when asked to");
@@ -77,7 +77,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
     ) else {
         return no();
     };
-    let Some(caller) = resolve(app, parts, None, false).await? else {
+    let Some(caller) = browser_session(app, parts, false).await? else {
         return no();
     };
     let mut resp;

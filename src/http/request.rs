@@ -79,13 +79,18 @@ pub fn json_body<T: DeserializeOwned>(
             "the request body is empty",
         ));
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::unprocessable("invalid_field", e.to_string()),
-            _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
-        }
-    })
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+    // Structs would also accept a positional array; every body here is an object.
+    if !value.is_object() {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))
 }
 
 /// A JSON body that must be present.
