@@ -53,7 +53,7 @@ async fn the_demo_page_shows_expiry_exhaustion_and_retry_after() {
     }
     let _one = ONE_BROWSER.lock().await;
     let d = demo_daemon(|c| {
-        c.verification.ttl = 4;
+        c.verification.ttl = 6;
         c.verification.resend_interval = 1;
         c.verification.max_attempts = 2;
     })

@@ -1,4 +1,4 @@
-// The page's other outcomes, against a daemon with a 4 s code lifetime, a 1 s resend interval
+// The page's other outcomes, against a daemon with a 6 s code lifetime, a 1 s resend interval
 // and 2 attempts: an expired code, the last attempt used up, and a refused resend whose
 // countdown comes from Retry-After.
 import { check, codeFor, env, newPage, run, screenshot, sleep, statusShows } from "./lib.mjs";
@@ -17,7 +17,7 @@ await run(async (browser) => {
   await send.click();
   await statusShows(page, /Code sent/);
   const code = await codeFor(SLOW);
-  await sleep(4_500);
+  await sleep(6_500);
   await codeField.fill(code);
   await codeField.press("Enter");
   await statusShows(page, /This code has expired\. Ask for a new one\./);
