@@ -44,6 +44,8 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: u64,
+    /// Serve the demo page at `GET /` (a development aid; off unless asked for).
+    pub demo_page: bool,
 }
 
 impl Default for HttpConfig {
@@ -55,6 +57,7 @@ impl Default for HttpConfig {
             request_timeout: 30,
             max_connections: 10_000,
             shutdown_grace: 10,
+            demo_page: false,
         }
     }
 }

@@ -928,7 +928,9 @@ async fn database_gone_means_503_quickly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_bodies_are_refused() {
     let d = sqlite_daemon(|_| {}).await;
-    let (status, body) = d.api(Method::POST, "/v1/sessions", Some(json!([{"x": 1}, 300]))).await;
+    let (status, body) = d
+        .api(Method::POST, "/v1/sessions", Some(json!([{"x": 1}, 300])))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "invalid_field");
     let (status, created) = d.api(Method::POST, "/v1/sessions", None).await;
@@ -940,7 +942,9 @@ async fn array_bodies_are_refused() {
     let (status, body) = d.api(Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
     let mut browser = d.browser();
-    let (status, body) = browser.post("/v1/verifications", json!(["+8613800138000"])).await;
+    let (status, body) = browser
+        .post("/v1/verifications", json!(["+8613800138000"]))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(browser.cookie.is_none() && d.messages().is_empty());
 }

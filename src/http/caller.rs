@@ -95,28 +95,39 @@ pub async fn browser_session(
     parts: &Parts,
     create: bool,
 ) -> Result<Option<Resolved>, ApiError> {
-    let cfg = &app.config.session;
-    if let Some(key) = cookies::session_key(parts, &cfg.cookie_name) {
-        if let Some(session) = app.store.touch_session(&key.hash()).await? {
-            let set_cookie = session
-                .refreshed
-                .then(|| cookies::set_cookie(cfg, &key, &session));
-            return Ok(Some(Resolved {
-                session,
-                backend: false,
-                set_cookie,
-            }));
-        }
+    if let Some(found) = from_cookie(app, parts).await? {
+        return Ok(Some(found));
     }
     if !create {
         return Ok(None);
     }
+    let cfg = &app.config.session;
     let key = SessionKey::generate();
     let session = app
         .store
         .create_session(&key.hash(), &Default::default(), Expiry::Default)
         .await?;
     let set_cookie = Some(cookies::set_cookie(cfg, &key, &session));
+    Ok(Some(Resolved {
+        session,
+        backend: false,
+        set_cookie,
+    }))
+}
+
+/// The live session named by the request's cookie, if any; the cookie is re-sent when the read
+/// moved the expiry. An API key is not looked at: this is the browser's view.
+pub async fn from_cookie(app: &App, parts: &Parts) -> Result<Option<Resolved>, ApiError> {
+    let cfg = &app.config.session;
+    let Some(key) = cookies::session_key(parts, &cfg.cookie_name) else {
+        return Ok(None);
+    };
+    let Some(session) = app.store.touch_session(&key.hash()).await? else {
+        return Ok(None);
+    };
+    let set_cookie = session
+        .refreshed
+        .then(|| cookies::set_cookie(cfg, &key, &session));
     Ok(Some(Resolved {
         session,
         backend: false,

@@ -22,7 +22,9 @@ use crate::app::App;
 mod caller;
 mod compat;
 mod cookies;
+mod demo;
 pub mod error;
+mod own_session;
 mod request;
 pub mod response;
 pub mod router;
@@ -136,6 +138,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> (&'static str, Result<Re
         req.method(),
         req.uri().path(),
         app.config.compat.seed_routes,
+        app.config.http.demo_page,
     ) {
         Ok(r) => r,
         Err(e) => return ("?", Err(e)),
@@ -186,5 +189,7 @@ async fn run(
         Route::SeedSend => Ok(compat::send(app, parts, body).await),
         Route::SeedCheck => compat::check(app, parts, body).await,
         Route::OpenApi => Ok(raw_json(StatusCode::OK, OPENAPI)),
+        Route::DemoPage => Ok(demo::page()),
+        Route::OwnSession => own_session::get(app, parts).await,
     }
 }

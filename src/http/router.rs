@@ -24,15 +24,20 @@ pub enum Route {
     SeedSend,
     SeedCheck,
     OpenApi,
+    DemoPage,
+    OwnSession,
 }
 
 /// Every (method, path template) pair the router serves, the seed routes with and without their
-/// trailing slash (served only when `compat.seed_routes` is on). `openapi.json` documents exactly
+/// trailing slash (served only when `compat.seed_routes` is on) and the demo page (only when
+/// `http.demo_page` is on). `openapi.json` documents exactly
 /// these; `tests/openapi.rs` keeps the two in step.
 pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("GET", "/"),
+    ("GET", "/v1/session"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions/{key}"),
     ("GET", "/v1/sessions/{key}/data/{name}"),
@@ -74,12 +79,20 @@ impl Route {
             Route::SeedSend => "/sms_send/",
             Route::SeedCheck => "/sms_check/",
             Route::OpenApi => "/openapi.json",
+            Route::DemoPage => "/",
+            Route::OwnSession => "/v1/session",
         }
     }
 }
 
-/// Resolves a request line. `seed_routes` switches the compatibility routes on.
-pub fn route(method: &Method, path: &str, seed_routes: bool) -> Result<Route, ApiError> {
+/// Resolves a request line. `seed_routes` switches the compatibility routes on, `demo_page` the
+/// page at `/`.
+pub fn route(
+    method: &Method,
+    path: &str,
+    seed_routes: bool,
+    demo_page: bool,
+) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let m = method.clone();
     let only = |allowed: &Method, allow: &'static str, r: Route| {
@@ -93,6 +106,8 @@ pub fn route(method: &Method, path: &str, seed_routes: bool) -> Result<Route, Ap
         ["healthz"] => only(&Method::GET, "GET", Route::Healthz),
         ["readyz"] => only(&Method::GET, "GET", Route::Readyz),
         ["openapi.json"] => only(&Method::GET, "GET", Route::OpenApi),
+        [""] if demo_page => only(&Method::GET, "GET", Route::DemoPage),
+        ["v1", "session"] => only(&Method::GET, "GET", Route::OwnSession),
         ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
         ["v1", "sessions", key] => only(
             &Method::GET,
@@ -165,36 +180,59 @@ mod tests {
     #[test]
     fn routes_and_methods() {
         assert_eq!(
-            route(&Method::GET, "/healthz", false).unwrap(),
+            route(&Method::GET, "/healthz", false, false).unwrap(),
             Route::Healthz
         );
         assert_eq!(
-            route(&Method::PUT, "/v1/sessions/k/data/a%20b", false).unwrap(),
+            route(&Method::PUT, "/v1/sessions/k/data/a%20b", false, false).unwrap(),
             Route::SetValue {
                 key: "k".into(),
                 name: "a b".into()
             }
         );
-        let e = route(&Method::PATCH, "/v1/sessions/k/data/x", false).unwrap_err();
+        let e = route(&Method::PATCH, "/v1/sessions/k/data/x", false, false).unwrap_err();
         assert_eq!(e.status, http::StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(route(&Method::GET, "/nope", false).unwrap_err().status, 404);
         assert_eq!(
-            route(&Method::GET, "/sms_send/", false).unwrap_err().status,
+            route(&Method::GET, "/nope", false, false)
+                .unwrap_err()
+                .status,
             404
         );
         assert_eq!(
-            route(&Method::GET, "/sms_send/", true).unwrap(),
+            route(&Method::GET, "/sms_send/", false, false)
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(
+            route(&Method::GET, "/sms_send/", true, false).unwrap(),
             Route::SeedSend
         );
         assert_eq!(
-            route(&Method::POST, "/sms_check", true).unwrap(),
+            route(&Method::POST, "/sms_check", true, false).unwrap(),
             Route::SeedCheck
         );
         assert_eq!(
-            route(&Method::GET, "/v1/sessions/k/data/%FF", false)
+            route(&Method::GET, "/v1/sessions/k/data/%FF", false, false)
                 .unwrap_err()
                 .status,
             400
+        );
+        assert_eq!(
+            route(&Method::GET, "/", false, false).unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            route(&Method::GET, "/", false, true).unwrap(),
+            Route::DemoPage
+        );
+        assert_eq!(
+            route(&Method::POST, "/", false, true).unwrap_err().status,
+            405
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/session", false, false).unwrap(),
+            Route::OwnSession
         );
     }
 
@@ -205,7 +243,7 @@ mod tests {
                 .replace("{key}", "abcdefghijklmnopqrstuvwxyz012345")
                 .replace("{name}", "cart");
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            let r = route(&m, &path, true)
+            let r = route(&m, &path, true, true)
                 .unwrap_or_else(|e| panic!("{method} {path}: {} {}", e.status, e.message));
             assert_eq!(
                 r.template().trim_end_matches('/'),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 // Further helper modules (daemon spawning, fake providers, …) are added here next to `pg`.
+pub mod browser;
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod pg;

@@ -1,0 +1,89 @@
+//! `GET /`: the demo page (with `http.demo_page`), a person's way to try the flow and a worked
+//! example of a front end calling the API. It is one file with one inline `<style>` and one
+//! inline `<script>`; the Content-Security-Policy allows exactly those two by their SHA-256, and
+//! nothing else but calls back to this origin.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use sha2::{Digest, Sha256};
+use std::sync::LazyLock;
+
+use super::response::Resp;
+
+/// The page, as shipped.
+pub const PAGE: &str = include_str!("demo.html");
+
+/// Computed once: hashing the page's inline blocks is cheap but needless per request.
+static POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let script = block_hash(PAGE, "script").expect("demo.html has one <script> block");
+    let style = block_hash(PAGE, "style").expect("demo.html has one <style> block");
+    let policy = format!(
+        "default-src 'none'; script-src '{script}'; style-src '{style}'; connect-src 'self'; \
+         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&policy).expect("a CSP of ASCII hashes is a valid header")
+});
+
+/// The page with its security headers.
+pub fn page() -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_SECURITY_POLICY, POLICY.clone());
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// `'sha256-…'` of the text between `<tag>` and `</tag>`, when the page has exactly one such
+/// block: a second inline block would be refused by the browser, so it is refused here first.
+fn block_hash(page: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let (_, rest) = page.split_once(&open)?;
+    let (body, after) = rest.split_once(&close)?;
+    if after.contains(&format!("<{tag}")) {
+        return None;
+    }
+    Some(format!("sha256-{}", STANDARD.encode(Sha256::digest(body))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_cover_the_inline_blocks() {
+        let page = "<style>a{}</style><p>x</p><script>go()</script>";
+        assert_eq!(
+            block_hash(page, "script").unwrap(),
+            format!("sha256-{}", STANDARD.encode(Sha256::digest("go()")))
+        );
+        assert!(block_hash(page, "style").is_some());
+        assert_eq!(
+            block_hash("<script>a</script><script>b</script>", "script"),
+            None
+        );
+        assert_eq!(block_hash("<p>no script</p>", "script"), None);
+    }
+
+    #[test]
+    fn the_shipped_page_is_self_contained() {
+        let policy = POLICY.to_str().unwrap();
+        assert!(policy.starts_with("default-src 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
+        // Nothing is loaded from elsewhere, and no style attributes (the policy would drop them).
+        for banned in ["src=", "href=", "style=", "@import", "url("] {
+            assert!(!PAGE.contains(banned), "demo.html contains {banned:?}");
+        }
+    }
+}
