@@ -967,6 +967,7 @@ async fn sweep_removes_only_expired_rows(h: Harness) {
         SweepReport {
             sessions: 3,
             verifications: 1,
+            limits: 0,
             ran: true
         }
     );
@@ -975,6 +976,7 @@ async fn sweep_removes_only_expired_rows(h: Harness) {
         SweepReport {
             sessions: 0,
             verifications: 0,
+            limits: 0,
             ran: true
         }
     );
