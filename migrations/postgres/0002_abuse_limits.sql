@@ -114,9 +114,11 @@ DECLARE
     v_sends     INTEGER;
     v_approvals INTEGER;
 BEGIN
-    o_now := now();
     o_tripped := false;
     PERFORM pg_advisory_xact_lock(hashtextextended(p_session::text || ' ' || p_phone, 0));
+    -- After waiting for the lock, the transaction's now() may predate the winner's sent_at:
+    -- waits are reported from the current clock so that they never exceed the cooldown.
+    o_now := clock_timestamp();
     SELECT * INTO r_ver FROM verifications
     WHERE session_id = p_session AND phone = p_phone
     FOR UPDATE;
