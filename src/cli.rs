@@ -35,6 +35,10 @@ pub enum Command {
     HashApiKey { key: Option<String> },
     /// Make a new random API key; prints the key and its `api.keys` hash.
     GenApiKey,
+    /// Print the SMS-pumping breaker of every country with a current window.
+    PumpingStatus,
+    /// Close the SMS-pumping breaker of a calling code (e.g. +86) and start a new window.
+    PumpingReset { country: String },
 }
 
 /// Parses arguments and runs the command; the error, if any, is for `main` to print.
@@ -91,6 +95,34 @@ pub fn run() -> anyhow::Result<()> {
                     );
                 } else {
                     println!("another verifyd is sweeping this database right now; nothing done");
+                }
+                Ok(())
+            }
+            Command::PumpingStatus => {
+                let store = crate::app::open_store(&config)?;
+                for p in store.pumping_states().await? {
+                    println!(
+                        "{}\tsends={}\tapprovals={}\t{}\twindow ends in {} s",
+                        p.country,
+                        p.sends,
+                        p.approvals,
+                        if p.tripped { "TRIPPED" } else { "ok" },
+                        crate::time::secs_until(p.window_ends, std::time::SystemTime::now())
+                    );
+                }
+                Ok(())
+            }
+            Command::PumpingReset { country } => {
+                anyhow::ensure!(
+                    crate::country::is_calling_code(&country),
+                    "{country:?} is not a calling code like +86"
+                );
+                let store = crate::app::open_store(&config)?;
+                if store.pumping_reset(&country).await? {
+                    tracing::warn!(%country, "SMS pumping breaker reset by the operator");
+                    println!("breaker for {country} reset");
+                } else {
+                    println!("no breaker window for {country}; nothing to reset");
                 }
                 Ok(())
             }

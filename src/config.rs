@@ -27,6 +27,11 @@ pub struct Config {
     pub sweeper: SweeperConfig,
     pub compat: CompatConfig,
     pub log: LogConfig,
+    pub per_phone: PerPhoneConfig,
+    pub per_ip: PerIpConfig,
+    pub global: GlobalConfig,
+    pub countries: CountriesConfig,
+    pub pumping: PumpingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,6 +51,17 @@ pub struct HttpConfig {
     pub shutdown_grace: u64,
     /// Serve the demo page at `GET /` (a development aid; off unless asked for).
     pub demo_page: bool,
+    /// Peers (CIDR, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+    pub cors: CorsConfig,
+}
+
+/// Browser access from other origins to the browser-facing routes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://shop.example`) allowed to call with credentials.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -58,6 +74,8 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             shutdown_grace: 10,
             demo_page: false,
+            trusted_proxies: Vec::new(),
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -304,6 +322,105 @@ impl Default for LogConfig {
     }
 }
 
+/// Limits per destination number, across all sessions (0 turns a limit off).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerPhoneConfig {
+    /// Sends per `window` seconds.
+    pub max_sends: u32,
+    pub window: u64,
+    /// Sends per day.
+    pub daily_max: u32,
+    /// Wrong codes per `failed_checks_window` seconds before checks are refused for `lockout`.
+    pub max_failed_checks: u32,
+    pub failed_checks_window: u64,
+    pub lockout: u64,
+}
+
+impl Default for PerPhoneConfig {
+    fn default() -> Self {
+        Self {
+            max_sends: 5,
+            window: 600,
+            daily_max: 10,
+            max_failed_checks: 10,
+            failed_checks_window: 3600,
+            lockout: 3600,
+        }
+    }
+}
+
+/// Limits per browser client address (IPv4 address, IPv6 /64); 0 turns a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerIpConfig {
+    pub max_sends: u32,
+    pub max_checks: u32,
+    /// Seconds.
+    pub window: u64,
+}
+
+impl Default for PerIpConfig {
+    fn default() -> Self {
+        Self {
+            max_sends: 20,
+            max_checks: 100,
+            window: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalConfig {
+    /// SMS per hour for the whole deployment; 0 means no cap.
+    pub max_sends_per_hour: u32,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        Self {
+            max_sends_per_hour: 1000,
+        }
+    }
+}
+
+/// Destinations by country calling code (`+86`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CountriesConfig {
+    /// SMS per hour per calling code; `"*"` applies to codes not listed.
+    pub limits: BTreeMap<String, u32>,
+    /// When not empty, only these calling codes are served.
+    pub allow: Vec<String>,
+    /// Calling codes never served.
+    pub deny: Vec<String>,
+}
+
+/// The SMS-pumping breaker, per calling code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PumpingConfig {
+    pub enabled: bool,
+    /// Seconds of one observation window.
+    pub window: u64,
+    /// Sends in a window before the conversion is judged.
+    pub min_sample: u32,
+    /// Approvals per send below which sends to the country stop.
+    pub min_conversion: f64,
+}
+
+impl Default for PumpingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: 3600,
+            min_sample: 50,
+            min_conversion: 0.2,
+        }
+    }
+}
+
 /// A configuration that could not be loaded, with the key and where it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -459,8 +576,56 @@ impl Config {
                 ));
             }
         }
+        self.validate_limits()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The abuse-limit sections and the HTTP keys that go with them.
+    fn validate_limits(&self) -> Result<(), (&'static str, String)> {
+        let p = &self.per_phone;
+        if p.window == 0 || p.failed_checks_window == 0 {
+            return Err(("per_phone.window", "windows must be positive".into()));
+        }
+        if self.per_ip.window == 0 {
+            return Err(("per_ip.window", "must be positive".into()));
+        }
+        let c = &self.countries;
+        for code in c.limits.keys() {
+            if code != "*" && !crate::country::is_calling_code(code) {
+                return Err((
+                    "countries.limits",
+                    format!("{code:?} is not a calling code like \"+86\" or \"*\""),
+                ));
+            }
+        }
+        for (key, list) in [("countries.allow", &c.allow), ("countries.deny", &c.deny)] {
+            if let Some(bad) = list.iter().find(|c| !crate::country::is_calling_code(c)) {
+                return Err((key, format!("{bad:?} is not a calling code like \"+86\"")));
+            }
+        }
+        let pu = &self.pumping;
+        if pu.window == 0 || !(0.0..=1.0).contains(&pu.min_conversion) {
+            return Err((
+                "pumping.min_conversion",
+                "needs a positive window and a conversion between 0 and 1".into(),
+            ));
+        }
+        for proxy in &self.http.trusted_proxies {
+            crate::http::client_ip::Cidr::parse(proxy)
+                .ok_or(("http.trusted_proxies", format!("{proxy:?} is not a CIDR")))?;
+        }
+        for origin in &self.http.cors.allowed_origins {
+            if !crate::http::cors::is_origin(origin) {
+                return Err((
+                    "http.cors.allowed_origins",
+                    format!("{origin:?} is not an origin like \"https://shop.example\""),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -2,12 +2,14 @@
 //! seed's `sms_send`/`sms_check` views live now, with their weaknesses fixed.
 
 use serde_json::{Map, Value};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::app::App;
 use crate::code::Code;
 use crate::phone::PhoneNumber;
 use crate::provider::{OutgoingCode, ProviderError, render};
+use crate::quota::{CheckGuard, Refusal, SendGuard};
 use crate::session::{Session, SessionKey};
 use crate::store::{
     Approval, CheckOutcome, CheckVerification, StartOutcome, StartVerification, StoreError,
@@ -26,6 +28,12 @@ pub enum SendError {
     TooSoon(Duration),
     #[error("too many wrong attempts; retry in {} s", .0.as_secs())]
     Exhausted(Duration),
+    /// An abuse limit refused the send (nothing was sent).
+    #[error("refused by an abuse limit ({0:?}); retry in {secs} s", secs = .1.as_secs())]
+    Refused(Refusal, Duration),
+    /// The destination's country is not served (`countries.allow` / `countries.deny`).
+    #[error("destination not served")]
+    Denied,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -46,16 +54,36 @@ pub enum Checked {
     Expired,
     Exhausted,
     NotFound,
+    /// An abuse limit refused the check; no attempt was used.
+    Refused {
+        by: Refusal,
+        retry_after: Duration,
+    },
+}
+
+/// Whether `countries.allow` / `countries.deny` let codes go to calling code `country`.
+fn served(app: &App, country: &str) -> bool {
+    let c = &app.config.countries;
+    (c.allow.is_empty() || c.allow.iter().any(|a| a == country))
+        && !c.deny.iter().any(|d| d == country)
 }
 
 /// Generates a code for `phone`, records its MAC under the session, and delivers it.
-/// Test numbers get their fixed code and nothing is sent.
+/// Test numbers get their fixed code and nothing is sent. `client` is the browser's address
+/// (`None` for backends, whose address is their own); the abuse limits are decided in the
+/// same store transaction as the code.
 pub async fn send(
     app: &App,
     session: &Session,
     phone: &PhoneNumber,
     locale: Option<String>,
+    client: Option<IpAddr>,
 ) -> Result<Sent, SendError> {
+    let country = crate::country::calling_code(phone);
+    if !served(app, country) {
+        return Err(SendError::Denied);
+    }
+    let guard = SendGuard::build(&app.config, phone.as_str(), country, client);
     let v = &app.config.verification;
     let fixed = app.test_numbers.get(phone.as_str());
     let code = fixed
@@ -71,12 +99,16 @@ pub async fn send(
         resend_interval: Duration::from_secs(v.resend_interval),
         max_attempts: v.max_attempts,
     };
-    match app.store.start_verification(&req).await? {
+    match app.store.start_send(&req, &guard).await? {
         StartOutcome::Issued { resend, attempts } => {
             tracing::info!(phone = %phone, resend, attempts, "verification code issued");
         }
         StartOutcome::TooSoon { retry_after } => return Err(SendError::TooSoon(retry_after)),
         StartOutcome::Exhausted { retry_after } => return Err(SendError::Exhausted(retry_after)),
+        StartOutcome::Refused { by, retry_after } => {
+            tracing::info!(phone = %phone, refusal = ?by, "send refused by an abuse limit");
+            return Err(SendError::Refused(by, retry_after));
+        }
     }
     if fixed.is_none() {
         let msg = OutgoingCode {
@@ -112,7 +144,9 @@ pub async fn check(
     session: &Session,
     phone: &PhoneNumber,
     code: &Code,
+    client: Option<IpAddr>,
 ) -> Result<Checked, StoreError> {
+    let guard = CheckGuard::build(&app.config, crate::country::calling_code(phone), client);
     let new_key = SessionKey::generate();
     let mut data = Map::new();
     data.insert(
@@ -133,7 +167,7 @@ pub async fn check(
             data: &data,
         },
     };
-    let outcome = app.store.check_verification(&req).await?;
+    let outcome = app.store.check_guarded(&req, &guard).await?;
     tracing::info!(phone = %phone, outcome = outcome_name(&outcome), "verification checked");
     Ok(match outcome {
         CheckOutcome::Approved { session } => Checked::Approved { session, new_key },
@@ -141,6 +175,7 @@ pub async fn check(
         CheckOutcome::Expired => Checked::Expired,
         CheckOutcome::Exhausted => Checked::Exhausted,
         CheckOutcome::NotFound => Checked::NotFound,
+        CheckOutcome::Refused { by, retry_after } => Checked::Refused { by, retry_after },
     })
 }
 
@@ -151,5 +186,6 @@ fn outcome_name(o: &CheckOutcome) -> &'static str {
         CheckOutcome::Expired => "expired",
         CheckOutcome::Exhausted => "exhausted",
         CheckOutcome::NotFound => "not_found",
+        CheckOutcome::Refused { .. } => "refused",
     }
 }

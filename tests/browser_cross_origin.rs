@@ -63,7 +63,6 @@ fn allow_origin(c: &mut Config, origin: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs CORS (http.cors.allowed_origins, preflight, credentials) from issue 4"]
 async fn only_an_allowed_origin_may_call_the_api_with_credentials() {
     if !available("only_an_allowed_origin_may_call_the_api_with_credentials") {
         return;

@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use verifyd::code::{Code, CodeKey, CodeMac};
 use verifyd::phone::PhoneNumber;
+use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Quota, Refusal, Scope, SendGuard};
 use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
 use verifyd::store::postgres::{PgOptions, PgStore};
 use verifyd::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use verifyd::store::{
-    Approval, CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification,
-    Store, SweepReport,
+    Approval, CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
+    StartVerification, Store, SweepReport,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -114,6 +115,11 @@ macro_rules! conformance {
             sweep_removes_only_expired_rows,
             server_secret_is_stable,
             migrate_is_idempotent,
+            quotas_are_all_or_nothing,
+            refused_sends_record_nothing,
+            failed_checks_lock_the_number,
+            pumping_breaker_trips_and_resets,
+            idempotency_records,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -967,6 +973,7 @@ async fn sweep_removes_only_expired_rows(h: Harness) {
         SweepReport {
             sessions: 3,
             verifications: 1,
+            limits: 0,
             ran: true
         }
     );
@@ -975,6 +982,7 @@ async fn sweep_removes_only_expired_rows(h: Harness) {
         SweepReport {
             sessions: 0,
             verifications: 0,
+            limits: 0,
             ran: true
         }
     );
@@ -1026,5 +1034,254 @@ async fn migrate_is_idempotent(h: Harness) {
         again.touch_session(&k).await.unwrap().unwrap().id,
         created.id,
         "data kept"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Abuse limits.
+
+fn q(scope: Scope, key: &str, limit: u32) -> Quota {
+    Quota {
+        scope,
+        key: key.into(),
+        limit,
+        window: secs(600),
+    }
+}
+
+async fn guarded_send(h: &Harness, phone: &PhoneNumber, guard: &SendGuard) -> StartOutcome {
+    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    let req = StartVerification {
+        session_id: sess.id,
+        phone,
+        code_mac: mac(sess.id, phone, "123456"),
+        ttl: secs(60),
+        resend_interval: secs(60),
+        max_attempts: 3,
+    };
+    h.store.start_send(&req, guard).await.unwrap()
+}
+
+async fn quotas_are_all_or_nothing(h: Harness) {
+    let small = SendGuard {
+        quotas: vec![q(Scope::PhoneSends, "a", 1), q(Scope::Global, "*", 3)],
+        pumping: None,
+    };
+    assert_eq!(guarded_send(&h, &phone(), &small).await, issued(0, false));
+    // The per-number quota is full: the global one must not move.
+    for _ in 0..3 {
+        match guarded_send(&h, &phone(), &small).await {
+            StartOutcome::Refused {
+                by: Refusal::Quota(Scope::PhoneSends),
+                retry_after,
+            } => assert!(retry_after <= secs(600) && retry_after >= secs(598)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let other = SendGuard {
+        quotas: vec![q(Scope::PhoneSends, "b", 5), q(Scope::Global, "*", 3)],
+        pumping: None,
+    };
+    assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
+    assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
+    assert!(matches!(
+        guarded_send(&h, &phone(), &other).await,
+        StartOutcome::Refused {
+            by: Refusal::Quota(Scope::Global),
+            ..
+        }
+    ));
+}
+
+async fn refused_sends_record_nothing(h: Harness) {
+    let full = SendGuard {
+        quotas: vec![q(Scope::PhoneSends, "x", 1)],
+        pumping: None,
+    };
+    assert_eq!(guarded_send(&h, &phone(), &full).await, issued(0, false));
+    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    let req = StartVerification {
+        session_id: sess.id,
+        phone: &phone(),
+        code_mac: mac(sess.id, &phone(), "123456"),
+        ttl: secs(60),
+        resend_interval: secs(60),
+        max_attempts: 3,
+    };
+    assert!(matches!(
+        h.store.start_send(&req, &full).await.unwrap(),
+        StartOutcome::Refused { .. }
+    ));
+    assert_eq!(
+        check(&h.store, sess.id, "123456").await,
+        CheckOutcome::NotFound
+    );
+}
+
+async fn failed_checks_lock_the_number(h: Harness) {
+    let guard = CheckGuard {
+        quotas: vec![],
+        failures: Some(FailureLimit {
+            max: 2,
+            window: secs(600),
+            lockout: secs(3600),
+        }),
+        pumping: None,
+    };
+    let data = approval_data();
+    let mut sessions = vec![];
+    for _ in 0..3 {
+        let (_, sess) = new_session(&h.store, Expiry::Default).await;
+        assert_eq!(
+            send_default(&h.store, sess.id, "111111").await,
+            issued(0, false)
+        );
+        sessions.push(sess.id);
+    }
+    let checking = |sid: i64, code: &'static str| {
+        let store = h.store.clone();
+        let (guard, data) = (guard.clone(), data.clone());
+        async move {
+            let p = phone();
+            let req = CheckVerification {
+                session_id: sid,
+                phone: &p,
+                code_mac: mac(sid, &p, code),
+                max_attempts: 3,
+                on_approve: Approval {
+                    new_key: key(),
+                    data: &data,
+                },
+            };
+            store.check_guarded(&req, &guard).await.unwrap()
+        }
+    };
+    assert_eq!(
+        checking(sessions[0], "222222").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(
+        checking(sessions[1], "222222").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    // Locked: even the right code is refused, in any session holding a code.
+    match checking(sessions[2], "111111").await {
+        CheckOutcome::Refused {
+            by: Refusal::Locked,
+            retry_after,
+        } => assert!(retry_after > secs(3500)),
+        other => panic!("{other:?}"),
+    }
+    // A session without a code for the number sees what it would see without the lock.
+    let (_, stranger) = new_session(&h.store, Expiry::Default).await;
+    assert_eq!(
+        checking(stranger.id, "111111").await,
+        CheckOutcome::NotFound
+    );
+}
+
+async fn pumping_breaker_trips_and_resets(h: Harness) {
+    let rule = PumpingRule {
+        country: "+86".into(),
+        window: secs(600),
+        min_sample: 3,
+        min_conversion: 0.5,
+    };
+    let guard = SendGuard {
+        quotas: vec![],
+        pumping: Some(rule.clone()),
+    };
+    for _ in 0..3 {
+        assert_eq!(guarded_send(&h, &phone(), &guard).await, issued(0, false));
+    }
+    assert!(matches!(
+        guarded_send(&h, &phone(), &guard).await,
+        StartOutcome::Refused {
+            by: Refusal::Breaker,
+            ..
+        }
+    ));
+    let states = h.store.pumping_states().await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert!(states[0].tripped && states[0].sends == 3 && states[0].approvals == 0);
+    assert!(h.store.pumping_reset("+86").await.unwrap());
+    assert!(!h.store.pumping_reset("+44").await.unwrap());
+    assert_eq!(guarded_send(&h, &phone(), &guard).await, issued(0, false));
+    // Approvals count towards the conversion.
+    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    assert_eq!(
+        send_default(&h.store, sess.id, "111111").await,
+        issued(0, false)
+    );
+    let data = approval_data();
+    let req = CheckVerification {
+        session_id: sess.id,
+        phone: &phone(),
+        code_mac: mac(sess.id, &phone(), "111111"),
+        max_attempts: 3,
+        on_approve: Approval {
+            new_key: key(),
+            data: &data,
+        },
+    };
+    let cg = CheckGuard {
+        quotas: vec![],
+        failures: None,
+        pumping: Some(rule),
+    };
+    assert!(matches!(
+        h.store.check_guarded(&req, &cg).await.unwrap(),
+        CheckOutcome::Approved { .. }
+    ));
+    let states = h.store.pumping_states().await.unwrap();
+    assert_eq!((states[0].sends, states[0].approvals), (1, 1));
+}
+
+async fn idempotency_records(h: Harness) {
+    let s = &h.store;
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    let ttl = secs(60);
+    assert_eq!(
+        s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        s.idempotency_begin("s:1", "k", &b, ttl).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    assert_eq!(
+        s.idempotency_begin("s:2", "k", &b, ttl).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    s.idempotency_finish("s:1", "k", 202, "{}").await.unwrap();
+    assert_eq!(
+        s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
+        IdempotencyBegin::Done {
+            status: 202,
+            body: "{}".into()
+        }
+    );
+    s.idempotency_abandon("s:2", "k").await.unwrap();
+    assert_eq!(
+        s.idempotency_begin("s:2", "k", &a, ttl).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    // Expired records are swept, and the key can be used afresh.
+    assert_eq!(
+        s.idempotency_begin("s:3", "k", &a, Duration::from_millis(1))
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = s.sweep(100).await.unwrap();
+    assert!(report.limits >= 1, "{report:?}");
+    assert_eq!(
+        s.idempotency_begin("s:3", "k", &b, ttl).await.unwrap(),
+        IdempotencyBegin::Started
     );
 }

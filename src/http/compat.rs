@@ -48,7 +48,8 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         .map_err(|e| (e, None))?
         .expect("resolve creates a session when asked to");
     let cookie = caller.set_cookie;
-    match verify::send(app, &caller.session, &phone, None).await {
+    let client = super::client_ip::browser(app, parts, false);
+    match verify::send(app, &caller.session, &phone, None, client).await {
         Ok(_) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
             if let Some(c) = cookie {
@@ -81,7 +82,8 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
         return no();
     };
     let mut resp;
-    match verify::check(app, &caller.session, &phone, &code).await? {
+    let client = super::client_ip::browser(app, parts, false);
+    match verify::check(app, &caller.session, &phone, &code, client).await? {
         Checked::Approved { session, new_key } => {
             resp = raw_json(StatusCode::OK, OK);
             let c = cookies::set_cookie(&app.config.session, &new_key, &session);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::phone::PhoneError;
 use crate::provider::ProviderError;
+use crate::quota::{Refusal, Scope};
 use crate::store::StoreError;
 use crate::verify::SendError;
 
@@ -65,6 +66,27 @@ impl ApiError {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
         e.retry_after = Some(retry_after);
         e
+    }
+
+    /// An abuse-limit refusal: 429 with `Retry-After` and the code naming the limit.
+    pub fn refused(by: Refusal, retry_after: Duration) -> Self {
+        let (code, message) = match by {
+            Refusal::Quota(Scope::PhoneSends | Scope::PhoneDaily | Scope::IpSends) => {
+                ("too_many_sends", "too many codes requested; retry later")
+            }
+            Refusal::Quota(Scope::Global | Scope::Country) => (
+                "budget_exhausted",
+                "the SMS budget for this destination is used up; retry later",
+            ),
+            Refusal::Quota(Scope::IpChecks | Scope::PhoneFailedChecks) | Refusal::Locked => {
+                ("too_many_checks", "too many codes checked; retry later")
+            }
+            Refusal::Breaker => (
+                "destination_blocked",
+                "codes to this destination are paused; retry later",
+            ),
+        };
+        Self::too_many(code, message, retry_after)
     }
 
     pub fn internal() -> Self {
@@ -178,6 +200,12 @@ impl From<SendError> for ApiError {
                 "too_many_attempts",
                 "too many wrong codes for this number; retry later",
                 d,
+            ),
+            SendError::Refused(by, d) => Self::refused(by, d),
+            SendError::Denied => Self::too_many(
+                "destination_blocked",
+                "codes are not sent to this destination",
+                Duration::from_secs(86_400),
             ),
             SendError::Provider(p) => p.into(),
             SendError::Store(s) => s.into(),

@@ -20,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 
 mod caller;
+pub mod client_ip;
 mod compat;
 mod cookies;
+pub mod cors;
 mod demo;
 pub mod error;
+mod idempotency;
 mod own_session;
 mod request;
 pub mod response;
@@ -66,8 +69,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let app = app.clone();
+            req.extensions_mut().insert(client_ip::Peer(peer));
             async move { Ok::<_, Infallible>(handle(&app, req).await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -134,6 +138,9 @@ fn request_id(req: &Request<Incoming>) -> String {
 }
 
 async fn dispatch(app: &App, req: Request<Incoming>) -> (&'static str, Result<Resp, ApiError>) {
+    if let Some(resp) = cors::preflight(app, req.method(), req.uri().path(), req.headers()) {
+        return ("OPTIONS", Ok(resp));
+    }
     let route = match router::route(
         req.method(),
         req.uri().path(),
@@ -150,7 +157,14 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> (&'static str, Result<Re
         Ok(b) => b,
         Err(e) => return (template, Err(e)),
     };
-    (template, run(app, route, &parts, &body).await)
+    if let Err(e) = cors::check_origin(app, &route, &parts) {
+        return (template, Err(e));
+    }
+    let mut resp = run(app, route.clone(), &parts, &body)
+        .await
+        .unwrap_or_else(ApiError::into_response);
+    cors::decorate(app, &route, &parts.headers, &mut resp);
+    (template, Ok(resp))
 }
 
 /// The API description served at `GET /openapi.json`.

@@ -12,8 +12,11 @@ use crate::code::Code;
 use crate::verify::{self, Checked};
 
 use super::caller::resolve;
+use super::client_ip;
 use super::cookies;
 use super::error::ApiError;
+use super::idempotency;
+use super::request::bearer;
 use super::request::require_json;
 use super::response::{Resp, json};
 
@@ -45,16 +48,29 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
     let req: SendBody = require_json(parts, body)?;
     let phone = app.phones.parse(&req.phone)?;
     let locale = req.locale.filter(|l| l.len() <= 35);
+    let idempotency_key = idempotency::key(parts)?;
     let caller = resolve(app, parts, req.session.as_deref(), true)
         .await?
         .expect("resolve creates a session when asked to");
-    let sent = verify::send(app, &caller.session, &phone, locale).await;
-    let mut resp = match sent {
-        Ok(sent) => json(
-            StatusCode::ACCEPTED,
-            &json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in }),
-        ),
-        Err(e) => ApiError::from(e).into_response(),
+    let client = client_ip::browser(app, parts, caller.backend);
+    let work = async {
+        match verify::send(app, &caller.session, &phone, locale, client).await {
+            Ok(sent) => json(
+                StatusCode::ACCEPTED,
+                &json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in }),
+            ),
+            Err(e) => ApiError::from(e).into_response(),
+        }
+    };
+    let mut resp = match idempotency_key {
+        None => work.await,
+        Some(key) => {
+            let owner = match bearer(parts).and_then(|t| app.api_key_name(t)) {
+                Some(name) => format!("k:{name}"),
+                None => format!("s:{}", caller.session.id),
+            };
+            idempotency::once(app, &owner, &key, parts, body, work).await?
+        }
     };
     if let Some(c) = caller.set_cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -71,7 +87,8 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
         return Ok(not_found());
     };
     let mut cookie = caller.set_cookie;
-    let mut resp = match verify::check(app, &caller.session, &phone, &code).await? {
+    let client = client_ip::browser(app, parts, caller.backend);
+    let mut resp = match verify::check(app, &caller.session, &phone, &code, client).await? {
         Checked::Approved { session, new_key } => {
             let mut body = json!({ "status": "approved", "verified_phone": phone.as_str() });
             if caller.backend {
@@ -88,6 +105,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
         Checked::Expired => json(StatusCode::OK, &json!({ "status": "expired" })),
         Checked::Exhausted => json(StatusCode::OK, &json!({ "status": "max_attempts_reached" })),
         Checked::NotFound => not_found(),
+        Checked::Refused { by, retry_after } => ApiError::refused(by, retry_after).into_response(),
     };
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
+use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
 
 pub mod postgres;
@@ -52,6 +53,8 @@ pub enum StartOutcome {
     TooSoon { retry_after: Duration },
     /// The live verification used up its attempts; no new code until it expires.
     Exhausted { retry_after: Duration },
+    /// An abuse limit refused the send; no counter moved and no code was recorded.
+    Refused { by: Refusal, retry_after: Duration },
 }
 
 /// What a check asks the store to decide, atomically.
@@ -89,6 +92,23 @@ pub enum CheckOutcome {
     Exhausted,
     /// No live verification for this session and phone (never sent, already approved, swept).
     NotFound,
+    /// An abuse limit refused the check; no attempt was used. A lock on the number is only
+    /// reported to a session holding a live code for it: to anybody else the check answers as
+    /// it would without the lock.
+    Refused { by: Refusal, retry_after: Duration },
+}
+
+/// Outcome of [`Store::idempotency_begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First use of the key: the caller does the work, then `idempotency_finish`es it.
+    Started,
+    /// Another request with this key is still running.
+    InFlight,
+    /// The key was used for this same request: its answer.
+    Done { status: u16, body: String },
+    /// The key was used for a different request.
+    Mismatch,
 }
 
 /// Outcome of deleting one key from a session's data.
@@ -104,6 +124,8 @@ pub enum DeleteOutcome {
 pub struct SweepReport {
     pub sessions: u64,
     pub verifications: u64,
+    /// Expired quota counters, pumping windows and idempotency records.
+    pub limits: u64,
     /// False when another daemon held the sweep lock and this one did nothing.
     pub ran: bool,
 }
@@ -176,7 +198,20 @@ pub trait Store: Send + Sync + 'static {
     /// - A live exhausted verification: `Exhausted` until its `expires_at`.
     ///
     /// The new code expires at `now + ttl`.
-    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome>;
+    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome> {
+        self.start_send(req, &SendGuard::default()).await
+    }
+
+    /// [`Store::start_verification`] under abuse limits, in the same transaction. Order: the
+    /// verification's own rules (`TooSoon`, `Exhausted`) first, then the pumping breaker, then
+    /// every quota of `guard` at once — all are incremented, or none is and the fullest refuses.
+    /// A successful send counts towards the breaker of `guard.pumping`, and trips it when the
+    /// approvals in its window fall below the minimum conversion.
+    async fn start_send(
+        &self,
+        req: &StartVerification<'_>,
+        guard: &SendGuard,
+    ) -> StoreResult<StartOutcome>;
 
     /// Undoes the resend cooldown of a send whose delivery failed, so the person can retry at
     /// once. Only acts while the stored MAC is still `code_mac` (a later send wins).
@@ -191,9 +226,51 @@ pub trait Store: Send + Sync + 'static {
     /// with [`Approval`] in the same transaction; wrong code → one attempt used, and at
     /// `max_attempts` the code dies. A code that is expired, exhausted or already used never
     /// approves.
-    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome>;
+    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome> {
+        self.check_guarded(req, &CheckGuard::default()).await
+    }
 
-    /// Deletes expired sessions and finished verifications in batches of at most `batch` rows
+    /// [`Store::check_verification`] under abuse limits, in the same transaction: the quotas of
+    /// `guard` are taken first (refusing costs no attempt); a session with a live code for a
+    /// number locked by `guard.failures` is refused; a wrong code counts towards the number's
+    /// failures (locking it for `lockout` at the maximum); an approval counts towards the
+    /// breaker of `guard.pumping`. The not-found paths do the same counter work as a wrong code.
+    async fn check_guarded(
+        &self,
+        req: &CheckVerification<'_>,
+        guard: &CheckGuard,
+    ) -> StoreResult<CheckOutcome>;
+
+    /// Every country's breaker window that has not ended, ordered by country.
+    async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>>;
+
+    /// Closes the breaker of `country` and starts a new window. False when there was none.
+    async fn pumping_reset(&self, country: &str) -> StoreResult<bool>;
+
+    /// Claims `key` for `owner` (a session or an API key name) for `ttl`, or reports what an
+    /// earlier request with it did. `fingerprint` identifies the request (method, path, body).
+    async fn idempotency_begin(
+        &self,
+        owner: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        ttl: Duration,
+    ) -> StoreResult<IdempotencyBegin>;
+
+    /// Records the answer of a started request, for replays.
+    async fn idempotency_finish(
+        &self,
+        owner: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()>;
+
+    /// Forgets a started request that did not finish (a retry may then do the work).
+    async fn idempotency_abandon(&self, owner: &str, key: &str) -> StoreResult<()>;
+
+    /// Deletes expired sessions, finished verifications, ended quota windows and expired
+    /// idempotency records in batches of at most `batch` rows
     /// per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;

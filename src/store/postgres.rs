@@ -16,18 +16,26 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
+use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::store::{
-    CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification, Store,
-    StoreError, StoreResult, SweepReport, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
+    StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_abuse_limits",
+        include_str!("../../migrations/postgres/0002_abuse_limits.sql"),
+    ),
+];
 
 /// Advisory lock keys ("verifyd" in ASCII plus a tag), one per job that must not run twice at once.
 const MIGRATE_LOCK: i64 = 0x7665_7269_6679_6401;
@@ -250,74 +258,11 @@ const DELETE_VALUE: &str = "
            upd.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
 
-/// The upsert applies the resend rules in its `WHERE`; `old` (the statement's snapshot of the
-/// row) explains a refusal. `created_at < now()` on the written row means the verification was
-/// continued (a resend), since a fresh one starts at this statement's `now()`.
-const START_VERIFICATION: &str = "
-    WITH old AS (
-        SELECT state, sent_at, expires_at FROM verifications WHERE session_id = $1 AND phone = $2
-    ), up AS (
-        INSERT INTO verifications AS v
-            (session_id, phone, code_mac, state, attempts, created_at, sent_at, expires_at)
-        VALUES ($1, $2, $3, 0, 0, now(), now(), now() + make_interval(secs => $4::float8))
-        ON CONFLICT (session_id, phone) DO UPDATE SET
-            code_mac = excluded.code_mac,
-            state = 0,
-            sent_at = now(),
-            expires_at = excluded.expires_at,
-            attempts = CASE WHEN v.state = 0 AND v.expires_at > now() THEN v.attempts ELSE 0 END,
-            created_at = CASE WHEN v.state = 0 AND v.expires_at > now() THEN v.created_at
-                              ELSE now() END
-        WHERE v.expires_at <= now() OR v.state = 1
-           OR (v.state = 0 AND v.sent_at <= now() - make_interval(secs => $5::float8))
-        RETURNING v.attempts, v.created_at < now() AS resend
-    )
-    SELECT up.attempts, up.resend, old.state, old.sent_at, old.expires_at, now() AS now
-    FROM (VALUES (1)) AS one (x) LEFT JOIN up ON true LEFT JOIN old ON true";
-
 /// A long-past `sent_at` ends the resend cooldown (the epoch, not `-infinity`, so it still
 /// converts to a `SystemTime`).
 const ABANDON_SEND: &str = "
     UPDATE verifications SET sent_at = 'epoch'
     WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
-
-/// The whole check in one statement: `ver` approves or counts the attempt (re-evaluated on the
-/// newest row version when it has to wait for a concurrent check, so no attempt is lost), and
-/// on approval `sess` moves the session to its new key with the approval data merged in. `cur`
-/// is the statement's snapshot, used to explain why `ver` did nothing; when it shows a
-/// pending, live code that `ver` did not update, a concurrent check changed the row after the
-/// snapshot was taken and the caller re-runs the statement.
-const CHECK_VERIFICATION: &str = "
-    WITH cur AS (
-        SELECT v.state, v.expires_at > now() AS live,
-               EXISTS (SELECT 1 FROM sessions s
-                       WHERE s.id = v.session_id
-                         AND (s.expires_at IS NULL OR s.expires_at > now())) AS session_live
-        FROM verifications v WHERE v.session_id = $1 AND v.phone = $2
-    ), ver AS (
-        UPDATE verifications v
-        SET state = CASE WHEN v.code_mac = $3 THEN 1
-                         WHEN v.attempts + 1 >= $4 THEN 2
-                         ELSE 0 END,
-            attempts = v.attempts + CASE WHEN v.code_mac = $3 THEN 0 ELSE 1 END
-        WHERE v.session_id = $1 AND v.phone = $2 AND v.state = 0 AND v.expires_at > now()
-          AND EXISTS (SELECT 1 FROM sessions s
-                      WHERE s.id = $1 AND (s.expires_at IS NULL OR s.expires_at > now()))
-        RETURNING v.state, v.attempts
-    ), sess AS (
-        UPDATE sessions s
-        SET key_hash = $5,
-            data = s.data || $6::jsonb,
-            touched_at = now(),
-            expires_at = verifyd_session_expiry(s.expiry_kind, s.idle_secs, s.created_at, $7, $8)
-        FROM ver
-        WHERE ver.state = 1 AND s.id = $1 AND (s.expires_at IS NULL OR s.expires_at > now())
-        RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at
-    )
-    SELECT cur.state AS cur_state, cur.live, cur.session_live,
-           ver.state AS new_state, ver.attempts, sess.*
-    FROM (VALUES (1)) AS one (x)
-        LEFT JOIN cur ON true LEFT JOIN ver ON true LEFT JOIN sess ON true";
 
 /// Inserts the secret unless one exists, and returns the stored one. Under a concurrent first
 /// call the insert waits, does nothing, and the snapshot misses the winner's row: no row comes
@@ -343,10 +288,57 @@ const SWEEP_VERIFICATIONS: &str = "
         SELECT session_id, phone FROM verifications
         WHERE expires_at < now() ORDER BY expires_at LIMIT $1)";
 
-/// Verification states as stored.
-const PENDING: i16 = 0;
-const APPROVED: i16 = 1;
-const EXHAUSTED: i16 = 2;
+/// One send: the verification rules and every abuse limit (see migrations/postgres/0002).
+const START_SEND: &str = "
+    SELECT * FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// One check; the session columns are renamed for [`session_from`].
+const CHECK: &str = "
+    SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
+           o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
+           o_created_at AS created_at, o_expires_at AS expires_at
+    FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+
+const PUMPING_STATES: &str = "
+    SELECT country, sends, approvals, tripped, expires_at FROM pumping
+    WHERE expires_at > now() ORDER BY country";
+
+/// Ends the window: the next send to the country starts a fresh one.
+const PUMPING_RESET: &str = "
+    UPDATE pumping SET sends = 0, approvals = 0, tripped = false, expires_at = now()
+    WHERE country = $1";
+
+/// Claims the key unless a live record holds it; `old` (the statement's snapshot) says what
+/// the holder did. Under a concurrent first use the insert waits, does nothing, and the
+/// snapshot misses the winner's row: neither side comes back and the caller re-runs.
+const IDEMPOTENCY_BEGIN: &str = "
+    WITH ins AS (
+        INSERT INTO idempotency_keys AS i (owner, key, fingerprint, status, body, expires_at)
+        VALUES ($1, $2, $3, NULL, NULL, now() + make_interval(secs => $4::float8))
+        ON CONFLICT (owner, key) DO UPDATE SET
+            fingerprint = excluded.fingerprint, status = NULL, body = NULL,
+            expires_at = excluded.expires_at
+        WHERE i.expires_at <= now()
+        RETURNING true AS started
+    )
+    SELECT ins.started, old.fingerprint, old.status, old.body
+    FROM (VALUES (1)) AS one (x)
+        LEFT JOIN ins ON true
+        LEFT JOIN idempotency_keys old ON old.owner = $1 AND old.key = $2
+                                      AND old.expires_at > now()";
+
+/// Ended quota windows, breaker windows and idempotency records. The outer `expires_at`
+/// condition is re-checked on a row a concurrent request renewed, which is then kept.
+const SWEEP_LIMITS: &[&str] = &[
+    "DELETE FROM quota_counters WHERE expires_at < now() AND (scope, key) IN (
+         SELECT scope, key FROM quota_counters WHERE expires_at < now()
+         ORDER BY expires_at LIMIT $1)",
+    "DELETE FROM pumping WHERE expires_at < now() AND country IN (
+         SELECT country FROM pumping WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
+    "DELETE FROM idempotency_keys WHERE expires_at < now() AND (owner, key) IN (
+         SELECT owner, key FROM idempotency_keys WHERE expires_at < now()
+         ORDER BY expires_at LIMIT $1)",
+];
 
 #[async_trait]
 impl Store for PgStore {
@@ -507,55 +499,67 @@ impl Store for PgStore {
         self.write_session(SET_EXPIRY, key, &[&kind, &idle]).await
     }
 
-    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome> {
-        let ttl = req.ttl.as_secs_f64();
-        let resend = req.resend_interval.as_secs_f64();
-        for _ in 0..MAX_RERUNS {
-            let row = self
-                .query_opt(
-                    START_VERIFICATION,
-                    &[
-                        &req.session_id,
-                        &req.phone.as_str(),
-                        &req.code_mac.0.as_slice(),
-                        &ttl,
-                        &resend,
-                    ],
-                )
-                .await?
-                .ok_or_else(|| StoreError::Internal("start_verification returned no row".into()))?;
-            if let Some(attempts) = row
-                .try_get::<_, Option<i32>>("attempts")
-                .map_err(db_error)?
-            {
-                let resend: bool = row.try_get("resend").map_err(db_error)?;
-                return Ok(StartOutcome::Issued {
-                    resend,
-                    attempts: count(attempts),
-                });
-            }
-            // Refused: the snapshot says why, unless a concurrent send committed after it.
-            let state: Option<i16> = row.try_get("state").map_err(db_error)?;
-            let now: SystemTime = row.try_get("now").map_err(db_error)?;
-            if let Some(state) = state {
-                let sent_at: SystemTime = row.try_get("sent_at").map_err(db_error)?;
-                let expires_at: SystemTime = row.try_get("expires_at").map_err(db_error)?;
-                if expires_at > now && state == EXHAUSTED {
-                    return Ok(StartOutcome::Exhausted {
-                        retry_after: retry_after(expires_at, now),
-                    });
+    async fn start_send(
+        &self,
+        req: &StartVerification<'_>,
+        guard: &SendGuard,
+    ) -> StoreResult<StartOutcome> {
+        let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
+        let pumping = guard.pumping.as_ref();
+        let country = pumping.map(|p| p.country.as_str());
+        let pump_window = pumping.map_or(0.0, |p| p.window.as_secs_f64());
+        let pump_sample = pumping.map_or(0, |p| i32::try_from(p.min_sample).unwrap_or(i32::MAX));
+        let pump_conversion = pumping.map_or(0.0, |p| p.min_conversion);
+        let row = self
+            .query_opt(
+                START_SEND,
+                &[
+                    &req.session_id,
+                    &req.phone.as_str(),
+                    &req.code_mac.0.as_slice(),
+                    &req.ttl.as_secs_f64(),
+                    &req.resend_interval.as_secs_f64(),
+                    &scopes,
+                    &keys,
+                    &limits,
+                    &windows,
+                    &country,
+                    &pump_window,
+                    &pump_sample,
+                    &pump_conversion,
+                ],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("verifyd_start_send returned no row".into()))?;
+        let outcome: String = row.try_get("o_outcome").map_err(db_error)?;
+        let now: SystemTime = row.try_get("o_now").map_err(db_error)?;
+        let wait = || -> StoreResult<Duration> {
+            let at: SystemTime = row.try_get("o_retry_at").map_err(db_error)?;
+            Ok(retry_after(at, now))
+        };
+        Ok(match outcome.as_str() {
+            "issued" => {
+                if row.try_get::<_, bool>("o_tripped").map_err(db_error)? {
+                    if let Some(p) = pumping {
+                        tracing::warn!(country = %p.country, "SMS pumping breaker tripped");
+                    }
                 }
-                let cooldown_end = sent_at + req.resend_interval;
-                if expires_at > now && state == PENDING && cooldown_end > now {
-                    return Ok(StartOutcome::TooSoon {
-                        retry_after: retry_after(cooldown_end, now),
-                    });
+                StartOutcome::Issued {
+                    resend: row.try_get("o_resend").map_err(db_error)?,
+                    attempts: count(row.try_get("o_attempts").map_err(db_error)?),
                 }
             }
-        }
-        Err(StoreError::Internal(
-            "start_verification kept racing concurrent sends".into(),
-        ))
+            "too_soon" => StartOutcome::TooSoon {
+                retry_after: wait()?,
+            },
+            "exhausted" => StartOutcome::Exhausted {
+                retry_after: wait()?,
+            },
+            other => StartOutcome::Refused {
+                by: refusal(other, row.try_get("o_refused").map_err(db_error)?)?,
+                retry_after: wait()?,
+            },
+        })
     }
 
     async fn abandon_send(
@@ -572,34 +576,172 @@ impl Store for PgStore {
         .map(drop)
     }
 
-    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome> {
+    async fn check_guarded(
+        &self,
+        req: &CheckVerification<'_>,
+        guard: &CheckGuard,
+    ) -> StoreResult<CheckOutcome> {
         let max_attempts = i32::try_from(req.max_attempts).unwrap_or(i32::MAX);
         let (age, cap) = (self.default_age(), self.max_lifetime());
         let patch = Json(req.on_approve.data);
+        let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
+        let failures = guard.failures;
+        let fail_max = failures.map_or(0, |f| i32::try_from(f.max).unwrap_or(i32::MAX));
+        let fail_window = failures.map_or(3600.0, |f| f.window.as_secs_f64());
+        let lockout = failures.map_or(0.0, |f| f.lockout.as_secs_f64());
+        let country = guard.pumping.as_ref().map(|p| p.country.as_str());
+        let conversion = guard.pumping.as_ref().map_or(0.0, |p| p.min_conversion);
+        let row = self
+            .query_opt(
+                CHECK,
+                &[
+                    &req.session_id,
+                    &req.phone.as_str(),
+                    &req.code_mac.0.as_slice(),
+                    &max_attempts,
+                    &req.on_approve.new_key.0.as_slice(),
+                    &patch,
+                    &age,
+                    &cap,
+                    &scopes,
+                    &keys,
+                    &limits,
+                    &windows,
+                    &fail_max,
+                    &fail_window,
+                    &lockout,
+                    &country,
+                    &conversion,
+                ],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("verifyd_check returned no row".into()))?;
+        let outcome: String = row.try_get("o_outcome").map_err(db_error)?;
+        Ok(match outcome.as_str() {
+            // The session died after the code was sent: the code is spent, nothing to approve.
+            "approved" => match session_from(&row, true)? {
+                Some(session) => CheckOutcome::Approved { session },
+                None => CheckOutcome::NotFound,
+            },
+            "wrong" => {
+                let attempts = count(row.try_get("o_attempts").map_err(db_error)?);
+                CheckOutcome::Wrong {
+                    attempts_left: req.max_attempts.saturating_sub(attempts).max(1),
+                }
+            }
+            "exhausted" => CheckOutcome::Exhausted,
+            "expired" => CheckOutcome::Expired,
+            "not_found" => CheckOutcome::NotFound,
+            other => {
+                let now: SystemTime = row.try_get("o_now").map_err(db_error)?;
+                let at: SystemTime = row.try_get("o_retry_at").map_err(db_error)?;
+                CheckOutcome::Refused {
+                    by: refusal(other, row.try_get("o_refused").map_err(db_error)?)?,
+                    retry_after: retry_after(at, now),
+                }
+            }
+        })
+    }
+
+    async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>> {
+        let rows = self
+            .bounded(async {
+                let c = self.conn().await?;
+                let stmt = c.prepare_cached(PUMPING_STATES).await.map_err(db_error)?;
+                c.query(&stmt, &[]).await.map_err(db_error)
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PumpingState {
+                    country: r.try_get("country").map_err(db_error)?,
+                    sends: count(r.try_get("sends").map_err(db_error)?),
+                    approvals: count(r.try_get("approvals").map_err(db_error)?),
+                    tripped: r.try_get("tripped").map_err(db_error)?,
+                    window_ends: r.try_get("expires_at").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pumping_reset(&self, country: &str) -> StoreResult<bool> {
+        Ok(self.execute(PUMPING_RESET, &[&country]).await? > 0)
+    }
+
+    async fn idempotency_begin(
+        &self,
+        owner: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        ttl: Duration,
+    ) -> StoreResult<IdempotencyBegin> {
+        let ttl = ttl.as_secs_f64();
         for _ in 0..MAX_RERUNS {
             let row = self
                 .query_opt(
-                    CHECK_VERIFICATION,
-                    &[
-                        &req.session_id,
-                        &req.phone.as_str(),
-                        &req.code_mac.0.as_slice(),
-                        &max_attempts,
-                        &req.on_approve.new_key.0.as_slice(),
-                        &patch,
-                        &age,
-                        &cap,
-                    ],
+                    IDEMPOTENCY_BEGIN,
+                    &[&owner, &key, &fingerprint.as_slice(), &ttl],
                 )
                 .await?
-                .ok_or_else(|| StoreError::Internal("check_verification returned no row".into()))?;
-            if let Some(outcome) = check_outcome(&row, req.max_attempts)? {
-                return Ok(outcome);
+                .ok_or_else(|| StoreError::Internal("idempotency_begin returned no row".into()))?;
+            if row
+                .try_get::<_, Option<bool>>("started")
+                .map_err(db_error)?
+                .is_some()
+            {
+                return Ok(IdempotencyBegin::Started);
             }
+            let Some(stored) = row
+                .try_get::<_, Option<Vec<u8>>>("fingerprint")
+                .map_err(db_error)?
+            else {
+                // A concurrent first use committed after this statement's snapshot.
+                continue;
+            };
+            if stored.as_slice() != fingerprint.as_slice() {
+                return Ok(IdempotencyBegin::Mismatch);
+            }
+            let status: Option<i16> = row.try_get("status").map_err(db_error)?;
+            return Ok(match status {
+                None => IdempotencyBegin::InFlight,
+                Some(status) => IdempotencyBegin::Done {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row
+                        .try_get::<_, Option<String>>("body")
+                        .map_err(db_error)?
+                        .unwrap_or_default(),
+                },
+            });
         }
         Err(StoreError::Internal(
-            "check_verification kept racing concurrent checks".into(),
+            "idempotency_begin kept racing concurrent requests".into(),
         ))
+    }
+
+    async fn idempotency_finish(
+        &self,
+        owner: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        let status = i16::try_from(status).unwrap_or(500);
+        self.execute(
+            "UPDATE idempotency_keys SET status = $3, body = $4
+             WHERE owner = $1 AND key = $2 AND status IS NULL",
+            &[&owner, &key, &status, &body],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn idempotency_abandon(&self, owner: &str, key: &str) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND status IS NULL",
+            &[&owner, &key],
+        )
+        .await
+        .map(drop)
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
@@ -618,6 +760,10 @@ impl Store for PgStore {
         let batch = i64::from(batch.max(1));
         let sessions = delete_in_batches(c, SWEEP_SESSIONS, batch).await?;
         let verifications = delete_in_batches(c, SWEEP_VERIFICATIONS, batch).await?;
+        let mut limits = 0;
+        for sql in SWEEP_LIMITS {
+            limits += delete_in_batches(c, sql, batch).await?;
+        }
         c.execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
             .await
             .map_err(db_error)?;
@@ -625,46 +771,10 @@ impl Store for PgStore {
         Ok(SweepReport {
             sessions,
             verifications,
+            limits,
             ran: true,
         })
     }
-}
-
-/// Reads the check statement's row; `None` when its snapshot contradicts its update (a
-/// concurrent check committed in between) and the statement must be re-run.
-fn check_outcome(row: &Row, max_attempts: u32) -> StoreResult<Option<CheckOutcome>> {
-    let get_state = |col: &str| row.try_get::<_, Option<i16>>(col).map_err(db_error);
-    if let Some(new_state) = get_state("new_state")? {
-        return Ok(Some(match new_state {
-            // The session died between the two updates: the code is spent, nothing to approve.
-            APPROVED => match session_from(row, true)? {
-                Some(session) => CheckOutcome::Approved { session },
-                None => CheckOutcome::NotFound,
-            },
-            EXHAUSTED => CheckOutcome::Exhausted,
-            _ => {
-                let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
-                let left = max_attempts.saturating_sub(count(attempts)).max(1);
-                CheckOutcome::Wrong {
-                    attempts_left: left,
-                }
-            }
-        }));
-    }
-    let Some(state) = get_state("cur_state")? else {
-        return Ok(Some(CheckOutcome::NotFound));
-    };
-    let live: bool = row.try_get("live").map_err(db_error)?;
-    let session_live: bool = row.try_get("session_live").map_err(db_error)?;
-    Ok(match state {
-        _ if !session_live => Some(CheckOutcome::NotFound),
-        APPROVED => Some(CheckOutcome::NotFound),
-        // Once its lifetime is over a code is simply expired, exhausted or not: that is also
-        // when a new send becomes possible.
-        _ if !live => Some(CheckOutcome::Expired),
-        EXHAUSTED => Some(CheckOutcome::Exhausted),
-        _ => None,
-    })
 }
 
 /// Builds the session from a row carrying the session columns; `None` when they are NULL (an
@@ -687,6 +797,33 @@ fn session_from(row: &Row, refreshed: bool) -> StoreResult<Option<Session>> {
         expires_at: row.try_get("expires_at").map_err(db_error)?,
         refreshed,
     }))
+}
+
+/// The quotas as the four parallel arrays `verifyd_take_quotas` takes.
+fn quota_arrays(quotas: &[Quota]) -> (Vec<&str>, Vec<&str>, Vec<i32>, Vec<f64>) {
+    (
+        quotas.iter().map(|q| q.scope.as_str()).collect(),
+        quotas.iter().map(|q| q.key.as_str()).collect(),
+        quotas
+            .iter()
+            .map(|q| i32::try_from(q.limit).unwrap_or(i32::MAX))
+            .collect(),
+        quotas.iter().map(|q| q.window.as_secs_f64()).collect(),
+    )
+}
+
+/// Reads a refusal the functions report as an outcome name (plus the scope for quotas).
+fn refusal(outcome: &str, scope: Option<String>) -> StoreResult<Refusal> {
+    match outcome {
+        "breaker" => Ok(Refusal::Breaker),
+        "locked" => Ok(Refusal::Locked),
+        "quota" => scope
+            .as_deref()
+            .and_then(Scope::parse)
+            .map(Refusal::Quota)
+            .ok_or_else(|| StoreError::Internal(format!("unknown quota scope {scope:?}"))),
+        other => Err(StoreError::Internal(format!("unknown outcome {other:?}"))),
+    }
 }
 
 /// Attempt counts are never negative (a CHECK constraint says so).

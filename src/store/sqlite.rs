@@ -14,20 +14,30 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::{
-    CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification, Store,
-    StoreError, StoreResult, SweepReport, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
+    StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
 };
 use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
+use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::time::{from_millis, to_millis};
 
 /// The files of `migrations/sqlite`, in order: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_abuse_limits",
+        include_str!("../../migrations/sqlite/0002_abuse_limits.sql"),
+    ),
+];
+
+mod limits;
 
 /// `verifications.state` values.
 const PENDING: i64 = 0;
@@ -481,11 +491,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn start_verification(&self, req: &StartVerification<'_>) -> StoreResult<StartOutcome> {
+    async fn start_send(
+        &self,
+        req: &StartVerification<'_>,
+        guard: &SendGuard,
+    ) -> StoreResult<StartOutcome> {
         let (session_id, phone, mac) =
             (req.session_id, req.phone.as_str().to_owned(), req.code_mac);
         let (ttl, resend) = (duration_ms(req.ttl), duration_ms(req.resend_interval));
         let max_attempts = req.max_attempts;
+        let guard = guard.clone();
         self.transaction(move |tx, now, _| {
             let current: Option<(i64, u32, i64, i64)> = tx
                 .prepare_cached(
@@ -497,7 +512,37 @@ impl Store for SqliteStore {
                 })
                 .optional()?;
             let expires = now.saturating_add(ttl);
-            match current.filter(|&(state, _, _, exp)| exp > now && state != APPROVED) {
+            let live = current.filter(|&(state, _, _, exp)| exp > now && state != APPROVED);
+            match live {
+                Some((state, attempts, _, _)) if state == EXHAUSTED || attempts >= max_attempts => {
+                }
+                Some((_, _, sent_at, _)) if now < sent_at.saturating_add(resend) => {}
+                // The verification's own rules allow a send: now the limits decide.
+                _ => {
+                    let breaker = match &guard.pumping {
+                        Some(rule) => limits::breaker_open(tx, rule, now)?,
+                        None => None,
+                    };
+                    if let Some(end) = breaker {
+                        return Ok(StartOutcome::Refused {
+                            by: Refusal::Breaker,
+                            retry_after: retry_after_ms(end, now),
+                        });
+                    }
+                    if let Some((scope, end)) = limits::take_quotas(tx, &guard.quotas, now)? {
+                        return Ok(StartOutcome::Refused {
+                            by: Refusal::Quota(scope),
+                            retry_after: retry_after_ms(end, now),
+                        });
+                    }
+                    if let Some(rule) = &guard.pumping {
+                        if limits::record_send(tx, rule, now)? {
+                            tracing::warn!(country = %rule.country, "SMS pumping breaker tripped");
+                        }
+                    }
+                }
+            }
+            match live {
                 Some((state, attempts, _, exp))
                     if state == EXHAUSTED || attempts >= max_attempts =>
                 {
@@ -577,12 +622,24 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn check_verification(&self, req: &CheckVerification<'_>) -> StoreResult<CheckOutcome> {
+    async fn check_guarded(
+        &self,
+        req: &CheckVerification<'_>,
+        guard: &CheckGuard,
+    ) -> StoreResult<CheckOutcome> {
         let (session_id, phone, mac) =
             (req.session_id, req.phone.as_str().to_owned(), req.code_mac);
         let max_attempts = req.max_attempts;
         let (new_key, approval) = (req.on_approve.new_key, req.on_approve.data.clone());
+        let guard = guard.clone();
         self.transaction(move |tx, now, policy| {
+            if let Some((scope, end)) = limits::take_quotas(tx, &guard.quotas, now)? {
+                return Ok(CheckOutcome::Refused {
+                    by: Refusal::Quota(scope),
+                    retry_after: retry_after_ms(end, now),
+                });
+            }
+            let locked = limits::locked_until(tx, &phone, guard.failures, now)?;
             let current: Option<(Vec<u8>, i64, u32, i64)> = tx
                 .prepare_cached(
                     "SELECT code_mac, state, attempts, expires_at FROM verifications
@@ -592,18 +649,26 @@ impl Store for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
-            let Some((stored, state, attempts, expires)) = current else {
-                return Ok(CheckOutcome::NotFound);
+            // Every answer that is not about a live code the session holds: the lock on the
+            // number is not revealed, and the counter write a wrong code makes is made anyway.
+            let settled = match &current {
+                None => Some(CheckOutcome::NotFound),
+                Some((_, state, _, _)) if *state == APPROVED => Some(CheckOutcome::NotFound),
+                Some((_, _, _, expires)) if *expires <= now => Some(CheckOutcome::Expired),
+                Some((_, state, attempts, _))
+                    if *state == EXHAUSTED || *attempts >= max_attempts =>
+                {
+                    Some(CheckOutcome::Exhausted)
+                }
+                Some(_) => locked.map(|end| CheckOutcome::Refused {
+                    by: Refusal::Locked,
+                    retry_after: retry_after_ms(end, now),
+                }),
             };
-            if state == APPROVED {
-                return Ok(CheckOutcome::NotFound);
-            }
-            if expires <= now {
-                return Ok(CheckOutcome::Expired);
-            }
-            if state == EXHAUSTED || attempts >= max_attempts {
-                return Ok(CheckOutcome::Exhausted);
-            }
+            let Some((stored, _, attempts, _)) = current.filter(|_| settled.is_none()) else {
+                limits::touch_failures(tx, &phone)?;
+                return Ok(settled.unwrap_or(CheckOutcome::NotFound));
+            };
             if bool::from(stored.as_slice().ct_eq(&mac.0[..])) {
                 let Some(mut row) = load_by_id(tx, session_id, now)? else {
                     return Ok(CheckOutcome::NotFound);
@@ -614,6 +679,9 @@ impl Store for SqliteStore {
                     "UPDATE verifications SET state = ?3 WHERE session_id = ?1 AND phone = ?2",
                 )?
                 .execute(params![session_id, phone, APPROVED])?;
+                if let Some(rule) = &guard.pumping {
+                    limits::record_approval(tx, rule, now)?;
+                }
                 return Ok(CheckOutcome::Approved { session });
             }
             let attempts = attempts + 1;
@@ -627,6 +695,7 @@ impl Store for SqliteStore {
                  WHERE session_id = ?1 AND phone = ?2",
             )?
             .execute(params![session_id, phone, attempts, state])?;
+            limits::record_failure(tx, &phone, guard.failures, now)?;
             Ok(if state == EXHAUSTED {
                 CheckOutcome::Exhausted
             } else {
@@ -634,6 +703,119 @@ impl Store for SqliteStore {
                     attempts_left: max_attempts - attempts,
                 }
             })
+        })
+        .await
+    }
+
+    async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>> {
+        self.transaction(|tx, now, _| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT country, sends, approvals, tripped, expires_at FROM pumping
+                 WHERE expires_at > ?1 ORDER BY country",
+            )?;
+            let rows = stmt.query_map([now], |r| {
+                Ok(PumpingState {
+                    country: r.get(0)?,
+                    sends: r.get(1)?,
+                    approvals: r.get(2)?,
+                    tripped: r.get(3)?,
+                    window_ends: from_millis(r.get(4)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn pumping_reset(&self, country: &str) -> StoreResult<bool> {
+        let country = country.to_owned();
+        self.transaction(move |tx, now, _| {
+            // Ends the window: the next send starts a fresh one.
+            let n = tx
+                .prepare_cached(
+                    "UPDATE pumping SET sends = 0, approvals = 0, tripped = 0, expires_at = ?2
+                     WHERE country = ?1",
+                )?
+                .execute(params![country, now])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        owner: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        ttl: Duration,
+    ) -> StoreResult<IdempotencyBegin> {
+        let (owner, key, fingerprint) = (owner.to_owned(), key.to_owned(), *fingerprint);
+        let ttl = duration_ms(ttl);
+        self.transaction(move |tx, now, _| {
+            let held: Option<(Vec<u8>, Option<u16>, Option<String>)> = tx
+                .prepare_cached(
+                    "SELECT fingerprint, status, body FROM idempotency_keys
+                     WHERE owner = ?1 AND key = ?2 AND expires_at > ?3",
+                )?
+                .query_row(params![owner, key, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            Ok(match held {
+                Some((stored, _, _)) if stored.as_slice() != fingerprint.as_slice() => {
+                    IdempotencyBegin::Mismatch
+                }
+                Some((_, None, _)) => IdempotencyBegin::InFlight,
+                Some((_, Some(status), body)) => IdempotencyBegin::Done {
+                    status,
+                    body: body.unwrap_or_default(),
+                },
+                None => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO idempotency_keys
+                             (owner, key, fingerprint, status, body, expires_at)
+                         VALUES (?1, ?2, ?3, NULL, NULL, ?4)",
+                    )?
+                    .execute(params![
+                        owner,
+                        key,
+                        &fingerprint[..],
+                        now.saturating_add(ttl)
+                    ])?;
+                    IdempotencyBegin::Started
+                }
+            })
+        })
+        .await
+    }
+
+    async fn idempotency_finish(
+        &self,
+        owner: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        let (owner, key, body) = (owner.to_owned(), key.to_owned(), body.to_owned());
+        self.transaction(move |tx, _, _| {
+            tx.prepare_cached(
+                "UPDATE idempotency_keys SET status = ?3, body = ?4
+                 WHERE owner = ?1 AND key = ?2 AND status IS NULL",
+            )?
+            .execute(params![owner, key, status, body])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_abandon(&self, owner: &str, key: &str) -> StoreResult<()> {
+        let (owner, key) = (owner.to_owned(), key.to_owned());
+        self.transaction(move |tx, _, _| {
+            tx.prepare_cached(
+                "DELETE FROM idempotency_keys WHERE owner = ?1 AND key = ?2 AND status IS NULL",
+            )?
+            .execute(params![owner, key])?;
+            Ok(())
         })
         .await
     }
@@ -662,9 +844,23 @@ impl Store for SqliteStore {
                 batch,
             )
             .await?;
+        let mut limits = 0;
+        for sql in [
+            "DELETE FROM quota_counters WHERE rowid IN (
+                 SELECT rowid FROM quota_counters WHERE expires_at < ?1
+                 ORDER BY expires_at LIMIT ?2)",
+            "DELETE FROM pumping WHERE rowid IN (
+                 SELECT rowid FROM pumping WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2)",
+            "DELETE FROM idempotency_keys WHERE rowid IN (
+                 SELECT rowid FROM idempotency_keys WHERE expires_at < ?1
+                 ORDER BY expires_at LIMIT ?2)",
+        ] {
+            limits += self.delete_in_batches(sql, now, batch).await?;
+        }
         Ok(SweepReport {
             sessions,
             verifications,
+            limits,
             ran: true,
         })
     }
