@@ -5,3 +5,4 @@
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod pg;
+pub mod process;
