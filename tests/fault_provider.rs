@@ -48,9 +48,19 @@ async fn outage(
     d: &TestDaemon,
     fake: &FakeAliyun,
 ) -> (Vec<(StatusCode, String, Duration)>, Duration) {
-    let sends: Vec<_> = (0..SENDERS)
-        .map(|i| {
-            let mut b = d.browser();
+    // Sessions first, so that the sends' own store work is small next to the provider's.
+    let mut browsers = Vec::new();
+    for _ in 0..SENDERS {
+        let (status, s) = d.api(Method::POST, "/v1/sessions", None).await;
+        assert_eq!(status, StatusCode::CREATED, "{s}");
+        let mut b = d.browser();
+        b.cookie = Some(s["key"].as_str().unwrap().to_owned());
+        browsers.push(b);
+    }
+    let sends: Vec<_> = browsers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut b)| {
             tokio::spawn(async move {
                 let started = Instant::now();
                 let (status, body) = b.send_code(&phone(i)).await;
@@ -95,7 +105,9 @@ async fn outage(
 }
 
 fn assert_bounded(answers: &[(StatusCode, String, Duration)]) {
-    let bound = Duration::from_millis(BUDGET_MS + 1000);
+    // The provider's budget plus the send's two store writes (issue, then lift the cooldown),
+    // which SQLite commits one at a time, each synced to disk, for all senders at once.
+    let bound = Duration::from_millis(BUDGET_MS + 1500);
     for (status, error, took) in answers {
         assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
         assert_eq!(error, "provider_unavailable");
