@@ -96,6 +96,25 @@ mod tests {
         assert_eq!(session_key(&parts("other=x"), "sessionid"), None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any `Cookie` header: no panic, and a key is found only if it is literally there.
+        #[test]
+        fn any_cookie_header_is_parsed_without_panic(
+            header in "[ -~]{0,80}|(([a-z]{0,9}|sessionid)=\"?[a-z0-9]{30,34}\"?; ?){0,4}"
+        ) {
+            let Ok(value) = http::HeaderValue::from_str(&header) else { return Ok(()) };
+            let mut req = http::Request::new(());
+            req.headers_mut().insert(http::header::COOKIE, value);
+            let (p, ()) = req.into_parts();
+            if let Some(k) = session_key(&p, "sessionid") {
+                proptest::prop_assert!(header.contains(&format!("sessionid={}", k.as_str()))
+                    || header.contains(&format!("sessionid=\"{}", k.as_str())), "{}", header);
+            }
+        }
+    }
+
     #[test]
     fn cookie_attributes_follow_config_and_expiry() {
         let cfg = SessionConfig::default();

@@ -6,3 +6,4 @@ pub mod browser;
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod pg;
+pub mod process;

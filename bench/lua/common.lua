@@ -1,0 +1,44 @@
+-- Shared by the wrk scripts (loaded with dofile): thread numbering, the seeded key names (see
+-- bench/seed.py), optional pacing, and one machine-readable RESULT line for bench/report.py.
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+threads = tonumber(os.getenv("BENCH_THREADS") or "2")
+api_key = os.getenv("BENCH_API_KEY") or ""
+phone = "+15550001000"
+
+function key(kind, i)
+  return kind .. string.format("%031d", i)
+end
+
+function json_headers(cookie)
+  local h = { ["Content-Type"] = "application/json" }
+  if cookie then h["Cookie"] = "sessionid=" .. cookie end
+  return h
+end
+
+-- Pacing for the latency runs: every connection waits this long before each request, so the
+-- offered rate is about connections * 1000 / (delay + latency) per second (wrk has no -R).
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pace then
+  function delay() return pace end
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (tid or 0) * 7919)
+  n = 0
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_s":%.3f,"rps":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,' ..
+    '"max_ms":%.3f,"non2xx":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000,
+    e.status, e.connect + e.read + e.write + e.timeout))
+end

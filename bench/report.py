@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Turns one bench/run's results (JSON lines, one per measurement) into a Markdown section:
+the flows side by side for both stores, then every target with its measured value and whether
+it was met. Prints the section; bench/run appends it to BENCHMARKS.md.
+
+usage: report.py RESULTS.jsonl META.json
+"""
+import json
+import sys
+
+results = {}
+with open(sys.argv[1]) as f:
+    for line in f:
+        if line.strip():
+            r = json.loads(line)
+            results[r.pop("name")] = r
+with open(sys.argv[2]) as f:
+    meta = json.load(f)
+
+
+def get(name, field, default=None):
+    return results.get(name, {}).get(field, default)
+
+
+def num(x, fmt="{:.0f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+out = []
+w = out.append
+w(f"## Run of {meta['date']} — commit `{meta['commit']}`\n")
+w(f"- Machine: {meta['nproc']} CPUs ({meta['cpu']}), {meta['mem']} RAM, Linux {meta['kernel']}; "
+  f"PostgreSQL {meta['pg_version']}")
+w(f"- Load average at start / end: {meta['load_start']} / {meta['load_end']} — the CPUs are "
+  "shared with other engineers' builds and tests, so absolute numbers are noisy; the ratios "
+  "compare runs made minutes apart in the same conditions.")
+w(f"- wrk: {meta['threads']} threads, {meta['conns']} connections, {meta['duration']} s per run; "
+  "daemons built with `--release`, mock provider writing to an outbox file, `log.level = warn`, "
+  "SQLite with `synchronous = full`, PostgreSQL pool of 32.\n")
+
+w("### Flows (maximum throughput, 32 connections)\n")
+w("| flow | PostgreSQL req/s | p50 ms | p99 ms | non-2xx | SQLite req/s | p50 ms | p99 ms | non-2xx |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+flows = [
+    ("send", "send a code (cookie session, new number each time)"),
+    ("check_wrong", "check a wrong code"),
+    ("check_right", "check the right code (approval, key cycled)"),
+    ("session_get", "backend API: GET session"),
+    ("session_set", "backend API: PUT a value"),
+]
+for key, label in flows:
+    row = [label]
+    for store in ("pg", "sqlite"):
+        n = f"{store}.{key}"
+        row += [num(get(n, "rps")), num(get(n, "p50_ms"), "{:.2f}"), num(get(n, "p99_ms"), "{:.2f}"),
+                num(get(n, "non2xx"))]
+    w("| " + " | ".join(row) + " |")
+w("")
+
+w("### Targets\n")
+w("| target | measured | |")
+w("|---|---|---|")
+
+
+def target(label, measured, ok):
+    mark = "n/a" if ok is None else ("met" if ok else "**missed**")
+    w(f"| {label} | {measured} | {mark} |")
+
+
+for flow, pgb in (("send", "pgbench.send"), ("check_wrong", "pgbench.check")):
+    r = ratio(get(f"pg.{flow}", "rps"), get(pgb, "tps"))
+    target(f"overhead: daemon {flow} / pgbench same SQL ≥ 0.7",
+           f"{num(get(f'pg.{flow}', 'rps'))} / {num(get(pgb, 'tps'))} = {num(r, '{:.2f}')}",
+           None if r is None else r >= 0.7)
+for flow, peer in (("send", "peer.send"), ("check_wrong", "peer.check")):
+    r = ratio(get(f"pg.{flow}", "rps"), get(peer, "rps"))
+    target(f"peer: daemon {flow} / Django+gunicorn ≥ 10×",
+           f"{num(get(f'pg.{flow}', 'rps'))} / {num(get(peer, 'rps'))} = {num(r, '{:.1f}')}×",
+           None if r is None else r >= 10)
+for flow in ("send", "check_wrong"):
+    n = f"pg.{flow}_half"
+    p99 = get(n, "p99_ms")
+    target(f"latency: p99 < 10 ms at half the maximum rate ({flow}, PostgreSQL)",
+           f"p99 {num(p99, '{:.2f}')} ms at {num(get(n, 'rps'))} req/s "
+           f"(max {num(get(f'pg.{flow}', 'rps'))})",
+           None if p99 is None else p99 < 10)
+for store in ("pg", "sqlite"):
+    idle = get(f"{store}.memory", "idle_kb")
+    target(f"memory: idle RSS < 30 MB ({'PostgreSQL' if store == 'pg' else 'SQLite'})",
+           f"{num(idle and idle / 1024, '{:.1f}')} MB (peak over the run "
+           f"{num(get(f'{store}.memory', 'peak_kb', 0) / 1024, '{:.1f}')} MB)",
+           None if idle is None else idle < 30 * 1024)
+held = get("pg.conns", "rss_held_kb")
+target("memory: RSS < 100 MB with 5 000 open keep-alive connections",
+       f"{num(held and held / 1024, '{:.1f}')} MB with {get('pg.conns', 'answered')} connections "
+       f"answered, {get('pg.conns', 'alive')} still served a second request",
+       None if held is None else held < 100 * 1024 and get("pg.conns", "alive") == 5000)
+base, during = get("sweep.baseline", "p99_ms"), get("sweep.during", "p99_ms")
+secs = get("sweep.result", "seconds")
+target("sweeper: 1 000 000 expired sessions swept under live traffic; p99 ≤ 2× without",
+       f"{get('sweep.result', 'deleted')} rows in {num(secs, '{:.1f}')} s; live p99 "
+       f"{num(during, '{:.2f}')} ms vs {num(base, '{:.2f}')} ms without "
+       f"({num(ratio(during, base), '{:.2f}')}×)",
+       None if base is None or during is None else during <= 2 * base and secs is not None)
+w("")
+w("<details><summary>Raw results</summary>\n")
+w("```")
+for name, r in results.items():
+    w(f"{name}: {json.dumps(r)}")
+w("```\n</details>\n")
+print("\n".join(out))
