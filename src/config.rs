@@ -27,6 +27,7 @@ pub struct Config {
     pub sweeper: SweeperConfig,
     pub compat: CompatConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -275,6 +276,14 @@ impl Default for SweeperConfig {
 pub struct CompatConfig {
     /// Serve the seed application's `/sms_send/` and `/sms_check/` routes.
     pub seed_routes: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address for `GET /metrics` (Prometheus); unset: no metrics listener. Kept off the public
+    /// port so that scrapes need no authentication: bind it to loopback or an internal network.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

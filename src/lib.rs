@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod phone;
 pub mod provider;
 pub mod secret;

@@ -73,10 +73,17 @@ pub async fn send(
     };
     match app.store.start_verification(&req).await? {
         StartOutcome::Issued { resend, attempts } => {
+            app.metrics.verification_started();
             tracing::info!(phone = %phone, resend, attempts, "verification code issued");
         }
-        StartOutcome::TooSoon { retry_after } => return Err(SendError::TooSoon(retry_after)),
-        StartOutcome::Exhausted { retry_after } => return Err(SendError::Exhausted(retry_after)),
+        StartOutcome::TooSoon { retry_after } => {
+            app.metrics.quota_refused("resend_too_soon");
+            return Err(SendError::TooSoon(retry_after));
+        }
+        StartOutcome::Exhausted { retry_after } => {
+            app.metrics.quota_refused("too_many_attempts");
+            return Err(SendError::Exhausted(retry_after));
+        }
     }
     if fixed.is_none() {
         let msg = OutgoingCode {
@@ -134,7 +141,9 @@ pub async fn check(
         },
     };
     let outcome = app.store.check_verification(&req).await?;
-    tracing::info!(phone = %phone, outcome = outcome_name(&outcome), "verification checked");
+    let name = outcome_name(&outcome);
+    app.metrics.verification_checked(name);
+    tracing::info!(phone = %phone, outcome = name, "verification checked");
     Ok(match outcome {
         CheckOutcome::Approved { session } => Checked::Approved { session, new_key },
         CheckOutcome::Wrong { attempts_left } => Checked::Pending { attempts_left },

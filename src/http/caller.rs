@@ -97,11 +97,8 @@ pub async fn resolve(
     if !create {
         return Ok(None);
     }
-    let key = SessionKey::generate();
-    let session = app
-        .store
-        .create_session(&key.hash(), &Default::default(), Expiry::Default)
-        .await?;
+    let (key, session) =
+        super::sessions::new_session(app, &Default::default(), Expiry::Default).await?;
     let set_cookie = Some(cookies::set_cookie(cfg, &key, &session));
     Ok(Some(Resolved {
         session,

@@ -23,6 +23,7 @@ mod caller;
 mod compat;
 mod cookies;
 pub mod error;
+pub mod metrics;
 mod request;
 pub mod response;
 pub mod router;
@@ -106,6 +107,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         Err(_) => ("?", ApiError::timeout().into_response()),
     };
     add_standard_headers(&mut resp, &request_id);
+    app.metrics.request(
+        method.as_str(),
+        template,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::info!(
         %request_id,
         method = %method,

@@ -18,8 +18,8 @@ use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::store::{
-    CheckOutcome, CheckVerification, DeleteOutcome, StartOutcome, StartVerification, Store,
-    StoreError, StoreResult, SweepReport, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, PoolStatus, StartOutcome, StartVerification,
+    Store, StoreError, StoreResult, SweepReport, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -388,6 +388,15 @@ impl Store for PgStore {
             tx.commit().await.map_err(db_error)?;
         }
         Ok(())
+    }
+
+    fn pool_usage(&self) -> Option<PoolStatus> {
+        let (in_use, idle, waiting) = self.pool_status();
+        Some(PoolStatus {
+            in_use,
+            idle,
+            waiting,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {
