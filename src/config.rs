@@ -316,7 +316,8 @@ impl Default for LogConfig {
 pub struct ConfigError(String);
 
 impl Config {
-    /// Defaults, then `path` (when given and present), then `VERIFYD_*__*` variables.
+    /// Defaults, then `path` (when given and present), then systemd credentials
+    /// (`$CREDENTIALS_DIRECTORY`, see [`crate::credentials`]), then `VERIFYD_*__*` variables.
     /// An explicitly given path must exist.
     pub fn load(path: Option<&Path>, explicit: bool) -> Result<Config, ConfigError> {
         // No `Serialized::defaults` layer: every section is `#[serde(default)]`, so serde fills
@@ -331,6 +332,9 @@ impl Config {
                 )));
             }
             fig = fig.merge(Toml::file_exact(p));
+        }
+        for credential in crate::credentials::from_env().map_err(ConfigError)? {
+            fig = fig.merge(credential);
         }
         Self::from_figment(fig.merge(env_provider()))
     }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod code;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod http;
 pub mod logging;
