@@ -22,7 +22,7 @@ for path in ./usr/bin/verifyd ./etc/verifyd/config.toml ./usr/share/doc/verifyd/
     grep -qE " $path\$" <<<"$contents" || fail "$path missing"
 done
 grep -qE ' \./(usr/)?lib/systemd/system/verifyd\.service$' <<<"$contents" || fail "unit missing"
-grep -qE '^-rwxr-xr-x root/root .* \./usr/bin/verifyd$' <<<"$contents" || fail "binary mode/owner"
+grep -qE '^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/verifyd$' <<<"$contents" || fail "binary mode/owner"
 
 info=$(dpkg-deb -I "$deb")
 echo "$info"
