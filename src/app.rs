@@ -9,9 +9,11 @@ use subtle::ConstantTimeEq;
 
 use crate::code::{Code, CodeKey};
 use crate::config::{Backend, Config, ProviderKind};
+use crate::metrics::Metrics;
 use crate::phone::PhoneParser;
 use crate::provider::Provider;
 use crate::provider::aliyun::AliyunProvider;
+use crate::provider::metered::Metered;
 use crate::provider::mock::MockProvider;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
@@ -23,6 +25,8 @@ pub struct App {
     pub provider: Arc<dyn Provider>,
     pub code_key: CodeKey,
     pub phones: PhoneParser,
+    /// Counters and histograms for `/metrics`; this daemon's alone.
+    pub metrics: Arc<Metrics>,
     /// Fixed codes for test numbers, by E.164 number.
     pub test_numbers: HashMap<String, Code>,
     /// (name, SHA-256 of the key) for each backend API key.
@@ -41,16 +45,24 @@ impl App {
         } else {
             config.verification.secret.expose().as_bytes().to_vec()
         };
-        let provider: Arc<dyn Provider> = match config.provider.kind {
-            ProviderKind::Mock => Arc::new(
-                MockProvider::new(
-                    config.provider.mock.outbox.as_ref(),
-                    config.provider.mock.quiet,
-                )
-                .map_err(|e| anyhow::anyhow!("provider.mock.outbox: {e}"))?,
+        let metrics = Arc::new(Metrics::new());
+        let (name, provider): (&str, Arc<dyn Provider>) = match config.provider.kind {
+            ProviderKind::Mock => (
+                "mock",
+                Arc::new(
+                    MockProvider::new(
+                        config.provider.mock.outbox.as_ref(),
+                        config.provider.mock.quiet,
+                    )
+                    .map_err(|e| anyhow::anyhow!("provider.mock.outbox: {e}"))?,
+                ),
             ),
-            ProviderKind::Aliyun => Arc::new(AliyunProvider::new(&config.provider.aliyun)?),
+            ProviderKind::Aliyun => (
+                "aliyun",
+                Arc::new(AliyunProvider::new(&config.provider.aliyun)?),
+            ),
         };
+        let provider = Arc::new(Metered::new(name, provider, metrics.clone()));
         let phones = PhoneParser::new(config.verification.default_region.as_deref())
             .map_err(anyhow::Error::msg)?;
         let test_numbers = config
@@ -74,6 +86,7 @@ impl App {
             provider,
             code_key: CodeKey::new(secret),
             phones,
+            metrics,
             test_numbers,
             api_keys,
             config,

@@ -32,6 +32,7 @@ pub struct Config {
     pub global: GlobalConfig,
     pub countries: CountriesConfig,
     pub pumping: PumpingConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -298,6 +299,14 @@ pub struct CompatConfig {
     pub seed_routes: bool,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address for `GET /metrics` (Prometheus); unset: no metrics listener. Kept off the public
+    /// port so that scrapes need no authentication: bind it to loopback or an internal network.
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -427,7 +436,8 @@ impl Default for PumpingConfig {
 pub struct ConfigError(String);
 
 impl Config {
-    /// Defaults, then `path` (when given and present), then `VERIFYD_*__*` variables.
+    /// Defaults, then `path` (when given and present), then systemd credentials
+    /// (`$CREDENTIALS_DIRECTORY`, see [`crate::credentials`]), then `VERIFYD_*__*` variables.
     /// An explicitly given path must exist.
     pub fn load(path: Option<&Path>, explicit: bool) -> Result<Config, ConfigError> {
         // No `Serialized::defaults` layer: every section is `#[serde(default)]`, so serde fills
@@ -442,6 +452,9 @@ impl Config {
                 )));
             }
             fig = fig.merge(Toml::file_exact(p));
+        }
+        for credential in crate::credentials::from_env().map_err(ConfigError)? {
+            fig = fig.merge(credential);
         }
         Self::from_figment(fig.merge(env_provider()))
     }

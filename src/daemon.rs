@@ -13,6 +13,8 @@ use crate::config::Config;
 
 pub struct Daemon {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` answers, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -27,24 +29,45 @@ impl Daemon {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.http.listen))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match app.config.metrics.listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {a} (metrics.listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let stop = CancellationToken::new();
         let mut tasks = vec![tokio::spawn(crate::http::serve(
             app.clone(),
             listener,
             stop.clone(),
         ))];
+        if let Some(l) = metrics_listener {
+            tasks.push(tokio::spawn(crate::http::metrics::serve(
+                app.clone(),
+                l,
+                stop.clone(),
+            )));
+        }
         let sw = &app.config.sweeper;
         if sw.enabled {
             tasks.push(tokio::spawn(crate::sweeper::run(
                 app.store.clone(),
+                app.metrics.clone(),
                 Duration::from_secs(sw.interval),
                 sw.batch_size,
                 stop.clone(),
             )));
         }
-        tracing::info!(%addr, store = ?app.config.store.backend, "verifyd listening");
+        tracing::info!(%addr, metrics = ?metrics_addr, store = ?app.config.store.backend, "verifyd listening");
         Ok(Daemon {
             addr,
+            metrics_addr,
             app,
             stop,
             tasks,

@@ -121,6 +121,22 @@ pub enum Refusal {
     Breaker,
 }
 
+impl Refusal {
+    /// The stable `error` code a client sees (and the metrics' `reason` label).
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Quota(Scope::PhoneSends | Scope::PhoneDaily | Scope::IpSends) => {
+                "too_many_sends"
+            }
+            Refusal::Quota(Scope::Global | Scope::Country) => "budget_exhausted",
+            Refusal::Quota(Scope::IpChecks | Scope::PhoneFailedChecks) | Refusal::Locked => {
+                "too_many_checks"
+            }
+            Refusal::Breaker => "destination_blocked",
+        }
+    }
+}
+
 /// The counter key of a client address: an IPv4 address on its own, an IPv6 address by its
 /// /64 (one subscriber usually holds a whole /64, so single addresses would be free to rotate).
 pub fn ip_key(ip: std::net::IpAddr) -> String {

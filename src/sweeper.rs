@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreResult, SweepReport};
 
 /// One sweep, logged.
@@ -24,9 +25,16 @@ pub async fn sweep_once(store: &dyn Store, batch: u32) -> StoreResult<SweepRepor
     Ok(report)
 }
 
-/// Sweeps every `interval` until `stop` is cancelled. A sweep in progress is abandoned at
-/// cancellation (each batch is its own statement, so nothing is left half-done).
-pub async fn run(store: Arc<dyn Store>, interval: Duration, batch: u32, stop: CancellationToken) {
+/// Sweeps every `interval` until `stop` is cancelled, counting each sweep in `metrics`. A sweep
+/// in progress is abandoned at cancellation (each batch is its own statement, so nothing is left
+/// half-done).
+pub async fn run(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    batch: u32,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,8 +44,10 @@ pub async fn run(store: Arc<dyn Store>, interval: Duration, batch: u32, stop: Ca
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            result = sweep_once(store.as_ref(), batch) => {
-                if let Err(e) = result {
+            result = sweep_once(store.as_ref(), batch) => match result {
+                Ok(report) => metrics.sweep(Ok(&report)),
+                Err(e) => {
+                    metrics.sweep(Err(()));
                     tracing::warn!(error = %e, "sweep failed; will retry");
                 }
             }

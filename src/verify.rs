@@ -101,11 +101,19 @@ pub async fn send(
     };
     match app.store.start_send(&req, &guard).await? {
         StartOutcome::Issued { resend, attempts } => {
+            app.metrics.verification_started();
             tracing::info!(phone = %phone, resend, attempts, "verification code issued");
         }
-        StartOutcome::TooSoon { retry_after } => return Err(SendError::TooSoon(retry_after)),
-        StartOutcome::Exhausted { retry_after } => return Err(SendError::Exhausted(retry_after)),
+        StartOutcome::TooSoon { retry_after } => {
+            app.metrics.quota_refused("resend_too_soon");
+            return Err(SendError::TooSoon(retry_after));
+        }
+        StartOutcome::Exhausted { retry_after } => {
+            app.metrics.quota_refused("too_many_attempts");
+            return Err(SendError::Exhausted(retry_after));
+        }
         StartOutcome::Refused { by, retry_after } => {
+            app.metrics.quota_refused(by.code());
             tracing::info!(phone = %phone, refusal = ?by, "send refused by an abuse limit");
             return Err(SendError::Refused(by, retry_after));
         }
@@ -168,7 +176,12 @@ pub async fn check(
         },
     };
     let outcome = app.store.check_guarded(&req, &guard).await?;
-    tracing::info!(phone = %phone, outcome = outcome_name(&outcome), "verification checked");
+    let name = outcome_name(&outcome);
+    app.metrics.verification_checked(name);
+    if let CheckOutcome::Refused { by, .. } = &outcome {
+        app.metrics.quota_refused(by.code());
+    }
+    tracing::info!(phone = %phone, outcome = name, "verification checked");
     Ok(match outcome {
         CheckOutcome::Approved { session } => Checked::Approved { session, new_key },
         CheckOutcome::Wrong { attempts_left } => Checked::Pending { attempts_left },

@@ -205,8 +205,8 @@ proptest! {
     }
 
     #[test]
-    fn routing_never_panics(m in method(), p in path(), seed in any::<bool>()) {
-        match route(&m, &p, seed) {
+    fn routing_never_panics(m in method(), p in path(), seed in any::<bool>(), demo in any::<bool>()) {
+        match route(&m, &p, seed, demo) {
             Ok(r) => prop_assert!(r.template().starts_with('/')),
             Err(e) => prop_assert!(e.status.is_client_error(), "{} for {} {}", e.status, m, p),
         }

@@ -46,7 +46,9 @@ fn toml(store: &str, port: u16) -> String {
          [verification]\nresend_interval = 1\nmax_attempts = 100\n\
          [verification.test_numbers]\n\"{PHONE}\" = \"{CODE}\"\n\
          [provider.mock]\nquiet = true\n\
-         [api.keys]\nfault = \"{hash}\"\n[log]\nlevel = \"warn\"\n"
+         [api.keys]\nfault = \"{hash}\"\n[log]\nlevel = \"warn\"\n\
+         [per_phone]\nmax_sends = 0\ndaily_max = 0\nmax_failed_checks = 0\n\
+         [global]\nmax_sends_per_hour = 0\n[pumping]\nenabled = false\n"
     )
 }
 

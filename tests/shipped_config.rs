@@ -28,13 +28,20 @@ fn mentions_every_option() {
     let value = toml::Value::try_from(Config::default()).unwrap();
     let mut missing = Vec::new();
     walk(&value, "", &text, &mut missing);
-    assert!(missing.is_empty(), "config.toml does not mention: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "config.toml does not mention: {missing:?}"
+    );
 }
 
 fn walk(v: &toml::Value, path: &str, text: &str, missing: &mut Vec<String>) {
     let toml::Value::Table(t) = v else { return };
     for (k, child) in t {
-        let full = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+        let full = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
         match child {
             // Maps of user-chosen names (api.keys, test_numbers, limits) are sections or
             // inline tables; their own keys are examples, not options.
@@ -55,5 +62,8 @@ fn walk(v: &toml::Value, path: &str, text: &str, missing: &mut Vec<String>) {
 }
 
 fn is_section(text: &str, path: &str) -> bool {
-    text.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("[{path}]")))
+    text.lines().any(|l| {
+        l.trim_start_matches(['#', ' '])
+            .starts_with(&format!("[{path}]"))
+    })
 }

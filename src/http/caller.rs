@@ -102,11 +102,8 @@ pub async fn browser_session(
         return Ok(None);
     }
     let cfg = &app.config.session;
-    let key = SessionKey::generate();
-    let session = app
-        .store
-        .create_session(&key.hash(), &Default::default(), Expiry::Default)
-        .await?;
+    let (key, session) =
+        super::sessions::new_session(app, &Default::default(), Expiry::Default).await?;
     let set_cookie = Some(cookies::set_cookie(cfg, &key, &session));
     Ok(Some(Resolved {
         session,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::phone::PhoneError;
 use crate::provider::ProviderError;
-use crate::quota::{Refusal, Scope};
+use crate::quota::Refusal;
 use crate::store::StoreError;
 use crate::verify::SendError;
 
@@ -70,21 +70,12 @@ impl ApiError {
 
     /// An abuse-limit refusal: 429 with `Retry-After` and the code naming the limit.
     pub fn refused(by: Refusal, retry_after: Duration) -> Self {
-        let (code, message) = match by {
-            Refusal::Quota(Scope::PhoneSends | Scope::PhoneDaily | Scope::IpSends) => {
-                ("too_many_sends", "too many codes requested; retry later")
-            }
-            Refusal::Quota(Scope::Global | Scope::Country) => (
-                "budget_exhausted",
-                "the SMS budget for this destination is used up; retry later",
-            ),
-            Refusal::Quota(Scope::IpChecks | Scope::PhoneFailedChecks) | Refusal::Locked => {
-                ("too_many_checks", "too many codes checked; retry later")
-            }
-            Refusal::Breaker => (
-                "destination_blocked",
-                "codes to this destination are paused; retry later",
-            ),
+        let code = by.code();
+        let message = match code {
+            "too_many_sends" => "too many codes requested; retry later",
+            "budget_exhausted" => "the SMS budget for this destination is used up; retry later",
+            "too_many_checks" => "too many codes checked; retry later",
+            _ => "codes to this destination are paused; retry later",
         };
         Self::too_many(code, message, retry_after)
     }

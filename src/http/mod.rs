@@ -27,6 +27,7 @@ pub mod cors;
 mod demo;
 pub mod error;
 mod idempotency;
+pub mod metrics;
 mod own_session;
 mod request;
 pub mod response;
@@ -112,6 +113,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         Err(_) => ("?", ApiError::timeout().into_response()),
     };
     add_standard_headers(&mut resp, &request_id);
+    app.metrics.request(
+        method.as_str(),
+        template,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::info!(
         %request_id,
         method = %method,

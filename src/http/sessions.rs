@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use crate::app::App;
 use crate::session::{Expiry, Session, SessionKey};
-use crate::store::DeleteOutcome;
+use crate::store::{DeleteOutcome, StoreError};
 
 use super::caller::{require_backend, session_by_key};
 use super::cookies;
@@ -75,8 +75,7 @@ pub async fn create(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp> {
         Some(b) => (b.data, b.expiry),
         None => (Map::new(), Expiry::Default),
     };
-    let key = SessionKey::generate();
-    let s = app.store.create_session(&key.hash(), &data, expiry).await?;
+    let (key, s) = new_session(app, &data, expiry).await?;
     Ok(json(StatusCode::CREATED, &view(app, &key, &s)))
 }
 
@@ -167,6 +166,7 @@ pub async fn flush(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
     if !app.store.flush(&k.hash()).await? {
         return Err(missing());
     }
+    app.metrics.session_flushed();
     let expired = cookies::expire_cookie(&app.config.session);
     Ok(json(
         StatusCode::OK,
@@ -209,4 +209,16 @@ pub async fn set_expiry(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Re
         .await?
         .ok_or_else(missing)?;
     Ok(json(StatusCode::OK, &view(app, &k, &s)))
+}
+
+/// Creates a session under a fresh key: the one place sessions are born (API and browsers).
+pub async fn new_session(
+    app: &App,
+    data: &Map<String, Value>,
+    expiry: Expiry,
+) -> std::result::Result<(SessionKey, Session), StoreError> {
+    let key = SessionKey::generate();
+    let session = app.store.create_session(&key.hash(), data, expiry).await?;
+    app.metrics.session_created();
+    Ok((key, session))
 }

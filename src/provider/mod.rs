@@ -8,6 +8,7 @@ use crate::code::Code;
 use crate::phone::PhoneNumber;
 
 pub mod aliyun;
+pub mod metered;
 pub mod mock;
 
 /// One message to deliver.

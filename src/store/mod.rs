@@ -130,6 +130,15 @@ pub struct SweepReport {
     pub ran: bool,
 }
 
+/// Connections of a pooled store, sampled for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub in_use: usize,
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// Everything verifyd keeps. Implementations own their clock: PostgreSQL uses the database's
 /// `now()` (one clock for all daemons), SQLite the process clock.
 ///
@@ -149,6 +158,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The connection pool's state, for stores that have one (the embedded store has none).
+    fn pool_usage(&self) -> Option<PoolStatus> {
+        None
+    }
 
     /// The server secret that keys code MACs: created randomly on first call, then the same
     /// value for every caller and every later start (shared by all daemons on one database).

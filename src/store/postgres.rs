@@ -19,7 +19,7 @@ use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::store::{
-    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
     StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
 };
 
@@ -380,6 +380,15 @@ impl Store for PgStore {
             tx.commit().await.map_err(db_error)?;
         }
         Ok(())
+    }
+
+    fn pool_usage(&self) -> Option<PoolStatus> {
+        let (in_use, idle, waiting) = self.pool_status();
+        Some(PoolStatus {
+            in_use,
+            idle,
+            waiting,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

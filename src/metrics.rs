@@ -1,0 +1,449 @@
+//! Prometheus metrics: one registry per [`App`](crate::app::App) (no global statics, so every
+//! test daemon counts only its own traffic), incremented where each event happens and encoded
+//! in the OpenMetrics text format for `GET /metrics` on the `metrics.listen` address.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::time::Duration;
+
+use crate::quota::PumpingState;
+use crate::store::{PoolStatus, SweepReport};
+
+/// What `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CountryLabels {
+    country: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SmsLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    provider: String,
+    state: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// A provider's circuit-breaker state, as `/metrics` and `/readyz` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Sends go through.
+    Closed,
+    /// Sends are skipped for a cool-down after repeated transient failures.
+    Open,
+    /// One trial send decides whether to close again.
+    HalfOpen,
+}
+
+impl BreakerState {
+    const ALL: [BreakerState; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Every metric verifyd exports. Methods are named after the event they record.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Histograms<RouteLabels>,
+    verifications_started: Counter,
+    checks: Family<OutcomeLabels, Counter>,
+    sms: Family<SmsLabels, Counter>,
+    provider_seconds: Histograms<ProviderLabels>,
+    quota_refusals: Family<ReasonLabels, Counter>,
+    sessions_created: Counter,
+    sessions_flushed: Counter,
+    pool: Family<StateLabels, Gauge>,
+    pool_waiting: Gauge,
+    sweeps: Family<OutcomeLabels, Counter>,
+    swept_rows: Family<KindLabels, Counter>,
+    breakers: Family<BreakerLabels, Gauge>,
+    pumping_tripped: Family<CountryLabels, Gauge>,
+    pumping_sends: Family<CountryLabels, Gauge>,
+    pumping_approvals: Family<CountryLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~16 s: store round trips at the bottom, slow SMS gateways at the top.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("verifyd");
+        let m = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            verifications_started: Counter::default(),
+            checks: Family::default(),
+            sms: Family::default(),
+            provider_seconds: Family::new_with_constructor(latency_histogram),
+            quota_refusals: Family::default(),
+            sessions_created: Counter::default(),
+            sessions_flushed: Counter::default(),
+            pool: Family::default(),
+            pool_waiting: Gauge::default(),
+            sweeps: Family::default(),
+            swept_rows: Family::default(),
+            breakers: Family::default(),
+            pumping_tripped: Family::default(),
+            pumping_sends: Family::default(),
+            pumping_approvals: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time from request to response, by route template",
+            Unit::Seconds,
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "verifications_started",
+            "Codes issued (each send or resend the store accepted)",
+            m.verifications_started.clone(),
+        );
+        r.register(
+            "verification_checks",
+            "Code checks by outcome: approved, wrong, expired, exhausted, not_found",
+            m.checks.clone(),
+        );
+        r.register(
+            "sms_sent",
+            "Messages handed to a provider, by provider and outcome \
+             (ok, recipient, rate_limited, configuration, transient)",
+            m.sms.clone(),
+        );
+        r.register_with_unit(
+            "provider_request_duration",
+            "Time one provider took to accept or refuse a message, retries included",
+            Unit::Seconds,
+            m.provider_seconds.clone(),
+        );
+        r.register(
+            "quota_refusals",
+            "Sends or checks refused by a rate rule, by reason (the 429 error code)",
+            m.quota_refusals.clone(),
+        );
+        r.register(
+            "sessions_created",
+            "Sessions created (API and browsers' first send)",
+            m.sessions_created.clone(),
+        );
+        r.register(
+            "sessions_flushed",
+            "Sessions deleted through the flush API",
+            m.sessions_flushed.clone(),
+        );
+        r.register(
+            "store_pool_connections",
+            "Database pool connections by state (in_use, idle); PostgreSQL only",
+            m.pool.clone(),
+        );
+        r.register(
+            "store_pool_waiting",
+            "Requests waiting for a pooled database connection; PostgreSQL only",
+            m.pool_waiting.clone(),
+        );
+        r.register(
+            "pumping_breaker_tripped",
+            "1 while the SMS-pumping breaker refuses sends to a calling code; sampled at scrape time",
+            m.pumping_tripped.clone(),
+        );
+        r.register(
+            "pumping_window_sends",
+            "Sends to a calling code in the breaker's current window; sampled at scrape time",
+            m.pumping_sends.clone(),
+        );
+        r.register(
+            "pumping_window_approvals",
+            "Approvals for a calling code in the breaker's current window; sampled at scrape time",
+            m.pumping_approvals.clone(),
+        );
+        r.register(
+            "sweeper_runs",
+            "Background sweeps by outcome (ok, skipped: another daemon held the lock, error)",
+            m.sweeps.clone(),
+        );
+        r.register(
+            "sweeper_deleted_rows",
+            "Rows the sweeper deleted, by kind (sessions, verifications)",
+            m.swept_rows.clone(),
+        );
+        r.register(
+            "provider_circuit_state",
+            "1 for each provider's current circuit-breaker state, 0 for the others",
+            m.breakers.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// One answered HTTP request (`route` is the template, `?` when nothing matched).
+    pub fn request(&self, method: &str, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route,
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The store accepted a new code.
+    pub fn verification_started(&self) {
+        self.verifications_started.inc();
+    }
+
+    /// A check was decided (`approved`, `wrong`, `expired`, `exhausted`, `not_found`).
+    pub fn verification_checked(&self, outcome: &'static str) {
+        self.checks.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// One send through `provider` ended with `outcome` after `elapsed`.
+    pub fn sms(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
+        self.sms
+            .get_or_create(&SmsLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.provider_seconds
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A send or check refused by a rate rule; `reason` is the stable error code of the 429
+    /// (`resend_too_soon`, `too_many_attempts`, and the quota codes of the abuse protection).
+    pub fn quota_refused(&self, reason: &str) {
+        self.quota_refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn session_created(&self) {
+        self.sessions_created.inc();
+    }
+
+    pub fn session_flushed(&self) {
+        self.sessions_flushed.inc();
+    }
+
+    /// One background sweep; `Err(())` when it failed.
+    pub fn sweep(&self, result: Result<&SweepReport, ()>) {
+        let outcome = match result {
+            Ok(r) if r.ran => "ok",
+            Ok(_) => "skipped",
+            Err(()) => "error",
+        };
+        self.sweeps.get_or_create(&OutcomeLabels { outcome }).inc();
+        if let Ok(r) = result {
+            self.swept_rows
+                .get_or_create(&KindLabels { kind: "sessions" })
+                .inc_by(r.sessions);
+            self.swept_rows
+                .get_or_create(&KindLabels {
+                    kind: "verifications",
+                })
+                .inc_by(r.verifications);
+            self.swept_rows
+                .get_or_create(&KindLabels { kind: "limits" })
+                .inc_by(r.limits);
+        }
+    }
+
+    /// Replaces the reported circuit-breaker states: one `(provider name, state)` per provider.
+    /// The hook for provider failover: call it whenever a breaker changes state.
+    pub fn set_provider_states<'a>(
+        &self,
+        states: impl IntoIterator<Item = (&'a str, BreakerState)>,
+    ) {
+        for (provider, current) in states {
+            for s in BreakerState::ALL {
+                self.breakers
+                    .get_or_create(&BreakerLabels {
+                        provider: provider.to_owned(),
+                        state: s.as_str(),
+                    })
+                    .set(i64::from(s == current));
+            }
+        }
+    }
+
+    /// The text for `/metrics`; `pool` is sampled by the caller at scrape time.
+    pub fn render(&self, pool: Option<PoolStatus>, pumping: &[PumpingState]) -> String {
+        // Countries whose window ended drop out of the store's answer: start from nothing.
+        self.pumping_tripped.clear();
+        self.pumping_sends.clear();
+        self.pumping_approvals.clear();
+        for p in pumping {
+            let labels = CountryLabels {
+                country: p.country.clone(),
+            };
+            self.pumping_tripped
+                .get_or_create(&labels)
+                .set(i64::from(p.tripped));
+            self.pumping_sends
+                .get_or_create(&labels)
+                .set(i64::from(p.sends));
+            self.pumping_approvals
+                .get_or_create(&labels)
+                .set(i64::from(p.approvals));
+        }
+        if let Some(p) = pool {
+            let gauge = |state| self.pool.get_or_create(&StateLabels { state }).clone();
+            gauge("in_use").set(saturating_i64(p.in_use));
+            gauge("idle").set(saturating_i64(p.idle));
+            self.pool_waiting.set(saturating_i64(p.waiting));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn saturating_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_appear_in_the_text() {
+        let m = Metrics::new();
+        m.request("POST", "/v1/verifications", 202, Duration::from_millis(3));
+        m.verification_checked("approved");
+        m.quota_refused("resend_too_soon");
+        m.sweep(Ok(&SweepReport {
+            sessions: 4,
+            verifications: 1,
+            limits: 2,
+            ran: true,
+        }));
+        let pumping = [PumpingState {
+            country: "+86".into(),
+            sends: 60,
+            approvals: 3,
+            tripped: true,
+            window_ends: std::time::SystemTime::now(),
+        }];
+        let text = m.render(
+            Some(PoolStatus {
+                in_use: 2,
+                idle: 3,
+                waiting: 1,
+            }),
+            &pumping,
+        );
+        for line in [
+            "verifyd_http_requests_total{method=\"POST\",route=\"/v1/verifications\",status=\"202\"} 1",
+            "verifyd_http_request_duration_seconds_count{route=\"/v1/verifications\"} 1",
+            "verifyd_verification_checks_total{outcome=\"approved\"} 1",
+            "verifyd_quota_refusals_total{reason=\"resend_too_soon\"} 1",
+            "verifyd_sweeper_runs_total{outcome=\"ok\"} 1",
+            "verifyd_sweeper_deleted_rows_total{kind=\"sessions\"} 4",
+            "verifyd_sweeper_deleted_rows_total{kind=\"limits\"} 2",
+            "verifyd_pumping_breaker_tripped{country=\"+86\"} 1",
+            "verifyd_pumping_window_sends{country=\"+86\"} 60",
+            "verifyd_store_pool_connections{state=\"in_use\"} 2",
+            "verifyd_store_pool_waiting 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn breaker_states_are_one_hot() {
+        let m = Metrics::new();
+        m.set_provider_states([("aliyun", BreakerState::Open)]);
+        m.set_provider_states([("aliyun", BreakerState::Closed)]);
+        let text = m.render(None, &[]);
+        let value = |state: &str| {
+            let prefix =
+                format!("verifyd_provider_circuit_state{{provider=\"aliyun\",state=\"{state}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no {state} line in\n{text}"))
+        };
+        assert_eq!(value("closed"), "1");
+        assert_eq!(value("open"), "0");
+        assert_eq!(value("half_open"), "0");
+    }
+}
