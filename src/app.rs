@@ -8,11 +8,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::code::{Code, CodeKey};
-use crate::config::{Backend, Config, ProviderKind};
+use crate::config::{Backend, Config};
 use crate::phone::PhoneParser;
-use crate::provider::Provider;
-use crate::provider::aliyun::AliyunProvider;
-use crate::provider::mock::MockProvider;
+use crate::provider::routing::Router;
+use crate::provider::templates::Templates;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -20,7 +19,10 @@ use crate::store::sqlite::{SqliteOptions, SqliteStore};
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub provider: Arc<dyn Provider>,
+    /// The configured provider instances behind their routes, timeouts and breakers.
+    pub provider: Arc<Router>,
+    /// Message texts by locale and prefix.
+    pub templates: Templates,
     pub code_key: CodeKey,
     pub phones: PhoneParser,
     /// Fixed codes for test numbers, by E.164 number.
@@ -41,16 +43,11 @@ impl App {
         } else {
             config.verification.secret.expose().as_bytes().to_vec()
         };
-        let provider: Arc<dyn Provider> = match config.provider.kind {
-            ProviderKind::Mock => Arc::new(
-                MockProvider::new(
-                    config.provider.mock.outbox.as_ref(),
-                    config.provider.mock.quiet,
-                )
-                .map_err(|e| anyhow::anyhow!("provider.mock.outbox: {e}"))?,
-            ),
-            ProviderKind::Aliyun => Arc::new(AliyunProvider::new(&config.provider.aliyun)?),
-        };
+        let provider = Arc::new(crate::provider::instances::build(&config).await?);
+        let templates = Templates::new(
+            &config.verification.template,
+            &config.verification.templates,
+        );
         let phones = PhoneParser::new(config.verification.default_region.as_deref())
             .map_err(anyhow::Error::msg)?;
         let test_numbers = config
@@ -72,6 +69,7 @@ impl App {
         Ok(App {
             store,
             provider,
+            templates,
             code_key: CodeKey::new(secret),
             phones,
             test_numbers,

@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::provider::aliyun::AliyunConfig;
+use crate::provider::breaker::BreakerConfig;
+use crate::provider::instances::NamedProvider;
+use crate::provider::sns::SnsConfig;
 use crate::secret::Secret;
 use crate::session::SessionPolicy;
 use crate::store::sqlite::Synchronous;
@@ -22,7 +25,12 @@ pub struct Config {
     pub store: StoreConfig,
     pub session: SessionConfig,
     pub verification: VerificationConfig,
+    /// The single provider; ignored shape when `providers` is used.
     pub provider: ProviderConfig,
+    /// Named provider instances, used with `routes` for per-country routing and failover.
+    pub providers: BTreeMap<String, NamedProvider>,
+    /// E.164 prefix (or `*`) → provider names, tried in order.
+    pub routes: BTreeMap<String, Vec<String>>,
     pub api: ApiConfig,
     pub sweeper: SweeperConfig,
     pub compat: CompatConfig,
@@ -189,6 +197,8 @@ pub struct VerificationConfig {
     pub secret: Secret,
     /// Message text; `{code}` and `{minutes}` are replaced.
     pub template: String,
+    /// Message texts by locale (`zh-CN`, `zh`) or E.164 prefix (`+86`); see `provider::templates`.
+    pub templates: BTreeMap<String, String>,
     /// Fixed codes for test numbers: nothing is sent, every other rule applies.
     pub test_numbers: BTreeMap<String, String>,
 }
@@ -203,6 +213,7 @@ impl Default for VerificationConfig {
             default_region: None,
             secret: Secret::default(),
             template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
+            templates: BTreeMap::new(),
             test_numbers: BTreeMap::new(),
         }
     }
@@ -213,22 +224,30 @@ impl Default for VerificationConfig {
 pub enum ProviderKind {
     Mock,
     Aliyun,
+    Sns,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
+    /// Milliseconds one send may take, the provider's own retries included.
+    pub timeout_ms: u64,
+    pub breaker: BreakerConfig,
     pub mock: MockConfig,
     pub aliyun: AliyunConfig,
+    pub sns: SnsConfig,
 }
 
 impl Default for ProviderConfig {
     fn default() -> Self {
         Self {
             kind: ProviderKind::Mock,
+            timeout_ms: crate::provider::instances::DEFAULT_TIMEOUT_MS,
+            breaker: BreakerConfig::default(),
             mock: MockConfig::default(),
             aliyun: AliyunConfig::default(),
+            sns: SnsConfig::default(),
         }
     }
 }
@@ -329,7 +348,7 @@ impl Config {
     /// Extracts and validates; used by `load` and by tests that build their own figment.
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
         let config: Config = fig.extract().map_err(|e| describe(&fig, e))?;
-        config.validate().map_err(|(key, msg)| {
+        let invalid = |key: &str, msg: String| {
             let source = fig
                 .find_metadata(key)
                 .map(source_name)
@@ -337,7 +356,15 @@ impl Config {
             ConfigError(format!(
                 "invalid value for key `{key}` (from {source}): {msg}"
             ))
-        })?;
+        };
+        config.validate().map_err(|(key, msg)| invalid(key, msg))?;
+        if !config.providers.is_empty() && fig.contains("provider") {
+            return Err(invalid(
+                "provider",
+                "use either [provider] or [providers.<name>] with [routes], not both".into(),
+            ));
+        }
+        crate::provider::instances::validate(&config).map_err(|(key, msg)| invalid(&key, msg))?;
         Ok(config)
     }
 
@@ -369,9 +396,11 @@ impl Config {
                 "must be between 1 and 100".into(),
             ));
         }
-        if !v.template.contains("{code}") {
-            return Err(("verification.template", "must contain {code}".into()));
-        }
+        crate::provider::templates::validate(
+            &v.template,
+            &v.templates,
+            std::time::Duration::from_secs(v.ttl),
+        )?;
         crate::phone::PhoneParser::new(v.default_region.as_deref())
             .map_err(|e| ("verification.default_region", e))?;
         for (number, code) in &v.test_numbers {

@@ -8,7 +8,13 @@ use crate::code::Code;
 use crate::phone::PhoneNumber;
 
 pub mod aliyun;
+pub mod breaker;
+pub mod instances;
 pub mod mock;
+pub mod routing;
+pub mod sms_length;
+pub mod sns;
+pub mod templates;
 
 /// One message to deliver.
 #[derive(Debug, Clone)]

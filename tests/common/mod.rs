@@ -4,4 +4,6 @@
 // Further helper modules (daemon spawning, fake providers, …) are added here next to `pg`.
 pub mod daemon;
 pub mod fake_aliyun;
+pub mod fake_sns;
+pub mod moto;
 pub mod pg;
