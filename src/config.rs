@@ -349,10 +349,17 @@ impl Config {
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
         let config: Config = fig.extract().map_err(|e| describe(&fig, e))?;
         let invalid = |key: &str, msg: String| {
-            let source = fig
-                .find_metadata(key)
-                .map(source_name)
-                .unwrap_or_else(|| "the defaults".into());
+            // The nearest key figment knows: `routes."+86"` is found as `routes`.
+            let mut probe = key;
+            let source = loop {
+                if let Some(md) = fig.find_metadata(probe) {
+                    break source_name(md);
+                }
+                match probe.rfind('.') {
+                    Some(i) => probe = &probe[..i],
+                    None => break "the defaults".into(),
+                }
+            };
             ConfigError(format!(
                 "invalid value for key `{key}` (from {source}): {msg}"
             ))
