@@ -553,3 +553,39 @@ fn templates_too_long_for_one_sms_are_refused() {
         None
     );
 }
+
+/// The first TOML block after `heading` in the README.
+fn readme_example(heading: &str) -> String {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find(heading).expect("heading in README")..];
+    let start = section.find("```toml\n").expect("a TOML block") + "```toml\n".len();
+    let len = section[start..].find("```").unwrap();
+    section[start..start + len].to_owned()
+}
+
+/// The README's SNS and routing examples load as they are, given their secrets from the
+/// environment as the README says.
+#[test]
+#[allow(clippy::result_large_err)] // figment's `Jail` closures return its large error by design
+fn the_readme_examples_load() {
+    for (heading, env) in [
+        (
+            "### AWS SNS",
+            Some("VERIFYD_PROVIDER__SNS__SECRET_ACCESS_KEY"),
+        ),
+        (
+            "### Routing and failover",
+            Some("VERIFYD_PROVIDERS__ALIYUN__ALIYUN__ACCESS_KEY_SECRET"),
+        ),
+        ("### Message text", None),
+    ] {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", &readme_example(heading))?;
+            if let Some(env) = env {
+                jail.set_env(env, "from-env");
+            }
+            Config::load(Some(Path::new("c.toml")), true).map_err(|e| format!("{heading}: {e}"))?;
+            Ok(())
+        });
+    }
+}

@@ -192,12 +192,12 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             let a = s.aliyun.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             // In the single-provider form `Config::validate` checks `[provider.aliyun]` itself.
             if named {
-                a.validate().map_err(|(key, msg)| {
-                    (
-                        key.replacen("provider.aliyun", &format!("{t}.aliyun"), 1),
-                        msg,
-                    )
-                })?;
+                // Its keys and messages name the single-provider table; point them at this one.
+                let here = |text: &str| {
+                    text.replace("provider.aliyun", &format!("{t}.aliyun"))
+                        .replace("provider.kind", &format!("{t}.kind"))
+                };
+                a.validate().map_err(|(key, msg)| (here(key), here(&msg)))?;
             }
             if a.max_total_ms > s.timeout_ms {
                 return Err((
