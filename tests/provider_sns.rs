@@ -411,3 +411,94 @@ async fn logs_never_carry_the_phone_or_the_code() {
         );
     }
 }
+
+/// Runs the `verifyd` binary with `config` and the given environment (nothing inherited from AWS
+/// or VERIFYD variables, no shared AWS files, no instance metadata), sends one code and returns
+/// the answer. The environment is the process's own, so this is how the standard AWS credential
+/// chain gets tested without touching the test binary's environment.
+async fn send_via_binary(config: &str, env: &[(&str, &str)]) -> (StatusCode, Value) {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n[store.sqlite]\npath = {:?}\n\
+         [session]\ncookie_secure = false\n[log]\nlevel = \"warn\"\n{config}",
+        dir.path().join("v.db").display().to_string()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_verifyd"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("VERIFYD_") || k.starts_with("AWS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--config")
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(cmd.spawn().expect("verifyd starts"));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "verifyd did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = http
+        .post(format!("{base}/v1/verifications"))
+        .json(&serde_json::json!({ "phone": PHONE }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// With no key in the config, credentials come from the standard AWS chain (here: the process
+/// environment); with nothing anywhere, the send is a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_static_keys_the_standard_aws_chain_is_used() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let config = format!(
+        "[provider]\nkind = \"sns\"\n[provider.sns]\nregion = \"us-east-1\"\nendpoint_url = {:?}\n",
+        moto.url
+    );
+    let (status, body) = send_via_binary(
+        &config,
+        &[
+            ("AWS_ACCESS_KEY_ID", &moto.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let sms = moto.sms().await;
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0].phone_number, PHONE);
+
+    let (status, body) = send_via_binary(&config, &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "provider_unavailable");
+    assert_eq!(moto.sms().await.len(), 1);
+}
