@@ -8,13 +8,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::code::{Code, CodeKey};
-use crate::config::{Backend, Config, ProviderKind};
+use crate::config::{Backend, Config};
 use crate::metrics::Metrics;
 use crate::phone::PhoneParser;
-use crate::provider::Provider;
-use crate::provider::aliyun::AliyunProvider;
-use crate::provider::metered::Metered;
-use crate::provider::mock::MockProvider;
+use crate::provider::routing::Router;
+use crate::provider::templates::Templates;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -22,7 +20,10 @@ use crate::store::sqlite::{SqliteOptions, SqliteStore};
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub provider: Arc<dyn Provider>,
+    /// The configured provider instances behind their routes, timeouts and breakers.
+    pub provider: Arc<Router>,
+    /// Message texts by locale and prefix.
+    pub templates: Templates,
     pub code_key: CodeKey,
     pub phones: PhoneParser,
     /// Counters and histograms for `/metrics`; this daemon's alone.
@@ -46,23 +47,11 @@ impl App {
             config.verification.secret.expose().as_bytes().to_vec()
         };
         let metrics = Arc::new(Metrics::new());
-        let (name, provider): (&str, Arc<dyn Provider>) = match config.provider.kind {
-            ProviderKind::Mock => (
-                "mock",
-                Arc::new(
-                    MockProvider::new(
-                        config.provider.mock.outbox.as_ref(),
-                        config.provider.mock.quiet,
-                    )
-                    .map_err(|e| anyhow::anyhow!("provider.mock.outbox: {e}"))?,
-                ),
-            ),
-            ProviderKind::Aliyun => (
-                "aliyun",
-                Arc::new(AliyunProvider::new(&config.provider.aliyun)?),
-            ),
-        };
-        let provider = Arc::new(Metered::new(name, provider, metrics.clone()));
+        let provider = Arc::new(crate::provider::instances::build(&config, &metrics).await?);
+        let templates = Templates::new(
+            &config.verification.template,
+            &config.verification.templates,
+        );
         let phones = PhoneParser::new(config.verification.default_region.as_deref())
             .map_err(anyhow::Error::msg)?;
         let test_numbers = config
@@ -84,6 +73,7 @@ impl App {
         Ok(App {
             store,
             provider,
+            templates,
             code_key: CodeKey::new(secret),
             phones,
             metrics,

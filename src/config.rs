@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::provider::aliyun::AliyunConfig;
+use crate::provider::breaker::BreakerConfig;
+use crate::provider::instances::NamedProvider;
+use crate::provider::sns::SnsConfig;
 use crate::secret::Secret;
 use crate::session::SessionPolicy;
 use crate::store::sqlite::Synchronous;
@@ -22,7 +25,12 @@ pub struct Config {
     pub store: StoreConfig,
     pub session: SessionConfig,
     pub verification: VerificationConfig,
+    /// The single provider; ignored shape when `providers` is used.
     pub provider: ProviderConfig,
+    /// Named provider instances, used with `routes` for per-country routing and failover.
+    pub providers: BTreeMap<String, NamedProvider>,
+    /// E.164 prefix (or `*`) → provider names, tried in order.
+    pub routes: BTreeMap<String, Vec<String>>,
     pub api: ApiConfig,
     pub sweeper: SweeperConfig,
     pub compat: CompatConfig,
@@ -211,6 +219,8 @@ pub struct VerificationConfig {
     pub secret: Secret,
     /// Message text; `{code}` and `{minutes}` are replaced.
     pub template: String,
+    /// Message texts by locale (`zh-CN`, `zh`) or E.164 prefix (`+86`); see `provider::templates`.
+    pub templates: BTreeMap<String, String>,
     /// Fixed codes for test numbers: nothing is sent, every other rule applies.
     pub test_numbers: BTreeMap<String, String>,
 }
@@ -225,6 +235,7 @@ impl Default for VerificationConfig {
             default_region: None,
             secret: Secret::default(),
             template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
+            templates: BTreeMap::new(),
             test_numbers: BTreeMap::new(),
         }
     }
@@ -235,22 +246,30 @@ impl Default for VerificationConfig {
 pub enum ProviderKind {
     Mock,
     Aliyun,
+    Sns,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
+    /// Milliseconds one send may take, the provider's own retries included.
+    pub timeout_ms: u64,
+    pub breaker: BreakerConfig,
     pub mock: MockConfig,
     pub aliyun: AliyunConfig,
+    pub sns: SnsConfig,
 }
 
 impl Default for ProviderConfig {
     fn default() -> Self {
         Self {
             kind: ProviderKind::Mock,
+            timeout_ms: crate::provider::instances::DEFAULT_TIMEOUT_MS,
+            breaker: BreakerConfig::default(),
             mock: MockConfig::default(),
             aliyun: AliyunConfig::default(),
+            sns: SnsConfig::default(),
         }
     }
 }
@@ -462,15 +481,30 @@ impl Config {
     /// Extracts and validates; used by `load` and by tests that build their own figment.
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
         let config: Config = fig.extract().map_err(|e| describe(&fig, e))?;
-        config.validate().map_err(|(key, msg)| {
-            let source = fig
-                .find_metadata(key)
-                .map(source_name)
-                .unwrap_or_else(|| "the defaults".into());
+        let invalid = |key: &str, msg: String| {
+            // The nearest key figment knows: `routes."+86"` is found as `routes`.
+            let mut probe = key;
+            let source = loop {
+                if let Some(md) = fig.find_metadata(probe) {
+                    break source_name(md);
+                }
+                match probe.rfind('.') {
+                    Some(i) => probe = &probe[..i],
+                    None => break "the defaults".into(),
+                }
+            };
             ConfigError(format!(
                 "invalid value for key `{key}` (from {source}): {msg}"
             ))
-        })?;
+        };
+        config.validate().map_err(|(key, msg)| invalid(key, msg))?;
+        if !config.providers.is_empty() && fig.contains("provider") {
+            return Err(invalid(
+                "provider",
+                "use either [provider] or [providers.<name>] with [routes], not both".into(),
+            ));
+        }
+        crate::provider::instances::validate(&config).map_err(|(key, msg)| invalid(&key, msg))?;
         Ok(config)
     }
 
@@ -502,9 +536,11 @@ impl Config {
                 "must be between 1 and 100".into(),
             ));
         }
-        if !v.template.contains("{code}") {
-            return Err(("verification.template", "must contain {code}".into()));
-        }
+        crate::provider::templates::validate(
+            &v.template,
+            &v.templates,
+            std::time::Duration::from_secs(v.ttl),
+        )?;
         crate::phone::PhoneParser::new(v.default_region.as_deref())
             .map_err(|e| ("verification.default_region", e))?;
         for (number, code) in &v.test_numbers {

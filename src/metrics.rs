@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
+use crate::provider::breaker::BreakerState;
 use crate::quota::PumpingState;
 use crate::store::{PoolStatus, SweepReport};
 
@@ -72,28 +73,12 @@ struct BreakerLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// A provider's circuit-breaker state, as `/metrics` and `/readyz` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Sends go through.
-    Closed,
-    /// Sends are skipped for a cool-down after repeated transient failures.
-    Open,
-    /// One trial send decides whether to close again.
-    HalfOpen,
-}
-
-impl BreakerState {
-    const ALL: [BreakerState; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-}
+/// Every breaker state, so that the current one reads 1 and the others 0.
+const BREAKER_STATES: [BreakerState; 3] = [
+    BreakerState::Closed,
+    BreakerState::Open,
+    BreakerState::HalfOpen,
+];
 
 /// Every metric verifyd exports. Methods are named after the event they record.
 pub struct Metrics {
@@ -329,7 +314,7 @@ impl Metrics {
         states: impl IntoIterator<Item = (&'a str, BreakerState)>,
     ) {
         for (provider, current) in states {
-            for s in BreakerState::ALL {
+            for s in BREAKER_STATES {
                 self.breakers
                     .get_or_create(&BreakerLabels {
                         provider: provider.to_owned(),

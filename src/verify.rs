@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::app::App;
 use crate::code::Code;
 use crate::phone::PhoneNumber;
-use crate::provider::{OutgoingCode, ProviderError, render};
+use crate::provider::{OutgoingCode, ProviderError};
 use crate::quota::{CheckGuard, Refusal, SendGuard};
 use crate::session::{Session, SessionKey};
 use crate::store::{
@@ -121,14 +121,14 @@ pub async fn send(
     if fixed.is_none() {
         let msg = OutgoingCode {
             to: phone.clone(),
-            text: render(&v.template, &code, ttl),
+            text: app.templates.render(phone, locale.as_deref(), &code, ttl),
             code,
             lifetime: ttl,
             locale,
         };
         match app.provider.send(&msg).await {
             Ok(receipt) => {
-                tracing::info!(phone = %phone, provider = %receipt.provider, "code delivered to provider");
+                tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
             }
             Err(e) => {
                 tracing::warn!(phone = %phone, error = %e, "code delivery failed");

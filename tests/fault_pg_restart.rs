@@ -204,7 +204,7 @@ async fn postgres_restart_fails_fast_and_recovers() {
     let port = free_port();
     let hash = hex::encode(Sha256::digest(API_KEY.as_bytes()));
     let config = format!(
-        "[http]\nlisten = \"127.0.0.1:{port}\"\nrequest_timeout = 10\n\
+        "[http]\nlisten = \"127.0.0.1:{port}\"\nrequest_timeout = 15\n\
          [store]\nbackend = \"postgres\"\n\
          [store.postgres]\nurl = {:?}\npool_size = 4\nconnect_timeout = {CONNECT_S}\n\
          acquire_timeout_ms = {ACQUIRE_MS}\nstatement_timeout_ms = {STATEMENT_MS}\n\

@@ -206,7 +206,10 @@ on_both_stores! {
             assert!(body["status"].is_string(), "{path}: {body}");
         }
         let body: Value = d.http.get(d.url("/readyz")).send().await.unwrap().json().await.unwrap();
-        assert_eq!(body, json!({"status": "ready", "store": "ok"}));
+        assert_eq!(
+            body,
+            json!({"status": "ready", "store": "ok", "delivery": "ok", "providers": {"mock": "closed"}})
+        );
         // Health checks take no API key, but a wrong method is still refused.
         let resp = d.http.post(d.url("/readyz")).send().await.unwrap();
         assert_eq!(resp.headers().get(ALLOW).unwrap(), "GET");

@@ -49,9 +49,12 @@ fn walk(v: &toml::Value, path: &str, text: &str, missing: &mut Vec<String>) {
                 walk(child, &full, text, missing)
             }
             _ => {
+                // Set or commented out, on its own line or inside an inline table.
                 let mentioned = text.lines().any(|l| {
-                    let l = l.trim_start_matches(['#', ' ']);
-                    l.starts_with(&format!("{k} =")) || l.starts_with(&format!("{k}="))
+                    [format!("{k} ="), format!("{k}=")].iter().any(|needle| {
+                        l.match_indices(needle.as_str())
+                            .any(|(at, _)| at == 0 || l[..at].ends_with(['#', ' ', '{', ',']))
+                    })
                 });
                 if !mentioned && !is_section(text, &full) {
                     missing.push(full);
@@ -61,9 +64,8 @@ fn walk(v: &toml::Value, path: &str, text: &str, missing: &mut Vec<String>) {
     }
 }
 
+/// A table is mentioned by its header, or by a comment naming it (`[providers.<name>]`).
 fn is_section(text: &str, path: &str) -> bool {
-    text.lines().any(|l| {
-        l.trim_start_matches(['#', ' '])
-            .starts_with(&format!("[{path}]"))
-    })
+    text.lines()
+        .any(|l| l.contains(&format!("[{path}]")) || l.contains(&format!("[{path}.")))
 }

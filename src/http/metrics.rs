@@ -60,6 +60,8 @@ async fn answer(app: &App, req: &Request<Incoming>) -> Resp {
             // The breaker's state lives in the store (shared by all daemons); a store that
             // cannot answer leaves those gauges out rather than failing the scrape.
             let pumping = app.store.pumping_states().await.unwrap_or_default();
+            app.metrics
+                .set_provider_states(app.provider.breaker_states());
             app.metrics.render(app.store.pool_usage(), &pumping)
         }),
         (_, "/metrics") => (

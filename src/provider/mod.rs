@@ -1,5 +1,6 @@
 //! The provider boundary: how a code leaves verifyd. Real SMS gateways and the stdout mock all
-//! implement [`Provider`]; the rest of the daemon only sees `send` and the three error classes.
+//! implement [`Provider`]; the rest of the daemon only sees the [`routing::Router`] over them,
+//! its `send` and the three error classes.
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -8,8 +9,14 @@ use crate::code::Code;
 use crate::phone::PhoneNumber;
 
 pub mod aliyun;
+pub mod breaker;
+pub mod instances;
 pub mod metered;
 pub mod mock;
+pub mod routing;
+pub mod sms_length;
+pub mod sns;
+pub mod templates;
 
 /// One message to deliver.
 #[derive(Debug, Clone)]

@@ -5,5 +5,7 @@
 pub mod browser;
 pub mod daemon;
 pub mod fake_aliyun;
+pub mod fake_sns;
+pub mod moto;
 pub mod pg;
 pub mod process;

@@ -1,0 +1,306 @@
+//! From configuration to a [`Router`]: either the single `[provider]` (one instance named after
+//! its kind, routed for every number) or named `[providers.<name>]` tables with `[routes]`.
+//! Both shapes are checked here at start-up, naming the offending key.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Provider;
+use super::aliyun::{AliyunConfig, AliyunProvider};
+use super::breaker::BreakerConfig;
+use super::metered::Metered;
+use super::mock::MockProvider;
+use super::routing::{DEFAULT_ROUTE, Instance, Router};
+use super::sns::{SnsConfig, SnsProvider};
+use crate::config::{Config, MockConfig, ProviderKind};
+use crate::metrics::Metrics;
+
+/// Default cap on one send through one provider, its own retries included.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+pub fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// `[providers.<name>]`: one provider instance. `kind` is required; the table of that kind
+/// (`[providers.<name>.aliyun]`, `.sns`, `.mock`) holds its settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NamedProvider {
+    pub kind: ProviderKind,
+    /// Milliseconds one send through this provider may take before the router moves on.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliyun: Option<AliyunConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<SnsConfig>,
+}
+
+/// One instance as configured, whichever shape it came from.
+struct Spec<'a> {
+    name: String,
+    /// The config table, e.g. `provider` or `providers.cn`, for error messages.
+    table: String,
+    kind: ProviderKind,
+    timeout_ms: u64,
+    breaker: BreakerConfig,
+    mock: Option<&'a MockConfig>,
+    aliyun: Option<&'a AliyunConfig>,
+    sns: Option<&'a SnsConfig>,
+}
+
+fn kind_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Mock => "mock",
+        ProviderKind::Aliyun => "aliyun",
+        ProviderKind::Sns => "sns",
+    }
+}
+
+/// The instances and routes the configuration describes.
+fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
+    if config.providers.is_empty() {
+        let p = &config.provider;
+        let name = kind_name(p.kind).to_owned();
+        let spec = Spec {
+            name: name.clone(),
+            table: "provider".into(),
+            kind: p.kind,
+            timeout_ms: p.timeout_ms,
+            breaker: p.breaker,
+            mock: Some(&p.mock),
+            aliyun: Some(&p.aliyun),
+            sns: Some(&p.sns),
+        };
+        return (vec![spec], vec![(DEFAULT_ROUTE.to_owned(), vec![name])]);
+    }
+    let specs = config
+        .providers
+        .iter()
+        .map(|(name, p)| Spec {
+            name: name.clone(),
+            table: format!("providers.{name}"),
+            kind: p.kind,
+            timeout_ms: p.timeout_ms,
+            breaker: p.breaker,
+            mock: p.mock.as_ref(),
+            aliyun: p.aliyun.as_ref(),
+            sns: p.sns.as_ref(),
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (specs, routes)
+}
+
+/// Checks providers and routes: names, kinds and their tables, each kind's own settings, route
+/// keys and lists, and that a route's providers can all be tried within `http.request_timeout`.
+pub fn validate(config: &Config) -> Result<(), (String, String)> {
+    let named = !config.providers.is_empty();
+    if !named && !config.routes.is_empty() {
+        return Err((
+            "routes".into(),
+            "routes need named providers ([providers.<name>] tables)".into(),
+        ));
+    }
+    let (specs, routes) = specs(config);
+    for s in &specs {
+        validate_spec(s, named)?;
+    }
+    if named {
+        validate_routes(&config.routes, &specs)?;
+    }
+    let budget_ms = config.http.request_timeout.saturating_mul(1000);
+    for (prefix, names) in &routes {
+        let total: u64 = names
+            .iter()
+            .filter_map(|n| specs.iter().find(|s| &s.name == n))
+            .map(|s| s.timeout_ms)
+            .sum();
+        if total >= budget_ms {
+            let key = if named {
+                "routes"
+            } else {
+                "provider.timeout_ms"
+            };
+            return Err((
+                key.into(),
+                format!(
+                    "the timeouts of route {prefix:?} add up to {total} ms, not below http.request_timeout ({budget_ms} ms): failover could not finish"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
+    let t = &s.table;
+    if named {
+        let ok = !s.name.is_empty()
+            && s.name.len() <= 32
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err((
+                t.clone(),
+                "provider names are 1 to 32 of a-z, 0-9, '_' and '-'".into(),
+            ));
+        }
+        let tables = [
+            (ProviderKind::Mock, s.mock.is_some()),
+            (ProviderKind::Aliyun, s.aliyun.is_some()),
+            (ProviderKind::Sns, s.sns.is_some()),
+        ];
+        for (kind, present) in tables {
+            let name = kind_name(kind);
+            if present && kind != s.kind {
+                return Err((
+                    format!("{t}.{name}"),
+                    format!("this provider is kind = {:?}", kind_name(s.kind)),
+                ));
+            }
+            if !present && kind == s.kind && kind != ProviderKind::Mock {
+                return Err((
+                    format!("{t}.{name}"),
+                    format!("a [{t}.{name}] table is required for kind = {name:?}"),
+                ));
+            }
+        }
+    }
+    if s.timeout_ms == 0 {
+        return Err((format!("{t}.timeout_ms"), "must be positive".into()));
+    }
+    if s.breaker.failures > 0 && s.breaker.cooldown == 0 {
+        return Err((
+            format!("{t}.breaker.cooldown"),
+            "must be positive (or set breaker.failures = 0 to disable the breaker)".into(),
+        ));
+    }
+    match s.kind {
+        ProviderKind::Mock => {}
+        ProviderKind::Aliyun => {
+            let a = s.aliyun.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
+            // In the single-provider form `Config::validate` checks `[provider.aliyun]` itself.
+            if named {
+                // Its keys and messages name the single-provider table; point them at this one.
+                let here = |text: &str| {
+                    text.replace("provider.aliyun", &format!("{t}.aliyun"))
+                        .replace("provider.kind", &format!("{t}.kind"))
+                };
+                a.validate().map_err(|(key, msg)| (here(key), here(&msg)))?;
+            }
+            if a.max_total_ms > s.timeout_ms {
+                return Err((
+                    format!("{t}.aliyun.max_total_ms"),
+                    format!("must be at most {t}.timeout_ms ({} ms)", s.timeout_ms),
+                ));
+            }
+        }
+        ProviderKind::Sns => {
+            let c = s.sns.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
+            c.validate(&format!("{t}.sns"))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_routes(
+    routes: &BTreeMap<String, Vec<String>>,
+    specs: &[Spec<'_>],
+) -> Result<(), (String, String)> {
+    if !routes.contains_key(DEFAULT_ROUTE) {
+        return Err((
+            "routes".into(),
+            "a \"*\" route is required: it serves every number no other route matches".into(),
+        ));
+    }
+    for (prefix, names) in routes {
+        let key = format!("routes.{prefix:?}");
+        let prefix_ok = prefix == DEFAULT_ROUTE
+            || prefix.strip_prefix('+').is_some_and(|d| {
+                (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+            });
+        if !prefix_ok {
+            return Err((
+                key,
+                "route keys are \"*\" or an E.164 prefix such as \"+86\"".into(),
+            ));
+        }
+        if names.is_empty() {
+            return Err((key, "must list at least one provider".into()));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if !specs.iter().any(|s| &s.name == name) {
+                return Err((
+                    key,
+                    format!("provider {name:?} is not configured (no [providers.{name}] table)"),
+                ));
+            }
+            if names[..i].contains(name) {
+                return Err((key, format!("provider {name:?} is listed twice")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why the providers could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(String);
+
+/// Builds every provider instance and the router over them.
+pub async fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Router, BuildError> {
+    let (specs, routes) = specs(config);
+    let mut instances = Vec::new();
+    for s in specs {
+        let missing = || {
+            BuildError(format!(
+                "{}: no [{}.{}] table",
+                s.table,
+                s.table,
+                kind_name(s.kind)
+            ))
+        };
+        let provider: Arc<dyn Provider> = match s.kind {
+            ProviderKind::Mock => {
+                let default = MockConfig::default();
+                let m = s.mock.unwrap_or(&default);
+                Arc::new(
+                    MockProvider::new(m.outbox.as_ref(), m.quiet)
+                        .map_err(|e| BuildError(format!("{}.mock.outbox: {e}", s.table)))?,
+                )
+            }
+            ProviderKind::Aliyun => Arc::new(
+                AliyunProvider::new(s.aliyun.ok_or_else(missing)?)
+                    .map_err(|e| BuildError(format!("{}: {e}", s.table)))?,
+            ),
+            ProviderKind::Sns => Arc::new(
+                SnsProvider::new(s.sns.ok_or_else(missing)?, &format!("{}.sns", s.table))
+                    .await
+                    .map_err(|e| BuildError(e.to_string()))?,
+            ),
+        };
+        // Counted and timed per instance, whichever route picks it.
+        let provider = Arc::new(Metered::new(s.name.clone(), provider, metrics.clone()));
+        instances.push(Instance {
+            name: s.name,
+            provider,
+            timeout: Duration::from_millis(s.timeout_ms),
+            breaker: s.breaker,
+        });
+    }
+    Router::new(instances, &routes).map_err(|e| BuildError(e.to_string()))
+}

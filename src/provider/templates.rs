@@ -1,0 +1,235 @@
+//! Which message text a recipient gets: `verification.templates` keyed by locale (`zh-CN`, `zh`)
+//! or by E.164 prefix (`+86`), falling back to `verification.template`. Every template is checked
+//! at start-up to fit one SMS part with the longest code, so nothing is ever truncated.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::render;
+use super::sms_length::{Encoding, measure};
+use crate::code::Code;
+use crate::phone::PhoneNumber;
+
+/// The longest code `verification.code_length` allows: templates are measured with it.
+const LONGEST_CODE: &str = "0123456789";
+
+/// The configured templates, ready for lookup.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    default: String,
+    /// Lower-cased language tags.
+    by_locale: BTreeMap<String, String>,
+    /// E.164 prefixes, longest first.
+    by_prefix: Vec<(String, String)>,
+}
+
+impl Templates {
+    /// Sorts the keys of `verification.templates` into locales and prefixes. The keys have been
+    /// checked by [`validate`].
+    pub fn new(default: &str, templates: &BTreeMap<String, String>) -> Self {
+        let mut by_locale = BTreeMap::new();
+        let mut by_prefix = Vec::new();
+        for (key, text) in templates {
+            if key.starts_with('+') {
+                by_prefix.push((key.clone(), text.clone()));
+            } else {
+                by_locale.insert(key.to_ascii_lowercase(), text.clone());
+            }
+        }
+        by_prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        Self {
+            default: default.to_owned(),
+            by_locale,
+            by_prefix,
+        }
+    }
+
+    /// The template for this recipient: the locale (dropping subtags from the right: `zh-Hant-TW`,
+    /// `zh-Hant`, `zh`), then the longest matching prefix, then the default. The person's own
+    /// language says more about them than the country of their number.
+    pub fn pick(&self, phone: &PhoneNumber, locale: Option<&str>) -> &str {
+        if let Some(locale) = locale {
+            let mut tag = locale.to_ascii_lowercase();
+            loop {
+                if let Some(t) = self.by_locale.get(&tag) {
+                    return t;
+                }
+                match tag.rfind('-') {
+                    Some(i) => tag.truncate(i),
+                    None => break,
+                }
+            }
+        }
+        self.by_prefix
+            .iter()
+            .find(|(p, _)| phone.as_str().starts_with(p.as_str()))
+            .map_or(&self.default, |(_, t)| t)
+    }
+
+    /// The message text for this recipient.
+    pub fn render(
+        &self,
+        phone: &PhoneNumber,
+        locale: Option<&str>,
+        code: &Code,
+        lifetime: Duration,
+    ) -> String {
+        render(self.pick(phone, locale), code, lifetime)
+    }
+}
+
+/// Checks the default template and every entry of `verification.templates`: keys are locales or
+/// E.164 prefixes, each text holds `{code}` and, rendered with a 10-digit code and the configured
+/// lifetime, fits one SMS part (160 GSM-7 septets or 70 UCS-2 units).
+pub fn validate(
+    default: &str,
+    templates: &BTreeMap<String, String>,
+    ttl: Duration,
+) -> Result<(), (&'static str, String)> {
+    check_text(default, ttl).map_err(|e| ("verification.template", e))?;
+    for (key, text) in templates {
+        if !is_prefix(key) && !is_language_tag(key) {
+            return Err((
+                "verification.templates",
+                format!(
+                    "key {key:?} must be a language tag (\"zh-CN\", \"zh\") or an E.164 prefix (\"+86\")"
+                ),
+            ));
+        }
+        check_text(text, ttl).map_err(|e| ("verification.templates", format!("{key:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn check_text(text: &str, ttl: Duration) -> Result<(), String> {
+    if !text.contains("{code}") {
+        return Err("must contain {code}".into());
+    }
+    let code = Code::parse(LONGEST_CODE).ok_or("the longest code does not parse")?;
+    let size = measure(&render(text, &code, ttl));
+    if !size.fits_one_part() {
+        let (alphabet, unit) = match size.encoding {
+            Encoding::Gsm7 => ("GSM-7", "characters"),
+            Encoding::Ucs2 => (
+                "UCS-2 (the text has characters outside GSM-7)",
+                "characters",
+            ),
+        };
+        return Err(format!(
+            "rendered with a 10-digit code it is {} {unit} in {alphabet}, more than the {} of one SMS",
+            size.units, size.limit
+        ));
+    }
+    Ok(())
+}
+
+/// `+` and 1 to 15 digits.
+fn is_prefix(key: &str) -> bool {
+    key.strip_prefix('+')
+        .is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A BCP 47-shaped tag: a 2–3 letter language, then `-`-separated alphanumeric subtags.
+fn is_language_tag(key: &str) -> bool {
+    let mut parts = key.split('-');
+    let lang_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic()));
+    lang_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: &str = "Your code is {code}.";
+
+    fn templates(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn phone(s: &str) -> PhoneNumber {
+        PhoneNumber::parse_e164(s).unwrap()
+    }
+
+    #[test]
+    fn locale_then_longest_prefix_then_default() {
+        let t = Templates::new(
+            DEFAULT,
+            &templates(&[
+                ("zh", "验证码 {code}"),
+                ("zh-TW", "驗證碼 {code}"),
+                ("+86", "CN {code}"),
+                ("+852", "HK {code}"),
+                ("+8", "8 {code}"),
+            ]),
+        );
+        let cn = phone("+8613800138000");
+        assert_eq!(t.pick(&cn, Some("zh-Hant-TW")), "验证码 {code}");
+        assert_eq!(t.pick(&cn, Some("ZH-tw")), "驗證碼 {code}");
+        assert_eq!(t.pick(&cn, Some("en-US")), "CN {code}");
+        assert_eq!(t.pick(&cn, None), "CN {code}");
+        assert_eq!(t.pick(&phone("+85291234567"), None), "HK {code}");
+        assert_eq!(t.pick(&phone("+81312345678"), None), "8 {code}");
+        assert_eq!(t.pick(&phone("+15555550100"), None), DEFAULT);
+        let code = Code::parse("4821").unwrap();
+        assert_eq!(
+            t.render(&cn, Some("zh"), &code, Duration::from_secs(300)),
+            "验证码 4821"
+        );
+    }
+
+    #[test]
+    fn keys_must_be_locales_or_prefixes() {
+        let ttl = Duration::from_secs(300);
+        for good in ["zh", "zh-CN", "zh-Hant-TW", "+1", "+8613"] {
+            assert_eq!(
+                validate(DEFAULT, &templates(&[(good, "{code}")]), ttl),
+                Ok(())
+            );
+        }
+        for bad in ["86", "+", "+86a", "chinese", "z", "zh_CN", "*"] {
+            let err = validate(DEFAULT, &templates(&[(bad, "{code}")]), ttl).unwrap_err();
+            assert_eq!(err.0, "verification.templates", "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_template_must_fit_one_part_with_the_longest_code() {
+        let ttl = Duration::from_secs(86_400);
+        // 150 letters + a 10-digit code: 160 septets, one part exactly.
+        let fits = format!("{}{{code}}", "a".repeat(150));
+        assert_eq!(validate(&fits, &BTreeMap::new(), ttl), Ok(()));
+        let too_long = format!("{}{{code}}", "a".repeat(151));
+        let err = validate(&too_long, &BTreeMap::new(), ttl).unwrap_err();
+        assert_eq!(err.0, "verification.template");
+        assert!(err.1.contains("161") && err.1.contains("160"), "{}", err.1);
+
+        // Chinese goes as UCS-2: 70 units. `{minutes}` renders as 1440 here.
+        let zh = format!("{}{{code}}，{{minutes}}分钟", "码".repeat(53));
+        assert_eq!(validate(DEFAULT, &templates(&[("zh", &zh)]), ttl), Ok(()));
+        let zh = format!("{}{{code}}，{{minutes}}分钟", "码".repeat(54));
+        let err = validate(DEFAULT, &templates(&[("zh", &zh)]), ttl).unwrap_err();
+        assert_eq!(err.0, "verification.templates");
+        assert!(
+            err.1.contains("\"zh\"") && err.1.contains("UCS-2"),
+            "{}",
+            err.1
+        );
+    }
+
+    #[test]
+    fn every_template_needs_the_code() {
+        let err = validate(
+            DEFAULT,
+            &templates(&[("+86", "no code here")]),
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.1.contains("{code}"), "{}", err.1);
+    }
+}
