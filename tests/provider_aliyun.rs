@@ -10,7 +10,6 @@ use common::fake_aliyun::{self, FakeAliyun, Mode};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use verifyd::config::{Backend, Config, ProviderKind};
 use verifyd::provider::aliyun::AliyunConfig;
@@ -414,46 +413,8 @@ template_code = "SMS_154950909"
     });
 }
 
-/// Log lines written while the test binary runs, for leak checks.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Installs (once per test binary) a global subscriber that records every event at debug level.
-fn capture_logs() -> Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let c = Capture::default();
-        let _ = tracing_subscriber::fmt()
-            .with_writer(c.clone())
-            .with_env_filter("debug")
-            .with_ansi(false)
-            .try_init();
-        c
-    })
-    .clone()
+fn capture_logs() -> common::logs::Capture {
+    common::logs::capture("debug")
 }
 
 /// The signature error echoes phone and code; the logs get only its Code and RequestId, and

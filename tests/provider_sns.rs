@@ -9,7 +9,6 @@ use common::fake_sns::{Answer, FakeSns};
 use common::moto::Moto;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use verifyd::config::{Backend, Config, ProviderKind};
 use verifyd::provider::sns::SnsConfig;
@@ -343,42 +342,10 @@ sender_id = "Verifyd"
     });
 }
 
-/// Log lines written while the test binary runs, for leak checks.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 /// SNS error messages quote the phone number: logs carry only the code and the masked number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_carry_the_phone_or_the_code() {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    let logs = LOGS
-        .get_or_init(|| {
-            let c = Capture::default();
-            let _ = tracing_subscriber::fmt()
-                .with_writer(c.clone())
-                .with_env_filter("debug")
-                .with_ansi(false)
-                .try_init();
-            c
-        })
-        .clone();
+    let logs = common::logs::capture("debug");
     let fake = FakeSns::start(vec![
         Answer::Error(
             400,
@@ -396,7 +363,7 @@ async fn logs_never_carry_the_phone_or_the_code() {
     assert_eq!(status, StatusCode::ACCEPTED);
     d.stop().await;
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(text.contains("InvalidParameter"), "{text}");
     assert!(text.contains("+155****0123"), "{text}");
     assert!(text.contains("provider=sns"), "{text}");

@@ -12,7 +12,6 @@ use common::moto::Moto;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
 use verifyd::config::{Backend, Config, MockConfig, ProviderKind};
 use verifyd::provider::aliyun::AliyunConfig;
 use verifyd::provider::breaker::BreakerConfig;
@@ -97,39 +96,8 @@ async fn readyz(d: &TestDaemon) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap())
 }
 
-/// Log lines written while the test binary runs.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-fn capture_logs() -> Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let c = Capture::default();
-        let _ = tracing_subscriber::fmt()
-            .with_writer(c.clone())
-            .with_env_filter("verifyd=info")
-            .with_ansi(false)
-            .try_init();
-        c
-    })
-    .clone()
+fn capture_logs() -> common::logs::Capture {
+    common::logs::capture("verifyd=info")
 }
 
 /// The scenario: `+86 → [aliyun, sns]`, Aliyun answering 5xx, SNS on moto with
@@ -196,7 +164,7 @@ async fn aliyun_5xx_falls_over_to_sns_on_moto() {
     assert_eq!((stats[1].name.as_str(), stats[1].delivered), ("sns", 1));
     d.stop().await;
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     let delivered = text
         .lines()
         .find(|l| l.contains("code delivered to provider") && l.contains("+86138****8000"))

@@ -130,7 +130,7 @@ impl AliyunProvider {
         };
         match tokio::time::timeout(budget, exchange).await {
             Err(_) => Attempt::Retry(format!("no answer within {} ms", budget.as_millis())),
-            Ok(Err(e)) => Attempt::Retry(format!("network error: {}", error_chain(&e))),
+            Ok(Err(e)) => Attempt::Retry(format!("network error: {}", super::error_chain(&e))),
             Ok(Ok((status, bytes))) => response::classify(status, &bytes),
         }
     }
@@ -224,18 +224,6 @@ fn backoff(n: u32) -> Duration {
     let random = getrandom::fill(&mut b).map_or(0, |_| u64::from_le_bytes(b));
     let half_ms = half.as_millis() as u64;
     half + Duration::from_millis(random % (half_ms + 1))
-}
-
-/// An error and its causes on one line ("error sending request …: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -70,6 +70,19 @@ pub fn render(template: &str, code: &Code, lifetime: Duration) -> String {
         .replace("{minutes}", &minutes.to_string())
 }
 
+/// An error and its causes on one line ("error sending request: …: connection refused"), for
+/// transport errors whose top-level text says little.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod fake_sns;
+pub mod logs;
 pub mod moto;
 pub mod pg;
 pub mod process;

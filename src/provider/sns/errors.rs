@@ -59,13 +59,19 @@ pub(super) fn classify(err: &SdkError<PublishError>) -> Failure {
         SdkError::TimeoutError(_) => {
             Failure::Final(ProviderError::Transient("sns: no answer in time".into()))
         }
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => Failure::Final(
-            ProviderError::Transient(format!("sns: network error: {}", chain(err))),
-        ),
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            Failure::Final(ProviderError::Transient(format!(
+                "sns: network error: {}",
+                super::super::error_chain(err)
+            )))
+        }
         // Identity resolution fails here too: no credentials in the standard chain.
-        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => Failure::Final(
-            ProviderError::Configuration(format!("sns: request not sent: {}", chain(err))),
-        ),
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
+            Failure::Final(ProviderError::Configuration(format!(
+                "sns: request not sent: {}",
+                super::super::error_chain(err)
+            )))
+        }
         // A garbled answer: AWS may have sent the SMS, so no retry here.
         _ => Failure::Final(ProviderError::Transient(format!(
             "sns: unreadable response (request id {request_id})"
@@ -97,18 +103,6 @@ fn by_code(code: &str, status: u16, about_phone: bool, request_id: &str) -> Fail
         return Failure::Final(ProviderError::Configuration(what));
     }
     Failure::Final(ProviderError::Transient(what))
-}
-
-/// An error and its causes on one line, for errors that carry no message from AWS.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
