@@ -1,7 +1,7 @@
 //! Helpers shared by the integration-test binaries; each binary uses only some of them.
 #![allow(dead_code)]
 
-// Further helper modules (daemon spawning, fake providers, …) are added here next to `pg`.
+// Daemons, databases, fakes of the SMS gateways, subprocesses, log capture, browsers.
 pub mod browser;
 pub mod daemon;
 pub mod fake_aliyun;
