@@ -40,7 +40,9 @@ w(f"- Load average at start / end: {meta['load_start']} / {meta['load_end']} —
   "compare runs made minutes apart in the same conditions.")
 w(f"- wrk: {meta['threads']} threads, {meta['conns']} connections, {meta['duration']} s per run; "
   "daemons built with `--release`, mock provider writing to an outbox file, `log.level = warn`, "
-  "SQLite with `synchronous = full`, PostgreSQL pool of 32.\n")
+  "SQLite with `synchronous = full`, PostgreSQL pool of 32.")
+w("- Abuse limits off in every run (per_phone, per_ip and global limits 0, pumping breaker "
+  "disabled), except the one send run with the limits on below.\n")
 
 w("### Flows (maximum throughput, 32 connections)\n")
 w("| flow | PostgreSQL req/s | p50 ms | p99 ms | non-2xx | SQLite req/s | p50 ms | p99 ms | non-2xx |")
@@ -60,6 +62,17 @@ for key, label in flows:
                 num(get(n, "non2xx"))]
     w("| " + " | ".join(row) + " |")
 w("")
+
+w("### Cost of the abuse limits (send, PostgreSQL, 32 connections)\n")
+w("| daemon configuration | req/s | p50 ms | p99 ms | non-2xx |")
+w("|---|---:|---:|---:|---:|")
+for n, label in (("pg.send", "limits off (as in every other run)"),
+                 ("pg.send_limits", "limits on: per_phone defaults, global cap and pumping breaker "
+                  "counting (never refusing), per_ip off")):
+    w(f"| {label} | {num(get(n, 'rps'))} | {num(get(n, 'p50_ms'), '{:.2f}')} | "
+      f"{num(get(n, 'p99_ms'), '{:.2f}')} | {num(get(n, 'non2xx'))} |")
+r = ratio(get("pg.send_limits", "rps"), get("pg.send", "rps"))
+w(f"\nWith the limits on the daemon sends {num(r, '{:.2f}')}× as many codes per second.\n")
 
 w("### Targets\n")
 w("| target | measured | |")

@@ -4,10 +4,18 @@ migrated it), so that the measured runs need no set-up requests.
 
 Session keys are deterministic so the wrk scripts and pgbench can name them without a file:
   s<31 digits>  SESSIONS plain sessions (send, session get/set)
-  w<31 digits>  WRONG sessions, each with a pending code for PHONE whose MAC matches no code
-  r<31 digits>  RIGHT sessions, each with a pending code CODE for PHONE (one approval each)
+  w<31 digits>  WRONG sessions, each with a pending code for its own number (+15551<6 digits>)
+                whose MAC matches no code
+  r<31 digits>  RIGHT sessions, each with a pending code CODE for its own number
+                (+15552<6 digits>), one approval each
+Every session verifies its own number, as real traffic does: a check locks the number's
+failure counter (`quota_counters`, scope phone_failed_checks, schema version 2), so one number
+shared by all sessions would serialise every check on one row. bench/lua/common.lua
+(`phone_of`) and bench/pgbench/check.sql name the same numbers.
 The code MAC is HMAC-SHA256(secret, session id (8 bytes, big endian) || phone || 0 || code), as
 in src/code.rs; the daemon is configured with the same `verification.secret`.
+Only `sessions` and `verifications` are seeded: the version 2 tables (quota_counters, pumping,
+idempotency_keys) start empty, as on a fresh deployment, and the daemon fills them itself.
 
 usage: seed.py sqlite PATH | seed.py postgres URL
 """
@@ -20,7 +28,7 @@ import sys
 import time
 
 SECRET = b"bench-secret-not-for-production"
-PHONE = "+15550001000"
+PHONE_PREFIX = {"w": "+15551", "r": "+15552"}
 CODE = "123456"
 SESSIONS = 1000
 WRONG = 5000
@@ -33,20 +41,26 @@ def key(kind, i):
     return f"{kind}{i:031d}"
 
 
+def phone(kind, i):
+    return f"{PHONE_PREFIX[kind]}{i:06d}"
+
+
 def rows():
-    """(id, key_hash, verification mac or None) for every seeded session."""
+    """(id, key_hash, phone, verification mac) for every seeded session (phone and mac None for
+    plain sessions)."""
     for kind, n in (("s", SESSIONS), ("w", WRONG), ("r", RIGHT)):
         for i in range(n):
             sid = BASE_ID[kind] + i
             kh = hashlib.sha256(key(kind, i).encode()).digest()
             if kind == "s":
-                mac = None
+                ph, mac = None, None
             elif kind == "w":
-                mac = os.urandom(32)
+                ph, mac = phone(kind, i), os.urandom(32)
             else:
-                msg = sid.to_bytes(8, "big", signed=True) + PHONE.encode() + b"\0" + CODE.encode()
+                ph = phone(kind, i)
+                msg = sid.to_bytes(8, "big", signed=True) + ph.encode() + b"\0" + CODE.encode()
                 mac = hmac.new(SECRET, msg, hashlib.sha256).digest()
-            yield sid, kh, mac
+            yield sid, kh, ph, mac
 
 
 def seed_sqlite(path):
@@ -56,7 +70,7 @@ def seed_sqlite(path):
     day, hour = 86_400_000, 3_600_000
     db = sqlite3.connect(path, timeout=30)
     with db:
-        for sid, kh, mac in rows():
+        for sid, kh, ph, mac in rows():
             db.execute(
                 "INSERT INTO sessions (id, key_hash, data, expiry_kind, idle_secs, created_at,"
                 " touched_at, expires_at) VALUES (?, ?, '{}', 0, NULL, ?, ?, ?)",
@@ -64,18 +78,19 @@ def seed_sqlite(path):
             )
             if mac is not None:
                 db.execute(
-                    "INSERT INTO verifications VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
-                    (sid, PHONE, mac, now, now, now + hour),
+                    "INSERT INTO verifications (session_id, phone, code_mac, state, attempts,"
+                    " created_at, sent_at, expires_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                    (sid, ph, mac, now, now, now + hour),
                 )
     db.close()
 
 
 def seed_postgres(url):
     sessions, verifications = io.StringIO(), io.StringIO()
-    for sid, kh, mac in rows():
+    for sid, kh, ph, mac in rows():
         sessions.write(f"{sid}\t\\\\x{kh.hex()}\n")
         if mac is not None:
-            verifications.write(f"{sid}\t{PHONE}\t\\\\x{mac.hex()}\n")
+            verifications.write(f"{sid}\t{ph}\t\\\\x{mac.hex()}\n")
     sql = f"""
         CREATE TEMP TABLE s (id bigint, key_hash bytea);
         CREATE TEMP TABLE v (session_id bigint, phone text, code_mac bytea);
@@ -88,6 +103,7 @@ def seed_postgres(url):
             OVERRIDING SYSTEM VALUE
             SELECT id, key_hash, '{{}}', 0, NULL, now(), now(), now() + interval '1 day' FROM s;
         INSERT INTO verifications
+            (session_id, phone, code_mac, state, attempts, created_at, sent_at, expires_at)
             SELECT session_id, phone, code_mac, 0, 0, now(), now(), now() + interval '1 hour'
             FROM v;
         ANALYZE sessions; ANALYZE verifications;

@@ -8,5 +8,5 @@ function request()
   local k = n * threads + tid - 1
   n = n + 1
   return wrk.format("POST", "/v1/verifications/check", json_headers(key("r", k)),
-    '{"phone":"' .. phone .. '","code":"123456"}')
+    '{"phone":"' .. phone_of("r", k) .. '","code":"123456"}')
 end

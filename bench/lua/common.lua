@@ -9,10 +9,16 @@ end
 
 threads = tonumber(os.getenv("BENCH_THREADS") or "2")
 api_key = os.getenv("BENCH_API_KEY") or ""
-phone = "+15550001000"
-
 function key(kind, i)
   return kind .. string.format("%031d", i)
+end
+
+-- The number of a seeded verification: one per session, as real traffic has (the check locks a
+-- per-number failure counter, so one shared number would serialise every check). Must match
+-- bench/seed.py and bench/pgbench/check.sql.
+local prefix = { w = "+15551", r = "+15552" }
+function phone_of(kind, i)
+  return prefix[kind] .. string.format("%06d", i)
 end
 
 function json_headers(cookie)

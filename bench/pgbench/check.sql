@@ -1,6 +1,11 @@
 -- What the daemon sends to PostgreSQL for one POST /v1/verifications/check with a wrong code
--- from a browser with a live session (src/store/postgres.rs: TOUCH, then CHECK_VERIFICATION),
--- on the same seeded "w" sessions the wrk run uses. Two round trips.
+-- from a browser with a live session, in bench/run's configuration (abuse limits off):
+-- src/store/postgres.rs TOUCH, then CHECK (the PL/pgSQL function of
+-- migrations/postgres/0002), each statement text as in the source, with the parameters the
+-- daemon binds, on the same seeded "w" sessions and their own numbers as the wrk run
+-- (bench/seed.py). Two round trips. With the limits off the guard has no quotas, no failure
+-- limit (fail_max 0; the function still locks and counts the number's failure counter) and no
+-- country (`CheckGuard::build`, `PgStore::check_guarded`).
 \set i random(0, 4999)
 WITH slid AS (
     UPDATE sessions
@@ -18,35 +23,17 @@ WHERE key_hash = sha256(('w' || lpad(:i::text, 31, '0'))::bytea)
   AND (expires_at IS NULL OR expires_at > now())
   AND NOT EXISTS (SELECT 1 FROM slid)
 \gset
-WITH cur AS (
-    SELECT v.state, v.expires_at > now() AS live,
-           EXISTS (SELECT 1 FROM sessions s
-                   WHERE s.id = v.session_id
-                     AND (s.expires_at IS NULL OR s.expires_at > now())) AS session_live
-    FROM verifications v WHERE v.session_id = :id AND v.phone = '+15550001000'
-), ver AS (
-    UPDATE verifications v
-    SET state = CASE WHEN v.code_mac = '\x00'::bytea THEN 1
-                     WHEN v.attempts + 1 >= 100 THEN 2
-                     ELSE 0 END,
-        attempts = v.attempts + CASE WHEN v.code_mac = '\x00'::bytea THEN 0 ELSE 1 END
-    WHERE v.session_id = :id AND v.phone = '+15550001000' AND v.state = 0
-      AND v.expires_at > now()
-      AND EXISTS (SELECT 1 FROM sessions s
-                  WHERE s.id = :id AND (s.expires_at IS NULL OR s.expires_at > now()))
-    RETURNING v.state, v.attempts
-), sess AS (
-    UPDATE sessions s
-    SET key_hash = '\x00'::bytea,
-        data = s.data || '{}'::jsonb,
-        touched_at = now(),
-        expires_at = verifyd_session_expiry(s.expiry_kind, s.idle_secs, s.created_at, 1209600,
-                                            NULL)
-    FROM ver
-    WHERE ver.state = 1 AND s.id = :id AND (s.expires_at IS NULL OR s.expires_at > now())
-    RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at
-)
-SELECT cur.state AS cur_state, cur.live, cur.session_live,
-       ver.state AS new_state, ver.attempts, sess.*
-FROM (VALUES (1)) AS one (x)
-    LEFT JOIN cur ON true LEFT JOIN ver ON true LEFT JOIN sess ON true;
+SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
+       o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
+       o_created_at AS created_at, o_expires_at AS expires_at
+FROM verifyd_check(
+    :id,                                        -- session id (from TOUCH)
+    '+15551' || lpad(:i::text, 6, '0'),         -- the session's own number (bench/seed.py)
+    '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,  -- wrong MAC
+    100,                                        -- verification.max_attempts
+    '\x0102030405060708091011121314151617181920212223242526272829303132'::bytea,  -- new key hash
+    '{"verified_phone": "+15551000000", "verified_at": "2026-01-01T00:00:00Z"}'::jsonb,
+    1209600::bigint, NULL::bigint,              -- session.default_age, max_lifetime (none)
+    '{}'::text[], '{}'::text[], '{}'::integer[], '{}'::float8[],  -- quotas: none (limits off)
+    0, 3600::float8, 0::float8,                 -- failure limit off: max 0, window, lockout
+    NULL::text, 0::float8);                     -- country: none (pumping.enabled = false)
