@@ -12,14 +12,16 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 const API_KEY: &str = "fault-kill-api-key";
 const PHONE: &str = "+15555550100";
 const CODE: &str = "123456";
 const WORKERS: usize = 8;
 const ROUNDS: usize = 2;
+/// Approvals acknowledged before each kill; two rounds make the final check's minimum.
+const MIN_APPROVALS_PER_ROUND: usize = 10;
 
 /// What a client knows for sure about one session: its last acknowledged state, plus the
 /// operation that was in flight when the daemon died (if any).
@@ -73,7 +75,12 @@ async fn call(
 
 /// One client: sessions through their whole life (create, write, send, check) until `stop`.
 /// Returns what it knows; a request without an answer ends the client.
-async fn client(base: String, worker: usize, stop: Arc<AtomicBool>) -> Vec<Known> {
+async fn client(
+    base: String,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+    approvals: Arc<AtomicUsize>,
+) -> Vec<Known> {
     use reqwest::Method;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -142,6 +149,7 @@ async fn client(base: String, worker: usize, stop: Arc<AtomicBool>) -> Vec<Known
                     assert_eq!(body["status"], "approved", "{body}");
                     k.key = body["session"].as_str().unwrap().to_owned();
                     k.approved = true;
+                    approvals.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -154,13 +162,21 @@ async fn client(base: String, worker: usize, stop: Arc<AtomicBool>) -> Vec<Known
     known
 }
 
-/// Traffic for `ms`, then SIGKILL; returns what the clients know.
+/// Traffic for at least `ms` and until enough approvals were acknowledged to prove something
+/// (a loaded machine is slow; 30 s at most), then SIGKILL; returns what the clients know.
 async fn load_then_kill(proc: Proc, ms: u64) -> Vec<Known> {
     let stop = Arc::new(AtomicBool::new(false));
+    let approvals = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..WORKERS)
-        .map(|w| tokio::spawn(client(proc.base(), w, stop.clone())))
+        .map(|w| tokio::spawn(client(proc.base(), w, stop.clone(), approvals.clone())))
         .collect();
+    let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(ms)).await;
+    while approvals.load(Ordering::Relaxed) < MIN_APPROVALS_PER_ROUND
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     proc.kill9();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
