@@ -119,6 +119,7 @@ macro_rules! conformance {
             refused_sends_record_nothing,
             failed_checks_lock_the_number,
             pumping_breaker_trips_and_resets,
+            pumping_breaker_is_exact_under_concurrent_sends,
             idempotency_records,
         );
     };
@@ -1050,7 +1051,16 @@ fn q(scope: Scope, key: &str, limit: u32) -> Quota {
 }
 
 async fn guarded_send(h: &Harness, phone: &PhoneNumber, guard: &SendGuard) -> StartOutcome {
-    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    guarded_send_on(&h.store, phone, guard).await
+}
+
+/// A send from a fresh session under `guard`.
+async fn guarded_send_on(
+    store: &Arc<dyn Store>,
+    phone: &PhoneNumber,
+    guard: &SendGuard,
+) -> StartOutcome {
+    let (_, sess) = new_session(store, Expiry::Default).await;
     let req = StartVerification {
         session_id: sess.id,
         phone,
@@ -1059,7 +1069,7 @@ async fn guarded_send(h: &Harness, phone: &PhoneNumber, guard: &SendGuard) -> St
         resend_interval: secs(60),
         max_attempts: 3,
     };
-    h.store.start_send(&req, guard).await.unwrap()
+    store.start_send(&req, guard).await.unwrap()
 }
 
 async fn quotas_are_all_or_nothing(h: Harness) {
@@ -1235,6 +1245,77 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     ));
     let states = h.store.pumping_states().await.unwrap();
     assert_eq!((states[0].sends, states[0].approvals), (1, 1));
+}
+
+async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
+    let guard = SendGuard {
+        quotas: vec![],
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: secs(600),
+            min_sample: 5,
+            min_conversion: 0.5,
+        }),
+    };
+    // Sessions first, created concurrently so that a pooled store has all its connections
+    // open: the sends themselves then race as closely as they can.
+    let creating: Vec<_> = (0..24)
+        .map(|_| {
+            let store = h.store.clone();
+            tokio::spawn(async move { new_session(&store, Expiry::Default).await.1.id })
+        })
+        .collect();
+    let mut sessions = vec![];
+    for t in creating {
+        sessions.push(t.await.unwrap());
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(sessions.len()));
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|sid| {
+            let (store, guard, barrier) = (h.store.clone(), guard.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let p = phone();
+                let req = StartVerification {
+                    session_id: sid,
+                    phone: &p,
+                    code_mac: mac(sid, &p, "123456"),
+                    ttl: secs(60),
+                    resend_interval: secs(60),
+                    max_attempts: 3,
+                };
+                barrier.wait().await;
+                store.start_send(&req, &guard).await.unwrap()
+            })
+        })
+        .collect();
+    let mut issued_sends = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StartOutcome::Issued { .. } => issued_sends += 1,
+            StartOutcome::Refused {
+                by: Refusal::Breaker,
+                retry_after,
+            } => assert!(retry_after <= secs(600), "{retry_after:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        issued_sends, 5,
+        "the send that trips the breaker is the last one"
+    );
+    let states = h.store.pumping_states().await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert!(states[0].tripped && states[0].sends == 5, "{states:?}");
+    // Another country is not affected.
+    let mut uk = guard.clone();
+    if let Some(p) = uk.pumping.as_mut() {
+        p.country = "+44".into();
+    }
+    assert_eq!(
+        guarded_send(&h, &other_phone(), &uk).await,
+        issued(0, false)
+    );
 }
 
 async fn idempotency_records(h: Harness) {

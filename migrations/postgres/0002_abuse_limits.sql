@@ -113,6 +113,7 @@ DECLARE
     v_live      BOOLEAN;
     v_sends     INTEGER;
     v_approvals INTEGER;
+    v_tripped   BOOLEAN;
 BEGIN
     o_tripped := false;
     PERFORM pg_advisory_xact_lock(hashtextextended(p_session::text || ' ' || p_phone, 0));
@@ -133,13 +134,21 @@ BEGIN
         o_retry_at := r_ver.sent_at + make_interval(secs => p_resend);
         RETURN;
     END IF;
+    -- The breaker's row is created if need be (as an ended window) and locked before it is
+    -- read, so the decision and the count below are one step: concurrent sends to a country
+    -- queue here, and none passes a breaker that an earlier send has tripped.
     IF p_country IS NOT NULL THEN
-        SELECT p.expires_at INTO o_retry_at FROM pumping p
-        WHERE p.country = p_country AND p.tripped AND p.expires_at > now();
-        IF FOUND THEN
+        INSERT INTO pumping (country, sends, approvals, tripped, expires_at)
+        VALUES (p_country, 0, 0, false, now())
+        ON CONFLICT (country) DO NOTHING;
+        SELECT p.tripped AND p.expires_at > now(), p.expires_at INTO v_tripped, o_retry_at
+        FROM pumping p WHERE p.country = p_country
+        FOR UPDATE;
+        IF v_tripped THEN
             o_outcome := 'breaker';
             RETURN;
         END IF;
+        o_retry_at := NULL;
     END IF;
     SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
     FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
@@ -265,7 +274,8 @@ BEGIN
         WHERE s.id = p_session
         RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at
         INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at;
-        -- Last, after the session: sends take the breaker row last too.
+        -- Last, after the session: a send takes the breaker row after its verification row
+        -- too, and the quota counters it takes while holding it are ones checks never take.
         IF p_country IS NOT NULL THEN
             UPDATE pumping p
             SET approvals = p.approvals + 1,

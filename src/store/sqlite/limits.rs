@@ -113,7 +113,9 @@ pub fn touch_failures(tx: &Transaction<'_>, phone: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// The end of the breaker's window when it is open for the rule's country.
+/// The end of the breaker's window when it is open for the rule's country. Read under the
+/// caller's IMMEDIATE transaction, which also records the send: no other send can pass between
+/// this read and [`record_send`], so the breaker trips after exactly `min_sample` sends.
 pub fn breaker_open(
     tx: &Transaction<'_>,
     rule: &PumpingRule,
