@@ -6,10 +6,12 @@
 mod common;
 
 use common::daemon::{Browser, TestDaemon};
+use common::fake_aliyun::{FakeAliyun, Mode};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
-use verifyd::config::Config;
+use verifyd::config::{Config, ProviderKind};
+use verifyd::secret::Secret;
 
 const CN: &str = "+8613800138000";
 const UK: &str = "+447700900123";
@@ -248,6 +250,57 @@ on_both_stores! {
         // The operator resets it: sends flow again.
         assert!(d.daemon.as_ref().unwrap().app.store.pumping_reset("+86").await.unwrap());
         assert_eq!(d.browser().send_code("+8613800138999").await.0, StatusCode::ACCEPTED);
+        d.stop().await;
+    }
+
+    async fn failed_deliveries_do_not_use_up_limits(backend: Backend) {
+        const ID: &str = "LTAI5tQuotaAccessKeyId";
+        const SECRET: &str = "QuotaAccessKeySecret0123456789";
+        let fake = FakeAliyun::start(ID, SECRET).await;
+        fake.set_mode(Mode::ServerError);
+        let endpoint = fake.url();
+        let Some(d) = TestDaemon::start(backend, move |c| {
+            no_limits(c);
+            // Every limit a send takes, each with room for exactly two.
+            c.per_phone.max_sends = 2;
+            c.per_phone.daily_max = 2;
+            c.per_ip.max_sends = 2;
+            c.global.max_sends_per_hour = 2;
+            c.countries.limits.insert("+86".into(), 2);
+            c.pumping.enabled = true;
+            c.pumping.min_sample = 3;
+            // The provider's own breaker would stop asking the gateway after a few failures.
+            c.provider.breaker.failures = 0;
+            c.provider.kind = ProviderKind::Aliyun;
+            let a = &mut c.provider.aliyun;
+            a.access_key_id = ID.into();
+            a.access_key_secret = Secret::new(SECRET);
+            a.sign_name = "验证码测试".into();
+            a.template_code = "SMS_154950909".into();
+            a.endpoint = endpoint;
+            a.timeout_ms = 500;
+            a.max_total_ms = 1000;
+        })
+        .await
+        else {
+            return;
+        };
+        let mut b = d.browser();
+        for n in 0..5 {
+            let (s, v) = b.send_code(CN).await;
+            assert_eq!((s, v["error"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("provider_unavailable")), "send {n}");
+        }
+        assert!(fake.requests_seen().len() >= 5, "every send reached the gateway");
+        let states = d.daemon.as_ref().unwrap().app.store.pumping_states().await.unwrap();
+        assert!(states.iter().all(|p| p.sends == 0 && !p.tripped), "{states:?}");
+        // The gateway is back: the two sends every limit allows go out, then the limits refuse.
+        fake.set_mode(Mode::Ok);
+        assert_eq!(b.send_code(CN).await.0, StatusCode::ACCEPTED);
+        let (s, v) = d.browser().send_code(CN).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let (s, v) = d.browser().send_code(CN).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+        assert_eq!(fake.messages().len(), 2);
         d.stop().await;
     }
 

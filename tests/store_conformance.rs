@@ -120,6 +120,7 @@ macro_rules! conformance {
             failed_checks_lock_the_number,
             pumping_breaker_trips_and_resets,
             pumping_breaker_is_exact_under_concurrent_sends,
+            abandoned_sends_give_back_quotas_and_breaker_counts,
             idempotency_records,
         );
     };
@@ -887,18 +888,28 @@ async fn abandon_send_lifts_the_cooldown(h: Harness) {
     let s = &h.store;
     let (_, sess) = new_session(s, Expiry::Default).await;
     assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
-    s.abandon_send(sess.id, &phone(), &mac(sess.id, &phone(), "111111"))
-        .await
-        .unwrap();
+    s.abandon_send(
+        sess.id,
+        &phone(),
+        &mac(sess.id, &phone(), "111111"),
+        &SendGuard::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         send_default(s, sess.id, "222222").await,
         issued(0, true),
         "retry at once"
     );
     // A stale abandon (its code was already replaced) leaves the newer send's cooldown alone.
-    s.abandon_send(sess.id, &phone(), &mac(sess.id, &phone(), "111111"))
-        .await
-        .unwrap();
+    s.abandon_send(
+        sess.id,
+        &phone(),
+        &mac(sess.id, &phone(), "111111"),
+        &SendGuard::default(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         send_default(s, sess.id, "333333").await,
         StartOutcome::TooSoon { .. }
@@ -1316,6 +1327,104 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
         guarded_send(&h, &other_phone(), &uk).await,
         issued(0, false)
     );
+}
+
+async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
+    let guard = SendGuard {
+        quotas: vec![
+            q(Scope::PhoneSends, "+8613800138000", 1),
+            q(Scope::Global, "*", 1),
+        ],
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: secs(600),
+            min_sample: 1,
+            min_conversion: 0.5,
+        }),
+    };
+    // Each send fills both quotas and trips the breaker; each failed delivery undoes all that.
+    for round in 0..3 {
+        let (_, sess) = new_session(&h.store, Expiry::Default).await;
+        let code_mac = mac(sess.id, &phone(), "123456");
+        let req = StartVerification {
+            session_id: sess.id,
+            phone: &phone(),
+            code_mac,
+            ttl: secs(60),
+            resend_interval: secs(60),
+            max_attempts: 3,
+        };
+        assert_eq!(
+            h.store.start_send(&req, &guard).await.unwrap(),
+            issued(0, false),
+            "round {round}"
+        );
+        let states = h.store.pumping_states().await.unwrap();
+        assert!(states[0].tripped && states[0].sends == 1, "{states:?}");
+        assert!(matches!(
+            guarded_send(&h, &phone(), &guard).await,
+            StartOutcome::Refused {
+                by: Refusal::Breaker,
+                ..
+            }
+        ));
+        h.store
+            .abandon_send(sess.id, &phone(), &code_mac, &guard)
+            .await
+            .unwrap();
+        let states = h.store.pumping_states().await.unwrap();
+        assert!(!states[0].tripped && states[0].sends == 0, "{states:?}");
+        // The cooldown is lifted too: the same session may retry at once.
+        assert_eq!(
+            h.store.start_send(&req, &guard).await.unwrap(),
+            issued(0, true)
+        );
+        h.store
+            .abandon_send(sess.id, &phone(), &code_mac, &guard)
+            .await
+            .unwrap();
+    }
+    // Without the breaker the quotas are what refuses: a delivered send keeps its unit.
+    let quotas_only = SendGuard {
+        quotas: guard.quotas.clone(),
+        pumping: None,
+    };
+    assert_eq!(
+        guarded_send(&h, &phone(), &quotas_only).await,
+        issued(0, false)
+    );
+    assert!(matches!(
+        guarded_send(&h, &phone(), &quotas_only).await,
+        StartOutcome::Refused {
+            by: Refusal::Quota(_),
+            ..
+        }
+    ));
+    // Giving back never goes below zero, nor touches counters the send did not take.
+    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    let other = SendGuard {
+        quotas: vec![q(Scope::PhoneSends, "+447700900123", 1)],
+        pumping: None,
+    };
+    for _ in 0..3 {
+        h.store
+            .abandon_send(
+                sess.id,
+                &other_phone(),
+                &mac(sess.id, &other_phone(), "0000"),
+                &other,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        guarded_send(&h, &other_phone(), &other).await,
+        issued(0, false)
+    );
+    assert!(matches!(
+        guarded_send(&h, &other_phone(), &other).await,
+        StartOutcome::Refused { .. }
+    ));
 }
 
 async fn idempotency_records(h: Harness) {

@@ -188,6 +188,47 @@ BEGIN
 END
 $$;
 
+-- A send whose delivery failed: its resend cooldown is lifted (while its code is still the
+-- stored one) and what it took is given back — one unit of every quota named by the arrays
+-- whose window is still running, and its count in the country's breaker window (which closes
+-- again when the send was what tripped it). Rows are locked in the order a send locks them.
+CREATE FUNCTION verifyd_abandon_send(
+    p_session         BIGINT,
+    p_phone           TEXT,
+    p_mac             BYTEA,
+    p_scopes          TEXT[],
+    p_keys            TEXT[],
+    p_country         TEXT,
+    p_pump_sample     INTEGER,
+    p_pump_conversion FLOAT8
+)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- The epoch, not `-infinity`, so that `sent_at` still converts to a `SystemTime`.
+    UPDATE verifications SET sent_at = 'epoch'
+    WHERE session_id = p_session AND phone = p_phone AND code_mac = p_mac;
+    IF p_country IS NOT NULL THEN
+        UPDATE pumping p
+        SET sends = p.sends - 1,
+            tripped = p.tripped AND p.sends - 1 >= p_pump_sample
+                      AND p.approvals < p_pump_conversion * (p.sends - 1)
+        WHERE p.country = p_country AND p.expires_at > now() AND p.sends > 0;
+    END IF;
+    IF coalesce(cardinality(p_scopes), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM quota_counters c
+        JOIN unnest(p_scopes, p_keys) AS q (s, k) ON c.scope = q.s AND c.key = q.k
+        ORDER BY c.scope, c.key
+        FOR UPDATE OF c;
+    UPDATE quota_counters c
+    SET count = c.count - 1
+    FROM unnest(p_scopes, p_keys) AS q (s, k)
+    WHERE c.scope = q.s AND c.key = q.k AND c.expires_at > now() AND c.count > 0;
+END
+$$;
+
 -- A check: the quotas, the number's lock-out, then the version 1 rules. Outcomes: approved
 -- (with the session's new row), wrong, exhausted, expired, not_found, quota, locked. Every path
 -- past the quotas locks and writes the number's failure counter, so a check for a code that

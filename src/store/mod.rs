@@ -227,13 +227,18 @@ pub trait Store: Send + Sync + 'static {
         guard: &SendGuard,
     ) -> StoreResult<StartOutcome>;
 
-    /// Undoes the resend cooldown of a send whose delivery failed, so the person can retry at
-    /// once. Only acts while the stored MAC is still `code_mac` (a later send wins).
+    /// Undoes a send whose delivery failed, in one transaction: lifts its resend cooldown so
+    /// the person can retry at once (only while the stored MAC is still `code_mac`: a later
+    /// send wins), and gives back what [`Store::start_send`] took under `guard` — one unit of
+    /// each quota whose window is still running, and the send's count in the breaker window of
+    /// `guard.pumping` (closing the breaker again if that send tripped it). No SMS went out, so
+    /// none is charged. `guard` must be the one the send passed.
     async fn abandon_send(
         &self,
         session_id: i64,
         phone: &PhoneNumber,
         code_mac: &CodeMac,
+        guard: &SendGuard,
     ) -> StoreResult<()>;
 
     /// Decides a check atomically: right code → approved (once, ever) and the session updated

@@ -258,11 +258,8 @@ const DELETE_VALUE: &str = "
            upd.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
 
-/// A long-past `sent_at` ends the resend cooldown (the epoch, not `-infinity`, so it still
-/// converts to a `SystemTime`).
-const ABANDON_SEND: &str = "
-    UPDATE verifications SET sent_at = 'epoch'
-    WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
+/// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0002).
+const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Inserts the secret unless one exists, and returns the stored one. Under a concurrent first
 /// call the insert waits, does nothing, and the snapshot misses the winner's row: no row comes
@@ -576,10 +573,25 @@ impl Store for PgStore {
         session_id: i64,
         phone: &PhoneNumber,
         code_mac: &CodeMac,
+        guard: &SendGuard,
     ) -> StoreResult<()> {
+        let (scopes, keys, _, _) = quota_arrays(&guard.quotas);
+        let pumping = guard.pumping.as_ref();
+        let country = pumping.map(|p| p.country.as_str());
+        let pump_sample = pumping.map_or(0, |p| i32::try_from(p.min_sample).unwrap_or(i32::MAX));
+        let pump_conversion = pumping.map_or(0.0, |p| p.min_conversion);
         self.execute(
             ABANDON_SEND,
-            &[&session_id, &phone.as_str(), &code_mac.0.as_slice()],
+            &[
+                &session_id,
+                &phone.as_str(),
+                &code_mac.0.as_slice(),
+                &scopes,
+                &keys,
+                &country,
+                &pump_sample,
+                &pump_conversion,
+            ],
         )
         .await
         .map(drop)

@@ -608,16 +608,20 @@ impl Store for SqliteStore {
         session_id: i64,
         phone: &PhoneNumber,
         code_mac: &CodeMac,
+        guard: &SendGuard,
     ) -> StoreResult<()> {
-        let (phone, mac) = (phone.as_str().to_owned(), *code_mac);
-        self.transaction(move |tx, _, _| {
+        let (phone, mac, guard) = (phone.as_str().to_owned(), *code_mac, guard.clone());
+        self.transaction(move |tx, now, _| {
             // A send at the epoch is as good as no send: the cooldown is over at once.
             tx.prepare_cached(
                 "UPDATE verifications SET sent_at = 0
                  WHERE session_id = ?1 AND phone = ?2 AND code_mac = ?3 AND state = ?4",
             )?
             .execute(params![session_id, phone, &mac.0[..], PENDING])?;
-            Ok(())
+            if let Some(rule) = &guard.pumping {
+                limits::unrecord_send(tx, rule, now)?;
+            }
+            limits::give_back(tx, &guard.quotas, now)
         })
         .await
     }
