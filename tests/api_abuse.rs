@@ -61,6 +61,14 @@ fn retry_after(h: &HeaderMap) -> u64 {
         .unwrap()
 }
 
+/// The session key a response sets, if it sets one.
+fn session_cookie(h: &HeaderMap) -> Option<String> {
+    h.get_all("set-cookie").iter().find_map(|v| {
+        let (name, value) = v.to_str().ok()?.split(';').next()?.split_once('=')?;
+        (name == "sessionid" && !value.is_empty()).then(|| value.to_owned())
+    })
+}
+
 on_both_stores! {
     async fn per_number_cap_holds_across_two_daemons(backend: Backend) {
         let Some(d1) = TestDaemon::start(backend, |c| {
@@ -348,6 +356,54 @@ on_both_stores! {
         let (s, h, _) = post(&d, &other, "/v1/verifications", json!({"phone": CN}), &key).await;
         assert_eq!(s, StatusCode::ACCEPTED);
         assert!(h.get("idempotent-replayed").is_none());
+        d.stop().await;
+    }
+
+    async fn idempotent_replays_keep_retry_after_and_the_session_scope(backend: Backend) {
+        let Some(d) = TestDaemon::start(backend, |c| {
+            no_limits(c);
+            c.per_phone.max_sends = 1;
+        })
+        .await
+        else {
+            return;
+        };
+        // A refused send, replayed: the 429 comes back with its Retry-After.
+        assert_eq!(d.browser().send_code(CN).await.0, StatusCode::ACCEPTED);
+        let mut b = d.browser();
+        assert_eq!(b.send_code(UK).await.0, StatusCode::ACCEPTED);
+        let key = [("idempotency-key", "retry-me")];
+        let (s, h, v) = post(&d, &b, "/v1/verifications", json!({"phone": CN}), &key).await;
+        assert_eq!((s, v["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("too_many_sends")));
+        let first_wait = retry_after(&h);
+        assert!(h.get("idempotent-replayed").is_none());
+        let (s, h, v2) = post(&d, &b, "/v1/verifications", json!({"phone": CN}), &key).await;
+        assert_eq!((s, &v2), (StatusCode::TOO_MANY_REQUESTS, &v));
+        assert_eq!(h.get("idempotent-replayed").unwrap(), "true");
+        let replayed_wait = retry_after(&h);
+        assert!(replayed_wait <= first_wait && replayed_wait + 5 >= first_wait, "{first_wait} then {replayed_wait}");
+        // A browser without a cookie: the first answer creates its session, and the key is
+        // scoped to that session.
+        let phone = "+15555550100";
+        let anonymous = d.browser();
+        let key = [("idempotency-key", "first-visit")];
+        let (s, h, first) = post(&d, &anonymous, "/v1/verifications", json!({"phone": phone}), &key).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let cookie = session_cookie(&h).expect("a new session's cookie");
+        // Retried with that cookie: a replay, nothing sent, and no other session's cookie.
+        let with_cookie = Browser { cookie: Some(cookie.clone()), ..d.browser() };
+        let (s, h, again) = post(&d, &with_cookie, "/v1/verifications", json!({"phone": phone}), &key).await;
+        assert_eq!((s, &again), (StatusCode::ACCEPTED, &first));
+        assert_eq!(h.get("idempotent-replayed").unwrap(), "true");
+        assert!(session_cookie(&h).is_none_or(|c| c == cookie), "{h:?}");
+        assert_eq!(sent_to(&d, phone), 1);
+        // Retried without the cookie: another new session, so a new request (here refused by
+        // the per-number cap), never a replay of the first session's answer.
+        let (s, h, v) = post(&d, &anonymous, "/v1/verifications", json!({"phone": phone}), &key).await;
+        assert_eq!((s, v["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("too_many_sends")));
+        assert!(h.get("idempotent-replayed").is_none());
+        assert_ne!(session_cookie(&h).expect("another new session"), cookie);
+        assert_eq!(sent_to(&d, phone), 1);
         d.stop().await;
     }
 

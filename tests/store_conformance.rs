@@ -1447,14 +1447,26 @@ async fn idempotency_records(h: Harness) {
         s.idempotency_begin("s:2", "k", &b, ttl).await.unwrap(),
         IdempotencyBegin::Started
     );
-    s.idempotency_finish("s:1", "k", 202, "{}").await.unwrap();
+    let headers = vec![("retry-at".to_owned(), "1764134400".to_owned())];
+    s.idempotency_finish("s:1", "k", 429, "{}", &headers)
+        .await
+        .unwrap();
     assert_eq!(
         s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
         IdempotencyBegin::Done {
-            status: 202,
-            body: "{}".into()
+            status: 429,
+            body: "{}".into(),
+            headers,
         }
     );
+    // A finished record is final: a second finish does not overwrite it.
+    s.idempotency_finish("s:1", "k", 202, "{\"x\":1}", &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
+        IdempotencyBegin::Done { status: 429, .. }
+    ));
     s.idempotency_abandon("s:2", "k").await.unwrap();
     assert_eq!(
         s.idempotency_begin("s:2", "k", &a, ttl).await.unwrap(),

@@ -27,13 +27,15 @@ CREATE TABLE pumping (
 CREATE INDEX pumping_expires_at_idx ON pumping (expires_at);
 
 -- `Idempotency-Key` records: `owner` is "s:<session id>" or "k:<API key name>"; `fingerprint`
--- the SHA-256 of the request; `status` NULL while the first request is still running.
+-- the SHA-256 of the request; `status` NULL while the first request is still running;
+-- `headers` the response headers a replay repeats, as a JSON array of [name, value] pairs.
 CREATE TABLE idempotency_keys (
     owner       TEXT        NOT NULL,
     key         TEXT        NOT NULL,
     fingerprint BYTEA       NOT NULL,
     status      SMALLINT    NULL,
     body        TEXT        NULL,
+    headers     TEXT        NULL,
     expires_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (owner, key)
 );

@@ -106,7 +106,12 @@ pub enum IdempotencyBegin {
     /// Another request with this key is still running.
     InFlight,
     /// The key was used for this same request: its answer.
-    Done { status: u16, body: String },
+    Done {
+        status: u16,
+        body: String,
+        /// The (name, value) pairs given to [`Store::idempotency_finish`], in order.
+        headers: Vec<(String, String)>,
+    },
     /// The key was used for a different request.
     Mismatch,
 }
@@ -276,13 +281,15 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> StoreResult<IdempotencyBegin>;
 
-    /// Records the answer of a started request, for replays.
+    /// Records the answer of a started request, for replays: its status, body and the
+    /// (name, value) pairs of whatever response headers the caller wants repeated.
     async fn idempotency_finish(
         &self,
         owner: &str,
         key: &str,
         status: u16,
         body: &str,
+        headers: &[(String, String)],
     ) -> StoreResult<()>;
 
     /// Forgets a started request that did not finish (a retry may then do the work).
@@ -293,6 +300,20 @@ pub trait Store: Send + Sync + 'static {
     /// per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;
+}
+
+/// Stored form of the headers kept with an idempotent answer (a JSON array of pairs).
+fn headers_to_json(headers: &[(String, String)]) -> StoreResult<String> {
+    serde_json::to_string(headers)
+        .map_err(|e| StoreError::Internal(format!("idempotency headers: {e}")))
+}
+
+/// Reads [`headers_to_json`]'s output; `None` (a record without headers) is no headers.
+fn headers_from_json(text: Option<&str>) -> StoreResult<Vec<(String, String)>> {
+    text.map_or(Ok(Vec::new()), |t| {
+        serde_json::from_str(t)
+            .map_err(|e| StoreError::Internal(format!("stored idempotency headers: {e}")))
+    })
 }
 
 /// How long until `t` from `now`, for `Retry-After`: at least one second.

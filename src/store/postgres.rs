@@ -20,7 +20,8 @@ use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
+    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
+    headers_to_json, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -310,15 +311,16 @@ const PUMPING_RESET: &str = "
 /// snapshot misses the winner's row: neither side comes back and the caller re-runs.
 const IDEMPOTENCY_BEGIN: &str = "
     WITH ins AS (
-        INSERT INTO idempotency_keys AS i (owner, key, fingerprint, status, body, expires_at)
-        VALUES ($1, $2, $3, NULL, NULL, now() + make_interval(secs => $4::float8))
+        INSERT INTO idempotency_keys AS i
+            (owner, key, fingerprint, status, body, headers, expires_at)
+        VALUES ($1, $2, $3, NULL, NULL, NULL, now() + make_interval(secs => $4::float8))
         ON CONFLICT (owner, key) DO UPDATE SET
-            fingerprint = excluded.fingerprint, status = NULL, body = NULL,
+            fingerprint = excluded.fingerprint, status = NULL, body = NULL, headers = NULL,
             expires_at = excluded.expires_at
         WHERE i.expires_at <= now()
         RETURNING true AS started
     )
-    SELECT ins.started, old.fingerprint, old.status, old.body
+    SELECT ins.started, old.fingerprint, old.status, old.body, old.headers
     FROM (VALUES (1)) AS one (x)
         LEFT JOIN ins ON true
         LEFT JOIN idempotency_keys old ON old.owner = $1 AND old.key = $2
@@ -731,6 +733,10 @@ impl Store for PgStore {
                         .try_get::<_, Option<String>>("body")
                         .map_err(db_error)?
                         .unwrap_or_default(),
+                    headers: headers_from_json(
+                        row.try_get::<_, Option<&str>>("headers")
+                            .map_err(db_error)?,
+                    )?,
                 },
             });
         }
@@ -745,12 +751,14 @@ impl Store for PgStore {
         key: &str,
         status: u16,
         body: &str,
+        headers: &[(String, String)],
     ) -> StoreResult<()> {
         let status = i16::try_from(status).unwrap_or(500);
+        let headers = headers_to_json(headers)?;
         self.execute(
-            "UPDATE idempotency_keys SET status = $3, body = $4
+            "UPDATE idempotency_keys SET status = $3, body = $4, headers = $5
              WHERE owner = $1 AND key = $2 AND status IS NULL",
-            &[&owner, &key, &status, &body],
+            &[&owner, &key, &status, &body, &headers],
         )
         .await
         .map(drop)

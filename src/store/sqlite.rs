@@ -15,7 +15,8 @@ use subtle::ConstantTimeEq;
 
 use super::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
+    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
+    headers_to_json, retry_after,
 };
 use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
@@ -756,29 +757,31 @@ impl Store for SqliteStore {
         let (owner, key, fingerprint) = (owner.to_owned(), key.to_owned(), *fingerprint);
         let ttl = duration_ms(ttl);
         self.transaction(move |tx, now, _| {
-            let held: Option<(Vec<u8>, Option<u16>, Option<String>)> = tx
+            type Held = (Vec<u8>, Option<u16>, Option<String>, Option<String>);
+            let held: Option<Held> = tx
                 .prepare_cached(
-                    "SELECT fingerprint, status, body FROM idempotency_keys
+                    "SELECT fingerprint, status, body, headers FROM idempotency_keys
                      WHERE owner = ?1 AND key = ?2 AND expires_at > ?3",
                 )?
                 .query_row(params![owner, key, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
             Ok(match held {
-                Some((stored, _, _)) if stored.as_slice() != fingerprint.as_slice() => {
+                Some((stored, ..)) if stored.as_slice() != fingerprint.as_slice() => {
                     IdempotencyBegin::Mismatch
                 }
-                Some((_, None, _)) => IdempotencyBegin::InFlight,
-                Some((_, Some(status), body)) => IdempotencyBegin::Done {
+                Some((_, None, ..)) => IdempotencyBegin::InFlight,
+                Some((_, Some(status), body, headers)) => IdempotencyBegin::Done {
                     status,
                     body: body.unwrap_or_default(),
+                    headers: headers_from_json(headers.as_deref())?,
                 },
                 None => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO idempotency_keys
-                             (owner, key, fingerprint, status, body, expires_at)
-                         VALUES (?1, ?2, ?3, NULL, NULL, ?4)",
+                             (owner, key, fingerprint, status, body, headers, expires_at)
+                         VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4)",
                     )?
                     .execute(params![
                         owner,
@@ -799,14 +802,16 @@ impl Store for SqliteStore {
         key: &str,
         status: u16,
         body: &str,
+        headers: &[(String, String)],
     ) -> StoreResult<()> {
         let (owner, key, body) = (owner.to_owned(), key.to_owned(), body.to_owned());
+        let headers = headers_to_json(headers)?;
         self.transaction(move |tx, _, _| {
             tx.prepare_cached(
-                "UPDATE idempotency_keys SET status = ?3, body = ?4
+                "UPDATE idempotency_keys SET status = ?3, body = ?4, headers = ?5
                  WHERE owner = ?1 AND key = ?2 AND status IS NULL",
             )?
-            .execute(params![owner, key, status, body])?;
+            .execute(params![owner, key, status, body, headers])?;
             Ok(())
         })
         .await
