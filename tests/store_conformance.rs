@@ -4,6 +4,7 @@
 mod common;
 
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -121,6 +122,7 @@ macro_rules! conformance {
             pumping_breaker_trips_and_resets,
             pumping_breaker_is_exact_under_concurrent_sends,
             abandoned_sends_give_back_quotas_and_breaker_counts,
+            checks_write_the_same_whatever_the_number_history,
             idempotency_records,
         );
     };
@@ -1425,6 +1427,189 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
         guarded_send(&h, &other_phone(), &other).await,
         StartOutcome::Refused { .. }
     ));
+}
+
+/// Triggers that log every row the store writes to the tables a check touches. They are the
+/// test's own (installed over a separate connection), so the store runs unchanged; row counts
+/// are exact where timings would be noisy.
+async fn install_write_audit(h: &Harness) {
+    const TABLES: [&str; 3] = ["quota_counters", "verifications", "sessions"];
+    match &h.place {
+        Place::Sqlite(dir) => {
+            let c = rusqlite::Connection::open(dir.path().join("data").join("verifyd.db")).unwrap();
+            let mut sql = String::from("CREATE TABLE write_audit (tbl TEXT, op TEXT);");
+            for t in TABLES {
+                for op in ["INSERT", "UPDATE", "DELETE"] {
+                    sql += &format!(
+                        "CREATE TRIGGER audit_{t}_{op} AFTER {op} ON {t} BEGIN
+                             INSERT INTO write_audit VALUES ('{t}', '{op}'); END;"
+                    );
+                }
+            }
+            c.execute_batch(&sql).unwrap();
+        }
+        Place::Postgres(db) => {
+            let c = pg_client(&db.url).await;
+            let mut sql = String::from(
+                "CREATE TABLE write_audit (tbl TEXT, op TEXT);
+                 CREATE FUNCTION write_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN INSERT INTO write_audit VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$;",
+            );
+            for t in TABLES {
+                sql += &format!(
+                    "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON {t}
+                     FOR EACH ROW EXECUTE FUNCTION write_audit();"
+                );
+            }
+            c.batch_execute(&sql).await.unwrap();
+        }
+    }
+}
+
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// The rows written since the last call, as ("table", "OP") -> count; empties the log.
+async fn take_writes(h: &Harness) -> BTreeMap<(String, String), i64> {
+    const SQL: &str = "SELECT tbl, op, count(*) FROM write_audit GROUP BY tbl, op";
+    let rows: Vec<(String, String, i64)> = match &h.place {
+        Place::Sqlite(dir) => {
+            let c = rusqlite::Connection::open(dir.path().join("data").join("verifyd.db")).unwrap();
+            let rows = c
+                .prepare(SQL)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            c.execute("DELETE FROM write_audit", []).unwrap();
+            rows
+        }
+        Place::Postgres(db) => {
+            let c = pg_client(&db.url).await;
+            let rows = c.query(SQL, &[]).await.unwrap();
+            c.execute("DELETE FROM write_audit", &[]).await.unwrap();
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        }
+    };
+    rows.into_iter().map(|(t, op, n)| ((t, op), n)).collect()
+}
+
+/// Rows written per table.
+fn per_table(w: &BTreeMap<(String, String), i64>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for ((t, _), n) in w {
+        *out.entry(t.clone()).or_default() += n;
+    }
+    out
+}
+
+async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
+    let guard = CheckGuard {
+        quotas: vec![],
+        failures: Some(FailureLimit {
+            max: 3,
+            window: secs(600),
+            lockout: secs(3600),
+        }),
+        pumping: None,
+    };
+    let (_, owner) = new_session(&h.store, Expiry::Default).await;
+    let (_, stranger) = new_session(&h.store, Expiry::Default).await;
+    let sent = send(
+        &h.store,
+        owner.id,
+        &phone(),
+        "111111",
+        secs(60),
+        secs(60),
+        100,
+    )
+    .await;
+    assert_eq!(sent, issued(0, false));
+    install_write_audit(&h).await;
+    let data = approval_data();
+    let check = |sid: i64, p: PhoneNumber, code: &'static str| {
+        let (store, guard, data) = (h.store.clone(), guard.clone(), data.clone());
+        async move {
+            let req = CheckVerification {
+                session_id: sid,
+                phone: &p,
+                code_mac: mac(sid, &p, code),
+                max_attempts: 100,
+                on_approve: Approval {
+                    new_key: key(),
+                    data: &data,
+                },
+            };
+            store.check_guarded(&req, &guard).await.unwrap()
+        }
+    };
+    // A number nobody ever checked, then one with a wrong guess behind it, then a locked one:
+    // a session without a code gets the same answer and costs the same writes every time.
+    assert_eq!(
+        check(stranger.id, other_phone(), "222222").await,
+        CheckOutcome::NotFound
+    );
+    let never_seen = take_writes(&h).await;
+    assert_eq!(
+        check(owner.id, phone(), "222222").await,
+        CheckOutcome::Wrong { attempts_left: 99 }
+    );
+    let first_wrong = take_writes(&h).await;
+    assert_eq!(
+        check(stranger.id, phone(), "222222").await,
+        CheckOutcome::NotFound
+    );
+    let with_history = take_writes(&h).await;
+    assert_eq!(
+        check(owner.id, phone(), "333333").await,
+        CheckOutcome::Wrong { attempts_left: 98 }
+    );
+    let second_wrong = take_writes(&h).await;
+    assert_eq!(
+        check(owner.id, phone(), "444444").await,
+        CheckOutcome::Wrong { attempts_left: 97 }
+    );
+    assert!(matches!(
+        check(owner.id, phone(), "111111").await,
+        CheckOutcome::Refused {
+            by: Refusal::Locked,
+            ..
+        }
+    ));
+    take_writes(&h).await;
+    assert_eq!(
+        check(stranger.id, phone(), "222222").await,
+        CheckOutcome::NotFound
+    );
+    let locked = take_writes(&h).await;
+
+    assert_eq!(
+        with_history, locked,
+        "a lock costs nothing extra to look at"
+    );
+    let not_found = per_table(&with_history);
+    assert!(not_found["quota_counters"] >= 1, "{with_history:?}");
+    assert_eq!(
+        per_table(&never_seen),
+        not_found,
+        "{never_seen:?} vs {with_history:?}"
+    );
+    // A wrong code writes what a missing one writes, plus the attempt on the verification row
+    // that the session itself holds (and so already knows about).
+    for wrong in [&first_wrong, &second_wrong] {
+        let mut w = per_table(wrong);
+        assert_eq!(w.remove("verifications"), Some(1), "{wrong:?}");
+        assert_eq!(w, not_found, "{wrong:?} vs {with_history:?}");
+    }
 }
 
 async fn idempotency_records(h: Harness) {

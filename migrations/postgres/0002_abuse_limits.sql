@@ -233,8 +233,10 @@ $$;
 
 -- A check: the quotas, the number's lock-out, then the version 1 rules. Outcomes: approved
 -- (with the session's new row), wrong, exhausted, expired, not_found, quota, locked. Every path
--- past the quotas locks and writes the number's failure counter, so a check for a code that
--- does not exist costs the database what a wrong one costs.
+-- past the quotas writes the number's failure counter twice — an upsert that locks and reads
+-- it (an insert for a number never seen, an update otherwise: one row write either way), then
+-- the count — so the database work of a check does not depend on the number's history
+-- elsewhere, and a check for a code that does not exist costs what a wrong one costs.
 CREATE FUNCTION verifyd_check(
     p_session         BIGINT,
     p_phone           TEXT,
@@ -278,12 +280,10 @@ BEGIN
         o_outcome := 'quota';
         RETURN;
     END IF;
-    INSERT INTO quota_counters (scope, key, count, expires_at)
+    INSERT INTO quota_counters AS c (scope, key, count, expires_at)
     VALUES ('phone_failed_checks', p_phone, 0, now())
-    ON CONFLICT (scope, key) DO NOTHING;
-    SELECT * INTO r_fail FROM quota_counters
-    WHERE scope = 'phone_failed_checks' AND key = p_phone
-    FOR UPDATE;
+    ON CONFLICT (scope, key) DO UPDATE SET count = c.count
+    RETURNING * INTO r_fail;
     SELECT * INTO r_ver FROM verifications
     WHERE session_id = p_session AND phone = p_phone
     FOR UPDATE;

@@ -258,7 +258,10 @@ pub trait Store: Send + Sync + 'static {
     /// `guard` are taken first (refusing costs no attempt); a session with a live code for a
     /// number locked by `guard.failures` is refused; a wrong code counts towards the number's
     /// failures (locking it for `lockout` at the maximum); an approval counts towards the
-    /// breaker of `guard.pumping`. The not-found paths do the same counter work as a wrong code.
+    /// breaker of `guard.pumping`. Every path past the quotas writes the number's failure
+    /// counter the same number of times whether or not a code exists, and whatever the number's
+    /// history elsewhere (never seen, failures, locked); a wrong code adds only the attempt on
+    /// the caller's own verification row.
     async fn check_guarded(
         &self,
         req: &CheckVerification<'_>,

@@ -118,10 +118,15 @@ pub fn record_failure(
 }
 
 /// The write a wrong code makes to the number's failure counter, without its effect, so that
-/// checks for codes that do not exist cost the same.
-pub fn touch_failures(tx: &Transaction<'_>, phone: &str) -> StoreResult<()> {
-    tx.prepare_cached("UPDATE quota_counters SET count = count WHERE scope = ?1 AND key = ?2")?
-        .execute(params![Scope::PhoneFailedChecks.as_str(), phone])?;
+/// checks for codes that do not exist cost the same: one row written, inserted (as an ended
+/// window) for a number never seen, updated in place otherwise — like [`record_failure`]'s
+/// upsert, and whatever the number's history.
+pub fn touch_failures(tx: &Transaction<'_>, phone: &str, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO quota_counters (scope, key, count, expires_at) VALUES (?1, ?2, 0, ?3)
+         ON CONFLICT (scope, key) DO UPDATE SET count = count",
+    )?
+    .execute(params![Scope::PhoneFailedChecks.as_str(), phone, now])?;
     Ok(())
 }
 
