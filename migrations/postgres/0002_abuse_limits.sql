@@ -146,6 +146,8 @@ BEGIN
         SELECT p.tripped AND p.expires_at > now(), p.expires_at INTO v_tripped, o_retry_at
         FROM pumping p WHERE p.country = p_country
         FOR UPDATE;
+        -- As above: the lock may have been waited for, behind a send that opened the window.
+        o_now := clock_timestamp();
         IF v_tripped THEN
             o_outcome := 'breaker';
             RETURN;
@@ -155,6 +157,7 @@ BEGIN
     SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
     FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
     IF o_refused IS NOT NULL THEN
+        o_now := clock_timestamp();
         o_outcome := 'quota';
         RETURN;
     END IF;
@@ -273,9 +276,11 @@ DECLARE
     r_fail  quota_counters%ROWTYPE;
     v_known BOOLEAN;
 BEGIN
-    o_now := now();
     SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
     FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
+    -- Waits are reported from the current clock (a lock may have been waited for behind the
+    -- request that opened the window), so that they never exceed the window.
+    o_now := clock_timestamp();
     IF o_refused IS NOT NULL THEN
         o_outcome := 'quota';
         RETURN;
@@ -284,6 +289,7 @@ BEGIN
     VALUES ('phone_failed_checks', p_phone, 0, now())
     ON CONFLICT (scope, key) DO UPDATE SET count = c.count
     RETURNING * INTO r_fail;
+    o_now := clock_timestamp();
     SELECT * INTO r_ver FROM verifications
     WHERE session_id = p_session AND phone = p_phone
     FOR UPDATE;
