@@ -123,6 +123,7 @@ macro_rules! conformance {
             pumping_breaker_is_exact_under_concurrent_sends,
             abandoned_sends_give_back_quotas_and_breaker_counts,
             checks_write_the_same_whatever_the_number_history,
+            wrong_and_missing_codes_take_comparable_time,
             idempotency_records,
         );
     };
@@ -1610,6 +1611,70 @@ async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
         assert_eq!(w.remove("verifications"), Some(1), "{wrong:?}");
         assert_eq!(w, not_found, "{wrong:?} vs {with_history:?}");
     }
+}
+
+/// A coarse guard beside the exact one above: it would catch a not-found path that skipped the
+/// transaction or the round trip (an order of magnitude), not a single row write. Checks
+/// alternate, so load on the machine hits both kinds alike; medians drop the outliers.
+async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
+    let (_, owner) = new_session(&h.store, Expiry::Default).await;
+    let (_, stranger) = new_session(&h.store, Expiry::Default).await;
+    let sent = send(
+        &h.store,
+        owner.id,
+        &phone(),
+        "111111",
+        secs(60),
+        secs(60),
+        1000,
+    )
+    .await;
+    assert_eq!(sent, issued(0, false));
+    let guard = CheckGuard {
+        quotas: vec![],
+        failures: Some(FailureLimit {
+            max: 1000,
+            window: secs(600),
+            lockout: secs(3600),
+        }),
+        pumping: None,
+    };
+    let data = approval_data();
+    let timed = |sid: i64| {
+        let (store, guard, data) = (h.store.clone(), guard.clone(), data.clone());
+        async move {
+            let p = phone();
+            let req = CheckVerification {
+                session_id: sid,
+                phone: &p,
+                code_mac: mac(sid, &p, "222222"),
+                max_attempts: 1000,
+                on_approve: Approval {
+                    new_key: key(),
+                    data: &data,
+                },
+            };
+            let t = std::time::Instant::now();
+            let outcome = store.check_guarded(&req, &guard).await.unwrap();
+            (t.elapsed(), outcome)
+        }
+    };
+    let (mut wrong, mut missing) = (vec![], vec![]);
+    for _ in 0..60 {
+        let (t, o) = timed(owner.id).await;
+        assert!(matches!(o, CheckOutcome::Wrong { .. }), "{o:?}");
+        wrong.push(t);
+        let (t, o) = timed(stranger.id).await;
+        assert_eq!(o, CheckOutcome::NotFound);
+        missing.push(t);
+    }
+    wrong.sort_unstable();
+    missing.sort_unstable();
+    let (w, m) = (wrong[30].as_secs_f64(), missing[30].as_secs_f64());
+    assert!(
+        w / m < 4.0 && m / w < 4.0,
+        "median wrong {w:.6} s, median not found {m:.6} s"
+    );
 }
 
 async fn idempotency_records(h: Harness) {
