@@ -132,8 +132,14 @@ pub async fn send(
             }
             Err(e) => {
                 tracing::warn!(phone = %phone, error = %e, "code delivery failed");
-                if let Err(undo) = app.store.abandon_send(session.id, phone, &code_mac).await {
-                    tracing::warn!(error = %undo, "could not lift the resend cooldown");
+                // Nothing went out: the cooldown is lifted and the quotas and the breaker
+                // get this send back, so an outage does not use up people's allowances.
+                if let Err(undo) = app
+                    .store
+                    .abandon_send(session.id, phone, &code_mac, &guard)
+                    .await
+                {
+                    tracing::warn!(error = %undo, "could not undo the failed send");
                 }
                 return Err(e.into());
             }

@@ -4,6 +4,7 @@
 mod common;
 
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -119,6 +120,10 @@ macro_rules! conformance {
             refused_sends_record_nothing,
             failed_checks_lock_the_number,
             pumping_breaker_trips_and_resets,
+            pumping_breaker_is_exact_under_concurrent_sends,
+            abandoned_sends_give_back_quotas_and_breaker_counts,
+            checks_write_the_same_whatever_the_number_history,
+            wrong_and_missing_codes_take_comparable_time,
             idempotency_records,
         );
     };
@@ -886,18 +891,28 @@ async fn abandon_send_lifts_the_cooldown(h: Harness) {
     let s = &h.store;
     let (_, sess) = new_session(s, Expiry::Default).await;
     assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
-    s.abandon_send(sess.id, &phone(), &mac(sess.id, &phone(), "111111"))
-        .await
-        .unwrap();
+    s.abandon_send(
+        sess.id,
+        &phone(),
+        &mac(sess.id, &phone(), "111111"),
+        &SendGuard::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         send_default(s, sess.id, "222222").await,
         issued(0, true),
         "retry at once"
     );
     // A stale abandon (its code was already replaced) leaves the newer send's cooldown alone.
-    s.abandon_send(sess.id, &phone(), &mac(sess.id, &phone(), "111111"))
-        .await
-        .unwrap();
+    s.abandon_send(
+        sess.id,
+        &phone(),
+        &mac(sess.id, &phone(), "111111"),
+        &SendGuard::default(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         send_default(s, sess.id, "333333").await,
         StartOutcome::TooSoon { .. }
@@ -1050,7 +1065,16 @@ fn q(scope: Scope, key: &str, limit: u32) -> Quota {
 }
 
 async fn guarded_send(h: &Harness, phone: &PhoneNumber, guard: &SendGuard) -> StartOutcome {
-    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    guarded_send_on(&h.store, phone, guard).await
+}
+
+/// A send from a fresh session under `guard`.
+async fn guarded_send_on(
+    store: &Arc<dyn Store>,
+    phone: &PhoneNumber,
+    guard: &SendGuard,
+) -> StartOutcome {
+    let (_, sess) = new_session(store, Expiry::Default).await;
     let req = StartVerification {
         session_id: sess.id,
         phone,
@@ -1059,7 +1083,7 @@ async fn guarded_send(h: &Harness, phone: &PhoneNumber, guard: &SendGuard) -> St
         resend_interval: secs(60),
         max_attempts: 3,
     };
-    h.store.start_send(&req, guard).await.unwrap()
+    store.start_send(&req, guard).await.unwrap()
 }
 
 async fn quotas_are_all_or_nothing(h: Harness) {
@@ -1237,6 +1261,422 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     assert_eq!((states[0].sends, states[0].approvals), (1, 1));
 }
 
+async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
+    let guard = SendGuard {
+        quotas: vec![],
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: secs(600),
+            min_sample: 5,
+            min_conversion: 0.5,
+        }),
+    };
+    // Sessions first, created concurrently so that a pooled store has all its connections
+    // open: the sends themselves then race as closely as they can.
+    let creating: Vec<_> = (0..24)
+        .map(|_| {
+            let store = h.store.clone();
+            tokio::spawn(async move { new_session(&store, Expiry::Default).await.1.id })
+        })
+        .collect();
+    let mut sessions = vec![];
+    for t in creating {
+        sessions.push(t.await.unwrap());
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(sessions.len()));
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|sid| {
+            let (store, guard, barrier) = (h.store.clone(), guard.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let p = phone();
+                let req = StartVerification {
+                    session_id: sid,
+                    phone: &p,
+                    code_mac: mac(sid, &p, "123456"),
+                    ttl: secs(60),
+                    resend_interval: secs(60),
+                    max_attempts: 3,
+                };
+                barrier.wait().await;
+                store.start_send(&req, &guard).await.unwrap()
+            })
+        })
+        .collect();
+    let mut issued_sends = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StartOutcome::Issued { .. } => issued_sends += 1,
+            StartOutcome::Refused {
+                by: Refusal::Breaker,
+                retry_after,
+            } => assert!(retry_after <= secs(600), "{retry_after:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        issued_sends, 5,
+        "the send that trips the breaker is the last one"
+    );
+    let states = h.store.pumping_states().await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert!(states[0].tripped && states[0].sends == 5, "{states:?}");
+    // Another country is not affected.
+    let mut uk = guard.clone();
+    if let Some(p) = uk.pumping.as_mut() {
+        p.country = "+44".into();
+    }
+    assert_eq!(
+        guarded_send(&h, &other_phone(), &uk).await,
+        issued(0, false)
+    );
+}
+
+async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
+    let guard = SendGuard {
+        quotas: vec![
+            q(Scope::PhoneSends, "+8613800138000", 1),
+            q(Scope::Global, "*", 1),
+        ],
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: secs(600),
+            min_sample: 1,
+            min_conversion: 0.5,
+        }),
+    };
+    // Each send fills both quotas and trips the breaker; each failed delivery undoes all that.
+    for round in 0..3 {
+        let (_, sess) = new_session(&h.store, Expiry::Default).await;
+        let code_mac = mac(sess.id, &phone(), "123456");
+        let req = StartVerification {
+            session_id: sess.id,
+            phone: &phone(),
+            code_mac,
+            ttl: secs(60),
+            resend_interval: secs(60),
+            max_attempts: 3,
+        };
+        assert_eq!(
+            h.store.start_send(&req, &guard).await.unwrap(),
+            issued(0, false),
+            "round {round}"
+        );
+        let states = h.store.pumping_states().await.unwrap();
+        assert!(states[0].tripped && states[0].sends == 1, "{states:?}");
+        assert!(matches!(
+            guarded_send(&h, &phone(), &guard).await,
+            StartOutcome::Refused {
+                by: Refusal::Breaker,
+                ..
+            }
+        ));
+        h.store
+            .abandon_send(sess.id, &phone(), &code_mac, &guard)
+            .await
+            .unwrap();
+        let states = h.store.pumping_states().await.unwrap();
+        assert!(!states[0].tripped && states[0].sends == 0, "{states:?}");
+        // The cooldown is lifted too: the same session may retry at once.
+        assert_eq!(
+            h.store.start_send(&req, &guard).await.unwrap(),
+            issued(0, true)
+        );
+        h.store
+            .abandon_send(sess.id, &phone(), &code_mac, &guard)
+            .await
+            .unwrap();
+    }
+    // Without the breaker the quotas are what refuses: a delivered send keeps its unit.
+    let quotas_only = SendGuard {
+        quotas: guard.quotas.clone(),
+        pumping: None,
+    };
+    assert_eq!(
+        guarded_send(&h, &phone(), &quotas_only).await,
+        issued(0, false)
+    );
+    assert!(matches!(
+        guarded_send(&h, &phone(), &quotas_only).await,
+        StartOutcome::Refused {
+            by: Refusal::Quota(_),
+            ..
+        }
+    ));
+    // Giving back never goes below zero, nor touches counters the send did not take.
+    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    let other = SendGuard {
+        quotas: vec![q(Scope::PhoneSends, "+447700900123", 1)],
+        pumping: None,
+    };
+    for _ in 0..3 {
+        h.store
+            .abandon_send(
+                sess.id,
+                &other_phone(),
+                &mac(sess.id, &other_phone(), "0000"),
+                &other,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        guarded_send(&h, &other_phone(), &other).await,
+        issued(0, false)
+    );
+    assert!(matches!(
+        guarded_send(&h, &other_phone(), &other).await,
+        StartOutcome::Refused { .. }
+    ));
+}
+
+/// Triggers that log every row the store writes to the tables a check touches. They are the
+/// test's own (installed over a separate connection), so the store runs unchanged; row counts
+/// are exact where timings would be noisy.
+async fn install_write_audit(h: &Harness) {
+    const TABLES: [&str; 3] = ["quota_counters", "verifications", "sessions"];
+    match &h.place {
+        Place::Sqlite(dir) => {
+            let c = rusqlite::Connection::open(dir.path().join("data").join("verifyd.db")).unwrap();
+            let mut sql = String::from("CREATE TABLE write_audit (tbl TEXT, op TEXT);");
+            for t in TABLES {
+                for op in ["INSERT", "UPDATE", "DELETE"] {
+                    sql += &format!(
+                        "CREATE TRIGGER audit_{t}_{op} AFTER {op} ON {t} BEGIN
+                             INSERT INTO write_audit VALUES ('{t}', '{op}'); END;"
+                    );
+                }
+            }
+            c.execute_batch(&sql).unwrap();
+        }
+        Place::Postgres(db) => {
+            let c = pg_client(&db.url).await;
+            let mut sql = String::from(
+                "CREATE TABLE write_audit (tbl TEXT, op TEXT);
+                 CREATE FUNCTION write_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN INSERT INTO write_audit VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$;",
+            );
+            for t in TABLES {
+                sql += &format!(
+                    "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON {t}
+                     FOR EACH ROW EXECUTE FUNCTION write_audit();"
+                );
+            }
+            c.batch_execute(&sql).await.unwrap();
+        }
+    }
+}
+
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// The rows written since the last call, as ("table", "OP") -> count; empties the log.
+async fn take_writes(h: &Harness) -> BTreeMap<(String, String), i64> {
+    const SQL: &str = "SELECT tbl, op, count(*) FROM write_audit GROUP BY tbl, op";
+    let rows: Vec<(String, String, i64)> = match &h.place {
+        Place::Sqlite(dir) => {
+            let c = rusqlite::Connection::open(dir.path().join("data").join("verifyd.db")).unwrap();
+            let rows = c
+                .prepare(SQL)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            c.execute("DELETE FROM write_audit", []).unwrap();
+            rows
+        }
+        Place::Postgres(db) => {
+            let c = pg_client(&db.url).await;
+            let rows = c.query(SQL, &[]).await.unwrap();
+            c.execute("DELETE FROM write_audit", &[]).await.unwrap();
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        }
+    };
+    rows.into_iter().map(|(t, op, n)| ((t, op), n)).collect()
+}
+
+/// Rows written per table.
+fn per_table(w: &BTreeMap<(String, String), i64>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for ((t, _), n) in w {
+        *out.entry(t.clone()).or_default() += n;
+    }
+    out
+}
+
+async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
+    let guard = CheckGuard {
+        quotas: vec![],
+        failures: Some(FailureLimit {
+            max: 3,
+            window: secs(600),
+            lockout: secs(3600),
+        }),
+        pumping: None,
+    };
+    let (_, owner) = new_session(&h.store, Expiry::Default).await;
+    let (_, stranger) = new_session(&h.store, Expiry::Default).await;
+    let sent = send(
+        &h.store,
+        owner.id,
+        &phone(),
+        "111111",
+        secs(60),
+        secs(60),
+        100,
+    )
+    .await;
+    assert_eq!(sent, issued(0, false));
+    install_write_audit(&h).await;
+    let data = approval_data();
+    let check = |sid: i64, p: PhoneNumber, code: &'static str| {
+        let (store, guard, data) = (h.store.clone(), guard.clone(), data.clone());
+        async move {
+            let req = CheckVerification {
+                session_id: sid,
+                phone: &p,
+                code_mac: mac(sid, &p, code),
+                max_attempts: 100,
+                on_approve: Approval {
+                    new_key: key(),
+                    data: &data,
+                },
+            };
+            store.check_guarded(&req, &guard).await.unwrap()
+        }
+    };
+    // A number nobody ever checked, then one with a wrong guess behind it, then a locked one:
+    // a session without a code gets the same answer and costs the same writes every time.
+    assert_eq!(
+        check(stranger.id, other_phone(), "222222").await,
+        CheckOutcome::NotFound
+    );
+    let never_seen = take_writes(&h).await;
+    assert_eq!(
+        check(owner.id, phone(), "222222").await,
+        CheckOutcome::Wrong { attempts_left: 99 }
+    );
+    let first_wrong = take_writes(&h).await;
+    assert_eq!(
+        check(stranger.id, phone(), "222222").await,
+        CheckOutcome::NotFound
+    );
+    let with_history = take_writes(&h).await;
+    assert_eq!(
+        check(owner.id, phone(), "333333").await,
+        CheckOutcome::Wrong { attempts_left: 98 }
+    );
+    let second_wrong = take_writes(&h).await;
+    assert_eq!(
+        check(owner.id, phone(), "444444").await,
+        CheckOutcome::Wrong { attempts_left: 97 }
+    );
+    assert!(matches!(
+        check(owner.id, phone(), "111111").await,
+        CheckOutcome::Refused {
+            by: Refusal::Locked,
+            ..
+        }
+    ));
+    take_writes(&h).await;
+    assert_eq!(
+        check(stranger.id, phone(), "222222").await,
+        CheckOutcome::NotFound
+    );
+    let locked = take_writes(&h).await;
+
+    assert_eq!(
+        with_history, locked,
+        "a lock costs nothing extra to look at"
+    );
+    let not_found = per_table(&with_history);
+    assert!(not_found["quota_counters"] >= 1, "{with_history:?}");
+    assert_eq!(
+        per_table(&never_seen),
+        not_found,
+        "{never_seen:?} vs {with_history:?}"
+    );
+    // A wrong code writes what a missing one writes, plus the attempt on the verification row
+    // that the session itself holds (and so already knows about).
+    for wrong in [&first_wrong, &second_wrong] {
+        let mut w = per_table(wrong);
+        assert_eq!(w.remove("verifications"), Some(1), "{wrong:?}");
+        assert_eq!(w, not_found, "{wrong:?} vs {with_history:?}");
+    }
+}
+
+/// A coarse guard beside the exact one above: it would catch a not-found path that skipped the
+/// transaction or the round trip (an order of magnitude), not a single row write. Checks
+/// alternate, so load on the machine hits both kinds alike; medians drop the outliers.
+async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
+    let (_, owner) = new_session(&h.store, Expiry::Default).await;
+    let (_, stranger) = new_session(&h.store, Expiry::Default).await;
+    let sent = send(
+        &h.store,
+        owner.id,
+        &phone(),
+        "111111",
+        secs(60),
+        secs(60),
+        1000,
+    )
+    .await;
+    assert_eq!(sent, issued(0, false));
+    let guard = CheckGuard {
+        quotas: vec![],
+        failures: Some(FailureLimit {
+            max: 1000,
+            window: secs(600),
+            lockout: secs(3600),
+        }),
+        pumping: None,
+    };
+    let data = approval_data();
+    let timed = |sid: i64| {
+        let (store, guard, data) = (h.store.clone(), guard.clone(), data.clone());
+        async move {
+            let p = phone();
+            let req = CheckVerification {
+                session_id: sid,
+                phone: &p,
+                code_mac: mac(sid, &p, "222222"),
+                max_attempts: 1000,
+                on_approve: Approval {
+                    new_key: key(),
+                    data: &data,
+                },
+            };
+            let t = std::time::Instant::now();
+            let outcome = store.check_guarded(&req, &guard).await.unwrap();
+            (t.elapsed(), outcome)
+        }
+    };
+    let (mut wrong, mut missing) = (vec![], vec![]);
+    for _ in 0..60 {
+        let (t, o) = timed(owner.id).await;
+        assert!(matches!(o, CheckOutcome::Wrong { .. }), "{o:?}");
+        wrong.push(t);
+        let (t, o) = timed(stranger.id).await;
+        assert_eq!(o, CheckOutcome::NotFound);
+        missing.push(t);
+    }
+    wrong.sort_unstable();
+    missing.sort_unstable();
+    let (w, m) = (wrong[30].as_secs_f64(), missing[30].as_secs_f64());
+    assert!(
+        w / m < 4.0 && m / w < 4.0,
+        "median wrong {w:.6} s, median not found {m:.6} s"
+    );
+}
+
 async fn idempotency_records(h: Harness) {
     let s = &h.store;
     let (a, b) = ([1u8; 32], [2u8; 32]);
@@ -1257,14 +1697,26 @@ async fn idempotency_records(h: Harness) {
         s.idempotency_begin("s:2", "k", &b, ttl).await.unwrap(),
         IdempotencyBegin::Started
     );
-    s.idempotency_finish("s:1", "k", 202, "{}").await.unwrap();
+    let headers = vec![("retry-at".to_owned(), "1764134400".to_owned())];
+    s.idempotency_finish("s:1", "k", 429, "{}", &headers)
+        .await
+        .unwrap();
     assert_eq!(
         s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
         IdempotencyBegin::Done {
-            status: 202,
-            body: "{}".into()
+            status: 429,
+            body: "{}".into(),
+            headers,
         }
     );
+    // A finished record is final: a second finish does not overwrite it.
+    s.idempotency_finish("s:1", "k", 202, "{\"x\":1}", &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.idempotency_begin("s:1", "k", &a, ttl).await.unwrap(),
+        IdempotencyBegin::Done { status: 429, .. }
+    ));
     s.idempotency_abandon("s:2", "k").await.unwrap();
     assert_eq!(
         s.idempotency_begin("s:2", "k", &a, ttl).await.unwrap(),

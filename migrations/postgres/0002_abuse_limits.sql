@@ -27,13 +27,15 @@ CREATE TABLE pumping (
 CREATE INDEX pumping_expires_at_idx ON pumping (expires_at);
 
 -- `Idempotency-Key` records: `owner` is "s:<session id>" or "k:<API key name>"; `fingerprint`
--- the SHA-256 of the request; `status` NULL while the first request is still running.
+-- the SHA-256 of the request; `status` NULL while the first request is still running;
+-- `headers` the response headers a replay repeats, as a JSON array of [name, value] pairs.
 CREATE TABLE idempotency_keys (
     owner       TEXT        NOT NULL,
     key         TEXT        NOT NULL,
     fingerprint BYTEA       NOT NULL,
     status      SMALLINT    NULL,
     body        TEXT        NULL,
+    headers     TEXT        NULL,
     expires_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (owner, key)
 );
@@ -113,6 +115,7 @@ DECLARE
     v_live      BOOLEAN;
     v_sends     INTEGER;
     v_approvals INTEGER;
+    v_tripped   BOOLEAN;
 BEGIN
     o_tripped := false;
     PERFORM pg_advisory_xact_lock(hashtextextended(p_session::text || ' ' || p_phone, 0));
@@ -133,17 +136,28 @@ BEGIN
         o_retry_at := r_ver.sent_at + make_interval(secs => p_resend);
         RETURN;
     END IF;
+    -- The breaker's row is created if need be (as an ended window) and locked before it is
+    -- read, so the decision and the count below are one step: concurrent sends to a country
+    -- queue here, and none passes a breaker that an earlier send has tripped.
     IF p_country IS NOT NULL THEN
-        SELECT p.expires_at INTO o_retry_at FROM pumping p
-        WHERE p.country = p_country AND p.tripped AND p.expires_at > now();
-        IF FOUND THEN
+        INSERT INTO pumping (country, sends, approvals, tripped, expires_at)
+        VALUES (p_country, 0, 0, false, now())
+        ON CONFLICT (country) DO NOTHING;
+        SELECT p.tripped AND p.expires_at > now(), p.expires_at INTO v_tripped, o_retry_at
+        FROM pumping p WHERE p.country = p_country
+        FOR UPDATE;
+        -- As above: the lock may have been waited for, behind a send that opened the window.
+        o_now := clock_timestamp();
+        IF v_tripped THEN
             o_outcome := 'breaker';
             RETURN;
         END IF;
+        o_retry_at := NULL;
     END IF;
     SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
     FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
     IF o_refused IS NOT NULL THEN
+        o_now := clock_timestamp();
         o_outcome := 'quota';
         RETURN;
     END IF;
@@ -179,10 +193,53 @@ BEGIN
 END
 $$;
 
+-- A send whose delivery failed: its resend cooldown is lifted (while its code is still the
+-- stored one) and what it took is given back — one unit of every quota named by the arrays
+-- whose window is still running, and its count in the country's breaker window (which closes
+-- again when the send was what tripped it). Rows are locked in the order a send locks them.
+CREATE FUNCTION verifyd_abandon_send(
+    p_session         BIGINT,
+    p_phone           TEXT,
+    p_mac             BYTEA,
+    p_scopes          TEXT[],
+    p_keys            TEXT[],
+    p_country         TEXT,
+    p_pump_sample     INTEGER,
+    p_pump_conversion FLOAT8
+)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- The epoch, not `-infinity`, so that `sent_at` still converts to a `SystemTime`.
+    UPDATE verifications SET sent_at = 'epoch'
+    WHERE session_id = p_session AND phone = p_phone AND code_mac = p_mac;
+    IF p_country IS NOT NULL THEN
+        UPDATE pumping p
+        SET sends = p.sends - 1,
+            tripped = p.tripped AND p.sends - 1 >= p_pump_sample
+                      AND p.approvals < p_pump_conversion * (p.sends - 1)
+        WHERE p.country = p_country AND p.expires_at > now() AND p.sends > 0;
+    END IF;
+    IF coalesce(cardinality(p_scopes), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM quota_counters c
+        JOIN unnest(p_scopes, p_keys) AS q (s, k) ON c.scope = q.s AND c.key = q.k
+        ORDER BY c.scope, c.key
+        FOR UPDATE OF c;
+    UPDATE quota_counters c
+    SET count = c.count - 1
+    FROM unnest(p_scopes, p_keys) AS q (s, k)
+    WHERE c.scope = q.s AND c.key = q.k AND c.expires_at > now() AND c.count > 0;
+END
+$$;
+
 -- A check: the quotas, the number's lock-out, then the version 1 rules. Outcomes: approved
 -- (with the session's new row), wrong, exhausted, expired, not_found, quota, locked. Every path
--- past the quotas locks and writes the number's failure counter, so a check for a code that
--- does not exist costs the database what a wrong one costs.
+-- past the quotas writes the number's failure counter twice — an upsert that locks and reads
+-- it (an insert for a number never seen, an update otherwise: one row write either way), then
+-- the count — so the database work of a check does not depend on the number's history
+-- elsewhere, and a check for a code that does not exist costs what a wrong one costs.
 CREATE FUNCTION verifyd_check(
     p_session         BIGINT,
     p_phone           TEXT,
@@ -219,19 +276,20 @@ DECLARE
     r_fail  quota_counters%ROWTYPE;
     v_known BOOLEAN;
 BEGIN
-    o_now := now();
     SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
     FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
+    -- Waits are reported from the current clock (a lock may have been waited for behind the
+    -- request that opened the window), so that they never exceed the window.
+    o_now := clock_timestamp();
     IF o_refused IS NOT NULL THEN
         o_outcome := 'quota';
         RETURN;
     END IF;
-    INSERT INTO quota_counters (scope, key, count, expires_at)
+    INSERT INTO quota_counters AS c (scope, key, count, expires_at)
     VALUES ('phone_failed_checks', p_phone, 0, now())
-    ON CONFLICT (scope, key) DO NOTHING;
-    SELECT * INTO r_fail FROM quota_counters
-    WHERE scope = 'phone_failed_checks' AND key = p_phone
-    FOR UPDATE;
+    ON CONFLICT (scope, key) DO UPDATE SET count = c.count
+    RETURNING * INTO r_fail;
+    o_now := clock_timestamp();
     SELECT * INTO r_ver FROM verifications
     WHERE session_id = p_session AND phone = p_phone
     FOR UPDATE;
@@ -265,7 +323,8 @@ BEGIN
         WHERE s.id = p_session
         RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at
         INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at;
-        -- Last, after the session: sends take the breaker row last too.
+        -- Last, after the session: a send takes the breaker row after its verification row
+        -- too, and the quota counters it takes while holding it are ones checks never take.
         IF p_country IS NOT NULL THEN
             UPDATE pumping p
             SET approvals = p.approvals + 1,

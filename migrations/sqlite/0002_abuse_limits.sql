@@ -24,13 +24,15 @@ CREATE TABLE pumping (
 
 CREATE INDEX pumping_expires_at ON pumping (expires_at);
 
--- `Idempotency-Key` records; `status` NULL while the first request runs.
+-- `Idempotency-Key` records; `status` NULL while the first request runs; `headers` a JSON
+-- array of [name, value] pairs a replay repeats.
 CREATE TABLE idempotency_keys (
     owner       TEXT    NOT NULL,
     key         TEXT    NOT NULL,
     fingerprint BLOB    NOT NULL,
     status      INTEGER NULL,
     body        TEXT    NULL,
+    headers     TEXT    NULL,
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (owner, key)
 );

@@ -2,14 +2,20 @@
 //! and its answer is kept for 24 h; a retry with the same key and body gets that answer and
 //! sends nothing; the same key with another body is 422; a retry while the first is still
 //! running waits for its answer. Keys are scoped per session (browsers) or per API key name.
+//!
+//! A replay repeats the status, the body and `Retry-After` (as the time left until the instant
+//! the original pointed at). `Set-Cookie` is never stored — it carries the session key, which
+//! the database only holds hashed — so a replay carries the cookie its own request calls for,
+//! like any request of that session. A browser without a cookie gets a new session, hence a
+//! new key scope: its retry is a new request, not a replay.
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::App;
 use crate::store::IdempotencyBegin;
@@ -22,6 +28,40 @@ pub const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a retry waits for a concurrent first request before answering 409.
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The stored name under which `Retry-After` is kept: the Unix second it points at.
+const RETRY_AT: &str = "retry-at";
+
+/// The headers of an answer that a replay repeats, as stored.
+fn kept_headers(h: &HeaderMap, now: SystemTime) -> Vec<(String, String)> {
+    let delay = h
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    delay
+        .map(|secs| {
+            let at = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .saturating_add(secs);
+            (RETRY_AT.to_owned(), at.to_string())
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Puts the kept headers back on a replay at `now`.
+fn restore_headers(kept: &[(String, String)], h: &mut HeaderMap, now: SystemTime) {
+    for (name, value) in kept {
+        if name == RETRY_AT {
+            if let Ok(at) = value.parse::<u64>() {
+                let at = UNIX_EPOCH + Duration::from_secs(at);
+                let left = crate::time::secs_until(at, now).max(1);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(left));
+            }
+        }
+    }
+}
 
 /// The key of the request, if it carries one; 400 when it is not 1 to 255 visible characters.
 pub fn key(parts: &Parts) -> Result<Option<String>, ApiError> {
@@ -71,9 +111,14 @@ where
                     "this Idempotency-Key was used for a different request",
                 ));
             }
-            IdempotencyBegin::Done { status, body } => {
+            IdempotencyBegin::Done {
+                status,
+                body,
+                headers,
+            } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                 let mut resp = raw_json(status, body);
+                restore_headers(&headers, resp.headers_mut(), SystemTime::now());
                 resp.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return Ok(resp);
@@ -102,8 +147,38 @@ where
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
+    let kept = kept_headers(&head.headers, SystemTime::now());
     app.store
-        .idempotency_finish(owner, key, head.status.as_u16(), &text)
+        .idempotency_finish(owner, key, head.status.as_u16(), &text, &kept)
         .await?;
     Ok(Resp::from_parts(head, bytes.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_replayed_as_the_time_left() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut original = HeaderMap::new();
+        original.insert(header::RETRY_AFTER, HeaderValue::from(600));
+        original.insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static("sessionid=secret"),
+        );
+        let kept = kept_headers(&original, t0);
+        assert_eq!(kept, [(RETRY_AT.to_owned(), "1000600".to_owned())]);
+        let mut replay = HeaderMap::new();
+        restore_headers(&kept, &mut replay, t0 + Duration::from_secs(100));
+        assert_eq!(replay[header::RETRY_AFTER], "500");
+        assert!(
+            replay.get(header::SET_COOKIE).is_none(),
+            "cookies are never stored"
+        );
+        let mut late = HeaderMap::new();
+        restore_headers(&kept, &mut late, t0 + Duration::from_secs(9999));
+        assert_eq!(late[header::RETRY_AFTER], "1");
+        assert!(kept_headers(&HeaderMap::new(), t0).is_empty());
+    }
 }

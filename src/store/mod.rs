@@ -106,7 +106,12 @@ pub enum IdempotencyBegin {
     /// Another request with this key is still running.
     InFlight,
     /// The key was used for this same request: its answer.
-    Done { status: u16, body: String },
+    Done {
+        status: u16,
+        body: String,
+        /// The (name, value) pairs given to [`Store::idempotency_finish`], in order.
+        headers: Vec<(String, String)>,
+    },
     /// The key was used for a different request.
     Mismatch,
 }
@@ -227,13 +232,18 @@ pub trait Store: Send + Sync + 'static {
         guard: &SendGuard,
     ) -> StoreResult<StartOutcome>;
 
-    /// Undoes the resend cooldown of a send whose delivery failed, so the person can retry at
-    /// once. Only acts while the stored MAC is still `code_mac` (a later send wins).
+    /// Undoes a send whose delivery failed, in one transaction: lifts its resend cooldown so
+    /// the person can retry at once (only while the stored MAC is still `code_mac`: a later
+    /// send wins), and gives back what [`Store::start_send`] took under `guard` — one unit of
+    /// each quota whose window is still running, and the send's count in the breaker window of
+    /// `guard.pumping` (closing the breaker again if that send tripped it). No SMS went out, so
+    /// none is charged. `guard` must be the one the send passed.
     async fn abandon_send(
         &self,
         session_id: i64,
         phone: &PhoneNumber,
         code_mac: &CodeMac,
+        guard: &SendGuard,
     ) -> StoreResult<()>;
 
     /// Decides a check atomically: right code → approved (once, ever) and the session updated
@@ -248,7 +258,10 @@ pub trait Store: Send + Sync + 'static {
     /// `guard` are taken first (refusing costs no attempt); a session with a live code for a
     /// number locked by `guard.failures` is refused; a wrong code counts towards the number's
     /// failures (locking it for `lockout` at the maximum); an approval counts towards the
-    /// breaker of `guard.pumping`. The not-found paths do the same counter work as a wrong code.
+    /// breaker of `guard.pumping`. Every path past the quotas writes the number's failure
+    /// counter the same number of times whether or not a code exists, and whatever the number's
+    /// history elsewhere (never seen, failures, locked); a wrong code adds only the attempt on
+    /// the caller's own verification row.
     async fn check_guarded(
         &self,
         req: &CheckVerification<'_>,
@@ -271,13 +284,15 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> StoreResult<IdempotencyBegin>;
 
-    /// Records the answer of a started request, for replays.
+    /// Records the answer of a started request, for replays: its status, body and the
+    /// (name, value) pairs of whatever response headers the caller wants repeated.
     async fn idempotency_finish(
         &self,
         owner: &str,
         key: &str,
         status: u16,
         body: &str,
+        headers: &[(String, String)],
     ) -> StoreResult<()>;
 
     /// Forgets a started request that did not finish (a retry may then do the work).
@@ -288,6 +303,20 @@ pub trait Store: Send + Sync + 'static {
     /// per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;
+}
+
+/// Stored form of the headers kept with an idempotent answer (a JSON array of pairs).
+fn headers_to_json(headers: &[(String, String)]) -> StoreResult<String> {
+    serde_json::to_string(headers)
+        .map_err(|e| StoreError::Internal(format!("idempotency headers: {e}")))
+}
+
+/// Reads [`headers_to_json`]'s output; `None` (a record without headers) is no headers.
+fn headers_from_json(text: Option<&str>) -> StoreResult<Vec<(String, String)>> {
+    text.map_or(Ok(Vec::new()), |t| {
+        serde_json::from_str(t)
+            .map_err(|e| StoreError::Internal(format!("stored idempotency headers: {e}")))
+    })
 }
 
 /// How long until `t` from `now`, for `Retry-After`: at least one second.

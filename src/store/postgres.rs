@@ -20,7 +20,8 @@ use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
+    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
+    headers_to_json, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -259,11 +260,8 @@ const DELETE_VALUE: &str = "
            upd.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
 
-/// A long-past `sent_at` ends the resend cooldown (the epoch, not `-infinity`, so it still
-/// converts to a `SystemTime`).
-const ABANDON_SEND: &str = "
-    UPDATE verifications SET sent_at = 'epoch'
-    WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
+/// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0002).
+const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Inserts the secret unless one exists, and returns the stored one. Under a concurrent first
 /// call the insert waits, does nothing, and the snapshot misses the winner's row: no row comes
@@ -314,15 +312,16 @@ const PUMPING_RESET: &str = "
 /// snapshot misses the winner's row: neither side comes back and the caller re-runs.
 const IDEMPOTENCY_BEGIN: &str = "
     WITH ins AS (
-        INSERT INTO idempotency_keys AS i (owner, key, fingerprint, status, body, expires_at)
-        VALUES ($1, $2, $3, NULL, NULL, now() + make_interval(secs => $4::float8))
+        INSERT INTO idempotency_keys AS i
+            (owner, key, fingerprint, status, body, headers, expires_at)
+        VALUES ($1, $2, $3, NULL, NULL, NULL, now() + make_interval(secs => $4::float8))
         ON CONFLICT (owner, key) DO UPDATE SET
-            fingerprint = excluded.fingerprint, status = NULL, body = NULL,
+            fingerprint = excluded.fingerprint, status = NULL, body = NULL, headers = NULL,
             expires_at = excluded.expires_at
         WHERE i.expires_at <= now()
         RETURNING true AS started
     )
-    SELECT ins.started, old.fingerprint, old.status, old.body
+    SELECT ins.started, old.fingerprint, old.status, old.body, old.headers
     FROM (VALUES (1)) AS one (x)
         LEFT JOIN ins ON true
         LEFT JOIN idempotency_keys old ON old.owner = $1 AND old.key = $2
@@ -577,10 +576,25 @@ impl Store for PgStore {
         session_id: i64,
         phone: &PhoneNumber,
         code_mac: &CodeMac,
+        guard: &SendGuard,
     ) -> StoreResult<()> {
+        let (scopes, keys, _, _) = quota_arrays(&guard.quotas);
+        let pumping = guard.pumping.as_ref();
+        let country = pumping.map(|p| p.country.as_str());
+        let pump_sample = pumping.map_or(0, |p| i32::try_from(p.min_sample).unwrap_or(i32::MAX));
+        let pump_conversion = pumping.map_or(0.0, |p| p.min_conversion);
         self.execute(
             ABANDON_SEND,
-            &[&session_id, &phone.as_str(), &code_mac.0.as_slice()],
+            &[
+                &session_id,
+                &phone.as_str(),
+                &code_mac.0.as_slice(),
+                &scopes,
+                &keys,
+                &country,
+                &pump_sample,
+                &pump_conversion,
+            ],
         )
         .await
         .map(drop)
@@ -720,6 +734,10 @@ impl Store for PgStore {
                         .try_get::<_, Option<String>>("body")
                         .map_err(db_error)?
                         .unwrap_or_default(),
+                    headers: headers_from_json(
+                        row.try_get::<_, Option<&str>>("headers")
+                            .map_err(db_error)?,
+                    )?,
                 },
             });
         }
@@ -734,12 +752,14 @@ impl Store for PgStore {
         key: &str,
         status: u16,
         body: &str,
+        headers: &[(String, String)],
     ) -> StoreResult<()> {
         let status = i16::try_from(status).unwrap_or(500);
+        let headers = headers_to_json(headers)?;
         self.execute(
-            "UPDATE idempotency_keys SET status = $3, body = $4
+            "UPDATE idempotency_keys SET status = $3, body = $4, headers = $5
              WHERE owner = $1 AND key = $2 AND status IS NULL",
-            &[&owner, &key, &status, &body],
+            &[&owner, &key, &status, &body, &headers],
         )
         .await
         .map(drop)

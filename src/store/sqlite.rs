@@ -15,7 +15,8 @@ use subtle::ConstantTimeEq;
 
 use super::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, retry_after,
+    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
+    headers_to_json, retry_after,
 };
 use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
@@ -608,16 +609,20 @@ impl Store for SqliteStore {
         session_id: i64,
         phone: &PhoneNumber,
         code_mac: &CodeMac,
+        guard: &SendGuard,
     ) -> StoreResult<()> {
-        let (phone, mac) = (phone.as_str().to_owned(), *code_mac);
-        self.transaction(move |tx, _, _| {
+        let (phone, mac, guard) = (phone.as_str().to_owned(), *code_mac, guard.clone());
+        self.transaction(move |tx, now, _| {
             // A send at the epoch is as good as no send: the cooldown is over at once.
             tx.prepare_cached(
                 "UPDATE verifications SET sent_at = 0
                  WHERE session_id = ?1 AND phone = ?2 AND code_mac = ?3 AND state = ?4",
             )?
             .execute(params![session_id, phone, &mac.0[..], PENDING])?;
-            Ok(())
+            if let Some(rule) = &guard.pumping {
+                limits::unrecord_send(tx, rule, now)?;
+            }
+            limits::give_back(tx, &guard.quotas, now)
         })
         .await
     }
@@ -665,11 +670,15 @@ impl Store for SqliteStore {
                     retry_after: retry_after_ms(end, now),
                 }),
             };
-            let Some((stored, _, attempts, _)) = current.filter(|_| settled.is_none()) else {
-                limits::touch_failures(tx, &phone)?;
+            // The comparison runs on every path (against nothing when there is no live code), so
+            // the time it takes does not tell the paths apart either.
+            let stored = current.as_ref().map_or(&[0u8; 32][..], |c| c.0.as_slice());
+            let matches = bool::from(stored.ct_eq(&mac.0[..]));
+            let Some((_, _, attempts, _)) = current.filter(|_| settled.is_none()) else {
+                limits::touch_failures(tx, &phone, now)?;
                 return Ok(settled.unwrap_or(CheckOutcome::NotFound));
             };
-            if bool::from(stored.as_slice().ct_eq(&mac.0[..])) {
+            if matches {
                 let Some(mut row) = load_by_id(tx, session_id, now)? else {
                     return Ok(CheckOutcome::NotFound);
                 };
@@ -752,29 +761,31 @@ impl Store for SqliteStore {
         let (owner, key, fingerprint) = (owner.to_owned(), key.to_owned(), *fingerprint);
         let ttl = duration_ms(ttl);
         self.transaction(move |tx, now, _| {
-            let held: Option<(Vec<u8>, Option<u16>, Option<String>)> = tx
+            type Held = (Vec<u8>, Option<u16>, Option<String>, Option<String>);
+            let held: Option<Held> = tx
                 .prepare_cached(
-                    "SELECT fingerprint, status, body FROM idempotency_keys
+                    "SELECT fingerprint, status, body, headers FROM idempotency_keys
                      WHERE owner = ?1 AND key = ?2 AND expires_at > ?3",
                 )?
                 .query_row(params![owner, key, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
             Ok(match held {
-                Some((stored, _, _)) if stored.as_slice() != fingerprint.as_slice() => {
+                Some((stored, ..)) if stored.as_slice() != fingerprint.as_slice() => {
                     IdempotencyBegin::Mismatch
                 }
-                Some((_, None, _)) => IdempotencyBegin::InFlight,
-                Some((_, Some(status), body)) => IdempotencyBegin::Done {
+                Some((_, None, ..)) => IdempotencyBegin::InFlight,
+                Some((_, Some(status), body, headers)) => IdempotencyBegin::Done {
                     status,
                     body: body.unwrap_or_default(),
+                    headers: headers_from_json(headers.as_deref())?,
                 },
                 None => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO idempotency_keys
-                             (owner, key, fingerprint, status, body, expires_at)
-                         VALUES (?1, ?2, ?3, NULL, NULL, ?4)",
+                             (owner, key, fingerprint, status, body, headers, expires_at)
+                         VALUES (?1, ?2, ?3, NULL, NULL, NULL, ?4)",
                     )?
                     .execute(params![
                         owner,
@@ -795,14 +806,16 @@ impl Store for SqliteStore {
         key: &str,
         status: u16,
         body: &str,
+        headers: &[(String, String)],
     ) -> StoreResult<()> {
         let (owner, key, body) = (owner.to_owned(), key.to_owned(), body.to_owned());
+        let headers = headers_to_json(headers)?;
         self.transaction(move |tx, _, _| {
             tx.prepare_cached(
-                "UPDATE idempotency_keys SET status = ?3, body = ?4
+                "UPDATE idempotency_keys SET status = ?3, body = ?4, headers = ?5
                  WHERE owner = ?1 AND key = ?2 AND status IS NULL",
             )?
-            .execute(params![owner, key, status, body])?;
+            .execute(params![owner, key, status, body, headers])?;
             Ok(())
         })
         .await

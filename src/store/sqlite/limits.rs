@@ -71,6 +71,18 @@ pub fn take_quotas(
     Ok(refused)
 }
 
+/// Returns one unit to every quota whose window is still running (a failed delivery's).
+pub fn give_back(tx: &Transaction<'_>, quotas: &[Quota], now: i64) -> StoreResult<()> {
+    for q in quotas {
+        tx.prepare_cached(
+            "UPDATE quota_counters SET count = count - 1
+             WHERE scope = ?1 AND key = ?2 AND expires_at > ?3 AND count > 0",
+        )?
+        .execute(params![q.scope.as_str(), q.key, now])?;
+    }
+    Ok(())
+}
+
 /// The end of the lock on `phone`, when it is locked.
 pub fn locked_until(
     tx: &Transaction<'_>,
@@ -106,14 +118,21 @@ pub fn record_failure(
 }
 
 /// The write a wrong code makes to the number's failure counter, without its effect, so that
-/// checks for codes that do not exist cost the same.
-pub fn touch_failures(tx: &Transaction<'_>, phone: &str) -> StoreResult<()> {
-    tx.prepare_cached("UPDATE quota_counters SET count = count WHERE scope = ?1 AND key = ?2")?
-        .execute(params![Scope::PhoneFailedChecks.as_str(), phone])?;
+/// checks for codes that do not exist cost the same: one row written, inserted (as an ended
+/// window) for a number never seen, updated in place otherwise — like [`record_failure`]'s
+/// upsert, and whatever the number's history.
+pub fn touch_failures(tx: &Transaction<'_>, phone: &str, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO quota_counters (scope, key, count, expires_at) VALUES (?1, ?2, 0, ?3)
+         ON CONFLICT (scope, key) DO UPDATE SET count = count",
+    )?
+    .execute(params![Scope::PhoneFailedChecks.as_str(), phone, now])?;
     Ok(())
 }
 
-/// The end of the breaker's window when it is open for the rule's country.
+/// The end of the breaker's window when it is open for the rule's country. Read under the
+/// caller's IMMEDIATE transaction, which also records the send: no other send can pass between
+/// this read and [`record_send`], so the breaker trips after exactly `min_sample` sends.
 pub fn breaker_open(
     tx: &Transaction<'_>,
     rule: &PumpingRule,
@@ -152,6 +171,23 @@ pub fn record_send(tx: &Transaction<'_>, rule: &PumpingRule, now: i64) -> StoreR
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Takes back a send counted by [`record_send`] whose delivery failed; the breaker closes again
+/// when the window no longer meets the tripping condition without it.
+pub fn unrecord_send(tx: &Transaction<'_>, rule: &PumpingRule, now: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "UPDATE pumping SET sends = sends - 1,
+                tripped = tripped AND sends - 1 >= ?3 AND approvals < ?4 * (sends - 1)
+         WHERE country = ?1 AND expires_at > ?2 AND sends > 0",
+    )?
+    .execute(params![
+        rule.country,
+        now,
+        rule.min_sample,
+        rule.min_conversion
+    ])?;
+    Ok(())
 }
 
 /// Counts an approval; the breaker closes once the conversion is back above the minimum.
