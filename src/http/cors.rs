@@ -51,6 +51,15 @@ fn allowed<'a>(app: &App, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
         .then_some(origin)
 }
 
+/// Lets `origin` read the answer, cookies included.
+fn allow_origin(h: &mut HeaderMap, origin: &HeaderValue) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+}
+
 /// Answers a preflight (`OPTIONS`) for a browser-facing path; `None` leaves the request to the
 /// router (which refuses `OPTIONS` elsewhere with 405).
 pub fn preflight(app: &App, method: &Method, path: &str, headers: &HeaderMap) -> Option<Resp> {
@@ -64,11 +73,7 @@ pub fn preflight(app: &App, method: &Method, path: &str, headers: &HeaderMap) ->
     let h = resp.headers_mut();
     h.insert(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = allowed(app, headers) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
+        allow_origin(h, origin);
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static(methods),
@@ -128,11 +133,7 @@ pub fn decorate(app: &App, route: &Route, headers: &HeaderMap, resp: &mut Resp) 
     let h = resp.headers_mut();
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = allowed(app, headers) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
+        allow_origin(h, origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static("retry-after, x-request-id, idempotent-replayed"),
