@@ -321,8 +321,8 @@ pub struct CompatConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Address for `GET /metrics` (Prometheus); unset: no metrics listener. Kept off the public
-    /// port so that scrapes need no authentication: bind it to loopback or an internal network.
+    /// Own address for `GET /metrics` (Prometheus), where scrapes need no authentication: bind
+    /// it to loopback or an internal network. Unset: served on the API port behind the API key.
     pub listen: Option<SocketAddr>,
 }
 

@@ -1,5 +1,6 @@
-//! `GET /metrics` on the `metrics.listen` address: the text parses strictly, and the counters
-//! move the way the README's "Observability" section says they do.
+//! `GET /metrics` on the `metrics.listen` address (or, without one, on the API port behind the
+//! API key): the text parses strictly, and the counters move the way the README's
+//! "Observability" section says they do.
 
 mod common;
 #[path = "common/openmetrics.rs"]
@@ -198,8 +199,41 @@ async fn only_get_metrics_is_served_there_and_not_on_the_api_port() {
     assert_eq!(
         resp.status(),
         404,
-        "the public port does not expose metrics"
+        "with a metrics address, the public port does not expose metrics"
     );
+    let resp = d
+        .http
+        .get(d.url("/metrics"))
+        .bearer_auth(common::daemon::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "not even with an API key");
+    d.stop().await;
+}
+
+/// Without `metrics.listen`, `GET /metrics` is on the API port, behind the API key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_metrics_address_the_api_port_serves_them_to_api_keys() {
+    let d = TestDaemon::start(Backend::Sqlite, |_| {}).await.unwrap();
+    let resp = d.http.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert_eq!(d.browser().send_code(PHONE).await.0, 202);
+    let resp = d
+        .http
+        .get(d.url("/metrics"))
+        .bearer_auth(common::daemon::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let m = openmetrics::parse(&resp.text().await.unwrap());
+    assert_eq!(m.value("verifyd_verifications_started_total", &[]), 1.0);
     d.stop().await;
 }
 

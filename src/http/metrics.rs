@@ -54,16 +54,23 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
+/// The metrics text, with the gauges sampled now. The breakers' states live in the providers,
+/// the pumping breaker's in the store (shared by all daemons); a store that cannot answer leaves
+/// those gauges out rather than failing the scrape.
+pub async fn scrape(app: &App) -> String {
+    let pumping = app.store.pumping_states().await.unwrap_or_default();
+    app.metrics
+        .set_provider_states(app.provider.breaker_states());
+    app.metrics.render(app.store.pool_usage(), &pumping)
+}
+
 async fn answer(app: &App, req: &Request<Incoming>) -> Resp {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, crate::metrics::CONTENT_TYPE, {
-            // The breaker's state lives in the store (shared by all daemons); a store that
-            // cannot answer leaves those gauges out rather than failing the scrape.
-            let pumping = app.store.pumping_states().await.unwrap_or_default();
-            app.metrics
-                .set_provider_states(app.provider.breaker_states());
-            app.metrics.render(app.store.pool_usage(), &pumping)
-        }),
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            scrape(app).await,
+        ),
         (_, "/metrics") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",

@@ -238,5 +238,25 @@ async fn run(
         Route::OpenApi => Ok(raw_json(StatusCode::OK, OPENAPI)),
         Route::DemoPage => Ok(demo::page()),
         Route::OwnSession => own_session::get(app, parts).await,
+        Route::Metrics => metrics_on_api_port(app, parts).await,
     }
+}
+
+/// `GET /metrics` on the API port, for deployments without a separate `metrics.listen`: the
+/// port faces browsers, so a scrape needs an API key. With `metrics.listen` set the metrics live
+/// only there.
+async fn metrics_on_api_port(app: &App, parts: &http::request::Parts) -> Result<Resp, ApiError> {
+    if let Some(addr) = app.config.metrics.listen {
+        return Err(ApiError::not_found(
+            "not_found",
+            format!("metrics are served on the metrics address ({addr})"),
+        ));
+    }
+    caller::require_backend(app, parts)?;
+    let mut resp = response::raw_json(StatusCode::OK, metrics::scrape(app).await);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(resp)
 }

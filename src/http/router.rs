@@ -26,6 +26,7 @@ pub enum Route {
     OpenApi,
     DemoPage,
     OwnSession,
+    Metrics,
 }
 
 /// Every (method, path template) pair the router serves, the seed routes with and without their
@@ -36,6 +37,7 @@ pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
     ("GET", "/"),
     ("GET", "/v1/session"),
     ("POST", "/v1/sessions"),
@@ -81,6 +83,7 @@ impl Route {
             Route::OpenApi => "/openapi.json",
             Route::DemoPage => "/",
             Route::OwnSession => "/v1/session",
+            Route::Metrics => "/metrics",
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn route(
         ["healthz"] => only(&Method::GET, "GET", Route::Healthz),
         ["readyz"] => only(&Method::GET, "GET", Route::Readyz),
         ["openapi.json"] => only(&Method::GET, "GET", Route::OpenApi),
+        ["metrics"] => only(&Method::GET, "GET", Route::Metrics),
         [""] if demo_page => only(&Method::GET, "GET", Route::DemoPage),
         ["v1", "session"] => only(&Method::GET, "GET", Route::OwnSession),
         ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
