@@ -196,11 +196,7 @@ async fn only_get_metrics_is_served_there_and_not_on_the_api_port() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     let resp = d.http.get(d.url("/metrics")).send().await.unwrap();
-    assert_eq!(
-        resp.status(),
-        404,
-        "with a metrics address, the public port does not expose metrics"
-    );
+    assert_eq!(resp.status(), 401, "the API port asks for the key first");
     let resp = d
         .http
         .get(d.url("/metrics"))
@@ -208,7 +204,11 @@ async fn only_get_metrics_is_served_there_and_not_on_the_api_port() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404, "not even with an API key");
+    assert_eq!(
+        resp.status(),
+        404,
+        "with a metrics address, the API port does not serve metrics, even to a key"
+    );
     d.stop().await;
 }
 

@@ -243,16 +243,16 @@ async fn run(
 }
 
 /// `GET /metrics` on the API port, for deployments without a separate `metrics.listen`: the
-/// port faces browsers, so a scrape needs an API key. With `metrics.listen` set the metrics live
-/// only there.
+/// port faces browsers, so a scrape needs an API key (checked first, whatever the answer). With
+/// `metrics.listen` set the metrics live only there.
 async fn metrics_on_api_port(app: &App, parts: &http::request::Parts) -> Result<Resp, ApiError> {
+    caller::require_backend(app, parts)?;
     if let Some(addr) = app.config.metrics.listen {
         return Err(ApiError::not_found(
             "not_found",
             format!("metrics are served on the metrics address ({addr})"),
         ));
     }
-    caller::require_backend(app, parts)?;
     let mut resp = response::raw_json(StatusCode::OK, metrics::scrape(app).await);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
