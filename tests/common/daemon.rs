@@ -200,6 +200,19 @@ impl Browser {
             .await
     }
 
+    /// The end of the README's flow: a wrong code leaves the check pending, the right one
+    /// approves the number.
+    pub async fn wrong_then_right(&mut self, phone: &str, code: &str) {
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let (status, body) = self.check_code(phone, wrong).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "pending", "{body}");
+        let (status, body) = self.check_code(phone, code).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "approved");
+        assert_eq!(body["verified_phone"], phone);
+    }
+
     /// `POST /v1/verifications/check`.
     pub async fn check_code(&mut self, phone: &str, code: &str) -> (StatusCode, Value) {
         self.post(
