@@ -25,6 +25,7 @@ mod compat;
 mod cookies;
 pub mod cors;
 mod demo;
+mod echo;
 pub mod error;
 mod idempotency;
 pub mod metrics;
@@ -121,7 +122,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     );
     tracing::info!(
         %request_id,
-        method = %method,
+        method = %echo::Echo(method.as_str()),
         route = template,
         status = resp.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
