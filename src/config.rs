@@ -62,7 +62,32 @@ pub struct HttpConfig {
     pub demo_page: bool,
     /// Peers (CIDR, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<String>,
+    /// Which header the trusted proxies write the client's address into.
+    pub forwarded_header: ForwardedHeader,
     pub cors: CorsConfig,
+}
+
+/// The header a trusted proxy names the client in. Only one is read: the other could come
+/// from the client itself, passed on untouched by a proxy that does not know it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, HAProxy, most load balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for=proxy1`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name, lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
 }
 
 /// Browser access from other origins to the browser-facing routes.
@@ -84,6 +109,7 @@ impl Default for HttpConfig {
             shutdown_grace: 10,
             demo_page: false,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
             cors: CorsConfig::default(),
         }
     }

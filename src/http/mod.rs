@@ -51,6 +51,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let proxy_warning = Arc::new(client_ip::ProxyWarning::default());
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -71,8 +72,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let proxy_warning = proxy_warning.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             let app = app.clone();
+            proxy_warning.check(&app.config.http, peer.ip(), req.headers());
             req.extensions_mut().insert(client_ip::Peer(peer));
             async move { Ok::<_, Infallible>(handle(&app, req).await) }
         });
