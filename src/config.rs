@@ -878,7 +878,10 @@ mod tests {
                 ("b.toml", "cookie_path = \"/app\""),
                 ("c.toml", "cookie_domain = \"example.com\""),
             ] {
-                jail.create_file(file, &format!("[session]\ncookie_host_prefix = true\n{body}\n"))?;
+                jail.create_file(
+                    file,
+                    &format!("[session]\ncookie_host_prefix = true\n{body}\n"),
+                )?;
                 let err = Config::load(Some(Path::new(file)), true)
                     .unwrap_err()
                     .to_string();
@@ -889,7 +892,10 @@ mod tests {
             let err = Config::load(Some(Path::new("d.toml")), true)
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("session.cookie_name") && err.contains("cookie_host_prefix"), "{err}");
+            assert!(
+                err.contains("session.cookie_name") && err.contains("cookie_host_prefix"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -440,7 +440,12 @@ mod tests {
     fn request_labels_take_known_values_only() {
         let m = Metrics::new();
         for n in 0..500 {
-            m.request(&format!("X{n}{}", "Y".repeat(4000)), "?", 405, Duration::ZERO);
+            m.request(
+                &format!("X{n}{}", "Y".repeat(4000)),
+                "?",
+                405,
+                Duration::ZERO,
+            );
         }
         m.request("get", "?", 404, Duration::ZERO);
         m.request("GET", "/healthz", 200, Duration::ZERO);

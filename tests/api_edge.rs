@@ -60,7 +60,11 @@ async fn call(
         }
     }
     let text = resp.text().await.unwrap_or_default();
-    (status, h, serde_json::from_str(&text).unwrap_or(Value::Null))
+    (
+        status,
+        h,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
 }
 
 fn sent_to(d: &TestDaemon, phone: &str) -> usize {
@@ -81,20 +85,44 @@ fn enc(phone: &str) -> String {
 /// must be refused on a state-changing route.
 fn cross_site() -> Vec<(&'static str, Vec<(&'static str, String)>)> {
     vec![
-        ("img or link from another site", vec![("sec-fetch-site", "cross-site".into())]),
+        (
+            "img or link from another site",
+            vec![("sec-fetch-site", "cross-site".into())],
+        ),
         (
             "another site, even an allowed origin",
-            vec![("sec-fetch-site", "cross-site".into()), ("origin", SHOP.into())],
+            vec![
+                ("sec-fetch-site", "cross-site".into()),
+                ("origin", SHOP.into()),
+            ],
         ),
-        ("img from a sibling subdomain", vec![("sec-fetch-site", "same-site".into())]),
+        (
+            "img from a sibling subdomain",
+            vec![("sec-fetch-site", "same-site".into())],
+        ),
         (
             "script on a sibling subdomain that is not allowed",
-            vec![("sec-fetch-site", "same-site".into()), ("origin", "https://evil.shop.example".into())],
+            vec![
+                ("sec-fetch-site", "same-site".into()),
+                ("origin", "https://evil.shop.example".into()),
+            ],
         ),
-        ("older browser: foreign Origin", vec![("origin", "https://evil.example".into())]),
-        ("older browser: opaque Origin", vec![("origin", "null".into())]),
-        ("older browser: foreign Referer", vec![("referer", "https://evil.example/win?x=1".into())]),
-        ("older browser: unreadable Referer", vec![("referer", "about:blank".into())]),
+        (
+            "older browser: foreign Origin",
+            vec![("origin", "https://evil.example".into())],
+        ),
+        (
+            "older browser: opaque Origin",
+            vec![("origin", "null".into())],
+        ),
+        (
+            "older browser: foreign Referer",
+            vec![("referer", "https://evil.example/win?x=1".into())],
+        ),
+        (
+            "older browser: unreadable Referer",
+            vec![("referer", "about:blank".into())],
+        ),
     ]
 }
 
@@ -102,15 +130,36 @@ fn cross_site() -> Vec<(&'static str, Vec<(&'static str, String)>)> {
 fn not_cross_site(d: &TestDaemon) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
     vec![
         ("curl: no browser headers", vec![]),
-        ("our own page", vec![("sec-fetch-site", "same-origin".into()), ("origin", d.base.clone())]),
-        ("typed into the address bar", vec![("sec-fetch-site", "none".into())]),
+        (
+            "our own page",
+            vec![
+                ("sec-fetch-site", "same-origin".into()),
+                ("origin", d.base.clone()),
+            ],
+        ),
+        (
+            "typed into the address bar",
+            vec![("sec-fetch-site", "none".into())],
+        ),
         (
             "allowed origin on the same site",
-            vec![("sec-fetch-site", "same-site".into()), ("origin", SHOP.into())],
+            vec![
+                ("sec-fetch-site", "same-site".into()),
+                ("origin", SHOP.into()),
+            ],
         ),
-        ("older browser: own Origin", vec![("origin", d.base.clone())]),
-        ("older browser: allowed Origin", vec![("origin", SHOP.into())]),
-        ("older browser: own Referer", vec![("referer", format!("{}/", d.base))]),
+        (
+            "older browser: own Origin",
+            vec![("origin", d.base.clone())],
+        ),
+        (
+            "older browser: allowed Origin",
+            vec![("origin", SHOP.into())],
+        ),
+        (
+            "older browser: own Referer",
+            vec![("referer", format!("{}/", d.base))],
+        ),
     ]
 }
 
@@ -358,16 +407,30 @@ async fn forwarding_headers_without_trusted_proxies_warn_once() {
         } else {
             ("forwarded", format!("for=\"192.0.2.201:{n}\""))
         };
-        let resp = d.http.get(d.url("/healthz")).header(name, value).send().await.unwrap();
+        let resp = d
+            .http
+            .get(d.url("/healthz"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
     let warnings: Vec<String> = logs
         .text()
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains("192.0.2.201") && l.contains("trusted_proxies is empty"))
+        .filter(|l| {
+            l.contains("WARN")
+                && l.contains("192.0.2.201")
+                && l.contains("trusted_proxies is empty")
+        })
         .map(str::to_owned)
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    assert!(warnings[0].contains("192.0.2.201:0"), "the first request's header: {}", warnings[0]);
+    assert!(
+        warnings[0].contains("192.0.2.201:0"),
+        "the first request's header: {}",
+        warnings[0]
+    );
     d.stop().await;
 }

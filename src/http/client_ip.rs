@@ -99,10 +99,9 @@ pub fn client_ip(
         .iter()
         .filter_map(|v| v.to_str().ok());
     let hops: Vec<Option<IpAddr>> = match header {
-        ForwardedHeader::XForwardedFor => values
-            .flat_map(|v| v.split(','))
-            .map(hop_address)
-            .collect(),
+        ForwardedHeader::XForwardedFor => {
+            values.flat_map(|v| v.split(',')).map(hop_address).collect()
+        }
         ForwardedHeader::Forwarded => values
             .flat_map(|v| v.split(','))
             .map(forwarded_for)
@@ -277,7 +276,12 @@ mod tests {
         );
         // The other header is not read: a client could have written it.
         assert_eq!(
-            client_ip(ip("127.0.0.1"), &h, &trusted, ForwardedHeader::XForwardedFor),
+            client_ip(
+                ip("127.0.0.1"),
+                &h,
+                &trusted,
+                ForwardedHeader::XForwardedFor
+            ),
             ip("192.0.2.1")
         );
         h.insert(

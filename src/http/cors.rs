@@ -249,12 +249,27 @@ mod tests {
             }
             h
         };
-        let h = of(&[("sec-fetch-site", "cross-site"), ("origin", "https://a.example")]);
+        let h = of(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://a.example"),
+        ]);
         assert_eq!(provenance(&h), Provenance::CrossSite);
-        let h = of(&[("sec-fetch-site", "same-site"), ("origin", "https://a.example")]);
-        assert_eq!(provenance(&h), Provenance::SameSite(Some("https://a.example")));
-        assert_eq!(provenance(&of(&[("sec-fetch-site", "none")])), Provenance::Own);
-        let h = of(&[("sec-fetch-site", "bogus"), ("referer", "https://b.example:8443/p?q#f")]);
+        let h = of(&[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://a.example"),
+        ]);
+        assert_eq!(
+            provenance(&h),
+            Provenance::SameSite(Some("https://a.example"))
+        );
+        assert_eq!(
+            provenance(&of(&[("sec-fetch-site", "none")])),
+            Provenance::Own
+        );
+        let h = of(&[
+            ("sec-fetch-site", "bogus"),
+            ("referer", "https://b.example:8443/p?q#f"),
+        ]);
         assert_eq!(
             provenance(&h),
             Provenance::Claimed(Some("https://b.example:8443".into()))

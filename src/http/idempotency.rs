@@ -235,7 +235,9 @@ mod tests {
         let mut begun = None;
         for _ in 0..100 {
             match app.store.idempotency_begin("s:1", "k1", &fp, TTL).await {
-                Ok(IdempotencyBegin::InFlight) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(IdempotencyBegin::InFlight) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
                 other => {
                     begun = Some(other);
                     break;
