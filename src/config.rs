@@ -62,7 +62,32 @@ pub struct HttpConfig {
     pub demo_page: bool,
     /// Peers (CIDR, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<String>,
+    /// Which header the trusted proxies write the client's address into.
+    pub forwarded_header: ForwardedHeader,
     pub cors: CorsConfig,
+}
+
+/// The header a trusted proxy names the client in. Only one is read: the other could come
+/// from the client itself, passed on untouched by a proxy that does not know it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, HAProxy, most load balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for=proxy1`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name, lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
 }
 
 /// Browser access from other origins to the browser-facing routes.
@@ -84,6 +109,7 @@ impl Default for HttpConfig {
             shutdown_grace: 10,
             demo_page: false,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
             cors: CorsConfig::default(),
         }
     }
@@ -171,6 +197,9 @@ pub struct SessionConfig {
     pub cookie_path: String,
     /// Send the cookie with `Secure`; turn off only for plain-HTTP development.
     pub cookie_secure: bool,
+    /// Name the cookie `__Host-<cookie_name>`: browsers then accept it only with `Secure`,
+    /// `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it.
+    pub cookie_host_prefix: bool,
     /// Seconds of inactivity before a session expires (Django's `SESSION_COOKIE_AGE`).
     pub default_age: u32,
     /// Absolute cap in seconds since creation; 0 means no cap.
@@ -186,6 +215,7 @@ impl Default for SessionConfig {
             cookie_domain: None,
             cookie_path: "/".into(),
             cookie_secure: true,
+            cookie_host_prefix: false,
             default_age: 1_209_600,
             max_lifetime: 0,
             refresh_interval: 60,
@@ -194,6 +224,15 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
+    /// The cookie's name as browsers see it, with the `__Host-` prefix when it is on.
+    pub fn full_cookie_name(&self) -> String {
+        if self.cookie_host_prefix {
+            format!("__Host-{}", self.cookie_name)
+        } else {
+            self.cookie_name.clone()
+        }
+    }
+
     pub fn policy(&self) -> SessionPolicy {
         SessionPolicy {
             default_age: self.default_age,
@@ -565,6 +604,30 @@ impl Config {
                 "must be letters, digits, '_' or '-'".into(),
             ));
         }
+        let lower = s.cookie_name.to_ascii_lowercase();
+        if lower.starts_with("__host-") {
+            return Err((
+                "session.cookie_name",
+                "give the name without \"__Host-\" and set session.cookie_host_prefix = true"
+                    .into(),
+            ));
+        }
+        if lower.starts_with("__secure-") && !s.cookie_secure {
+            return Err((
+                "session.cookie_name",
+                "a \"__Secure-\" name needs session.cookie_secure = true".into(),
+            ));
+        }
+        if s.cookie_host_prefix
+            && (!s.cookie_secure || s.cookie_path != "/" || s.cookie_domain.is_some())
+        {
+            return Err((
+                "session.cookie_host_prefix",
+                "a \"__Host-\" cookie needs session.cookie_secure = true, \
+                 session.cookie_path = \"/\" and no session.cookie_domain"
+                    .into(),
+            ));
+        }
         if !s.cookie_path.starts_with('/') || s.cookie_path.contains([';', ' ']) {
             return Err((
                 "session.cookie_path",
@@ -800,6 +863,39 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("verification.resend_interval"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn host_prefix_needs_secure_root_path_and_no_domain() {
+        Jail::expect_with(|jail| {
+            jail.create_file("ok.toml", "[session]\ncookie_host_prefix = true\n")?;
+            let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+            assert_eq!(c.session.full_cookie_name(), "__Host-sessionid");
+            for (file, body) in [
+                ("a.toml", "cookie_secure = false"),
+                ("b.toml", "cookie_path = \"/app\""),
+                ("c.toml", "cookie_domain = \"example.com\""),
+            ] {
+                jail.create_file(
+                    file,
+                    &format!("[session]\ncookie_host_prefix = true\n{body}\n"),
+                )?;
+                let err = Config::load(Some(Path::new(file)), true)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("session.cookie_host_prefix"), "{err}");
+                assert!(err.contains(file), "{err}");
+            }
+            jail.create_file("d.toml", "[session]\ncookie_name = \"__Host-sid\"\n")?;
+            let err = Config::load(Some(Path::new("d.toml")), true)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("session.cookie_name") && err.contains("cookie_host_prefix"),
+                "{err}"
+            );
             Ok(())
         });
     }

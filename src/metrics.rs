@@ -19,7 +19,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: &'static str,
     status: u16,
 }
@@ -227,13 +227,15 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
-    /// One answered HTTP request (`route` is the template, `?` when nothing matched).
+    /// One answered HTTP request (`route` is the template, `?` when nothing matched). Every
+    /// label takes one of a few known values whatever the client sent: a label per unknown
+    /// method, path or status would let anyone grow the registry (and each scrape) without bound.
     pub fn request(&self, method: &str, route: &'static str, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method: method_label(method),
                 route,
-                status,
+                status: status_label(status),
             })
             .inc();
         self.request_seconds
@@ -358,6 +360,26 @@ impl Metrics {
     }
 }
 
+/// Methods counted under their own name; any other is `other`.
+const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+
+fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
+/// Valid HTTP statuses keep their number; anything outside 100..=599 (which hyper would not
+/// send anyway) is counted as 0 rather than as a label of its own.
+fn status_label(status: u16) -> u16 {
+    if (100..=599).contains(&status) {
+        status
+    } else {
+        0
+    }
+}
+
 fn saturating_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -412,6 +434,37 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn request_labels_take_known_values_only() {
+        let m = Metrics::new();
+        for n in 0..500 {
+            m.request(
+                &format!("X{n}{}", "Y".repeat(4000)),
+                "?",
+                405,
+                Duration::ZERO,
+            );
+        }
+        m.request("get", "?", 404, Duration::ZERO);
+        m.request("GET", "/healthz", 200, Duration::ZERO);
+        let text = m.render(None, &[]);
+        let mut series: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("verifyd_http_requests_total"))
+            .collect();
+        series.sort_unstable();
+        assert_eq!(
+            series,
+            [
+                "verifyd_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1",
+                "verifyd_http_requests_total{method=\"other\",route=\"?\",status=\"404\"} 1",
+                "verifyd_http_requests_total{method=\"other\",route=\"?\",status=\"405\"} 500",
+            ],
+            "{text}"
+        );
+        assert!(text.len() < 8192, "{} bytes", text.len());
     }
 
     #[test]

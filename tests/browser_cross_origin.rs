@@ -1,6 +1,7 @@
 //! A page on another origin using verifyd from a real browser: CORS with credentials. The
 //! daemon allows one origin in `http.cors.allowed_origins`; a page served from it goes through
-//! the whole flow, the same page served from a second port is refused.
+//! the whole flow, the same page served from a second port is refused. And another site's
+//! `<img>` and link aimed at `GET /sms_send/` (cross-site request forgery) are refused.
 
 mod common;
 
@@ -97,5 +98,49 @@ async fn only_an_allowed_origin_may_call_the_api_with_credentials() {
     assert_eq!(to, [phone], "the refused origin sent nothing");
     allowed_site.abort();
     other_site.abort();
+    d.stop().await;
+}
+
+/// An attacker's page: an image and a link that ask verifyd for codes to the attacker's numbers.
+fn attack_page(api: &str, pixel_phone: &str, link_phone: &str) -> String {
+    let enc = |p: &str| p.replace('+', "%2B");
+    format!(
+        "<!doctype html><html lang=\"en\"><head><title>Prizes</title></head><body>\
+         <h1>You won!</h1>\
+         <img alt=\"\" src=\"{api}/sms_send/?phone={}\">\
+         <p><a href=\"{api}/sms_send/?phone={}\">Claim your prize</a></p></body></html>",
+        enc(pixel_phone),
+        enc(link_phone)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sites_image_and_link_cannot_send_codes() {
+    if !available("another_sites_image_and_link_cannot_send_codes") {
+        return;
+    }
+    let d = TestDaemon::start(Backend::Sqlite, |c| c.http.demo_page = true)
+        .await
+        .unwrap();
+    let (pixel_phone, link_phone) = ("+447700900123", "+447700900124");
+    // `localhost` and `127.0.0.1` are different sites to the browser.
+    let (site, site_task) = serve_page(attack_page(&d.base, pixel_phone, link_phone)).await;
+    let attack = site.replace("127.0.0.1", "localhost");
+    let victim = "+8613800138000";
+    let env = [
+        ("VERIFYD_URL", d.base.clone()),
+        ("OUTBOX", d.outbox.display().to_string()),
+        ("ATTACK_PAGE", format!("{attack}/")),
+        ("VICTIM", victim.to_owned()),
+        ("ATTACKER_PHONES", format!("{pixel_phone},{link_phone}")),
+    ];
+    run_scenario("csrf", &env).await;
+    let to: Vec<_> = d.messages().iter().map(|m| m["to"].clone()).collect();
+    assert_eq!(to, [victim], "only the victim's own code was sent");
+    // Both the image and the link reached verifyd and were refused there.
+    let metrics = d.daemon.as_ref().unwrap().app.metrics.render(None, &[]);
+    let refused = r#"verifyd_http_requests_total{method="GET",route="/sms_send/",status="403"} 2"#;
+    assert!(metrics.lines().any(|l| l == refused), "{metrics}");
+    site_task.abort();
     d.stop().await;
 }

@@ -243,3 +243,93 @@ async fn no_metrics_listener_unless_configured() {
     assert_eq!(d.daemon.as_ref().unwrap().metrics_addr, None);
     d.stop().await;
 }
+
+/// An attacker's loop: every request has a unique 2 KB method name or a unique long path. The
+/// request counter keeps a handful of series, the scrape stays small, and no log line repeats
+/// the attacker's text in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_methods_and_paths_do_not_grow_metrics_or_logs() {
+    let logs = common::logs::capture("verifyd=info");
+    let d = start(Backend::Sqlite).await.unwrap();
+    let mut tags = Vec::new();
+    for n in 0..300 {
+        let tag = format!("Z{n:04}{}", "Q".repeat(2000));
+        let method = Method::from_bytes(tag.as_bytes()).unwrap();
+        let resp = d
+            .http
+            .request(method, d.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405);
+        let resp = d
+            .http
+            .get(d.url(&format!("/{tag}/x")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        let resp = d
+            .http
+            .request(
+                Method::from_bytes(tag.as_bytes()).unwrap(),
+                d.url(&format!("/{tag}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        tags.push(tag);
+    }
+    let addr = d.daemon.as_ref().unwrap().metrics_addr.unwrap();
+    let text = d
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("verifyd_http_requests_total"))
+        .count();
+    assert!(series <= 8, "{series} request series:\n{text}");
+    assert!(
+        text.len() < 32 * 1024,
+        "/metrics grew to {} bytes",
+        text.len()
+    );
+    let m = openmetrics::parse(&text);
+    assert_eq!(
+        m.value(
+            "verifyd_http_requests_total",
+            &[("method", "other"), ("route", "?"), ("status", "405")]
+        ),
+        300.0
+    );
+    assert_eq!(
+        m.value(
+            "verifyd_http_requests_total",
+            &[("method", "GET"), ("route", "?"), ("status", "404")]
+        ),
+        300.0
+    );
+    let log = logs.text();
+    assert!(
+        log.contains("Z0299QQQQ"),
+        "the request lines are logged (shortened)"
+    );
+    for tag in tags.iter().take(5) {
+        assert!(
+            !log.contains(tag.as_str()),
+            "a log line echoes a whole attacker method"
+        );
+    }
+    assert!(
+        log.lines().all(|l| l.len() < 1024),
+        "a log line longer than 1 KB"
+    );
+    d.stop().await;
+}

@@ -69,3 +69,47 @@ fn is_section(text: &str, path: &str) -> bool {
     text.lines()
         .any(|l| l.contains(&format!("[{path}]")) || l.contains(&format!("[{path}.")))
 }
+
+/// The packaged `/etc/verifyd/config.toml` loads, and its commented examples for a reverse
+/// proxy on the same host and for the `__Host-` cookie are correct once uncommented.
+#[test]
+fn packaged_proxy_and_cookie_examples_work_when_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let packaged = Config::load(Some(&path), true).expect("the packaged config is valid");
+    assert!(packaged.http.trusted_proxies.is_empty());
+    let mut uncommented = 0;
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            for key in ["# trusted_proxies = ", "# cookie_host_prefix = "] {
+                if let Some(rest) = l.strip_prefix(key) {
+                    uncommented += 1;
+                    return format!("{}{rest}\n", &key[2..]);
+                }
+            }
+            format!("{l}\n")
+        })
+        .collect();
+    assert_eq!(uncommented, 2, "both examples are in the packaged file");
+    let dir = tempfile::tempdir().unwrap();
+    let edited_path = dir.path().join("config.toml");
+    std::fs::write(&edited_path, edited).unwrap();
+    let c = Config::load(Some(&edited_path), true).expect("the uncommented examples are valid");
+    assert!(c.session.cookie_host_prefix);
+    let trusted: Vec<_> = c
+        .http
+        .trusted_proxies
+        .iter()
+        .map(|s| verifyd::http::client_ip::Cidr::parse(s).unwrap())
+        .collect();
+    for local in ["127.0.0.1", "::1"] {
+        let ip = local.parse().unwrap();
+        assert!(trusted.iter().any(|c| c.contains(ip)), "{local} is trusted");
+        // A client behind that proxy is told apart by the proxy's X-Forwarded-For.
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.50:61000".parse().unwrap());
+        let client = verifyd::http::client_ip::client_ip(ip, &h, &trusted, c.http.forwarded_header);
+        assert_eq!(client, "203.0.113.50".parse::<std::net::IpAddr>().unwrap());
+    }
+}

@@ -116,7 +116,7 @@ pub async fn browser_session(
 /// moved the expiry. An API key is not looked at: this is the browser's view.
 pub async fn from_cookie(app: &App, parts: &Parts) -> Result<Option<Resolved>, ApiError> {
     let cfg = &app.config.session;
-    let Some(key) = cookies::session_key(parts, &cfg.cookie_name) else {
+    let Some(key) = cookies::session_key(parts, &cfg.full_cookie_name()) else {
         return Ok(None);
     };
     let Some(session) = app.store.touch_session(&key.hash()).await? else {

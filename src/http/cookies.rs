@@ -37,7 +37,7 @@ pub fn max_age(session: &Session, now: SystemTime) -> Option<u64> {
 
 /// `Set-Cookie` value that stores `key` for as long as the session lives.
 pub fn set_cookie(cfg: &SessionConfig, key: &SessionKey, session: &Session) -> HeaderValue {
-    let mut v = format!("{}={}", cfg.cookie_name, key.as_str());
+    let mut v = format!("{}={}", cfg.full_cookie_name(), key.as_str());
     if let Some(age) = max_age(session, SystemTime::now()) {
         v.push_str(&format!("; Max-Age={age}"));
     }
@@ -50,7 +50,7 @@ pub fn expire_cookie(cfg: &SessionConfig) -> HeaderValue {
         cfg,
         format!(
             "{}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
-            cfg.cookie_name
+            cfg.full_cookie_name()
         ),
     )
 }
@@ -150,6 +150,13 @@ mod tests {
                 .unwrap()
                 .contains("Max-Age=34560000")
         );
+        let host = SessionConfig {
+            cookie_host_prefix: true,
+            ..cfg.clone()
+        };
+        let v = set_cookie(&host, &key, &s).to_str().unwrap().to_owned();
+        assert!(v.starts_with("__Host-sessionid="), "{v}");
+        assert!(v.contains("; Path=/;") && v.contains("; Secure") && !v.contains("Domain"));
         let insecure = SessionConfig {
             cookie_secure: false,
             ..cfg

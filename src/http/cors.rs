@@ -1,7 +1,8 @@
 //! Browsers on other origins: CORS with credentials for the browser-facing routes only (the
-//! verification routes and the seed routes), and the CSRF rule that a cookie-bound POST from an
-//! origin that is neither allowed nor our own is refused. Backend (API-key) routes never answer
-//! CORS, so no browser script can read them.
+//! verification routes and the seed routes), and the CSRF rule that a browser request to any
+//! state-changing route, whatever its method, is refused unless it comes from our own origin or
+//! an allowed one. Backend (API-key) routes never answer CORS, so no browser script can read
+//! them.
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -90,34 +91,106 @@ pub fn preflight(app: &App, method: &Method, path: &str, headers: &HeaderMap) ->
     Some(resp)
 }
 
-/// Refuses a browser POST (no API key) to a browser-facing route whose `Origin` is neither
-/// allowed nor the host it was sent to.
+/// Routes that change something (a code sent, a session bound or edited), whatever the method:
+/// the seed routes do it on `GET`, which `SameSite=Lax` cookies follow from any site's links.
+fn changes_state(route: &Route) -> bool {
+    !matches!(
+        route,
+        Route::Healthz
+            | Route::Readyz
+            | Route::OpenApi
+            | Route::DemoPage
+            | Route::OwnSession
+            | Route::Metrics
+            | Route::GetSession { .. }
+            | Route::GetValue { .. }
+    )
+}
+
+/// Where a browser says a request comes from, strongest signal first.
+#[derive(Debug, PartialEq, Eq)]
+enum Provenance<'a> {
+    /// `Sec-Fetch-Site: same-origin`, or `none` (the person typed the address or used a
+    /// bookmark): not a request another site made.
+    Own,
+    /// `Sec-Fetch-Site: same-site`, with the `Origin` it carried, if any.
+    SameSite(Option<&'a str>),
+    /// `Sec-Fetch-Site: cross-site`.
+    CrossSite,
+    /// No `Sec-Fetch-Site` (older browsers): the origin from `Origin`, else from `Referer`.
+    Claimed(Option<String>),
+    /// None of the three headers: curl, a server-side caller; nothing a browser sends alone.
+    Unknown,
+}
+
+fn provenance(headers: &HeaderMap) -> Provenance<'_> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    match text("sec-fetch-site") {
+        Some("same-origin" | "none") => return Provenance::Own,
+        Some("same-site") => return Provenance::SameSite(text("origin")),
+        Some("cross-site") => return Provenance::CrossSite,
+        // A value this code does not know says nothing; fall back on the older headers.
+        _ => {}
+    }
+    if let Some(origin) = text("origin") {
+        return Provenance::Claimed(Some(origin.to_owned()));
+    }
+    if let Some(referer) = text("referer") {
+        return Provenance::Claimed(referer_origin(referer));
+    }
+    Provenance::Unknown
+}
+
+/// `scheme://host[:port]` of a `Referer` URL; `None` when it is not an http(s) URL.
+fn referer_origin(referer: &str) -> Option<String> {
+    let (scheme, rest) = referer.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let origin = format!("{scheme}://{authority}");
+    is_origin(&origin).then_some(origin)
+}
+
+/// Refuses a browser request to a state-changing route that another site made: by
+/// `Sec-Fetch-Site` where the browser sends it, else by `Origin`, else by `Referer`, each
+/// checked against `http.cors.allowed_origins` and the daemon's own origin. A request with none
+/// of these headers is not a browser's cross-site request and passes; so does a backend call
+/// with an API key (no page can add an `Authorization` header to another site's request
+/// without a CORS preflight, which backend routes refuse).
 pub fn check_origin(app: &App, route: &Route, parts: &Parts) -> Result<(), ApiError> {
     // An API key makes a request a backend's, except on the seed routes, which ignore it.
     let backend = parts.headers.contains_key(header::AUTHORIZATION)
         && !matches!(route, Route::SeedSend | Route::SeedCheck);
-    if !browser_route(route) || parts.method != Method::POST || backend {
+    if !changes_state(route) || backend {
         return Ok(());
     }
-    let Some(origin) = parts.headers.get(header::ORIGIN) else {
-        return Ok(());
+    let ours = |origin: &str| is_allowed(app, origin) || same_origin(origin, &parts.headers);
+    let ok = match provenance(&parts.headers) {
+        Provenance::Own | Provenance::Unknown => true,
+        Provenance::SameSite(origin) => origin.is_some_and(|o| is_allowed(app, o)),
+        Provenance::CrossSite => false,
+        Provenance::Claimed(origin) => origin.is_some_and(|o| ours(&o)),
     };
-    if allowed(app, &parts.headers).is_some() || same_origin(origin, &parts.headers) {
+    if ok {
         return Ok(());
     }
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         "origin_not_allowed",
-        "requests from this origin are not allowed",
+        "requests from other sites or origins are not allowed here",
     ))
 }
 
-/// `Origin`'s host and port equal the `Host` the request was sent to.
-fn same_origin(origin: &HeaderValue, headers: &HeaderMap) -> bool {
-    let (Ok(origin), Some(Ok(host))) = (
-        origin.to_str(),
-        headers.get(header::HOST).map(|h| h.to_str()),
-    ) else {
+fn is_allowed(app: &App, origin: &str) -> bool {
+    app.config
+        .http
+        .cors
+        .allowed_origins
+        .iter()
+        .any(|o| o == origin)
+}
+
+/// `origin`'s host and port equal the `Host` the request was sent to.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(Ok(host)) = headers.get(header::HOST).map(|h| h.to_str()) else {
         return false;
     };
     origin
@@ -163,13 +236,50 @@ mod tests {
     fn same_origin_compares_host_and_port() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.example:8443"));
-        assert!(same_origin(
-            &HeaderValue::from_static("https://api.example:8443"),
-            &h
-        ));
-        assert!(!same_origin(
-            &HeaderValue::from_static("https://evil.example"),
-            &h
-        ));
+        assert!(same_origin("https://api.example:8443", &h));
+        assert!(!same_origin("https://evil.example", &h));
+    }
+
+    #[test]
+    fn provenance_prefers_fetch_metadata_then_origin_then_referer() {
+        let of = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let h = of(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://a.example"),
+        ]);
+        assert_eq!(provenance(&h), Provenance::CrossSite);
+        let h = of(&[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://a.example"),
+        ]);
+        assert_eq!(
+            provenance(&h),
+            Provenance::SameSite(Some("https://a.example"))
+        );
+        assert_eq!(
+            provenance(&of(&[("sec-fetch-site", "none")])),
+            Provenance::Own
+        );
+        let h = of(&[
+            ("sec-fetch-site", "bogus"),
+            ("referer", "https://b.example:8443/p?q#f"),
+        ]);
+        assert_eq!(
+            provenance(&h),
+            Provenance::Claimed(Some("https://b.example:8443".into()))
+        );
+        let h = of(&[("origin", "null"), ("referer", "https://b.example/")]);
+        assert_eq!(provenance(&h), Provenance::Claimed(Some("null".into())));
+        assert_eq!(
+            provenance(&of(&[("referer", "about:blank")])),
+            Provenance::Claimed(None)
+        );
+        assert_eq!(provenance(&HeaderMap::new()), Provenance::Unknown);
     }
 }

@@ -8,6 +8,11 @@
 //! the database only holds hashed — so a replay carries the cookie its own request calls for,
 //! like any request of that session. A browser without a cookie gets a new session, hence a
 //! new key scope: its retry is a new request, not a replay.
+//!
+//! A request that ends without an answer — the client hung up, or `http.request_timeout` cut
+//! it — releases its record (see [`Release`]), so the retry runs instead of waiting 24 h. If the
+//! first request's code had already been issued, the retry meets the resend cooldown and sends
+//! nothing.
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -15,10 +20,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::App;
-use crate::store::IdempotencyBegin;
+use crate::store::{IdempotencyBegin, Store};
 
 use super::error::ApiError;
 use super::response::{Resp, raw_json};
@@ -135,9 +141,16 @@ where
             }
         }
     }
+    let mut release = Release {
+        store: app.store.clone(),
+        owner: owner.to_owned(),
+        key: key.to_owned(),
+        armed: true,
+    };
     let resp = work.await;
     if resp.status().is_server_error() {
         app.store.idempotency_abandon(owner, key).await?;
+        release.armed = false;
         return Ok(resp);
     }
     let (head, full) = resp.into_parts();
@@ -151,12 +164,91 @@ where
     app.store
         .idempotency_finish(owner, key, head.status.as_u16(), &text, &kept)
         .await?;
+    release.armed = false;
     Ok(Resp::from_parts(head, bytes.into()))
+}
+
+/// Deletes a started record that got no answer when the request's future is dropped: hyper
+/// drops it when the client disconnects, the request timeout drops it when time runs out, and
+/// a store error on `idempotency_finish` leaves it too. `Drop` cannot wait, so the delete runs
+/// on its own task; `idempotency_abandon` deletes only records without an answer, so a late
+/// delete never removes a stored one.
+struct Release {
+    store: Arc<dyn Store>,
+    owner: String,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // No runtime means the process is shutting down; the record then expires with its TTL.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, owner, key) = (
+            self.store.clone(),
+            std::mem::take(&mut self.owner),
+            std::mem::take(&mut self.key),
+        );
+        runtime.spawn(async move {
+            if let Err(e) = store.idempotency_abandon(&owner, &key).await {
+                tracing::warn!(error = %e, "could not release an unanswered idempotency record");
+            }
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The request timeout drops the request's future mid-work: the record is released, so
+    /// the next request with the key starts instead of finding it in flight.
+    #[tokio::test]
+    async fn a_request_cut_by_the_timeout_releases_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::default();
+        config.store.sqlite.path = dir.path().join("v.db");
+        let app = App::build(config, true).await.unwrap();
+        let (parts, ()) = http::Request::post("/v1/verifications")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let body = Bytes::from_static(br#"{"phone":"+8613800138000"}"#);
+        let stuck = once(&app, "s:1", "k1", &parts, &body, std::future::pending());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), stuck)
+                .await
+                .is_err()
+        );
+        let fp = {
+            let mut h = Sha256::new();
+            h.update(b"/v1/verifications");
+            h.update([0]);
+            h.update(&body);
+            <[u8; 32]>::from(h.finalize())
+        };
+        let mut begun = None;
+        for _ in 0..100 {
+            match app.store.idempotency_begin("s:1", "k1", &fp, TTL).await {
+                Ok(IdempotencyBegin::InFlight) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => {
+                    begun = Some(other);
+                    break;
+                }
+            }
+        }
+        assert!(
+            matches!(begun, Some(Ok(IdempotencyBegin::Started))),
+            "the record was not released"
+        );
+    }
 
     #[test]
     fn retry_after_is_replayed_as_the_time_left() {

@@ -25,6 +25,7 @@ mod compat;
 mod cookies;
 pub mod cors;
 mod demo;
+mod echo;
 pub mod error;
 mod idempotency;
 pub mod metrics;
@@ -50,6 +51,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let proxy_warning = Arc::new(client_ip::ProxyWarning::default());
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -70,8 +72,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let proxy_warning = proxy_warning.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             let app = app.clone();
+            proxy_warning.check(&app.config.http, peer.ip(), req.headers());
             req.extensions_mut().insert(client_ip::Peer(peer));
             async move { Ok::<_, Infallible>(handle(&app, req).await) }
         });
@@ -121,7 +125,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     );
     tracing::info!(
         %request_id,
-        method = %method,
+        method = %echo::Echo(method.as_str()),
         route = template,
         status = resp.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,

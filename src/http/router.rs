@@ -157,7 +157,7 @@ pub fn route(
         ["sms_check"] | ["sms_check", ""] if seed_routes => seed(&m, Route::SeedCheck),
         _ => Err(ApiError::not_found(
             "not_found",
-            format!("no route for {path}"),
+            format!("no route for {}", super::echo::Echo(path)),
         )),
     }
 }

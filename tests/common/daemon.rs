@@ -135,7 +135,7 @@ impl TestDaemon {
             base: self.base.clone(),
             http: self.http.clone(),
             cookie: None,
-            cookie_name: self.config.session.cookie_name.clone(),
+            cookie_name: self.config.session.full_cookie_name(),
         }
     }
 
