@@ -177,6 +177,8 @@ pub struct SessionConfig {
     pub max_lifetime: u32,
     /// A read slides the expiry at most once per this many seconds.
     pub refresh_interval: u32,
+    /// Most bytes one session's data may take as compact JSON; writes beyond it are 413.
+    pub max_data_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -189,6 +191,7 @@ impl Default for SessionConfig {
             default_age: 1_209_600,
             max_lifetime: 0,
             refresh_interval: 60,
+            max_data_bytes: 64 * 1024,
         }
     }
 }
@@ -199,6 +202,7 @@ impl SessionConfig {
             default_age: self.default_age,
             max_lifetime: (self.max_lifetime > 0).then_some(self.max_lifetime),
             refresh_interval: self.refresh_interval,
+            max_data_bytes: self.max_data_bytes,
         }
     }
 }
@@ -584,6 +588,13 @@ impl Config {
         }
         if s.max_lifetime > i32::MAX as u32 {
             return Err(("session.max_lifetime", "must be at most 2147483647".into()));
+        }
+        // Room for verifyd's own `verified_phone` entry, and no more than a jsonb row holds well.
+        if !(256..=16 * 1024 * 1024).contains(&s.max_data_bytes) {
+            return Err((
+                "session.max_data_bytes",
+                "must be between 256 and 16777216".into(),
+            ));
         }
         let h = &self.http;
         if h.max_body_bytes == 0 {

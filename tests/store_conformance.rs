@@ -153,6 +153,7 @@ fn policy() -> SessionPolicy {
         default_age: 3600,
         max_lifetime: None,
         refresh_interval: 60,
+        max_data_bytes: 64 * 1024,
     }
 }
 
@@ -375,6 +376,7 @@ async fn reads_slide_only_after_refresh_interval(h: Harness) {
         &h,
         SessionPolicy {
             refresh_interval: 0,
+            max_data_bytes: 64 * 1024,
             ..policy()
         },
     )
@@ -441,6 +443,7 @@ async fn max_lifetime_caps_every_kind(h: Harness) {
     let capped = SessionPolicy {
         max_lifetime: Some(100),
         refresh_interval: 0,
+        max_data_bytes: 64 * 1024,
         ..policy()
     };
     let h = with_policy(&h, capped).await;

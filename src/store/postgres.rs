@@ -18,6 +18,7 @@ use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
+use crate::session_data::data_bytes;
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
     StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
@@ -195,12 +196,13 @@ impl PgStore {
     }
 }
 
+/// Writes only the row version `$6` that the size check read (`xmin` changes with every update).
 const SET_VALUE: &str = "
     UPDATE sessions
     SET data = data || jsonb_build_object($4::text, $5::jsonb),
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
-    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now()) AND xmin::text = $6
     RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
 
 const CLEAR: &str = "
@@ -418,6 +420,9 @@ impl Store for PgStore {
         data: &Map<String, Value>,
         expiry: Expiry,
     ) -> StoreResult<Session> {
+        if data_bytes(data) > self.policy.max_data_bytes {
+            return Err(StoreError::DataTooLarge(self.policy.max_data_bytes));
+        }
         let (kind, idle) = expiry.to_parts();
         let row = self
             .query_opt(
@@ -462,8 +467,42 @@ impl Store for PgStore {
         name: &str,
         value: &Value,
     ) -> StoreResult<Option<Session>> {
-        self.write_session(SET_VALUE, key, &[&name, &Json(value)])
-            .await
+        // The size limit is measured on the compact JSON, as SQLite measures it, so Rust must see
+        // the data: read it with its row version, then write only if no one wrote in between.
+        // A lost race (another write to the same session) reads again; a few in a row mean a
+        // session written to without pause, which is answered like a busy store.
+        let limit = self.policy.max_data_bytes;
+        for _ in 0..8 {
+            let Some(row) = self
+                .query_opt(
+                    "SELECT data, xmin::text AS version FROM sessions
+                     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())",
+                    &[&key.0.as_slice()],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let Json(mut data) = row
+                .try_get::<_, Json<Map<String, Value>>>("data")
+                .map_err(db_error)?;
+            let version: String = row.try_get("version").map_err(db_error)?;
+            let before = data_bytes(&data);
+            data.insert(name.to_owned(), value.clone());
+            let after = data_bytes(&data);
+            if after > limit && after > before {
+                return Err(StoreError::DataTooLarge(limit));
+            }
+            let written = self
+                .write_session(SET_VALUE, key, &[&name, &Json(value), &version])
+                .await?;
+            if written.is_some() {
+                return Ok(written);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the session kept changing during a write".into(),
+        ))
     }
 
     async fn delete_value(&self, key: &KeyHash, name: &str) -> StoreResult<DeleteOutcome> {
