@@ -8,17 +8,43 @@ use figment::value::{Dict, Map};
 use figment::{Metadata, Profile, Provider};
 use std::path::{Path, PathBuf};
 
-/// The configuration keys a credential may set: the secrets, and nothing else.
+/// The fixed configuration keys a credential may set: the secrets, and nothing else.
 pub const SECRET_KEYS: &[&str] = &[
     "verification.secret",
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
+    "provider.sns.secret_access_key",
 ];
+
+/// The secrets of a named provider instance, after `providers.<name>.`.
+pub const INSTANCE_SECRET_KEYS: &[&str] = &["aliyun.access_key_secret", "sns.secret_access_key"];
+
+/// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
+/// `providers.<name>.<secret>` for an instance name of the allowed shape.
+pub fn is_secret_key(name: &str) -> bool {
+    if SECRET_KEYS.contains(&name) {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix("providers.") else {
+        return false;
+    };
+    INSTANCE_SECRET_KEYS.iter().any(|secret| {
+        rest.strip_suffix(secret)
+            .and_then(|n| n.strip_suffix('.'))
+            .is_some_and(|n| {
+                !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
+            })
+    })
+}
 
 /// One credential file, as a configuration layer that names its file in error messages.
 #[derive(Debug)]
 pub struct Credential {
-    key: &'static str,
+    key: String,
     path: PathBuf,
     value: String,
 }
@@ -29,7 +55,7 @@ impl Provider for Credential {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Serialized::default(self.key, &self.value).data()
+        Serialized::default(&self.key, &self.value).data()
     }
 }
 
@@ -51,13 +77,16 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Credential>, String> {
         let entry = entry.map_err(|e| format!("credentials {}: {e}", dir.display()))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let key = SECRET_KEYS.iter().find(|k| **k == name).ok_or_else(|| {
-            format!(
-                "credential {}: not a secret verifyd knows (expected one of: {})",
+        if !is_secret_key(&name) {
+            return Err(format!(
+                "credential {}: not a secret verifyd knows (expected one of: {}, or \
+                 providers.<name>.{})",
                 path.display(),
-                SECRET_KEYS.join(", ")
-            )
-        })?;
+                SECRET_KEYS.join(", "),
+                INSTANCE_SECRET_KEYS.join(" / providers.<name>.")
+            ));
+        }
+        let key = name;
         let raw = std::fs::read_to_string(&path)
             .map_err(|e| format!("credential {}: {e}", path.display()))?;
         // Files written by `echo` or an editor end in a newline that is not part of the secret.
@@ -74,7 +103,7 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Credential>, String> {
             value: value.to_owned(),
         });
     }
-    out.sort_by_key(|c| c.key);
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
 

@@ -18,6 +18,7 @@ pub mod private_file;
 pub mod provider;
 pub mod quota;
 pub mod secret;
+pub mod secret_file;
 pub mod session;
 pub mod session_data;
 pub mod store;
