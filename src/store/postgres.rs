@@ -196,13 +196,13 @@ impl PgStore {
     }
 }
 
-/// Writes only the row version `$6` that the size check read (`xmin` changes with every update).
+/// Run by `set_value` after it read and locked the row (see there).
 const SET_VALUE: &str = "
     UPDATE sessions
     SET data = data || jsonb_build_object($4::text, $5::jsonb),
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
-    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now()) AND xmin::text = $6
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
     RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
 
 const CLEAR: &str = "
@@ -467,42 +467,55 @@ impl Store for PgStore {
         name: &str,
         value: &Value,
     ) -> StoreResult<Option<Session>> {
-        // The size limit is measured on the compact JSON, as SQLite measures it, so Rust must see
-        // the data: read it with its row version, then write only if no one wrote in between.
-        // A lost race (another write to the same session) reads again; a few in a row mean a
-        // session written to without pause, which is answered like a busy store.
+        // The exception to one statement per operation: `session.max_data_bytes` is measured on
+        // the compact JSON, exactly as SQLite measures it, so Rust must see the data. The row is
+        // locked from the read to the write, so racing writes to one session queue up and
+        // none can slip past the limit.
         let limit = self.policy.max_data_bytes;
-        for _ in 0..8 {
-            let Some(row) = self
-                .query_opt(
-                    "SELECT data, xmin::text AS version FROM sessions
-                     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())",
-                    &[&key.0.as_slice()],
+        let (age, cap) = (self.default_age(), self.max_lifetime());
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await.map_err(db_error)?;
+            let read = tx
+                .prepare_cached(
+                    "SELECT data FROM sessions
+                     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+                     FOR UPDATE",
                 )
-                .await?
+                .await
+                .map_err(db_error)?;
+            let Some(row) = tx
+                .query_opt(&read, &[&key.0.as_slice()])
+                .await
+                .map_err(db_error)?
             else {
                 return Ok(None);
             };
             let Json(mut data) = row
                 .try_get::<_, Json<Map<String, Value>>>("data")
                 .map_err(db_error)?;
-            let version: String = row.try_get("version").map_err(db_error)?;
             let before = data_bytes(&data);
             data.insert(name.to_owned(), value.clone());
             let after = data_bytes(&data);
+            // A write that shrinks a session already over a lowered limit is still allowed.
             if after > limit && after > before {
                 return Err(StoreError::DataTooLarge(limit));
             }
-            let written = self
-                .write_session(SET_VALUE, key, &[&name, &Json(value), &version])
-                .await?;
-            if written.is_some() {
-                return Ok(written);
+            let write = tx.prepare_cached(SET_VALUE).await.map_err(db_error)?;
+            let row = tx
+                .query_opt(
+                    &write,
+                    &[&key.0.as_slice(), &age, &cap, &name, &Json(value)],
+                )
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            match row {
+                Some(row) => session_from(&row, true),
+                None => Ok(None),
             }
-        }
-        Err(StoreError::Unavailable(
-            "the session kept changing during a write".into(),
-        ))
+        })
+        .await
     }
 
     async fn delete_value(&self, key: &KeyHash, name: &str) -> StoreResult<DeleteOutcome> {
