@@ -1,7 +1,8 @@
 //! Secrets from systemd credentials: with `LoadCredential=NAME:PATH` in the unit, systemd hands
 //! the service a private, read-only copy of each file in `$CREDENTIALS_DIRECTORY`. A file named
-//! after a secret configuration key (`verification.secret`, …) sets that key, above the config
-//! file and below `VERIFYD_*` variables, so secrets need be neither in the file nor in the unit.
+//! after a secret configuration key (`verification.secret`, `providers.cn.aliyun.access_key_secret`,
+//! …) sets that key, above the config file and below `VERIFYD_*` variables, so secrets need be
+//! neither in the file nor in the unit.
 
 use figment::providers::Serialized;
 use figment::value::{Dict, Map};
@@ -156,6 +157,85 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("verification.secret"), "\n").unwrap();
         assert!(from_dir(dir.path()).unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn provider_instances_take_their_secrets_from_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        put("providers.cn.aliyun.access_key_secret", "cn-from-systemd\n");
+        put("providers.global.sns.secret_access_key", "global-from-systemd");
+        let toml = r#"
+[providers.cn]
+kind = "aliyun"
+[providers.cn.aliyun]
+access_key_id = "LTAI"
+sign_name = "s"
+template_code = "SMS_1"
+[providers.global]
+kind = "sns"
+[providers.global.sns]
+region = "us-east-1"
+access_key_id = "AKIA"
+[routes]
+"+86" = ["cn"]
+"*" = ["global"]
+"#;
+        let c = load(dir.path(), toml).unwrap();
+        let cn = c.providers["cn"].aliyun.as_ref().unwrap();
+        assert_eq!(cn.access_key_secret.expose(), "cn-from-systemd");
+        let global = c.providers["global"].sns.as_ref().unwrap();
+        assert_eq!(global.secret_access_key.expose(), "global-from-systemd");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("provider.sns.secret_access_key"), "k").unwrap();
+        let toml = "[provider]\nkind = \"sns\"\n[provider.sns]\nregion = \"us-east-1\"\naccess_key_id = \"AKIA\"\n";
+        let c = load(dir.path(), toml).unwrap();
+        assert_eq!(c.provider.sns.secret_access_key.expose(), "k");
+    }
+
+    #[test]
+    fn instance_secret_names_are_checked_like_instance_names() {
+        for ok in [
+            "providers.cn.aliyun.access_key_secret",
+            "providers.a_b-9.sns.secret_access_key",
+            "provider.sns.secret_access_key",
+        ] {
+            assert!(is_secret_key(ok), "{ok}");
+        }
+        for bad in [
+            "providers..aliyun.access_key_secret",
+            "providers.CN.aliyun.access_key_secret",
+            "providers.cn.aliyun.access_key_id",
+            "providers.cn.sns.access_key_secret",
+            "providers.a.b.sns.secret_access_key",
+            "providers.cn.kind",
+            "verification.secret_file",
+        ] {
+            assert!(!is_secret_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_file_settings_cover_the_same_secrets() {
+        let toml = r#"
+[providers.cn]
+kind = "aliyun"
+[providers.cn.aliyun]
+[providers.global]
+kind = "sns"
+[providers.global.sns]
+"#;
+        let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
+        let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
+        for key in &keys {
+            assert!(is_secret_key(key), "{key} has a _file setting but no credential");
+        }
+        for key in SECRET_KEYS {
+            assert!(keys.iter().any(|k| k == key), "{key} has no _file setting");
+        }
+        assert!(keys.contains(&"providers.cn.aliyun.access_key_secret".to_owned()));
+        assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
     }
 
     #[test]
