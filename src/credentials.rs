@@ -164,7 +164,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let put = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
         put("providers.cn.aliyun.access_key_secret", "cn-from-systemd\n");
-        put("providers.global.sns.secret_access_key", "global-from-systemd");
+        put(
+            "providers.global.sns.secret_access_key",
+            "global-from-systemd",
+        );
         let toml = r#"
 [providers.cn]
 kind = "aliyun"
@@ -229,7 +232,10 @@ kind = "sns"
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
         for key in &keys {
-            assert!(is_secret_key(key), "{key} has a _file setting but no credential");
+            assert!(
+                is_secret_key(key),
+                "{key} has a _file setting but no credential"
+            );
         }
         for key in SECRET_KEYS {
             assert!(keys.iter().any(|k| k == key), "{key} has no _file setting");

@@ -27,7 +27,10 @@ impl<'a> Slot<'a> {
 /// Reads each slot's file into its secret (surrounding whitespace, such as the newline an editor
 /// adds, is not part of it). `is_set(key)` tells whether some layer set the secret itself: then
 /// the two settings contradict each other. Errors name the `_file` key and say why.
-pub fn read_all(slots: Vec<Slot<'_>>, is_set: impl Fn(&str) -> bool) -> Result<(), (String, String)> {
+pub fn read_all(
+    slots: Vec<Slot<'_>>,
+    is_set: impl Fn(&str) -> bool,
+) -> Result<(), (String, String)> {
     for slot in slots {
         let Some(path) = slot.file else { continue };
         let file_key = format!("{}_file", slot.key);
@@ -37,8 +40,12 @@ pub fn read_all(slots: Vec<Slot<'_>>, is_set: impl Fn(&str) -> bool) -> Result<(
                 format!("set either {file_key} or {}, not both", slot.key),
             ));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| (file_key.clone(), format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            (
+                file_key.clone(),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
         let text = text.trim();
         if text.is_empty() {
             return Err((file_key, format!("{} is empty", path.display())));
@@ -102,15 +109,24 @@ secret_access_key_file = "SNS"
         assert_eq!(c.verification.secret.expose(), "mac-key");
         assert_eq!(c.store.postgres.url.expose(), "postgres://u:pw@db/v");
         assert_eq!(c.provider.sns.secret_access_key.expose(), "sns-secret");
-        assert_eq!(c.provider.aliyun.access_key_secret.expose(), "aliyun-secret");
+        assert_eq!(
+            c.provider.aliyun.access_key_secret.expose(),
+            "aliyun-secret"
+        );
         let printed = format!("{c:?}");
         for secret in ["mac-key", "pw@db", "sns-secret", "aliyun-secret"] {
             assert!(!printed.contains(secret), "{secret} printed");
         }
 
         let named = NAMED
-            .replace("\"ALIYUN\"", &format!("{:?}", write(d, "a2", "cn-secret\n")))
-            .replace("\"SNS\"", &format!("{:?}", write(d, "s2", "global-secret\n")));
+            .replace(
+                "\"ALIYUN\"",
+                &format!("{:?}", write(d, "a2", "cn-secret\n")),
+            )
+            .replace(
+                "\"SNS\"",
+                &format!("{:?}", write(d, "s2", "global-secret\n")),
+            );
         let c = load(&named).unwrap();
         let cn = c.providers["cn"].aliyun.as_ref().unwrap();
         assert_eq!(cn.access_key_secret.expose(), "cn-secret");
@@ -131,7 +147,10 @@ secret_access_key_file = "SNS"
                 "cannot read",
             ),
             (
-                format!("[store.postgres]\nurl_file = {:?}\n", d.display().to_string()),
+                format!(
+                    "[store.postgres]\nurl_file = {:?}\n",
+                    d.display().to_string()
+                ),
                 "store.postgres.url_file",
                 "cannot read",
             ),

@@ -45,7 +45,10 @@ fn load(toml: &str, key: &str, secret: &str, source: Source) -> Config {
             std::fs::write(&file, format!("{secret}\n")).unwrap();
             // The key's table is the last one `toml` opens; its `_file` setting goes there.
             let (table, leaf) = key.rsplit_once('.').unwrap();
-            assert!(text.contains(&format!("[{table}]")), "{table} not in {toml}");
+            assert!(
+                text.contains(&format!("[{table}]")),
+                "{table} not in {toml}"
+            );
             text.push_str(&format!("[{table}]\n{leaf}_file = {file:?}\n"));
             text = dedupe_table(&text, table);
         }
@@ -104,15 +107,25 @@ async fn sns_secrets_from_credentials_and_files_sign_what_moto_accepts() {
         return;
     };
     let shapes = [
-        (sns_single(&moto.url, &moto.access_key_id), "provider.sns.secret_access_key"),
-        (sns_named(&moto.url, &moto.access_key_id), "providers.global.sns.secret_access_key"),
+        (
+            sns_single(&moto.url, &moto.access_key_id),
+            "provider.sns.secret_access_key",
+        ),
+        (
+            sns_named(&moto.url, &moto.access_key_id),
+            "providers.global.sns.secret_access_key",
+        ),
     ];
     let mut sent = 0;
     for (toml, key) in &shapes {
         for source in [Source::Credential, Source::File] {
             let d = daemon_with(load(toml, key, &moto.secret_access_key, source)).await;
             let (status, body) = d.browser().send_code(US_PHONE).await;
-            assert_eq!(status, StatusCode::ACCEPTED, "{key} from {source:?}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::ACCEPTED,
+                "{key} from {source:?}: {body}"
+            );
             sent += 1;
             assert_eq!(moto.sms().await.len(), sent, "{key} from {source:?}");
             d.stop().await;
@@ -120,7 +133,11 @@ async fn sns_secrets_from_credentials_and_files_sign_what_moto_accepts() {
             // The secret is really the one used: another one from the same place is refused.
             let d = daemon_with(load(toml, key, "not-the-secret", source)).await;
             let (status, body) = d.browser().send_code(US_PHONE).await;
-            assert_eq!(status, StatusCode::BAD_GATEWAY, "{key} from {source:?}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::BAD_GATEWAY,
+                "{key} from {source:?}: {body}"
+            );
             assert_eq!(moto.sms().await.len(), sent);
             d.stop().await;
         }
@@ -140,7 +157,10 @@ async fn aliyun_secrets_from_credentials_and_files_sign_what_the_fake_accepts() 
     };
     let shapes = [
         (
-            format!("[provider]\nkind = \"aliyun\"\n{}", table("provider.aliyun")),
+            format!(
+                "[provider]\nkind = \"aliyun\"\n{}",
+                table("provider.aliyun")
+            ),
             "provider.aliyun.access_key_secret",
         ),
         (
@@ -156,14 +176,22 @@ async fn aliyun_secrets_from_credentials_and_files_sign_what_the_fake_accepts() 
         for source in [Source::Credential, Source::File] {
             let d = daemon_with(load(toml, key, ALIYUN_SECRET, source)).await;
             let (status, body) = d.browser().send_code(CN_PHONE).await;
-            assert_eq!(status, StatusCode::ACCEPTED, "{key} from {source:?}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::ACCEPTED,
+                "{key} from {source:?}: {body}"
+            );
             sent += 1;
             assert_eq!(fake.messages().len(), sent, "{key} from {source:?}");
             d.stop().await;
 
             let d = daemon_with(load(toml, key, "WrongSecret", source)).await;
             let (status, body) = d.browser().send_code(CN_PHONE).await;
-            assert_eq!(status, StatusCode::BAD_GATEWAY, "{key} from {source:?}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::BAD_GATEWAY,
+                "{key} from {source:?}: {body}"
+            );
             assert_eq!(fake.messages().len(), sent);
             d.stop().await;
         }
@@ -200,12 +228,17 @@ async fn the_mac_key_from_a_file_or_a_credential_is_the_one_codes_are_checked_wi
     let mut browser = sender.browser();
     let (status, body) = browser.send_code(US_PHONE).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let code = sender.last_code(US_PHONE).expect("the mock provider got the code");
+    let code = sender
+        .last_code(US_PHONE)
+        .expect("the mock provider got the code");
 
     browser.base = other.base.clone();
     let (status, body) = browser.check_code(US_PHONE, &code).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "pending", "another key must not verify the code: {body}");
+    assert_eq!(
+        body["status"], "pending",
+        "another key must not verify the code: {body}"
+    );
 
     browser.base = same.base.clone();
     let (status, body) = browser.check_code(US_PHONE, &code).await;
@@ -269,7 +302,11 @@ async fn the_binary_takes_secrets_from_credentials_and_files() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(fake.messages().len(), 1, "signed with the credential's secret");
+    assert_eq!(
+        fake.messages().len(),
+        1,
+        "signed with the credential's secret"
+    );
     let log = p.log_text();
     for secret in [ALIYUN_SECRET, "mac-key-from-a-file", db.url.as_str()] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");

@@ -1,6 +1,7 @@
 //! The PostgreSQL store: what several daemons share when they serve one deployment. Every
-//! operation is one statement (or, for migrations, one transaction per file) evaluated against the
-//! database clock, so racing requests from any daemon get the answer a single server would give.
+//! operation is one statement (or, for migrations, one transaction per file; for `set_value`, one
+//! transaction holding the row lock) evaluated against the database clock, so racing requests
+//! from any daemon get the answer a single server would give.
 
 use async_trait::async_trait;
 use deadpool_postgres::{
