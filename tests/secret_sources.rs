@@ -311,6 +311,37 @@ async fn the_binary_takes_secrets_from_credentials_and_files() {
     for secret in [ALIYUN_SECRET, "mac-key-from-a-file", db.url.as_str()] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
+    drop(p);
+
+    // The database URL from `store.postgres.url_file` instead, nothing in the environment: the
+    // daemon migrates the fresh database the file names, so that is the one it reached.
+    let fresh = common::pg::TestDb::create()
+        .await
+        .expect("a second test database");
+    let url_file = dir.path().join("db-url");
+    std::fs::write(&url_file, format!("{}\n", fresh.url)).unwrap();
+    let port = free_port();
+    let toml = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n[store]\nbackend = \"postgres\"\n\
+         [store.postgres]\nurl_file = {url_file:?}\n"
+    );
+    let p = Proc::spawn_with(dir.path(), "w", port, &toml, &[], None).await;
+    let ready = http
+        .get(format!("{}/readyz", p.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "the URL file was read");
+    let (client, conn) = tokio_postgres::connect(&fresh.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let migrated: i64 = client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(migrated > 0);
 }
 
 #[test]
