@@ -168,6 +168,8 @@ impl Default for SqliteConfig {
 pub struct PostgresConfig {
     /// libpq-style URL; may carry a password, so it is redacted when printed.
     pub url: Secret,
+    /// A file holding the URL instead, read at start-up.
+    pub url_file: Option<PathBuf>,
     pub pool_size: usize,
     /// Seconds to open a connection.
     pub connect_timeout: u64,
@@ -181,6 +183,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: Secret::new("postgres://postgres@127.0.0.1:5432/verifyd"),
+            url_file: None,
             pool_size: 16,
             connect_timeout: 3,
             acquire_timeout_ms: 2000,
@@ -206,6 +209,8 @@ pub struct SessionConfig {
     pub max_lifetime: u32,
     /// A read slides the expiry at most once per this many seconds.
     pub refresh_interval: u32,
+    /// Most bytes one session's data may take as compact JSON; writes beyond it are 413.
+    pub max_data_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -219,6 +224,7 @@ impl Default for SessionConfig {
             default_age: 1_209_600,
             max_lifetime: 0,
             refresh_interval: 60,
+            max_data_bytes: 64 * 1024,
         }
     }
 }
@@ -238,6 +244,7 @@ impl SessionConfig {
             default_age: self.default_age,
             max_lifetime: (self.max_lifetime > 0).then_some(self.max_lifetime),
             refresh_interval: self.refresh_interval,
+            max_data_bytes: self.max_data_bytes,
         }
     }
 }
@@ -256,6 +263,8 @@ pub struct VerificationConfig {
     pub default_region: Option<String>,
     /// Key for code MACs. Unset: a random key kept in the store (shared by all daemons on it).
     pub secret: Secret,
+    /// A file holding the key instead, read at start-up.
+    pub secret_file: Option<PathBuf>,
     /// Message text; `{code}` and `{minutes}` are replaced.
     pub template: String,
     /// Message texts by locale (`zh-CN`, `zh`) or E.164 prefix (`+86`); see `provider::templates`.
@@ -273,6 +282,7 @@ impl Default for VerificationConfig {
             max_attempts: 5,
             default_region: None,
             secret: Secret::default(),
+            secret_file: None,
             template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
             templates: BTreeMap::new(),
             test_numbers: BTreeMap::new(),
@@ -519,7 +529,7 @@ impl Config {
 
     /// Extracts and validates; used by `load` and by tests that build their own figment.
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let config: Config = fig.extract().map_err(|e| describe(&fig, e))?;
+        let mut config: Config = fig.extract().map_err(|e| describe(&fig, e))?;
         let invalid = |key: &str, msg: String| {
             // The nearest key figment knows: `routes."+86"` is found as `routes`.
             let mut probe = key;
@@ -536,6 +546,9 @@ impl Config {
                 "invalid value for key `{key}` (from {source}): {msg}"
             ))
         };
+        // Before validation, which checks that the secrets a provider needs are there.
+        crate::secret_file::read_all(config.secret_slots(), |key| fig.contains(key))
+            .map_err(|(key, msg)| invalid(&key, msg))?;
         config.validate().map_err(|(key, msg)| invalid(key, msg))?;
         if !config.providers.is_empty() && fig.contains("provider") {
             return Err(invalid(
@@ -545,6 +558,48 @@ impl Config {
         }
         crate::provider::instances::validate(&config).map_err(|(key, msg)| invalid(&key, msg))?;
         Ok(config)
+    }
+
+    /// Every secret setting with its `_file` twin. Credentials may set exactly these keys
+    /// ([`crate::credentials::is_secret_key`]; a test keeps the two in step).
+    pub fn secret_slots(&mut self) -> Vec<crate::secret_file::Slot<'_>> {
+        use crate::secret_file::Slot;
+        let slot = Slot::new;
+        let v = &mut self.verification;
+        let pg = &mut self.store.postgres;
+        let a = &mut self.provider.aliyun;
+        let sns = &mut self.provider.sns;
+        let mut slots = vec![
+            slot("verification.secret", &mut v.secret, &v.secret_file),
+            slot("store.postgres.url", &mut pg.url, &pg.url_file),
+            slot(
+                "provider.aliyun.access_key_secret",
+                &mut a.access_key_secret,
+                &a.access_key_secret_file,
+            ),
+            slot(
+                "provider.sns.secret_access_key",
+                &mut sns.secret_access_key,
+                &sns.secret_access_key_file,
+            ),
+        ];
+        for (name, p) in &mut self.providers {
+            if let Some(a) = &mut p.aliyun {
+                slots.push(slot(
+                    &format!("providers.{name}.aliyun.access_key_secret"),
+                    &mut a.access_key_secret,
+                    &a.access_key_secret_file,
+                ));
+            }
+            if let Some(sns) = &mut p.sns {
+                slots.push(slot(
+                    &format!("providers.{name}.sns.secret_access_key"),
+                    &mut sns.secret_access_key,
+                    &sns.secret_access_key_file,
+                ));
+            }
+        }
+        slots
     }
 
     /// Checks the values serde cannot: ranges and relations between keys.
@@ -647,6 +702,13 @@ impl Config {
         }
         if s.max_lifetime > i32::MAX as u32 {
             return Err(("session.max_lifetime", "must be at most 2147483647".into()));
+        }
+        // Room for verifyd's own `verified_phone` entry, and no more than a jsonb row holds well.
+        if !(256..=16 * 1024 * 1024).contains(&s.max_data_bytes) {
+            return Err((
+                "session.max_data_bytes",
+                "must be between 256 and 16777216".into(),
+            ));
         }
         let h = &self.http;
         if h.max_body_bytes == 0 {

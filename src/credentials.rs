@@ -1,24 +1,51 @@
 //! Secrets from systemd credentials: with `LoadCredential=NAME:PATH` in the unit, systemd hands
 //! the service a private, read-only copy of each file in `$CREDENTIALS_DIRECTORY`. A file named
-//! after a secret configuration key (`verification.secret`, …) sets that key, above the config
-//! file and below `VERIFYD_*` variables, so secrets need be neither in the file nor in the unit.
+//! after a secret configuration key (`verification.secret`, `providers.cn.aliyun.access_key_secret`,
+//! …) sets that key, above the config file and below `VERIFYD_*` variables, so secrets need be
+//! neither in the file nor in the unit.
 
 use figment::providers::Serialized;
 use figment::value::{Dict, Map};
 use figment::{Metadata, Profile, Provider};
 use std::path::{Path, PathBuf};
 
-/// The configuration keys a credential may set: the secrets, and nothing else.
+/// The fixed configuration keys a credential may set: the secrets, and nothing else.
 pub const SECRET_KEYS: &[&str] = &[
     "verification.secret",
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
+    "provider.sns.secret_access_key",
 ];
+
+/// The secrets of a named provider instance, after `providers.<name>.`.
+pub const INSTANCE_SECRET_KEYS: &[&str] = &["aliyun.access_key_secret", "sns.secret_access_key"];
+
+/// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
+/// `providers.<name>.<secret>` for an instance name of the allowed shape.
+pub fn is_secret_key(name: &str) -> bool {
+    if SECRET_KEYS.contains(&name) {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix("providers.") else {
+        return false;
+    };
+    INSTANCE_SECRET_KEYS.iter().any(|secret| {
+        rest.strip_suffix(secret)
+            .and_then(|n| n.strip_suffix('.'))
+            .is_some_and(|n| {
+                !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
+            })
+    })
+}
 
 /// One credential file, as a configuration layer that names its file in error messages.
 #[derive(Debug)]
 pub struct Credential {
-    key: &'static str,
+    key: String,
     path: PathBuf,
     value: String,
 }
@@ -29,7 +56,7 @@ impl Provider for Credential {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Serialized::default(self.key, &self.value).data()
+        Serialized::default(&self.key, &self.value).data()
     }
 }
 
@@ -51,13 +78,16 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Credential>, String> {
         let entry = entry.map_err(|e| format!("credentials {}: {e}", dir.display()))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let key = SECRET_KEYS.iter().find(|k| **k == name).ok_or_else(|| {
-            format!(
-                "credential {}: not a secret verifyd knows (expected one of: {})",
+        if !is_secret_key(&name) {
+            return Err(format!(
+                "credential {}: not a secret verifyd knows (expected one of: {}, or \
+                 providers.<name>.{})",
                 path.display(),
-                SECRET_KEYS.join(", ")
-            )
-        })?;
+                SECRET_KEYS.join(", "),
+                INSTANCE_SECRET_KEYS.join(" / providers.<name>.")
+            ));
+        }
+        let key = name;
         let raw = std::fs::read_to_string(&path)
             .map_err(|e| format!("credential {}: {e}", path.display()))?;
         // Files written by `echo` or an editor end in a newline that is not part of the secret.
@@ -74,7 +104,7 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Credential>, String> {
             value: value.to_owned(),
         });
     }
-    out.sort_by_key(|c| c.key);
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
 
@@ -127,6 +157,91 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("verification.secret"), "\n").unwrap();
         assert!(from_dir(dir.path()).unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn provider_instances_take_their_secrets_from_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        put("providers.cn.aliyun.access_key_secret", "cn-from-systemd\n");
+        put(
+            "providers.global.sns.secret_access_key",
+            "global-from-systemd",
+        );
+        let toml = r#"
+[providers.cn]
+kind = "aliyun"
+[providers.cn.aliyun]
+access_key_id = "LTAI"
+sign_name = "s"
+template_code = "SMS_1"
+[providers.global]
+kind = "sns"
+[providers.global.sns]
+region = "us-east-1"
+access_key_id = "AKIA"
+[routes]
+"+86" = ["cn"]
+"*" = ["global"]
+"#;
+        let c = load(dir.path(), toml).unwrap();
+        let cn = c.providers["cn"].aliyun.as_ref().unwrap();
+        assert_eq!(cn.access_key_secret.expose(), "cn-from-systemd");
+        let global = c.providers["global"].sns.as_ref().unwrap();
+        assert_eq!(global.secret_access_key.expose(), "global-from-systemd");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("provider.sns.secret_access_key"), "k").unwrap();
+        let toml = "[provider]\nkind = \"sns\"\n[provider.sns]\nregion = \"us-east-1\"\naccess_key_id = \"AKIA\"\n";
+        let c = load(dir.path(), toml).unwrap();
+        assert_eq!(c.provider.sns.secret_access_key.expose(), "k");
+    }
+
+    #[test]
+    fn instance_secret_names_are_checked_like_instance_names() {
+        for ok in [
+            "providers.cn.aliyun.access_key_secret",
+            "providers.a_b-9.sns.secret_access_key",
+            "provider.sns.secret_access_key",
+        ] {
+            assert!(is_secret_key(ok), "{ok}");
+        }
+        for bad in [
+            "providers..aliyun.access_key_secret",
+            "providers.CN.aliyun.access_key_secret",
+            "providers.cn.aliyun.access_key_id",
+            "providers.cn.sns.access_key_secret",
+            "providers.a.b.sns.secret_access_key",
+            "providers.cn.kind",
+            "verification.secret_file",
+        ] {
+            assert!(!is_secret_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_file_settings_cover_the_same_secrets() {
+        let toml = r#"
+[providers.cn]
+kind = "aliyun"
+[providers.cn.aliyun]
+[providers.global]
+kind = "sns"
+[providers.global.sns]
+"#;
+        let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
+        let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
+        for key in &keys {
+            assert!(
+                is_secret_key(key),
+                "{key} has a _file setting but no credential"
+            );
+        }
+        for key in SECRET_KEYS {
+            assert!(keys.iter().any(|k| k == key), "{key} has no _file setting");
+        }
+        assert!(keys.contains(&"providers.cn.aliyun.access_key_secret".to_owned()));
+        assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
     }
 
     #[test]

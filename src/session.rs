@@ -155,6 +155,8 @@ pub struct SessionPolicy {
     pub max_lifetime: Option<u32>,
     /// A read slides the expiry only once this many seconds passed since the last slide.
     pub refresh_interval: u32,
+    /// Most bytes of compact JSON one session's data may take (`session.max_data_bytes`).
+    pub max_data_bytes: usize,
 }
 
 #[cfg(test)]

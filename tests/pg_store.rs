@@ -355,6 +355,7 @@ async fn unreachable_database_is_unavailable_fast() {
         default_age: 60,
         max_lifetime: None,
         refresh_interval: 0,
+        max_data_bytes: 64 * 1024,
     };
     let st = PgStore::new("postgres://postgres@127.0.0.1:1/verifyd", &opts, policy)
         .expect("building the store does not connect");

@@ -16,7 +16,7 @@ use verifyd::store::postgres::{PgOptions, PgStore};
 use verifyd::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use verifyd::store::{
     Approval, CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
-    StartVerification, Store, SweepReport,
+    StartVerification, Store, StoreError, SweepReport,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -98,6 +98,7 @@ macro_rules! conformance {
             max_lifetime_caps_every_kind,
             set_expiry_recomputes_from_now,
             set_and_delete_values,
+            data_limit_is_enforced_by_the_store,
             clear_keeps_key_and_expiry,
             flush_deletes_the_session_and_its_verifications,
             cycle_moves_the_key_and_keeps_the_rest,
@@ -153,6 +154,7 @@ fn policy() -> SessionPolicy {
         default_age: 3600,
         max_lifetime: None,
         refresh_interval: 60,
+        max_data_bytes: 64 * 1024,
     }
 }
 
@@ -491,6 +493,62 @@ async fn set_expiry_recomputes_from_now(h: Harness) {
     let read = s.touch_session(&k).await.unwrap().unwrap();
     assert_eq!(read.expiry, Expiry::Default);
     assert_eq!(read.expires_at, back.expires_at);
+}
+
+/// `max_data_bytes` bounds the compact JSON of a session's data on create and on every write
+/// that grows it; a write that shrinks a session left over a lowered limit still goes through.
+async fn data_limit_is_enforced_by_the_store(h: Harness) {
+    let limited = with_policy(
+        &h,
+        SessionPolicy {
+            max_data_bytes: 300,
+            ..policy()
+        },
+    )
+    .await;
+    let s = &limited.store;
+    let too_big = obj(json!({"a": "x".repeat(300)}));
+    let err = s
+        .create_session(&key(), &too_big, Expiry::Default)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DataTooLarge(300)), "{err:?}");
+
+    let k = key();
+    let start = obj(json!({"a": "x".repeat(200)}));
+    s.create_session(&k, &start, Expiry::Default).await.unwrap();
+    let err = s
+        .set_value(&k, "b", &json!("y".repeat(100)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DataTooLarge(300)), "{err:?}");
+    assert_eq!(s.touch_session(&k).await.unwrap().unwrap().data, start);
+    // Exactly at the limit is allowed: {"a":"x…x","b":"…"} takes 300 bytes.
+    let fits = "y".repeat(300 - 2 - 206 - 1 - 6);
+    let at_limit = s.set_value(&k, "b", &json!(fits)).await.unwrap().unwrap();
+    assert_eq!(serde_json::to_vec(&at_limit.data).unwrap().len(), 300);
+
+    // The operator lowers the limit: growing is refused, shrinking is not.
+    let lowered = open(
+        &limited.place,
+        SessionPolicy {
+            max_data_bytes: 256,
+            ..policy()
+        },
+    )
+    .await;
+    let err = lowered.set_value(&k, "c", &json!(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::DataTooLarge(256)), "{err:?}");
+    let shrunk = lowered
+        .set_value(&k, "b", &json!("y".repeat(50)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_vec(&shrunk.data).unwrap().len(),
+        265,
+        "still over 256"
+    );
 }
 
 async fn set_and_delete_values(h: Harness) {

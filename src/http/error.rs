@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::phone::PhoneError;
 use crate::provider::ProviderError;
 use crate::quota::Refusal;
+use crate::session_data::InvalidData;
 use crate::store::StoreError;
 use crate::verify::SendError;
 
@@ -135,7 +136,20 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "store error");
                 Self::internal()
             }
+            StoreError::DataTooLarge(limit) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "session_data_too_large",
+                format!(
+                    "a session's data is limited to {limit} bytes of JSON; nothing was written"
+                ),
+            ),
         }
+    }
+}
+
+impl From<InvalidData> for ApiError {
+    fn from(e: InvalidData) -> Self {
+        Self::unprocessable("invalid_field", e.0)
     }
 }
 

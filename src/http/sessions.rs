@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use crate::app::App;
 use crate::session::{Expiry, Session, SessionKey};
+use crate::session_data::{check_data, check_integers, check_name, check_value};
 use crate::store::{DeleteOutcome, StoreError};
 
 use super::caller::{require_backend, session_by_key};
@@ -43,17 +44,6 @@ fn parse_key(key: &str) -> Result<SessionKey> {
     SessionKey::parse(key).ok_or_else(missing)
 }
 
-/// Names of data entries: 1–256 characters.
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "data names are 1 to 256 characters",
-        ));
-    }
-    Ok(())
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -75,6 +65,8 @@ pub async fn create(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp> {
         Some(b) => (b.data, b.expiry),
         None => (Map::new(), Expiry::Default),
     };
+    check_integers(body)?;
+    check_data(&data)?;
     let (key, s) = new_session(app, &data, expiry).await?;
     Ok(json(StatusCode::CREATED, &view(app, &key, &s)))
 }
@@ -90,6 +82,7 @@ pub async fn get(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
 /// `GET /v1/sessions/{key}/data/{name}[?default=JSON]`
 pub async fn get_value(app: &App, parts: &Parts, key: &str, name: &str) -> Result<Resp> {
     require_backend(app, parts)?;
+    check_name(name)?;
     let default = match query(parts).get("default") {
         Some(raw) => Some(serde_json::from_str::<Value>(raw).map_err(|e| {
             ApiError::bad_request("invalid_query", format!("`default` must be JSON: {e}"))
@@ -123,6 +116,8 @@ pub async fn set_value(
     require_backend(app, parts)?;
     check_name(name)?;
     let req: SetBody = require_json(parts, body)?;
+    check_integers(body)?;
+    check_value(name, &req.value)?;
     let k = parse_key(key)?;
     app.store
         .set_value(&k.hash(), name, &req.value)
@@ -137,6 +132,7 @@ pub async fn set_value(
 /// `DELETE /v1/sessions/{key}/data/{name}`
 pub async fn delete_value(app: &App, parts: &Parts, key: &str, name: &str) -> Result<Resp> {
     require_backend(app, parts)?;
+    check_name(name)?;
     let k = parse_key(key)?;
     match app.store.delete_value(&k.hash(), name).await? {
         DeleteOutcome::NoSession => Err(missing()),

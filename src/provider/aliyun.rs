@@ -10,7 +10,6 @@ pub use config::AliyunConfig;
 
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
@@ -28,10 +27,6 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 /// Why the provider could not be built at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("provider.aliyun.access_key_secret_file: cannot read {0}: {1}")]
-    SecretFile(PathBuf, std::io::Error),
-    #[error("provider.aliyun.access_key_secret_file: {0} is empty")]
-    EmptySecretFile(PathBuf),
     #[error("provider.aliyun.endpoint: {0}")]
     Endpoint(String),
     #[error("provider.aliyun: cannot build the HTTP client: {0}")]
@@ -53,21 +48,11 @@ pub struct AliyunProvider {
 }
 
 impl AliyunProvider {
-    /// Reads the secret file when one is configured and builds the HTTP client. The config has
+    /// Builds the HTTP client. The config has
     /// been validated already (`Config::validate`), so the required keys are present.
     pub fn new(cfg: &AliyunConfig) -> Result<Self, SetupError> {
-        let secret = match &cfg.access_key_secret_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| SetupError::SecretFile(path.clone(), e))?;
-                let text = text.trim();
-                if text.is_empty() {
-                    return Err(SetupError::EmptySecretFile(path.clone()));
-                }
-                Secret::new(text)
-            }
-            None => cfg.access_key_secret.clone(),
-        };
+        // `access_key_secret_file` was read into the secret when the config was loaded.
+        let secret = cfg.access_key_secret.clone();
         let endpoint =
             reqwest::Url::parse(&cfg.endpoint).map_err(|e| SetupError::Endpoint(e.to_string()))?;
         let timeout = Duration::from_millis(cfg.timeout_ms);
@@ -304,28 +289,5 @@ mod tests {
             sign::signature("POST", &unsigned, "s3cret")
         );
         assert!(!body.contains('+') && !body.contains(' '), "{body}");
-    }
-
-    #[test]
-    fn secret_file_is_read_and_trimmed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secret");
-        std::fs::write(&path, "from-file\n").unwrap();
-        let mut c = AliyunConfig {
-            access_key_secret_file: Some(path.clone()),
-            ..AliyunConfig::default()
-        };
-        assert_eq!(
-            AliyunProvider::new(&c).unwrap().secret.expose(),
-            "from-file"
-        );
-        std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(
-            AliyunProvider::new(&c),
-            Err(SetupError::EmptySecretFile(_))
-        ));
-        c.access_key_secret_file = Some(dir.path().join("missing"));
-        let err = AliyunProvider::new(&c).err().unwrap().to_string();
-        assert!(err.contains("access_key_secret_file"), "{err}");
     }
 }

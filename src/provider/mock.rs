@@ -27,12 +27,8 @@ impl MockProvider {
     /// Opens (creating or appending) the outbox file when one is configured.
     pub fn new(outbox: Option<&PathBuf>, quiet: bool) -> std::io::Result<Self> {
         let outbox = match outbox {
-            Some(p) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            )),
+            // The outbox holds codes: owner-only, like the database.
+            Some(p) => Some(Mutex::new(crate::private_file::open_append(p)?)),
             None => None,
         };
         Ok(Self {

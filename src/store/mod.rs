@@ -25,6 +25,9 @@ pub enum StoreError {
     /// Anything else the database said; a bug or a broken schema, not a client problem.
     #[error("store error: {0}")]
     Internal(String),
+    /// The write would take the session's data past `session.max_data_bytes` (the limit).
+    #[error("session data would exceed {0} bytes")]
+    DataTooLarge(usize),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

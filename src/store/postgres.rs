@@ -1,6 +1,7 @@
 //! The PostgreSQL store: what several daemons share when they serve one deployment. Every
-//! operation is one statement (or, for migrations, one transaction per file) evaluated against the
-//! database clock, so racing requests from any daemon get the answer a single server would give.
+//! operation is one statement (or, for migrations, one transaction per file; for `set_value`, one
+//! transaction holding the row lock) evaluated against the database clock, so racing requests
+//! from any daemon get the answer a single server would give.
 
 use async_trait::async_trait;
 use deadpool_postgres::{
@@ -18,6 +19,7 @@ use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
+use crate::session_data::data_bytes;
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
     StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
@@ -195,6 +197,7 @@ impl PgStore {
     }
 }
 
+/// Run by `set_value` after it read and locked the row (see there).
 const SET_VALUE: &str = "
     UPDATE sessions
     SET data = data || jsonb_build_object($4::text, $5::jsonb),
@@ -418,6 +421,9 @@ impl Store for PgStore {
         data: &Map<String, Value>,
         expiry: Expiry,
     ) -> StoreResult<Session> {
+        if data_bytes(data) > self.policy.max_data_bytes {
+            return Err(StoreError::DataTooLarge(self.policy.max_data_bytes));
+        }
         let (kind, idle) = expiry.to_parts();
         let row = self
             .query_opt(
@@ -462,8 +468,55 @@ impl Store for PgStore {
         name: &str,
         value: &Value,
     ) -> StoreResult<Option<Session>> {
-        self.write_session(SET_VALUE, key, &[&name, &Json(value)])
-            .await
+        // The exception to one statement per operation: `session.max_data_bytes` is measured on
+        // the compact JSON, exactly as SQLite measures it, so Rust must see the data. The row is
+        // locked from the read to the write, so racing writes to one session queue up and
+        // none can slip past the limit.
+        let limit = self.policy.max_data_bytes;
+        let (age, cap) = (self.default_age(), self.max_lifetime());
+        self.bounded(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await.map_err(db_error)?;
+            let read = tx
+                .prepare_cached(
+                    "SELECT data FROM sessions
+                     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+                     FOR UPDATE",
+                )
+                .await
+                .map_err(db_error)?;
+            let Some(row) = tx
+                .query_opt(&read, &[&key.0.as_slice()])
+                .await
+                .map_err(db_error)?
+            else {
+                return Ok(None);
+            };
+            let Json(mut data) = row
+                .try_get::<_, Json<Map<String, Value>>>("data")
+                .map_err(db_error)?;
+            let before = data_bytes(&data);
+            data.insert(name.to_owned(), value.clone());
+            let after = data_bytes(&data);
+            // A write that shrinks a session already over a lowered limit is still allowed.
+            if after > limit && after > before {
+                return Err(StoreError::DataTooLarge(limit));
+            }
+            let write = tx.prepare_cached(SET_VALUE).await.map_err(db_error)?;
+            let row = tx
+                .query_opt(
+                    &write,
+                    &[&key.0.as_slice(), &age, &cap, &name, &Json(value)],
+                )
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            match row {
+                Some(row) => session_from(&row, true),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     async fn delete_value(&self, key: &KeyHash, name: &str) -> StoreResult<DeleteOutcome> {

@@ -22,6 +22,7 @@ use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
+use crate::session_data::data_bytes;
 use crate::time::{from_millis, to_millis};
 
 /// The files of `migrations/sqlite`, in order: (version, name, SQL).
@@ -80,6 +81,23 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
             })?;
+        }
+        // SQLite would create the file with the umask's permissions; made first, `0600`, it
+        // passes its mode on: SQLite gives a new `-wal` and `-shm` the database file's mode.
+        // Files left looser by an older version are tightened.
+        let private = |p: &Path, create: bool| {
+            let done = if create {
+                crate::private_file::ensure(p)
+            } else {
+                crate::private_file::tighten_if_present(p)
+            };
+            done.map_err(|e| StoreError::Unavailable(format!("{}: {e}", p.display())))
+        };
+        private(path, true)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            private(Path::new(&side), false)?;
         }
         let conn = Connection::open(path)?;
         // First, so that the pragmas below already wait for a lock held elsewhere.
@@ -377,6 +395,9 @@ impl Store for SqliteStore {
         let key = *key;
         let data = data.clone();
         self.transaction(move |tx, now, policy| {
+            if data_bytes(&data) > policy.max_data_bytes {
+                return Err(StoreError::DataTooLarge(policy.max_data_bytes));
+            }
             let expires = expires_at(policy, expiry, now, now);
             let (kind, idle) = expiry.to_parts();
             let text = to_json(&data)?;
@@ -420,7 +441,13 @@ impl Store for SqliteStore {
             let Some(mut row) = load(tx, &key, now)? else {
                 return Ok(None);
             };
+            let before = data_bytes(&row.data);
             row.data.insert(name, value);
+            let after = data_bytes(&row.data);
+            // A write that shrinks a session already over a lowered limit is still allowed.
+            if after > policy.max_data_bytes && after > before {
+                return Err(StoreError::DataTooLarge(policy.max_data_bytes));
+            }
             save(tx, &key, row, now, policy).map(Some)
         })
         .await

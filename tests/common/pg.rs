@@ -163,6 +163,7 @@ pub fn store(url: &str) -> PgStore {
         default_age: 1_209_600,
         max_lifetime: None,
         refresh_interval: 60,
+        max_data_bytes: 64 * 1024,
     };
     PgStore::new(url, &opts, policy).expect("valid test database URL")
 }

@@ -29,6 +29,19 @@ impl Proc {
     /// Writes `toml` to `dir/<name>.toml` and starts the daemon on it; waits until `/healthz`
     /// answers (at most 20 s).
     pub async fn spawn(dir: &Path, name: &str, port: u16, toml: &str) -> Proc {
+        Self::spawn_with(dir, name, port, toml, &[], None).await
+    }
+
+    /// [`Proc::spawn`] with extra environment variables and, when given, the file-creation mask
+    /// the daemon starts under (set by a shell, as an operator's shell would).
+    pub async fn spawn_with(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        toml: &str,
+        env: &[(&str, &str)],
+        umask: Option<u32>,
+    ) -> Proc {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, toml).unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -37,17 +50,28 @@ impl Proc {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match umask {
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+            None => Command::new(BIN),
+        };
         cmd.current_dir(dir).env_remove("RUST_LOG");
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("VERIFYD_") {
-                cmd.env_remove(k);
+            let k = k.to_string_lossy();
+            if k.starts_with("VERIFYD_") || k == "CREDENTIALS_DIRECTORY" {
+                cmd.env_remove(k.as_ref());
             }
         }
         let child = cmd
             .arg("--config")
             .arg(&config)
             .arg("serve")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -16,7 +16,8 @@ pub struct AliyunConfig {
     /// Its AccessKey secret. Prefer `VERIFYD_PROVIDER__ALIYUN__ACCESS_KEY_SECRET` or
     /// `access_key_secret_file` over writing it into a config file.
     pub access_key_secret: Secret,
-    /// A file holding the secret, read once at start-up (surrounding whitespace is ignored).
+    /// A file holding the secret, read once at start-up (surrounding whitespace is ignored);
+    /// by the time the config is validated its text is in `access_key_secret`.
     pub access_key_secret_file: Option<PathBuf>,
     /// The approved signature (签名), e.g. "阿里云短信测试".
     pub sign_name: String,
@@ -57,23 +58,11 @@ impl AliyunConfig {
         if self.access_key_id.trim().is_empty() {
             return Err(("provider.aliyun.access_key_id", required.into()));
         }
-        match (
-            self.access_key_secret.is_empty(),
-            &self.access_key_secret_file,
-        ) {
-            (true, None) => {
-                return Err((
-                    "provider.aliyun.access_key_secret",
-                    format!("{required} (or provider.aliyun.access_key_secret_file)"),
-                ));
-            }
-            (false, Some(_)) => {
-                return Err((
-                    "provider.aliyun.access_key_secret_file",
-                    "set either this or provider.aliyun.access_key_secret, not both".into(),
-                ));
-            }
-            _ => {}
+        if self.access_key_secret.is_empty() {
+            return Err((
+                "provider.aliyun.access_key_secret",
+                format!("{required} (or provider.aliyun.access_key_secret_file)"),
+            ));
         }
         if self.sign_name.trim().is_empty() {
             return Err(("provider.aliyun.sign_name", required.into()));
@@ -152,10 +141,6 @@ mod tests {
             key(|c| c.access_key_secret = Secret::default()),
             "provider.aliyun.access_key_secret"
         );
-        assert_eq!(
-            key(|c| c.access_key_secret_file = Some("/s".into())),
-            "provider.aliyun.access_key_secret_file"
-        );
         assert_eq!(key(|c| c.sign_name.clear()), "provider.aliyun.sign_name");
         assert_eq!(
             key(|c| c.template_code.clear()),
@@ -167,13 +152,5 @@ mod tests {
         );
         assert_eq!(key(|c| c.timeout_ms = 0), "provider.aliyun.timeout_ms");
         assert_eq!(key(|c| c.max_total_ms = 1), "provider.aliyun.max_total_ms");
-    }
-
-    #[test]
-    fn secret_file_alone_is_enough() {
-        let mut c = complete();
-        c.access_key_secret = Secret::default();
-        c.access_key_secret_file = Some("/run/secrets/aliyun".into());
-        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -17,6 +17,8 @@ pub struct SnsConfig {
     pub access_key_id: String,
     /// Its secret; prefer `VERIFYD_PROVIDER__SNS__SECRET_ACCESS_KEY` to the file.
     pub secret_access_key: Secret,
+    /// A file holding the secret instead, read at start-up.
+    pub secret_access_key_file: Option<std::path::PathBuf>,
     /// Another endpoint than AWS's (tests point it at moto).
     pub endpoint_url: Option<String>,
     /// `AWS.SNS.SMS.SenderID`: 3–11 letters and digits, at least one letter (where supported).
@@ -37,6 +39,7 @@ impl Default for SnsConfig {
             region: String::new(),
             access_key_id: String::new(),
             secret_access_key: Secret::default(),
+            secret_access_key_file: None,
             endpoint_url: None,
             sender_id: None,
             origination_number: None,
