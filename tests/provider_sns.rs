@@ -14,7 +14,7 @@ use verifyd::config::{Backend, Config, ProviderKind};
 use verifyd::provider::sns::SnsConfig;
 use verifyd::secret::Secret;
 
-const PHONE: &str = "+15555550123";
+const PHONE: &str = "+12015550133";
 
 /// A daemon on SQLite whose SNS provider uses `endpoint` with the given key.
 async fn daemon(
@@ -182,7 +182,7 @@ async fn an_invalid_phone_number_is_422_and_not_retried() {
         vec![Answer::Error(
             400,
             "InvalidParameter",
-            "Invalid parameter: PhoneNumber Reason: +15555550123 is not valid to publish to",
+            "Invalid parameter: PhoneNumber Reason: +12015550133 is not valid to publish to",
         )],
         |_| {},
     )
@@ -341,7 +341,7 @@ async fn logs_never_carry_the_phone_or_the_code() {
         Answer::Error(
             400,
             "InvalidParameter",
-            "Invalid parameter: PhoneNumber Reason: +15555550123 is not valid to publish to",
+            "Invalid parameter: PhoneNumber Reason: +12015550133 is not valid to publish to",
         ),
         Answer::Ok,
     ])
