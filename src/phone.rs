@@ -3,7 +3,9 @@
 
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Longest input looked at: a written number with generous grouping fits easily, and nothing
 /// longer reaches the metadata's regular expressions.
@@ -116,6 +118,9 @@ impl PhoneParser {
                     })?,
             ),
         };
+        // The metadata is decoded on first use, which takes a noticeable part of a second; that
+        // happens here, at start-up, rather than inside the first request's time budget.
+        let _ = DATABASE.region(&1);
         Ok(Self {
             default_region,
             types: types.to_vec(),
@@ -160,60 +165,153 @@ fn normalise(input: &str) -> Option<String> {
     out.bytes().any(|b| b.is_ascii_digit()).then_some(out)
 }
 
-/// The metadata that describes `nsn` under `code`, as libphonenumber picks it: the only region,
-/// or among regions sharing a code (`+1`, `+7`, `+44`) the first whose leading digits or number
-/// patterns fit.
-fn metadata_for(code: u16, nsn: &str) -> Option<&'static Metadata> {
-    let database: &'static phonenumber::metadata::Database = &DATABASE;
-    let regions = database.region(&code)?;
-    if let [only] = regions[..] {
-        return if only == "001" {
-            database.by_code(&code)?.into_iter().next()
-        } else {
-            database.by_id(only)
-        };
+/// One number pattern of the metadata, compiled for whole-string matches.
+struct Pattern {
+    lengths: &'static [u16],
+    re: regex::Regex,
+}
+
+impl Pattern {
+    /// `None` when absent or when it does not compile (never with the shipped metadata); a
+    /// number is then simply not of that type.
+    fn new(desc: Option<&'static Descriptor>) -> Option<Self> {
+        let desc = desc?;
+        let source = format!("^(?:{})$", desc.national_number().as_str());
+        let re = regex::RegexBuilder::new(&source)
+            .ignore_whitespace(true)
+            .unicode(false)
+            .build()
+            .ok()?;
+        Some(Self {
+            lengths: desc.possible_length(),
+            re,
+        })
     }
-    regions.into_iter().find_map(|region| {
-        let meta = database.by_id(region)?;
-        let fits = match meta.leading_digits() {
-            Some(lead) => lead.find(nsn).is_some_and(|m| m.start() == 0),
-            None => kind(meta, nsn).is_some(),
-        };
-        fits.then_some(meta)
+
+    /// libphonenumber's rule: one of the possible lengths, and the whole pattern.
+    fn fits(&self, nsn: &str) -> bool {
+        let len = u16::try_from(nsn.len()).unwrap_or(u16::MAX);
+        (self.lengths.is_empty() || self.lengths.contains(&len)) && self.re.is_match(nsn)
+    }
+}
+
+/// A region's patterns. The crate's own regular expressions share one cache of 100 behind a
+/// global lock and are compiled with Unicode classes, so numbers from many countries in turn
+/// would recompile them on every request (milliseconds each, under that lock). ASCII-only
+/// regular expressions kept per region cost about half a millisecond once and some 10 MB for
+/// every region there is, a bound no input can move.
+struct RegionPatterns {
+    meta: &'static Metadata,
+    leading_digits: Option<regex::Regex>,
+    general: Option<Pattern>,
+    special: Vec<(Pattern, NumberType)>,
+    fixed_line: Option<Pattern>,
+    mobile: Option<Pattern>,
+    same_fixed_and_mobile: bool,
+}
+
+impl RegionPatterns {
+    fn new(meta: &'static Metadata) -> Self {
+        let d = meta.descriptors();
+        let special = [
+            (d.premium_rate(), NumberType::PremiumRate),
+            (d.toll_free(), NumberType::TollFree),
+            (d.shared_cost(), NumberType::SharedCost),
+            (d.voip(), NumberType::Voip),
+            (d.personal_number(), NumberType::PersonalNumber),
+            (d.pager(), NumberType::Pager),
+            (d.uan(), NumberType::Uan),
+            (d.voicemail(), NumberType::Voicemail),
+        ]
+        .into_iter()
+        .filter_map(|(desc, t)| Some((Pattern::new(desc)?, t)))
+        .collect();
+        let source = |x: Option<&Descriptor>| x.map(|x| x.national_number().as_str().to_owned());
+        Self {
+            meta,
+            leading_digits: meta.leading_digits().and_then(|l| {
+                regex::RegexBuilder::new(&format!("^(?:{})", l.as_str()))
+                    .ignore_whitespace(true)
+                    .unicode(false)
+                    .build()
+                    .ok()
+            }),
+            general: Pattern::new(Some(d.general())),
+            special,
+            fixed_line: Pattern::new(d.fixed_line()),
+            mobile: Pattern::new(d.mobile()),
+            same_fixed_and_mobile: source(d.fixed_line()) == source(d.mobile()),
+        }
+    }
+
+    /// The type of `nsn` here, in libphonenumber's order of precedence; `None` when no pattern
+    /// fits, which is what makes a number invalid.
+    fn kind(&self, nsn: &str) -> Option<NumberType> {
+        let fits = |p: &Option<Pattern>| p.as_ref().is_some_and(|p| p.fits(nsn));
+        if !fits(&self.general) {
+            return None;
+        }
+        if let Some((_, t)) = self.special.iter().find(|(p, _)| p.fits(nsn)) {
+            return Some(*t);
+        }
+        if fits(&self.fixed_line) {
+            return Some(if self.same_fixed_and_mobile || fits(&self.mobile) {
+                NumberType::FixedLineOrMobile
+            } else {
+                NumberType::FixedLine
+            });
+        }
+        fits(&self.mobile).then_some(NumberType::Mobile)
+    }
+}
+
+/// Compiled patterns by (calling code, region); at most one entry per region of the metadata.
+static PATTERNS: Mutex<BTreeMap<(u16, &'static str), Arc<RegionPatterns>>> =
+    Mutex::new(BTreeMap::new());
+
+fn patterns(meta: &'static Metadata) -> Arc<RegionPatterns> {
+    let key = (meta.country_code(), meta.id());
+    let cached = PATTERNS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    cached.unwrap_or_else(|| {
+        // Compiled outside the lock; two requests racing on a new region both compile it.
+        let fresh = Arc::new(RegionPatterns::new(meta));
+        PATTERNS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(fresh)
+            .clone()
     })
 }
 
-/// The type of `nsn` under `meta`, in libphonenumber's order of precedence; `None` when no
-/// pattern fits, which is what makes a number invalid.
-fn kind(meta: &Metadata, nsn: &str) -> Option<NumberType> {
-    let d = meta.descriptors();
-    let fits = |desc: Option<&Descriptor>| desc.is_some_and(|x| x.is_match(nsn));
-    if !d.general().is_match(nsn) {
-        return None;
-    }
-    let special = [
-        (d.premium_rate(), NumberType::PremiumRate),
-        (d.toll_free(), NumberType::TollFree),
-        (d.shared_cost(), NumberType::SharedCost),
-        (d.voip(), NumberType::Voip),
-        (d.personal_number(), NumberType::PersonalNumber),
-        (d.pager(), NumberType::Pager),
-        (d.uan(), NumberType::Uan),
-        (d.voicemail(), NumberType::Voicemail),
-    ];
-    if let Some((_, t)) = special.into_iter().find(|(desc, _)| fits(*desc)) {
-        return Some(t);
-    }
-    if fits(d.fixed_line()) {
-        let pattern = |x: Option<&Descriptor>| x.map(|x| x.national_number().as_str().to_owned());
-        let same_as_mobile = pattern(d.fixed_line()) == pattern(d.mobile());
-        return Some(if same_as_mobile || fits(d.mobile()) {
-            NumberType::FixedLineOrMobile
+/// The region `nsn` belongs to under `code` and its type there, as libphonenumber picks it: the
+/// only region, or among regions sharing a code (`+1`, `+7`, `+44`) the first whose leading
+/// digits or number patterns fit. `None`: an unassigned code or an invalid number.
+fn classify(code: u16, nsn: &str) -> Option<(&'static str, NumberType)> {
+    let database: &'static phonenumber::metadata::Database = &DATABASE;
+    let regions = database.region(&code)?;
+    let chosen = if let [only] = regions[..] {
+        let meta = if only == "001" {
+            database.by_code(&code)?.into_iter().next()?
         } else {
-            NumberType::FixedLine
-        });
-    }
-    fits(d.mobile()).then_some(NumberType::Mobile)
+            database.by_id(only)?
+        };
+        patterns(meta)
+    } else {
+        regions.into_iter().find_map(|region| {
+            let p = patterns(database.by_id(region)?);
+            let fits = match &p.leading_digits {
+                Some(lead) => lead.is_match(nsn),
+                None => p.kind(nsn).is_some(),
+            };
+            fits.then_some(p)
+        })?
+    };
+    Some((chosen.meta.id(), chosen.kind(nsn)?))
 }
 
 impl PhoneNumber {
@@ -239,23 +337,31 @@ impl PhoneNumber {
         }
         let national = parsed.national();
         // Italian fixed lines keep their leading zero in E.164; it is part of the number.
-        let nsn = format!(
+        let stripped = format!(
             "{}{}",
             "0".repeat(usize::from(national.zeros())),
             national.value()
         );
         let calling_code = parsed.code().value();
         let cc = calling_code.to_string();
-        if cc.len() + nsn.len() > MAX_E164_DIGITS {
-            return Err(PhoneError::Invalid);
-        }
-        let meta = metadata_for(calling_code, &nsn).ok_or(PhoneError::Invalid)?;
-        let kind = kind(meta, &nsn).ok_or(PhoneError::Invalid)?;
+        // The crate strips a national prefix after the calling code whenever the rest is long
+        // enough; libphonenumber keeps it when only the unstripped number is valid (Lithuania's
+        // `8` prefix in front of its `8…` numbers). Stripping still wins when it gives a valid
+        // number, so `+86 0 138…` stays `+86 138…`.
+        let as_written = written
+            .strip_prefix('+')
+            .and_then(|d| d.strip_prefix(cc.as_str()))
+            .filter(|d| *d != stripped);
+        let (nsn, (region, kind)) = std::iter::once(stripped.as_str())
+            .chain(as_written)
+            .filter(|nsn| cc.len() + nsn.len() <= MAX_E164_DIGITS)
+            .find_map(|nsn| Some((nsn.to_owned(), classify(calling_code, nsn)?)))
+            .ok_or(PhoneError::Invalid)?;
         Ok(Self {
             e164: format!("+{cc}{nsn}"),
             cc_len: cc.len(),
             calling_code,
-            region: meta.id(),
+            region,
             kind,
         })
     }
@@ -454,6 +560,36 @@ mod tests {
         let fixed = PhoneParser::new(None, &[NumberType::FixedLine]).unwrap();
         assert!(fixed.parse("+81312345678").is_ok());
         assert!(fixed.parse("+8613800138000").is_err());
+    }
+
+    #[test]
+    fn every_regions_example_numbers_are_valid_there() {
+        let mut checked = 0;
+        for meta in DATABASE.iter() {
+            let d = meta.descriptors();
+            // Regions sharing a code (+1, +44) also share ranges; the first that fits wins.
+            let code = meta.country_code();
+            let shared = DATABASE.region(&code).is_some_and(|r| r.len() > 1);
+            for desc in [d.mobile(), d.fixed_line(), d.premium_rate(), d.voip()] {
+                let Some(example) = desc.and_then(|x| x.example()) else {
+                    continue;
+                };
+                let written = format!("+{code}{example}");
+                let parsed = PhoneNumber::parse_e164(&written);
+                if shared {
+                    // libphonenumber, too, finds no region for some of these (+7 809).
+                    continue;
+                }
+                let phone = parsed.unwrap_or_else(|e| panic!("{} {written}: {e}", meta.id()));
+                assert_eq!(phone.region(), meta.id(), "{written}");
+                assert_eq!(phone.as_str(), written);
+                checked += 1;
+            }
+        }
+        assert!(checked > 300, "{checked}");
+        // One compiled set per region at most, however many numbers were read.
+        let regions = DATABASE.iter().count();
+        assert!(PATTERNS.lock().unwrap().len() <= regions);
     }
 
     #[test]
