@@ -62,7 +62,10 @@ impl App {
             .verification
             .test_numbers
             .iter()
-            .filter_map(|(n, c)| Some((phones.parse(n).ok()?.as_str().to_owned(), Code::parse(c)?)))
+            .filter_map(|(number, code)| {
+                let phone = phones.parse(number).ok()?;
+                Some((phone.as_str().to_owned(), Code::parse(code)?))
+            })
             .collect();
         let api_keys = config
             .api

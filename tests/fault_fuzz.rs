@@ -135,7 +135,8 @@ fn config_text() -> impl Strategy<Value = String> {
             "seed_routes",
             "level",
             "format",
-            "\"+15555550100\"",
+            "number_types",
+            "\"+12015550123\"",
         ])
         .prop_map(str::to_owned),
         "[a-z_]{1,8}",
@@ -148,6 +149,7 @@ fn config_text() -> impl Strategy<Value = String> {
         Just("\"127.0.0.1:0\"".to_owned()),
         Just("\"postgres\"".to_owned()),
         Just("\"CN\"".to_owned()),
+        Just("[\"mobile\", \"premium_rate\"]".to_owned()),
         Just("[1, \"a\"]".to_owned()),
         Just("{ a = 1 }".to_owned()),
         Just("1.5".to_owned()),
