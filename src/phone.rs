@@ -198,8 +198,8 @@ impl Pattern {
 /// A region's patterns. The crate's own regular expressions share one cache of 100 behind a
 /// global lock and are compiled with Unicode classes, so numbers from many countries in turn
 /// would recompile them on every request (milliseconds each, under that lock). ASCII-only
-/// regular expressions kept per region cost about half a millisecond once and some 10 MB for
-/// every region there is, a bound no input can move.
+/// regular expressions kept per region cost about half a millisecond once, and some 10 MB once
+/// every region of the metadata has been seen: a bound no input can move.
 struct RegionPatterns {
     meta: &'static Metadata,
     leading_digits: Option<regex::Regex>,
