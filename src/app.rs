@@ -52,13 +52,20 @@ impl App {
             &config.verification.template,
             &config.verification.templates,
         );
-        let phones = PhoneParser::new(config.verification.default_region.as_deref())
-            .map_err(anyhow::Error::msg)?;
+        let phones = config
+            .verification
+            .phone_parser()
+            .map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
+        // Keyed by the canonical form, which is what requests look up: a test number written
+        // with spaces in the config must not be sent real messages.
         let test_numbers = config
             .verification
             .test_numbers
             .iter()
-            .filter_map(|(n, c)| Some((n.clone(), Code::parse(c)?)))
+            .filter_map(|(number, code)| {
+                let phone = phones.parse(number).ok()?;
+                Some((phone.as_str().to_owned(), Code::parse(code)?))
+            })
             .collect();
         let api_keys = config
             .api

@@ -269,8 +269,18 @@ pub struct VerificationConfig {
     pub template: String,
     /// Message texts by locale (`zh-CN`, `zh`) or E.164 prefix (`+86`); see `provider::templates`.
     pub templates: BTreeMap<String, String>,
+    /// Line types a code may be sent to; premium-rate and similar numbers are a pumping vector.
+    pub number_types: Vec<crate::phone::NumberType>,
     /// Fixed codes for test numbers: nothing is sent, every other rule applies.
     pub test_numbers: BTreeMap<String, String>,
+}
+
+impl VerificationConfig {
+    /// The parser for numbers in requests and in `test_numbers`.
+    pub fn phone_parser(&self) -> Result<crate::phone::PhoneParser, (&'static str, String)> {
+        crate::phone::PhoneParser::new(self.default_region.as_deref(), &self.number_types)
+            .map_err(|e| ("verification.default_region", e))
+    }
 }
 
 impl Default for VerificationConfig {
@@ -285,6 +295,7 @@ impl Default for VerificationConfig {
             secret_file: None,
             template: "Your verification code is {code}. It expires in {minutes} minutes.".into(),
             templates: BTreeMap::new(),
+            number_types: crate::phone::NumberType::defaults(),
             test_numbers: BTreeMap::new(),
         }
     }
@@ -635,11 +646,24 @@ impl Config {
             &v.templates,
             std::time::Duration::from_secs(v.ttl),
         )?;
-        crate::phone::PhoneParser::new(v.default_region.as_deref())
-            .map_err(|e| ("verification.default_region", e))?;
+        if v.number_types.is_empty() {
+            return Err((
+                "verification.number_types",
+                "must name at least one type, e.g. [\"mobile\", \"fixed_line_or_mobile\"]".into(),
+            ));
+        }
+        let phones = v.phone_parser()?;
+        let mut canonical = std::collections::HashSet::new();
         for (number, code) in &v.test_numbers {
-            crate::phone::PhoneNumber::parse_e164(number)
+            let phone = phones
+                .parse(number)
                 .map_err(|e| ("verification.test_numbers", format!("{number:?}: {e}")))?;
+            if !canonical.insert(phone.as_str().to_owned()) {
+                return Err((
+                    "verification.test_numbers",
+                    format!("{number:?} is {} again", phone.as_str()),
+                ));
+            }
             if code.len() != v.code_length || !code.bytes().all(|b| b.is_ascii_digit()) {
                 return Err((
                     "verification.test_numbers",
@@ -772,13 +796,16 @@ impl Config {
             if code != "*" && !crate::country::is_calling_code(code) {
                 return Err((
                     "countries.limits",
-                    format!("{code:?} is not a calling code like \"+86\" or \"*\""),
+                    format!("{code:?} is not an assigned calling code like \"+86\", or \"*\""),
                 ));
             }
         }
         for (key, list) in [("countries.allow", &c.allow), ("countries.deny", &c.deny)] {
             if let Some(bad) = list.iter().find(|c| !crate::country::is_calling_code(c)) {
-                return Err((key, format!("{bad:?} is not a calling code like \"+86\"")));
+                return Err((
+                    key,
+                    format!("{bad:?} is not an assigned calling code like \"+86\""),
+                ));
             }
         }
         let pu = &self.pumping;

@@ -254,7 +254,7 @@ mod tests {
                 (Scope::Country, 9)
             ]
         );
-        let g = SendGuard::build(&c, "+447700900123", "+44", None);
+        let g = SendGuard::build(&c, "+447400123456", "+44", None);
         assert_eq!(g.quotas.last().map(|q| q.limit), Some(7));
         assert_eq!(g.pumping.map(|p| p.country), Some("+44".into()));
         let g = CheckGuard::build(&c, "+44", Some("::1".parse().unwrap()));

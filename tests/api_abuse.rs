@@ -14,7 +14,7 @@ use verifyd::config::{Config, ProviderKind};
 use verifyd::secret::Secret;
 
 const CN: &str = "+8613800138000";
-const UK: &str = "+447700900123";
+const UK: &str = "+447400123456";
 
 /// Every abuse limit off, so that a test turns on only the one it is about.
 fn no_limits(c: &mut Config) {
@@ -128,7 +128,7 @@ on_both_stores! {
         assert_eq!(statuses[2], (StatusCode::TOO_MANY_REQUESTS, json!("too_many_sends")));
         // +44 has 3 per hour; the fourth is over the country budget.
         for n in 0..4 {
-            let phone = format!("+44770090012{n}");
+            let phone = format!("+44740012350{n}");
             let (s, _, v) = post(&d, &d.browser(), "/v1/verifications", json!({"phone": phone}), &[]).await;
             if n < 3 {
                 assert_eq!(s, StatusCode::ACCEPTED, "{v}");
@@ -137,12 +137,12 @@ on_both_stores! {
             }
         }
         // 2 + 3 sent; one more fits the global budget of 6, then it is used up.
-        let (s, _, _) = post(&d, &b, "/v1/verifications", json!({"phone": "+15555550100"}), &[]).await;
+        let (s, _, _) = post(&d, &b, "/v1/verifications", json!({"phone": "+12015550123"}), &[]).await;
         assert_eq!(s, StatusCode::ACCEPTED);
-        let (s, h, v) = post(&d, &b, "/v1/verifications", json!({"phone": "+15555550101"}), &[]).await;
+        let (s, h, v) = post(&d, &b, "/v1/verifications", json!({"phone": "+12015550124"}), &[]).await;
         assert_eq!((s, v["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("budget_exhausted")));
         assert!(retry_after(&h) <= 3600);
-        let (s, _, v) = post(&d, &b, "/v1/verifications", json!({"phone": "+74951234567"}), &[]).await;
+        let (s, _, v) = post(&d, &b, "/v1/verifications", json!({"phone": "+79123456789"}), &[]).await;
         assert_eq!((s, v["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("destination_blocked")));
         assert_eq!(d.messages().len(), 6);
         d.stop().await;
@@ -202,7 +202,7 @@ on_both_stores! {
         let mut stranger = d.browser();
         assert_eq!(stranger.send_code(UK).await.0, StatusCode::ACCEPTED);
         let locked = stranger.check_code(CN, "123456").await;
-        let unlocked = stranger.check_code("+15555550100", "123456").await;
+        let unlocked = stranger.check_code("+12015550123", "123456").await;
         assert_eq!(locked, unlocked);
         assert_eq!(locked.0, StatusCode::NOT_FOUND);
         d.stop().await;
@@ -221,7 +221,7 @@ on_both_stores! {
         };
         // Legitimate traffic to +44: every code is typed in.
         for n in 0..4 {
-            let phone = format!("+44770090013{n}");
+            let phone = format!("+44740012360{n}");
             let mut b = d.browser();
             assert_eq!(b.send_code(&phone).await.0, StatusCode::ACCEPTED);
             let code = d.last_code(&phone).unwrap();
@@ -247,7 +247,7 @@ on_both_stores! {
         // the send that trips it is the last one, however many race it.
         assert_eq!(accepted, 8, "the breaker opened right after the sample");
         // +44 keeps flowing, +86 stays blocked.
-        assert_eq!(d.browser().send_code("+447700900140").await.0, StatusCode::ACCEPTED);
+        assert_eq!(d.browser().send_code("+447400123700").await.0, StatusCode::ACCEPTED);
         let (s, h, _) = post(&d, &d.browser(), "/v1/verifications", json!({"phone": "+8613800138999"}), &[]).await;
         assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
         assert!(retry_after(&h) <= 3600);
@@ -350,7 +350,7 @@ on_both_stores! {
         // Keys are per session: another browser's key of the same name is its own.
         let other = {
             let mut o = d.browser();
-            o.send_code("+15555550100").await;
+            o.send_code("+12015550123").await;
             o
         };
         let (s, h, _) = post(&d, &other, "/v1/verifications", json!({"phone": CN}), &key).await;
@@ -384,7 +384,7 @@ on_both_stores! {
         assert!(replayed_wait <= first_wait && replayed_wait + 5 >= first_wait, "{first_wait} then {replayed_wait}");
         // A browser without a cookie: the first answer creates its session, and the key is
         // scoped to that session.
-        let phone = "+15555550100";
+        let phone = "+12015550123";
         let anonymous = d.browser();
         let key = [("idempotency-key", "first-visit")];
         let (s, h, first) = post(&d, &anonymous, "/v1/verifications", json!({"phone": phone}), &key).await;
@@ -480,7 +480,7 @@ on_both_stores! {
                 let ip = if n % 2 == 0 { "203.0.113.1" } else { "2001:db8:1:2::5" };
                 tokio::spawn(async move {
                     http.post(url).header("x-forwarded-for", ip)
-                        .json(&json!({"phone": format!("+4477009002{n:02}")}))
+                        .json(&json!({"phone": format!("+4474001232{n:02}")}))
                         .send().await.unwrap().status()
                 })
             })
@@ -499,7 +499,7 @@ on_both_stores! {
         assert_eq!(s, StatusCode::ACCEPTED);
         // Checks per client: the fourth is refused.
         let mut b = d.browser();
-        assert_eq!(b.send_code("+15555550100").await.0, StatusCode::ACCEPTED);
+        assert_eq!(b.send_code("+12015550123").await.0, StatusCode::ACCEPTED);
         for n in 0..4 {
             let (s, _, v) = post(&d, &b, "/v1/verifications/check", json!({"phone": CN, "code": "123456"}), &xff("198.51.100.7")).await;
             let want = if n < 3 { StatusCode::NOT_FOUND } else { StatusCode::TOO_MANY_REQUESTS };
@@ -510,7 +510,7 @@ on_both_stores! {
             let (s, v) = d.api(reqwest::Method::POST, "/v1/sessions", None).await;
             assert_eq!(s, StatusCode::CREATED);
             let key = v["key"].as_str().unwrap().to_owned();
-            let (s, v) = d.api(reqwest::Method::POST, "/v1/verifications", Some(json!({"phone": format!("+1555555030{n}"), "session": key}))).await;
+            let (s, v) = d.api(reqwest::Method::POST, "/v1/verifications", Some(json!({"phone": format!("+1201555030{n}"), "session": key}))).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{v}");
         }
         d.stop().await;
@@ -520,7 +520,7 @@ on_both_stores! {
         };
         let mut statuses = vec![];
         for (n, ip) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"].into_iter().enumerate() {
-            let (s, _, _) = post(&d, &d.browser(), "/v1/verifications", json!({"phone": format!("+4477009003{n:02}")}), &xff(ip)).await;
+            let (s, _, _) = post(&d, &d.browser(), "/v1/verifications", json!({"phone": format!("+4474001233{n:02}")}), &xff(ip)).await;
             statuses.push(s);
         }
         assert_eq!(statuses, [StatusCode::ACCEPTED, StatusCode::ACCEPTED, StatusCode::TOO_MANY_REQUESTS]);

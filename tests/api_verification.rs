@@ -636,7 +636,7 @@ on_both_stores! {
     }
 
     async fn test_numbers_send_nothing_but_follow_the_rules(backend: Backend) {
-        const T: &str = "+15555550100";
+        const T: &str = "+12015550123";
         let Some(d) = start(backend, |c| {
             c.verification
                 .test_numbers

@@ -13,7 +13,7 @@ use serde_json::Value;
 use verifyd::code::Code;
 use verifyd::config::Config;
 use verifyd::http::router::route;
-use verifyd::phone::{PhoneNumber, PhoneParser};
+use verifyd::phone::{NumberType, PhoneNumber, PhoneParser};
 use verifyd::session::{Expiry, SessionKey};
 
 const CASES: u32 = 512;
@@ -135,7 +135,8 @@ fn config_text() -> impl Strategy<Value = String> {
             "seed_routes",
             "level",
             "format",
-            "\"+15555550100\"",
+            "number_types",
+            "\"+12015550123\"",
         ])
         .prop_map(str::to_owned),
         "[a-z_]{1,8}",
@@ -148,6 +149,7 @@ fn config_text() -> impl Strategy<Value = String> {
         Just("\"127.0.0.1:0\"".to_owned()),
         Just("\"postgres\"".to_owned()),
         Just("\"CN\"".to_owned()),
+        Just("[\"mobile\", \"premium_rate\"]".to_owned()),
         Just("[1, \"a\"]".to_owned()),
         Just("{ a = 1 }".to_owned()),
         Just("1.5".to_owned()),
@@ -168,11 +170,11 @@ proptest! {
     #[test]
     fn phone_parsing_never_panics_and_yields_e164(input in phoneish()) {
         for region in [None, Some("CN"), Some("US"), Some("GB")] {
-            let parser = PhoneParser::new(region).unwrap();
+            let parser = PhoneParser::new(region, &NumberType::defaults()).unwrap();
             if let Ok(p) = parser.parse(&input) {
                 let s = p.as_str();
                 prop_assert!(s.starts_with('+') && s[1..].bytes().all(|b| b.is_ascii_digit()), "{s}");
-                prop_assert!((9..=16).contains(&s.len()), "{s}");
+                prop_assert!((4..=16).contains(&s.len()), "{s}");
                 let again = PhoneNumber::parse_e164(s).unwrap();
                 prop_assert_eq!(again.as_str(), s);
                 let masked = p.masked();

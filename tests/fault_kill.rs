@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const API_KEY: &str = "fault-kill-api-key";
-const PHONE: &str = "+15555550100";
+const PHONE: &str = "+12015550123";
 const CODE: &str = "123456";
 const WORKERS: usize = 8;
 const ROUNDS: usize = 2;

@@ -14,7 +14,7 @@ use verifyd::config::{Backend, Config, ProviderKind};
 use verifyd::provider::sns::SnsConfig;
 use verifyd::secret::Secret;
 
-const PHONE: &str = "+15555550123";
+const PHONE: &str = "+12015550133";
 
 /// A daemon on SQLite whose SNS provider uses `endpoint` with the given key.
 async fn daemon(
@@ -182,7 +182,7 @@ async fn an_invalid_phone_number_is_422_and_not_retried() {
         vec![Answer::Error(
             400,
             "InvalidParameter",
-            "Invalid parameter: PhoneNumber Reason: +15555550123 is not valid to publish to",
+            "Invalid parameter: PhoneNumber Reason: +12015550133 is not valid to publish to",
         )],
         |_| {},
     )
@@ -341,7 +341,7 @@ async fn logs_never_carry_the_phone_or_the_code() {
         Answer::Error(
             400,
             "InvalidParameter",
-            "Invalid parameter: PhoneNumber Reason: +15555550123 is not valid to publish to",
+            "Invalid parameter: PhoneNumber Reason: +12015550133 is not valid to publish to",
         ),
         Answer::Ok,
     ])
@@ -356,9 +356,9 @@ async fn logs_never_carry_the_phone_or_the_code() {
 
     let text = logs.text();
     assert!(text.contains("InvalidParameter"), "{text}");
-    assert!(text.contains("+155****0123"), "{text}");
+    assert!(text.contains("+120****0133"), "{text}");
     assert!(text.contains("provider=sns"), "{text}");
-    let mut secrets = vec!["5555550123".to_owned(), "fake-secret".to_owned()];
+    let mut secrets = vec!["2015550133".to_owned(), "fake-secret".to_owned()];
     for form in fake.requests() {
         secrets.push(code_in(&form["Message"]));
     }

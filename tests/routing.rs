@@ -253,7 +253,7 @@ async fn the_breaker_opens_and_later_sends_skip_the_provider() {
     assert_eq!(d.messages().len(), 3, "the backup delivered all three");
 
     // Numbers outside +86 have only aliyun: skipped, so 503 at once.
-    let (status, body) = d.browser().send_code("+15555550100").await;
+    let (status, body) = d.browser().send_code("+12015550123").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "provider_unavailable");
     assert_eq!(fake.requests_seen().len(), tried);
@@ -318,7 +318,7 @@ async fn templates_by_locale_and_prefix() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    d.browser().send_code("+15555550100").await;
+    d.browser().send_code("+12015550123").await;
     let texts: Vec<(String, String)> = d
         .messages()
         .iter()
@@ -336,7 +336,7 @@ async fn templates_by_locale_and_prefix() {
             (CN.into(), "您的验证码是<code>，5分钟内有效。".into()),
             ("+8613800138009".into(), "Votre code : <code>".into()),
             (
-                "+15555550100".into(),
+                "+12015550123".into(),
                 "Your verification code is <code>. It expires in 5 minutes.".into()
             ),
         ]

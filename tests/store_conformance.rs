@@ -191,7 +191,7 @@ fn phone() -> PhoneNumber {
 }
 
 fn other_phone() -> PhoneNumber {
-    PhoneNumber::parse_e164("+15555550100").unwrap()
+    PhoneNumber::parse_e164("+12015550123").unwrap()
 }
 
 fn mac(session_id: i64, phone: &PhoneNumber, code: &str) -> CodeMac {
@@ -1464,7 +1464,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     // Giving back never goes below zero, nor touches counters the send did not take.
     let (_, sess) = new_session(&h.store, Expiry::Default).await;
     let other = SendGuard {
-        quotas: vec![q(Scope::PhoneSends, "+447700900123", 1)],
+        quotas: vec![q(Scope::PhoneSends, "+447400123456", 1)],
         pumping: None,
     };
     for _ in 0..3 {

@@ -155,7 +155,12 @@ impl From<InvalidData> for ApiError {
 
 impl From<PhoneError> for ApiError {
     fn from(e: PhoneError) -> Self {
-        Self::unprocessable("invalid_phone", e.to_string())
+        match e {
+            PhoneError::UnsupportedType(_) => {
+                Self::unprocessable("unsupported_number_type", e.to_string())
+            }
+            _ => Self::unprocessable("invalid_phone", e.to_string()),
+        }
     }
 }
 

@@ -166,12 +166,15 @@ impl Provider for AliyunProvider {
     }
 }
 
-/// `PhoneNumbers` as Aliyun wants it: mainland numbers as their 11 national digits, every other
-/// country as country code and number without `+` (Hong Kong `852…`, the US `1…`).
+/// `PhoneNumbers` as Aliyun wants it: mainland numbers as their national number, every other
+/// country as calling code and national number without `+` (Hong Kong `852…`, the US `1…`).
+/// Built from the parsed parts: Aliyun reads anything not mainland-shaped as international.
 fn phone_numbers(phone: &PhoneNumber) -> String {
-    // E.164 country codes are prefix-free, so `86` here is always mainland China.
-    let digits = phone.as_str().trim_start_matches('+');
-    digits.strip_prefix("86").unwrap_or(digits).to_owned()
+    if phone.calling_code() == 86 {
+        phone.national().to_owned()
+    } else {
+        format!("{}{}", phone.calling_code(), phone.national())
+    }
 }
 
 /// `{"<name>":"<code>"}`: the value must be a JSON string (a number is `isv.INVALID_JSON_PARAM`,
@@ -233,7 +236,8 @@ mod tests {
         assert_eq!(p("+8613800138000"), "13800138000");
         assert_eq!(p("+85291234567"), "85291234567");
         assert_eq!(p("+886912345678"), "886912345678");
-        assert_eq!(p("+15555550100"), "15555550100");
+        assert_eq!(p("+12015550123"), "12015550123");
+        assert_eq!(p("+44 07400 123456"), "447400123456");
     }
 
     #[test]

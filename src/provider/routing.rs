@@ -292,7 +292,7 @@ mod tests {
     }
 
     const CN: &str = "+8613800138000";
-    const US: &str = "+15555550100";
+    const US: &str = "+12015550123";
 
     #[tokio::test]
     async fn longest_prefix_wins_and_the_receipt_names_the_instance() {

@@ -115,6 +115,11 @@ fn attributes(
     Ok(map)
 }
 
+/// SNS wants E.164: `+`, calling code, national significant number, from the parsed parts.
+fn destination(phone: &crate::phone::PhoneNumber) -> String {
+    format!("+{}{}", phone.calling_code(), phone.national())
+}
+
 #[async_trait]
 impl Provider for SnsProvider {
     /// One Publish; a throttled one is repeated (up to `max_attempts`) after a short pause.
@@ -126,7 +131,7 @@ impl Provider for SnsProvider {
             let result = self
                 .client
                 .publish()
-                .phone_number(msg.to.as_str())
+                .phone_number(destination(&msg.to))
                 .message(&msg.text)
                 .set_message_attributes(Some(self.attributes.clone()))
                 .send()
@@ -181,5 +186,13 @@ mod tests {
         assert_eq!(get("AWS.SNS.SMS.MaxPrice"), ("Number", "0.25"));
         let minimal = attributes(&SnsConfig::default()).unwrap();
         assert_eq!(minimal.len(), 1);
+    }
+
+    #[test]
+    fn destination_is_e164_from_the_parsed_parts() {
+        let d = |s| destination(&crate::phone::PhoneNumber::parse_e164(s).unwrap());
+        assert_eq!(d("+86 0 138 0013 8000"), "+8613800138000");
+        assert_eq!(d("+44 07400 123456"), "+447400123456");
+        assert_eq!(d("+39 06 6988 1234"), "+390669881234");
     }
 }

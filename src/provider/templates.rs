@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(t.pick(&cn, None), "CN {code}");
         assert_eq!(t.pick(&phone("+85291234567"), None), "HK {code}");
         assert_eq!(t.pick(&phone("+81312345678"), None), "8 {code}");
-        assert_eq!(t.pick(&phone("+15555550100"), None), DEFAULT);
+        assert_eq!(t.pick(&phone("+12015550123"), None), DEFAULT);
         let code = Code::parse("4821").unwrap();
         assert_eq!(
             t.render(&cn, Some("zh"), &code, Duration::from_secs(300)),
