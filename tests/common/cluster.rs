@@ -171,25 +171,29 @@ impl Cluster {
     /// SIGSTOP to the postmaster and every backend: the server stops answering while its
     /// sockets stay open, as a hung host or a network partition looks to a client.
     pub fn freeze(&self) {
-        self.signal("-STOP");
+        assert!(self.signal("-STOP"), "the server is not running");
     }
 
     /// SIGCONT after [`Cluster::freeze`].
     pub fn thaw(&self) {
-        self.signal("-CONT");
+        assert!(self.signal("-CONT"), "the server is not running");
     }
 
-    fn signal(&self, sig: &str) {
-        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
-        let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+    /// Signals the postmaster and its children; false when the server is not running.
+    fn signal(&self, sig: &str) -> bool {
+        let Ok(pid_file) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
+            return false;
+        };
+        let Some(postmaster) = pid_file.lines().next().and_then(|l| l.trim().parse().ok()) else {
+            return false;
+        };
         let mut pids = vec![postmaster];
         pids.extend(children(postmaster));
-        let status = Command::new("kill")
+        Command::new("kill")
             .arg(sig)
             .args(pids.iter().map(u32::to_string))
             .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig} {pids:?}");
+            .is_ok_and(|s| s.success())
     }
 
     fn pg_ctl(&self, args: &[&str]) {
@@ -227,7 +231,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // A frozen server ignores everything but SIGCONT.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.thaw()));
+        self.signal("-CONT");
         let _ = as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
