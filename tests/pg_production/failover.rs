@@ -394,3 +394,124 @@ async fn a_frozen_primary_gets_fast_503s_and_then_the_promoted_standby_serves() 
         seen.len()
     );
 }
+
+/// Retries `op` while it answers 503 (the failover still settling), at most for [`BOUND`] × 2.
+async fn past_503<F, Fut>(mut op: F) -> (StatusCode, Value)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (StatusCode, Value)>,
+{
+    let start = Instant::now();
+    loop {
+        let (status, body) = op().await;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            return (status, body);
+        }
+        assert!(
+            start.elapsed() < BOUND * 2,
+            "still 503 after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_keep_quotas_and_single_use_approval_exact_across_a_failover() {
+    let Some((primary, standby)) = pair(true) else {
+        return;
+    };
+    let d1 = daemon_on(&both(&primary, &standby), |c| {
+        limits(c);
+        c.per_phone.max_sends = 5;
+    })
+    .await;
+    let d2 = d1.sibling().await;
+    let quota_number = phone(40, 0);
+    for d in [&d1, &d2] {
+        assert_eq!(
+            d.browser().send_code(&quota_number).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    // Codes sent before the crash, each to be checked after it from both daemons at once.
+    let mut pending = Vec::new();
+    for n in 1..=6 {
+        let number = phone(40, n);
+        let d = if n % 2 == 0 { &d1 } else { &d2 };
+        let mut b = d.browser();
+        assert_eq!(b.send_code(&number).await.0, StatusCode::ACCEPTED);
+        let code = d.last_code(&number).unwrap();
+        pending.push((number, code, b));
+    }
+
+    primary.stop("immediate");
+    standby.promote();
+
+    // 20 fresh browsers, half on each daemon, race for the 3 sends the quota has left.
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let b = if i % 2 == 0 {
+                d1.browser()
+            } else {
+                d2.browser()
+            };
+            let number = quota_number.clone();
+            tokio::spawn(async move {
+                past_503(|| {
+                    let (mut b, number) = (b.clone(), number.clone());
+                    async move { b.send_code(&number).await }
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for r in racers {
+        let (status, body) = r.await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(body["error"], "too_many_sends"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(accepted, 3, "the per-number quota across the failover");
+
+    // One code, one cookie, two daemons at once: exactly one approval.
+    for (number, code, b1) in pending {
+        let mut b2 = b1.clone();
+        b2.base = d2.base.clone();
+        let mut b1 = b1;
+        b1.base = d1.base.clone();
+        let (c1, c2) = (code.clone(), code);
+        let (n1, n2) = (number.clone(), number.clone());
+        let one = tokio::spawn(async move {
+            past_503(|| {
+                let (mut b, n, c) = (b1.clone(), n1.clone(), c1.clone());
+                async move { b.check_code(&n, &c).await }
+            })
+            .await
+        });
+        let two = tokio::spawn(async move {
+            past_503(|| {
+                let (mut b, n, c) = (b2.clone(), n2.clone(), c2.clone());
+                async move { b.check_code(&n, &c).await }
+            })
+            .await
+        });
+        let answers = [one.await.unwrap(), two.await.unwrap()];
+        let approvals = answers
+            .iter()
+            .filter(|(s, b)| *s == StatusCode::OK && b["status"] == "approved")
+            .count();
+        assert_eq!(approvals, 1, "{number}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(s, b)| s.is_success() || s.is_client_error() && b["error"].is_string()),
+            "{answers:?}"
+        );
+    }
+    d2.stop().await;
+    d1.stop().await;
+}
