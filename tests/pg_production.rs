@@ -5,6 +5,8 @@
 mod common;
 #[path = "pg_production/failover.rs"]
 mod failover;
+#[path = "pg_production/pgbouncer.rs"]
+mod pgbouncer;
 #[path = "pg_production/tls.rs"]
 mod tls;
 
