@@ -515,3 +515,41 @@ async fn two_daemons_keep_quotas_and_single_use_approval_exact_across_a_failover
     d2.stop().await;
     d1.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_synchronous_replication_commits_within_the_lag_are_lost() {
+    let Some((primary, standby)) = pair(false) else {
+        return;
+    };
+    let d = Arc::new(daemon_on(&both(&primary, &standby), limits).await);
+    let traffic = Traffic::start(&d, 2, 60);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A standby that lags (here: is down for half a second) while the asynchronous primary
+    // goes on acknowledging commits, then the primary crashes and the standby is promoted.
+    let lag_from = traffic.sent.lock().unwrap().len();
+    standby.stop("fast");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    primary.stop("immediate");
+    standby.start();
+    standby.promote();
+    traffic.recovered_after(Instant::now(), RECOVERY).await;
+    let (_, sent, _) = traffic.finish().await;
+
+    let lost = missing(&standby, "SELECT phone FROM verifications", &sent);
+    let (before, during) = sent.split_at(lag_from);
+    assert!(
+        !lost.is_empty(),
+        "no acknowledged send was lost with the standby {} sends behind",
+        during.len()
+    );
+    assert!(
+        lost.iter().all(|p| !before.contains(p)),
+        "a send acknowledged before the lag began was lost: {lost:?}"
+    );
+    eprintln!(
+        "asynchronous failover: {} of the {} sends acknowledged while the standby lagged are \
+         missing on the new primary",
+        lost.len(),
+        during.len()
+    );
+}
