@@ -218,6 +218,7 @@ impl Connector {
         let mut config = match (&params.cert, &params.key) {
             (Some(cert), Some(key)) => {
                 let chain = load_certs(cert, "sslcert")?;
+                check_key_mode(key)?;
                 let key = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| format!("sslkey={key}: cannot read a private key: {e}"))?;
                 builder
@@ -263,6 +264,22 @@ impl Connector {
         };
         TlsError(text)
     }
+}
+
+/// libpq's rule for the client key: readable by its owner only (0600), or also by the group
+/// when root owns it (0640). A key others can read is a key others may have copied.
+fn check_key_mode(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("sslkey={path}: cannot read a private key: {e}"))?;
+    let allowed = if meta.uid() == 0 { 0o640 } else { 0o600 };
+    if meta.mode() & 0o777 & !allowed != 0 {
+        return Err(format!(
+            "sslkey={path}: group or others may access it (mode {:o}); allow at most {allowed:o}",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
 }
 
 fn load_certs(path: &str, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {

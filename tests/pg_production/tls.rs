@@ -25,8 +25,10 @@ fn tls_cluster() -> Option<TlsCluster> {
     let rogue = Ca::new(&dir, "rogue");
     let server = ca.server("server", "DNS:localhost");
     let client = ca.client("client", "certuser");
-    // The server reads its key as `postgres` and refuses one others may read.
-    std::fs::set_permissions(&server.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Both sides refuse a key others may read (the server reads its own as `postgres`).
+    for key in [&server.key, &client.key] {
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     for p in [&dir, &server.key, &server.cert, &ca.cert] {
         give_to_postgres(p);
     }
@@ -186,6 +188,7 @@ async fn a_server_tls_cannot_vouch_for_stops_the_daemon_at_start_up_with_the_cau
     assert!(e.contains("missing.key: cannot read a private key"), "{e}");
     let garbage_key = dir.path().join("garbage.key");
     std::fs::write(&garbage_key, "not a key").unwrap();
+    std::fs::set_permissions(&garbage_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = start_error(
         &format!(
             "{no_cert}&sslcert={}&sslkey={}",
@@ -196,8 +199,26 @@ async fn a_server_tls_cannot_vouch_for_stops_the_daemon_at_start_up_with_the_cau
     )
     .await;
     assert!(e.contains("garbage.key: cannot read a private key"), "{e}");
+    // The right key, but readable by everyone: libpq refuses it, so does verifyd.
+    let shared_key = dir.path().join("shared.key");
+    std::fs::copy(&t.client.key, &shared_key).unwrap();
+    std::fs::set_permissions(&shared_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = start_error(
+        &format!(
+            "{no_cert}&sslcert={}&sslkey={}",
+            p(&t.client.cert),
+            p(&shared_key)
+        ),
+        dir.path(),
+    )
+    .await;
+    assert!(
+        e.contains("group or others may access it (mode 644)"),
+        "{e}"
+    );
     // Another key than the certificate's.
     let other = t.rogue.client("other", "certuser");
+    std::fs::set_permissions(&other.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = start_error(
         &format!(
             "{no_cert}&sslcert={}&sslkey={}",
