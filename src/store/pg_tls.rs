@@ -183,6 +183,7 @@ enum Check {
 /// The shared part of every handshake: the rustls configuration and what to say on failure.
 struct Connector {
     tls: TlsConnector,
+    check: Check,
     /// `sslrootcert` as written, for error messages.
     rootcert: String,
 }
@@ -231,6 +232,7 @@ impl Connector {
         config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Connector {
             tls: TlsConnector::from(Arc::new(config)),
+            check,
             rootcert: params.rootcert.clone().unwrap_or_default(),
         })
     }
@@ -415,11 +417,20 @@ where
             .inner
             .clone()
             .ok_or_else(|| TlsError("TLS requested with sslmode=disable".into()))?;
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
-            TlsError(format!(
-                "{host:?} is not a host name or IP address a certificate can name"
-            ))
-        })?;
+        let name = match ServerName::try_from(host.to_owned()) {
+            Ok(name) => name,
+            // Only verify-full compares the name; the other modes must not fail on a host
+            // (a container name, say) that is no valid DNS name. An address sends no SNI.
+            Err(_) if connector.check != Check::ChainAndName => {
+                ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
+            }
+            Err(_) => {
+                return Err(TlsError(format!(
+                    "{host:?} is not a host name or IP address a certificate can name \
+                     (sslmode=verify-full)"
+                )));
+            }
+        };
         Ok(Handshake {
             connector,
             name,
@@ -496,6 +507,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
 mod tests {
     use super::*;
 
+    /// A self-signed CA certificate (its key was thrown away); only parsed, never trusted.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBlDCCATugAwIBAgIUCwoPcYupGIR2bS5/Q9/7MGKuOMgwCgYIKoZIzj0EAwIw\n\
+HzEdMBsGA1UEAwwUdmVyaWZ5ZC11bml0LXRlc3QtY2EwIBcNMjYxMTMwMDYwNDM1\n\
+WhgPMjEyNjExMDYwNjA0MzVaMB8xHTAbBgNVBAMMFHZlcmlmeWQtdW5pdC10ZXN0\n\
+LWNhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAERhtd2vlCVOZ+C8KOTiJGb81T\n\
+FXQVkkX3gRUqBYE1lw6K8d9TRf4IwpCHlJOOHKrwUeiDu28W08UDS+2MAGAZ9KNT\n\
+MFEwHQYDVR0OBBYEFHfruR3jbRRNQj8NJmGg2Cfj/4jYMB8GA1UdIwQYMBaAFHfr\n\
+uR3jbRRNQj8NJmGg2Cfj/4jYMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID\n\
+RwAwRAIgdmH4Q5i5DDlIoDaqFLJ2I9qVgbbdp9F4PnBtN/NFJ6MCIB6SS9H6a+BD\n\
+DIBub4gn9EM9+rYw4QaDV3BkK+VHHe+6\n\
+-----END CERTIFICATE-----\n";
+
     fn err(url: &str) -> String {
         match parse(url) {
             Ok(_) => panic!("{url} was accepted"),
@@ -549,6 +573,29 @@ mod tests {
             empty.display()
         ));
         assert!(e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn only_verify_full_needs_a_host_a_certificate_can_name() {
+        let mut t = parse("postgres://u@h/db?sslmode=require").unwrap();
+        assert!(
+            MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut t.tls, "db..x").is_ok()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, TEST_CA).unwrap();
+        let mut t = parse(&format!(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        ))
+        .unwrap();
+        let e = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut t.tls, "db..x")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("\"db..x\" is not a host name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub struct PgStore {
 impl PgStore {
     /// Builds the pool without connecting: the first operation opens the first connection, so a
     /// daemon can start (and report not-ready) while the database is down.
+    ///
     /// Fails on a URL or TLS setting that cannot work (a bad `sslmode`, an unreadable CA file
     /// or key), naming the parameter.
     pub fn new(url: &str, opts: &PgOptions, policy: SessionPolicy) -> StoreResult<Self> {
