@@ -167,6 +167,8 @@ async fn transaction_mode_pgbouncer_breaks_prepared_statements() {
     let Some(bouncer) = Bouncer::start(&cluster, "transaction", 2) else {
         return;
     };
+    // Global to this test binary; only this test's daemon fails on prepared statements.
+    let logs = crate::common::logs::capture("warn");
     let d = daemon_on(&bouncer.url(), no_limits).await;
     let statuses = traffic(&d, 51).await;
     let failed = statuses.iter().filter(|s| !s.is_success()).count();
@@ -175,6 +177,11 @@ async fn transaction_mode_pgbouncer_breaks_prepared_statements() {
         "transaction mode carried all {} requests: if this PgBouncer keeps prepared statements \
          across server connections, revisit the README's PgBouncer section",
         statuses.len()
+    );
+    let text = logs.text();
+    assert!(
+        text.contains("prepared statement") && text.contains("does not exist (26000)"),
+        "the failures are not the prepared statements':\n{text}"
     );
     eprintln!(
         "transaction mode: {failed} of {} requests failed",
