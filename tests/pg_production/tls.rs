@@ -151,6 +151,14 @@ async fn a_server_tls_cannot_vouch_for_stops_the_daemon_at_start_up_with_the_cau
         assert!(e.contains("unknown CA"), "{mode}: {e}");
     }
 
+    // The operating system's CAs (verify-full by default with `system`) did not sign it either.
+    let system = format!("postgres://postgres@localhost:{port}/postgres?sslrootcert=system");
+    let e = start_error(&system, dir.path()).await;
+    assert!(
+        e.contains("not signed by a CA in sslrootcert=system (unknown CA)"),
+        "{e}"
+    );
+
     // The certificate names `localhost`; the URL says 127.0.0.1.
     let by_ip = format!(
         "postgres://postgres@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={}",
