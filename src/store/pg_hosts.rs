@@ -6,9 +6,10 @@
 use deadpool_postgres::Connect;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio_postgres::config::{Host, LoadBalanceHosts};
+use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode};
 use tokio_postgres::{Client, Config, Error};
 
 use crate::store::pg_tls::RustlsConnect;
@@ -18,6 +19,8 @@ pub struct HostByHost {
     pub tls: RustlsConnect,
     /// Limit for one host's attempt.
     pub per_host: Duration,
+    /// Whether a plaintext connection under `sslmode=prefer` was already reported.
+    pub warned_plaintext: AtomicBool,
 }
 
 type Connected = Result<(Client, JoinHandle<()>), Error>;
@@ -33,8 +36,20 @@ impl Connect for HostByHost {
             let mut last = None;
             for i in order {
                 let one = single_host(&config, i);
-                match tokio::time::timeout(self.per_host, one.connect(self.tls.clone())).await {
+                let (tls, encrypted) = self.tls.watched();
+                match tokio::time::timeout(self.per_host, one.connect(tls)).await {
                     Ok(Ok((client, connection))) => {
+                        if one.get_ssl_mode() == SslMode::Prefer
+                            && !encrypted.load(Ordering::Relaxed)
+                            && !self.warned_plaintext.swap(true, Ordering::Relaxed)
+                        {
+                            tracing::warn!(
+                                host = host_name(&one),
+                                port = one.get_ports().first().copied().unwrap_or(5432),
+                                "PostgreSQL connection without TLS: the server offers none and \
+                                 sslmode is prefer; set sslmode=verify-full to refuse plaintext"
+                            );
+                        }
                         let task = tokio::spawn(async move {
                             if let Err(e) = connection.await {
                                 tracing::debug!(error = %e, "PostgreSQL connection ended");
@@ -55,6 +70,14 @@ impl Connect for HostByHost {
                 None => std::future::pending().await,
             }
         })
+    }
+}
+
+fn host_name(c: &Config) -> String {
+    match c.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
     }
 }
 

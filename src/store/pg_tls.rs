@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
@@ -111,11 +112,9 @@ pub fn parse(url: &str) -> Result<PgTarget, String> {
         _ => tokio_postgres::config::SslMode::Require,
     });
     let tls = if mode == SslMode::Disable {
-        RustlsConnect { inner: None }
+        RustlsConnect::new(None)
     } else {
-        RustlsConnect {
-            inner: Some(Arc::new(Connector::new(mode, &params)?)),
-        }
+        RustlsConnect::new(Some(Arc::new(Connector::new(mode, &params)?)))
     };
     Ok(PgTarget { config, tls, mode })
 }
@@ -402,6 +401,28 @@ impl std::error::Error for TlsError {}
 #[derive(Clone)]
 pub struct RustlsConnect {
     inner: Option<Arc<Connector>>,
+    /// Set when a handshake starts, for [`RustlsConnect::watched`].
+    began: Arc<AtomicBool>,
+}
+
+impl RustlsConnect {
+    fn new(inner: Option<Arc<Connector>>) -> RustlsConnect {
+        RustlsConnect {
+            inner,
+            began: Arc::default(),
+        }
+    }
+
+    /// A copy for one connection attempt and a flag that tells afterwards whether it started a
+    /// TLS handshake: under `prefer` tokio-postgres falls back to plaintext without a word.
+    pub fn watched(&self) -> (RustlsConnect, Arc<AtomicBool>) {
+        let began = Arc::new(AtomicBool::new(false));
+        let copy = RustlsConnect {
+            inner: self.inner.clone(),
+            began: began.clone(),
+        };
+        (copy, began)
+    }
 }
 
 impl<S> MakeTlsConnect<S> for RustlsConnect
@@ -435,6 +456,7 @@ where
             connector,
             name,
             host: host.to_owned(),
+            began: self.began.clone(),
         })
     }
 }
@@ -444,6 +466,7 @@ pub struct Handshake {
     connector: Arc<Connector>,
     name: ServerName<'static>,
     host: String,
+    began: Arc<AtomicBool>,
 }
 
 impl<S> TlsConnect<S> for Handshake
@@ -455,6 +478,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<RustlsStream<S>, TlsError>> + Send>>;
 
     fn connect(self, stream: S) -> Self::Future {
+        self.began.store(true, Ordering::Relaxed);
         Box::pin(async move {
             match self.connector.tls.connect(self.name, stream).await {
                 Ok(s) => Ok(RustlsStream(Box::new(s))),

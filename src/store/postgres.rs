@@ -109,6 +109,7 @@ impl PgStore {
             HostByHost {
                 tls: target.tls,
                 per_host: opts.connect_timeout,
+                warned_plaintext: Default::default(),
             },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,

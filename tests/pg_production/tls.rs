@@ -251,7 +251,8 @@ async fn require_refuses_a_server_without_tls_and_prefer_falls_back_to_plaintext
     eprintln!("require without TLS: {e}");
     assert!(e.contains("server does not support TLS"), "{e}");
 
-    // libpq's default: try TLS, use plaintext when the server has none.
+    // libpq's default: try TLS, use plaintext when the server has none — and say so.
+    let logs = crate::common::logs::capture("warn");
     let d = daemon_on(&cluster.url(), |_| {}).await;
     assert_eq!(
         d.browser().send_code(&phone(3, 1)).await.0,
@@ -259,5 +260,12 @@ async fn require_refuses_a_server_without_tls_and_prefer_falls_back_to_plaintext
     );
     let (n, all_tls) = daemon_connections(&cluster);
     assert!(n > 0 && !all_tls, "{n} connections, TLS: {all_tls}");
+    let plaintext = format!("host=\"127.0.0.1\" port={}", cluster.port);
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("PostgreSQL connection without TLS") && l.contains(&plaintext)),
+        "no warning about the plaintext connection:\n{text}"
+    );
     d.stop().await;
 }
