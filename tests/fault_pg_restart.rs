@@ -1,18 +1,17 @@
 //! PostgreSQL restart under load. The shared cluster other tests use must not be restarted, so
-//! this test runs a private throwaway cluster (`initdb` in a temp dir, `pg_ctl` on a free port,
-//! as the `postgres` user) and stops and starts that one under a running `verifyd` process.
+//! this test runs a private throwaway cluster (common/cluster.rs) and stops and starts that one
+//! under a running `verifyd` process.
 //! While the database is down every request must fail fast with 503 `store_unavailable`,
 //! `/readyz` must say not ready and the process must stay up; once the database is back,
 //! requests must succeed again within 2 s, without a daemon restart.
 
 mod common;
 
+use common::cluster::Cluster;
 use common::process::{Proc, free_port};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,130 +22,6 @@ const API_KEY: &str = "fault-pg-api-key";
 const ACQUIRE_MS: u64 = 500;
 const CONNECT_S: u64 = 1;
 const STATEMENT_MS: u64 = 1000;
-
-/// A PostgreSQL cluster of this test's own, stopped (immediately) on drop.
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// `None` (after a loud SKIPPED line) when this machine cannot run one outside CI.
-    fn create() -> Option<Cluster> {
-        let ci = std::env::var("CI").as_deref() == Ok("true");
-        let skip = |why: String| {
-            assert!(!ci, "cannot run a private PostgreSQL cluster: {why}");
-            eprintln!("\n*** SKIPPED: cannot run a private PostgreSQL cluster: {why} ***\n");
-            None
-        };
-        let Some(bin) = newest_pg_bin() else {
-            return skip("no /usr/lib/postgresql/*/bin".into());
-        };
-        let (uid, gid) = match (id("-u"), id("-g")) {
-            (Some(u), Some(g)) => (u, g),
-            _ => return skip("no `postgres` user".into()),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        if let Err(e) = std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)) {
-            return skip(format!(
-                "cannot hand a directory to `postgres` (not root?): {e}"
-            ));
-        }
-        let data = dir.path().join("data");
-        let out = as_postgres(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return skip(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        let c = Cluster {
-            bin,
-            data,
-            port: free_port(),
-            _dir: dir,
-        };
-        c.start();
-        Some(c)
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn pg_ctl(&self, args: &[&str]) {
-        let sock = self.data.parent().unwrap();
-        let opts = format!(
-            "-c fsync=off -p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            sock.display()
-        );
-        let log = sock.join("postgres.log");
-        let out = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-o", &opts, "-w", "-t", "30"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    /// Returns once the server accepts connections.
-    fn start(&self) {
-        self.pg_ctl(&["start"]);
-    }
-
-    /// A fast shutdown: open sessions are terminated, as in a restart for maintenance.
-    fn stop(&self) {
-        self.pg_ctl(&["-m", "fast", "stop"]);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-fn newest_pg_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let v = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("pg_ctl").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-fn id(flag: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-}
-
-fn as_postgres(program: &Path) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--"]).arg(program);
-    c
-}
 
 /// One request as the load generator saw it.
 #[derive(Debug)]
@@ -197,9 +72,10 @@ async fn readyz(base: &str) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_fails_fast_and_recovers() {
-    let Some(cluster) = Cluster::create() else {
+    let Some(cluster) = Cluster::init() else {
         return;
     };
+    cluster.start();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let hash = hex::encode(Sha256::digest(API_KEY.as_bytes()));
@@ -223,7 +99,8 @@ async fn postgres_restart_fails_fast_and_recovers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let down_at = Instant::now();
-    cluster.stop();
+    // A fast shutdown: open sessions are terminated, as in a restart for maintenance.
+    cluster.stop("fast");
     let stopped_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(readyz(&base).await, StatusCode::SERVICE_UNAVAILABLE);

@@ -13,6 +13,8 @@ use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
 
+pub mod pg_hosts;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 

@@ -11,15 +11,17 @@ use postgres_types::Json;
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::code::CodeMac;
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::session_data::data_bytes;
+use crate::store::pg_hosts::HostByHost;
+use crate::store::pg_tls;
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
     StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
@@ -57,7 +59,8 @@ const SECRET_NAME: &str = "code_mac_key";
 pub struct PgOptions {
     /// Maximum number of pooled connections.
     pub pool_size: usize,
-    /// Limit for opening one connection (TCP connect and startup).
+    /// Limit for opening one connection to one host (TCP connect, TLS, startup); a URL with
+    /// several hosts tries each in turn, each with this limit, as libpq does.
     pub connect_timeout: Duration,
     /// Limit for waiting until a pooled connection is free.
     pub acquire_timeout: Duration,
@@ -77,14 +80,16 @@ pub struct PgStore {
 impl PgStore {
     /// Builds the pool without connecting: the first operation opens the first connection, so a
     /// daemon can start (and report not-ready) while the database is down.
+    ///
+    /// Fails on a URL or TLS setting that cannot work (a bad `sslmode`, an unreadable CA file
+    /// or key), naming the parameter.
     pub fn new(url: &str, opts: &PgOptions, policy: SessionPolicy) -> StoreResult<Self> {
-        // The error text of the parser never contains the URL, which may hold a password.
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Internal(format!(
-                "invalid PostgreSQL URL (expected postgres://…): {e}"
-            ))
-        })?;
+        // The error texts never contain the URL, which may hold a password.
+        let target = pg_tls::parse(url)
+            .map_err(|e| StoreError::Internal(format!("store.postgres.url: {e}")))?;
+        let mut cfg = target.config;
         cfg.connect_timeout(opts.connect_timeout);
+        let hosts = cfg.get_hosts().len().max(1) as u32;
         let timeout = format!(
             "-c statement_timeout={}",
             opts.statement_timeout.as_millis()
@@ -101,9 +106,13 @@ impl PgStore {
         // database restart closes every socket, so broken connections are dropped on checkout
         // without the extra round trip `Verified` would add to every request (measured in
         // BENCHMARKS.md). A connection that dies unnoticed fails one request with 503.
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             cfg,
-            NoTls,
+            HostByHost {
+                tls: target.tls,
+                per_host: opts.connect_timeout,
+                warned_plaintext: Default::default(),
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -112,11 +121,11 @@ impl PgStore {
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(opts.acquire_timeout))
-            .create_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout * hosts))
             .recycle_timeout(Some(opts.connect_timeout))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}")))?;
-        let deadline = opts.acquire_timeout + opts.connect_timeout + opts.statement_timeout;
+        let deadline = opts.acquire_timeout + opts.connect_timeout * hosts + opts.statement_timeout;
         Ok(Self {
             pool,
             policy,
@@ -132,6 +141,12 @@ impl PgStore {
 
     async fn conn(&self) -> StoreResult<Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// A connection that leaves the pool for good unless the statement run on it settles
+    /// cleanly; see [`Lease`].
+    async fn lease(&self) -> StoreResult<Lease> {
+        Ok(Lease(Some(self.conn().await?)))
     }
 
     /// Runs one request-path operation under the overall deadline.
@@ -152,9 +167,13 @@ impl PgStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Option<Row>> {
         self.bounded(async {
-            let c = self.conn().await?;
-            let stmt = c.prepare_cached(sql).await.map_err(db_error)?;
-            c.query_opt(&stmt, params).await.map_err(db_error)
+            let c = self.lease().await?;
+            let client = c.client();
+            let r = match client.prepare_cached(sql).await {
+                Ok(stmt) => client.query_opt(&stmt, params).await,
+                Err(e) => Err(e),
+            };
+            c.settle(r)
         })
         .await
     }
@@ -162,9 +181,13 @@ impl PgStore {
     /// One statement whose row count is the answer.
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
         self.bounded(async {
-            let c = self.conn().await?;
-            let stmt = c.prepare_cached(sql).await.map_err(db_error)?;
-            c.execute(&stmt, params).await.map_err(db_error)
+            let c = self.lease().await?;
+            let client = c.client();
+            let r = match client.prepare_cached(sql).await {
+                Ok(stmt) => client.execute(&stmt, params).await,
+                Err(e) => Err(e),
+            };
+            c.settle(r)
         })
         .await
     }
@@ -723,9 +746,13 @@ impl Store for PgStore {
     async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>> {
         let rows = self
             .bounded(async {
-                let c = self.conn().await?;
-                let stmt = c.prepare_cached(PUMPING_STATES).await.map_err(db_error)?;
-                c.query(&stmt, &[]).await.map_err(db_error)
+                let c = self.lease().await?;
+                let client = c.client();
+                let r = match client.prepare_cached(PUMPING_STATES).await {
+                    Ok(stmt) => client.query(&stmt, &[]).await,
+                    Err(e) => Err(e),
+                };
+                c.settle(r)
             })
             .await?;
         rows.iter()
@@ -828,7 +855,7 @@ impl Store for PgStore {
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
-        let lease = SweepLease(Some(self.conn().await?));
+        let lease = self.lease().await?;
         let c = lease.client();
         let locked: bool = c
             .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
@@ -927,25 +954,47 @@ async fn delete_in_batches(c: &tokio_postgres::Client, sql: &str, batch: i64) ->
     }
 }
 
-/// The connection a sweep runs on. The sweep lock is held by the database session, so if the
-/// sweep fails or its future is dropped before [`SweepLease::release`], the connection is
-/// closed rather than returned to the pool: closing it releases the lock on the server.
-struct SweepLease(Option<Object>);
+/// A pooled connection that is closed, not returned, unless released: a future dropped mid-
+/// statement (the request deadline passed) leaves the connection with an answer still owed, and
+/// on a frozen server the next request would queue behind it; the sweep lock is held by the
+/// database session, so a sweep that fails must close its connection to release the lock.
+struct Lease(Option<Object>);
 
-impl SweepLease {
-    fn client(&self) -> &tokio_postgres::Client {
+impl Lease {
+    fn client(&self) -> &deadpool_postgres::ClientWrapper {
         self.0
             .as_ref()
             .expect("the lease holds its connection until released")
     }
 
-    /// Returns the connection to the pool (it holds no lock any more).
+    /// Returns the connection to the pool.
     fn release(mut self) {
         self.0.take();
     }
+
+    /// Returns the connection to the pool unless the error says it is on the wrong server:
+    /// after a failover the old primary may come back read-only (or a standby may be reached
+    /// without `target_session_attrs=read-write`), and its connections would fail every write.
+    /// Dropping them makes the pool open new ones, which find the new primary.
+    fn settle<T>(self, r: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
+        match r {
+            Ok(v) => {
+                self.release();
+                Ok(v)
+            }
+            Err(e) if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => {
+                tracing::warn!("PostgreSQL server is read-only; dropping its connection");
+                Err(db_error(e))
+            }
+            Err(e) => {
+                self.release();
+                Err(db_error(e))
+            }
+        }
+    }
 }
 
-impl Drop for SweepLease {
+impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.0.take() {
             drop(Object::take(conn));
@@ -959,7 +1008,12 @@ fn pool_error(e: PoolError) -> StoreError {
             StoreError::Unavailable("timed out waiting for a database connection".into())
         }
         PoolError::Closed => StoreError::Unavailable("the connection pool is closed".into()),
-        PoolError::Backend(e) => db_error(e),
+        // Opening a connection failed (refused, TLS, authentication, no writable host): the
+        // request can succeed once the database or its configuration is fixed.
+        PoolError::Backend(e) => match db_error(e) {
+            StoreError::Internal(text) => StoreError::Unavailable(text),
+            other => other,
+        },
         other => StoreError::Internal(format!("connection pool: {other}")),
     }
 }
@@ -979,6 +1033,8 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
                     SqlState::ADMIN_SHUTDOWN,
                     SqlState::CRASH_SHUTDOWN,
                     SqlState::CANNOT_CONNECT_NOW,
+                    // A demoted primary or a standby: the next connection finds the primary.
+                    SqlState::READ_ONLY_SQL_TRANSACTION,
                 ]
                 .contains(code)
                 || *code == SqlState::QUERY_CANCELED
@@ -991,7 +1047,16 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
     // and the SQLSTATE go into the error, and from there into logs.
     let text = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // tokio-postgres' own text omits the cause ("error performing TLS handshake").
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text = format!("{text}: {c}");
+                cause = c.source();
+            }
+            text
+        }
     };
     if unavailable {
         StoreError::Unavailable(text)

@@ -3,6 +3,8 @@
 
 // Daemons, databases, fakes of the SMS gateways, subprocesses, log capture, browsers.
 pub mod browser;
+pub mod certs;
+pub mod cluster;
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod fake_sns;
