@@ -246,6 +246,7 @@ async fn send(
         ttl,
         resend_interval,
         max_attempts,
+        new_session: None,
     };
     store.start_verification(&req).await.unwrap()
 }
@@ -1082,6 +1083,7 @@ async fn guarded_send_on(
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
+        new_session: None,
     };
     store.start_send(&req, guard).await.unwrap()
 }
@@ -1090,6 +1092,7 @@ async fn quotas_are_all_or_nothing(h: Harness) {
     let small = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "a", 1), q(Scope::Global, "*", 3)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &small).await, issued(0, false));
     // The per-number quota is full: the global one must not move.
@@ -1105,6 +1108,7 @@ async fn quotas_are_all_or_nothing(h: Harness) {
     let other = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "b", 5), q(Scope::Global, "*", 3)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
     assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
@@ -1121,6 +1125,7 @@ async fn refused_sends_record_nothing(h: Harness) {
     let full = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "x", 1)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &full).await, issued(0, false));
     let (_, sess) = new_session(&h.store, Expiry::Default).await;
@@ -1131,6 +1136,7 @@ async fn refused_sends_record_nothing(h: Harness) {
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
+        new_session: None,
     };
     assert!(matches!(
         h.store.start_send(&req, &full).await.unwrap(),
@@ -1151,6 +1157,7 @@ async fn failed_checks_lock_the_number(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let data = approval_data();
     let mut sessions = vec![];
@@ -1214,6 +1221,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     let guard = SendGuard {
         quotas: vec![],
         pumping: Some(rule.clone()),
+        ..Default::default()
     };
     for _ in 0..3 {
         assert_eq!(guarded_send(&h, &phone(), &guard).await, issued(0, false));
@@ -1252,6 +1260,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
         quotas: vec![],
         failures: None,
         pumping: Some(rule),
+        ..Default::default()
     };
     assert!(matches!(
         h.store.check_guarded(&req, &cg).await.unwrap(),
@@ -1270,6 +1279,7 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
             min_sample: 5,
             min_conversion: 0.5,
         }),
+        ..Default::default()
     };
     // Sessions first, created concurrently so that a pooled store has all its connections
     // open: the sends themselves then race as closely as they can.
@@ -1297,6 +1307,7 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
                     ttl: secs(60),
                     resend_interval: secs(60),
                     max_attempts: 3,
+                    new_session: None,
                 };
                 barrier.wait().await;
                 store.start_send(&req, &guard).await.unwrap()
@@ -1344,6 +1355,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             min_sample: 1,
             min_conversion: 0.5,
         }),
+        ..Default::default()
     };
     // Each send fills both quotas and trips the breaker; each failed delivery undoes all that.
     for round in 0..3 {
@@ -1356,6 +1368,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             ttl: secs(60),
             resend_interval: secs(60),
             max_attempts: 3,
+            new_session: None,
         };
         assert_eq!(
             h.store.start_send(&req, &guard).await.unwrap(),
@@ -1391,6 +1404,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     let quotas_only = SendGuard {
         quotas: guard.quotas.clone(),
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(
         guarded_send(&h, &phone(), &quotas_only).await,
@@ -1408,6 +1422,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     let other = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "+447700900123", 1)],
         pumping: None,
+        ..Default::default()
     };
     for _ in 0..3 {
         h.store
@@ -1521,6 +1536,7 @@ async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let (_, owner) = new_session(&h.store, Expiry::Default).await;
     let (_, stranger) = new_session(&h.store, Expiry::Default).await;
@@ -1638,6 +1654,7 @@ async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let data = approval_data();
     let timed = |sid: i64| {
