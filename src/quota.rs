@@ -293,10 +293,20 @@ impl SendGuard {
             net.as_ref()
                 .and_then(|n| quota(Scope::PrefixSends, n, ip.prefix_max_sends, ip.window)),
             net.as_ref().and_then(|n| {
-                quota(Scope::PhoneNetSends, phone_net(phone, n), pp.network_max_sends, pp.window)
+                quota(
+                    Scope::PhoneNetSends,
+                    phone_net(phone, n),
+                    pp.network_max_sends,
+                    pp.window,
+                )
             }),
             net.as_ref().and_then(|n| {
-                quota(Scope::PhoneNetDaily, phone_net(phone, n), pp.network_daily_max, 86_400)
+                quota(
+                    Scope::PhoneNetDaily,
+                    phone_net(phone, n),
+                    pp.network_daily_max,
+                    86_400,
+                )
             }),
             quota(Scope::Global, "*", config.global.max_sends_per_hour, 3600),
             per_country.and_then(|&n| quota(Scope::Country, country, n, 3600)),
@@ -423,13 +433,20 @@ mod tests {
         assert!(g.challenge.when_suspicious && g.challenge.on_trip && !g.challenge.passed);
         let g = SendGuard::build(&c, "+447700900123", "+44", None, true);
         assert_eq!(g.quotas.last().map(|q| q.limit), Some(7));
-        assert_eq!(g.quotas.len(), 4, "backends have no address or network quotas");
+        assert_eq!(
+            g.quotas.len(),
+            4,
+            "backends have no address or network quotas"
+        );
         assert_eq!(g.pumping.map(|p| p.country), Some("+44".into()));
         assert!(g.challenge.passed);
         c.challenge.mode = crate::config::ChallengeMode::Off;
         c.pumping.on_trip = crate::config::OnTrip::Block;
         let g = SendGuard::build(&c, "+447700900123", "+44", None, false);
-        assert!(g.soft.is_empty() && g.quotas.len() == 6, "without challenges, budgets are hard");
+        assert!(
+            g.soft.is_empty() && g.quotas.len() == 6,
+            "without challenges, budgets are hard"
+        );
         assert_eq!(g.challenge, ChallengeRule::default());
         let g = CheckGuard::build(&c, "+44", Some("::1".parse().unwrap()));
         assert_eq!(g.quotas[0].key, "::/64");

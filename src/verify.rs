@@ -91,7 +91,13 @@ pub async fn send(
     if !served(app, country) {
         return Err(SendError::Denied);
     }
-    let guard = SendGuard::build(&app.config, phone.as_str(), country, client, challenge_passed);
+    let guard = SendGuard::build(
+        &app.config,
+        phone.as_str(),
+        country,
+        client,
+        challenge_passed,
+    );
     let v = &app.config.verification;
     let fixed = app.test_numbers.get(phone.as_str());
     let code = fixed
@@ -99,7 +105,10 @@ pub async fn send(
         .unwrap_or_else(|| Code::generate(v.code_length));
     let (session_id, new_key) = match session {
         Some(s) => (s.id, None),
-        None => (app.store.reserve_session_id().await?, Some(SessionKey::generate())),
+        None => (
+            app.store.reserve_session_id().await?,
+            Some(SessionKey::generate()),
+        ),
     };
     let code_mac = app.code_key.mac(session_id, phone, &code);
     let ttl = Duration::from_secs(v.ttl);

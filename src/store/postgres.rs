@@ -537,9 +537,7 @@ impl Store for PgStore {
         let (soft_scopes, soft_keys, soft_limits, soft_windows) = quota_arrays(&guard.soft);
         let c = guard.challenge;
         let new_key = req.new_session.map(|n| n.key.0.to_vec());
-        let (kind, idle) = req
-            .new_session
-            .map_or((0, None), |n| n.expiry.to_parts());
+        let (kind, idle) = req.new_session.map_or((0, None), |n| n.expiry.to_parts());
         let (age, cap) = (self.default_age(), self.max_lifetime());
         let pumping = guard.pumping.as_ref();
         let country = pumping.map(|p| p.country.as_str());

@@ -596,7 +596,14 @@ impl Store for SqliteStore {
                                                    created_at, touched_at, expires_at)
                              VALUES (?1, ?2, '{}', ?3, ?4, ?5, ?5, ?6)",
                         )?
-                        .execute(params![session_id, &new.key.0[..], kind, idle, now, expires])?;
+                        .execute(params![
+                            session_id,
+                            &new.key.0[..],
+                            kind,
+                            idle,
+                            now,
+                            expires
+                        ])?;
                     }
                 }
             }
