@@ -697,8 +697,18 @@ impl Config {
             return Err(("per_ip.window", "must be positive".into()));
         }
         for (key, soft_key, soft, hard) in [
-            ("per_phone.hard_max_sends", "max_sends", p.max_sends, p.hard_max_sends),
-            ("per_phone.hard_daily_max", "daily_max", p.daily_max, p.hard_daily_max),
+            (
+                "per_phone.hard_max_sends",
+                "max_sends",
+                p.max_sends,
+                p.hard_max_sends,
+            ),
+            (
+                "per_phone.hard_daily_max",
+                "daily_max",
+                p.daily_max,
+                p.hard_daily_max,
+            ),
         ] {
             if hard > 0 && hard < soft {
                 return Err((

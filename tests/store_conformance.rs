@@ -1773,7 +1773,12 @@ async fn session_rows(h: &Harness) -> i64 {
             let c = rusqlite::Connection::open(dir.path().join("data").join("verifyd.db")).unwrap();
             c.query_row(SQL, [], |r| r.get(0)).unwrap()
         }
-        Place::Postgres(db) => pg_client(&db.url).await.query_one(SQL, &[]).await.unwrap().get(0),
+        Place::Postgres(db) => pg_client(&db.url)
+            .await
+            .query_one(SQL, &[])
+            .await
+            .unwrap()
+            .get(0),
     }
 }
 
@@ -1821,10 +1826,18 @@ async fn challenges_are_decided_in_the_send(h: Harness) {
         ..Default::default()
     };
     for _ in 0..3 {
-        assert_eq!(guarded_send(&h, &phone(), &suspicious(false)).await, issued(0, false));
+        assert_eq!(
+            guarded_send(&h, &phone(), &suspicious(false)).await,
+            issued(0, false)
+        );
     }
-    assert!(is_challenge(&guarded_send(&h, &phone(), &suspicious(false)).await));
-    assert_eq!(guarded_send(&h, &phone(), &suspicious(true)).await, issued(0, false));
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &suspicious(false)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &suspicious(true)).await,
+        issued(0, false)
+    );
     // Full: a solved challenge does not pass a hard quota.
     assert!(matches!(
         guarded_send(&h, &phone(), &suspicious(true)).await,
@@ -1843,10 +1856,18 @@ async fn challenges_are_decided_in_the_send(h: Harness) {
         ..Default::default()
     };
     for _ in 0..5 {
-        assert_eq!(guarded_send(&h, &phone(), &budget(false)).await, issued(0, false));
+        assert_eq!(
+            guarded_send(&h, &phone(), &budget(false)).await,
+            issued(0, false)
+        );
     }
-    assert_eq!(guarded_send(&h, &phone(), &budget(false)).await, issued(0, false));
-    assert!(is_challenge(&guarded_send(&h, &phone(), &budget(false)).await));
+    assert_eq!(
+        guarded_send(&h, &phone(), &budget(false)).await,
+        issued(0, false)
+    );
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &budget(false)).await
+    ));
 }
 
 async fn soft_quotas_ask_for_a_challenge_up_to_the_hard_cap(h: Harness) {
@@ -1856,13 +1877,29 @@ async fn soft_quotas_ask_for_a_challenge_up_to_the_hard_cap(h: Harness) {
         challenge: challenge(passed),
         ..Default::default()
     };
-    assert_eq!(guarded_send(&h, &phone(), &guard(false)).await, issued(0, false));
-    assert_eq!(guarded_send(&h, &phone(), &guard(false)).await, issued(0, false));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(false)).await,
+        issued(0, false)
+    );
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(false)).await,
+        issued(0, false)
+    );
     // Spent by whoever: a person who solved a challenge still gets codes, others are asked.
-    assert!(is_challenge(&guarded_send(&h, &phone(), &guard(false)).await));
-    assert_eq!(guarded_send(&h, &phone(), &guard(true)).await, issued(0, false));
-    assert!(is_challenge(&guarded_send(&h, &phone(), &guard(false)).await));
-    assert_eq!(guarded_send(&h, &phone(), &guard(true)).await, issued(0, false));
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &guard(false)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(true)).await,
+        issued(0, false)
+    );
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &guard(false)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(true)).await,
+        issued(0, false)
+    );
     // The hard cap holds for everyone.
     for passed in [true, false] {
         assert!(matches!(
@@ -1898,8 +1935,13 @@ async fn soft_quotas_ask_for_a_challenge_up_to_the_hard_cap(h: Harness) {
         .abandon_send(sess.id, &phone(), &req.code_mac, &other(false))
         .await
         .unwrap();
-    assert_eq!(guarded_send(&h, &phone(), &other(false)).await, issued(0, false));
-    assert!(is_challenge(&guarded_send(&h, &phone(), &other(false)).await));
+    assert_eq!(
+        guarded_send(&h, &phone(), &other(false)).await,
+        issued(0, false)
+    );
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &other(false)).await
+    ));
 }
 
 async fn tripped_breaker_asks_for_a_challenge_or_refuses(h: Harness) {
@@ -1919,12 +1961,20 @@ async fn tripped_breaker_asks_for_a_challenge_or_refuses(h: Harness) {
         ..Default::default()
     };
     for _ in 0..2 {
-        assert_eq!(guarded_send(&h, &phone(), &guard(false, true)).await, issued(0, false));
+        assert_eq!(
+            guarded_send(&h, &phone(), &guard(false, true)).await,
+            issued(0, false)
+        );
     }
     assert!(h.store.pumping_states().await.unwrap()[0].tripped);
     // `on_trip = "challenge"`: the country is not shut; a solved challenge gets through.
-    assert!(is_challenge(&guarded_send(&h, &phone(), &guard(false, true)).await));
-    assert_eq!(guarded_send(&h, &phone(), &guard(true, true)).await, issued(0, false));
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &guard(false, true)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(true, true)).await,
+        issued(0, false)
+    );
     // `on_trip = "block"`: refused, challenge or not.
     for passed in [false, true] {
         assert!(matches!(
@@ -1936,7 +1986,11 @@ async fn tripped_breaker_asks_for_a_challenge_or_refuses(h: Harness) {
         ));
     }
     let s = &h.store.pumping_states().await.unwrap()[0];
-    assert_eq!((s.sends, s.tripped), (3, true), "refusals are not counted as sends");
+    assert_eq!(
+        (s.sends, s.tripped),
+        (3, true),
+        "refusals are not counted as sends"
+    );
 }
 
 async fn sessions_are_born_only_with_an_issued_code(h: Harness) {
@@ -1963,7 +2017,12 @@ async fn sessions_are_born_only_with_an_issued_code(h: Harness) {
         h.store.start_send(&first(id, k), &full).await.unwrap(),
         issued(0, false)
     );
-    let born = h.store.touch_session(&k).await.unwrap().expect("the new session");
+    let born = h
+        .store
+        .touch_session(&k)
+        .await
+        .unwrap()
+        .expect("the new session");
     assert_eq!((born.id, born.data.len()), (id, 0));
     assert_eq!(session_rows(&h).await, before + 1);
     assert!(matches!(
@@ -2032,7 +2091,10 @@ async fn network_failures_lock_out_that_network_only(h: Harness) {
     };
     let session_with_code = || async {
         let (_, sess) = new_session(&h.store, Expiry::Default).await;
-        assert_eq!(send_default(&h.store, sess.id, "111111").await, issued(0, false));
+        assert_eq!(
+            send_default(&h.store, sess.id, "111111").await,
+            issued(0, false)
+        );
         sess.id
     };
     let locked = |o: &CheckOutcome| {
@@ -2055,7 +2117,9 @@ async fn network_failures_lock_out_that_network_only(h: Harness) {
         CheckOutcome::Wrong { attempts_left: 1 }
     );
     let again = session_with_code().await;
-    assert!(locked(&checking(again, "111111", from("203.0.113.0/24")).await));
+    assert!(locked(
+        &checking(again, "111111", from("203.0.113.0/24")).await
+    ));
     // …while the owner, on another network, still checks their code.
     let owner = session_with_code().await;
     assert!(matches!(
@@ -2077,5 +2141,7 @@ async fn network_failures_lock_out_that_network_only(h: Harness) {
     }
     assert_eq!(judged, 5);
     let late = session_with_code().await;
-    assert!(locked(&checking(late, "111111", from("192.0.2.0/24")).await));
+    assert!(locked(
+        &checking(late, "111111", from("192.0.2.0/24")).await
+    ));
 }
