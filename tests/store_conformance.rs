@@ -2162,9 +2162,15 @@ impl Rng {
     }
 }
 
-/// An outcome as both stores must agree on it (waits and sessions left out).
+/// An outcome as both stores must agree on it (waits and sessions left out). When several
+/// quotas are full, which one is named depends on which window ends last, and the stores' clocks
+/// differ in resolution (milliseconds, microseconds): only "a quota" is compared.
 fn send_shape(o: &StartOutcome) -> String {
     match o {
+        StartOutcome::Refused {
+            by: Refusal::Quota(_),
+            ..
+        } => "refused quota".into(),
         StartOutcome::Refused { by, .. } => format!("refused {by:?}"),
         StartOutcome::TooSoon { .. } => "too_soon".into(),
         StartOutcome::Exhausted { .. } => "exhausted".into(),

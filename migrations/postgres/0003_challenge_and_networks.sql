@@ -133,7 +133,7 @@ BEGIN
     FROM quota_counters c
         JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l) ON c.scope = q.s AND c.key = q.k
     WHERE c.expires_at > now() AND c.count >= q.l
-    ORDER BY c.expires_at DESC
+    ORDER BY c.expires_at DESC, c.scope COLLATE "C", c.key COLLATE "C"
     LIMIT 1;
     IF o_refused IS NOT NULL THEN
         o_outcome := 'quota';

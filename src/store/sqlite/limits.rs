@@ -61,15 +61,16 @@ pub fn live_counts(
         .collect()
 }
 
-/// The full quota that frees up last, given [`live_counts`].
+/// The full quota that frees up last, given [`live_counts`]; of several ending together, the
+/// first by (scope, key), as PostgreSQL orders them.
 pub fn fullest(quotas: &[Quota], counts: &[(u32, i64)]) -> Option<(Scope, i64)> {
-    let mut refused: Option<(Scope, i64)> = None;
-    for (q, &(count, end)) in quotas.iter().zip(counts) {
-        if count >= q.limit && count > 0 && refused.is_none_or(|(_, e)| end > e) {
-            refused = Some((q.scope, end));
-        }
-    }
-    refused
+    let order = |q: &Quota, end: i64| (std::cmp::Reverse(end), q.scope.as_str(), q.key.clone());
+    quotas
+        .iter()
+        .zip(counts)
+        .filter(|(q, (count, _))| *count >= q.limit && *count > 0)
+        .min_by_key(|(q, (_, end))| order(q, *end))
+        .map(|(q, (_, end))| (q.scope, *end))
 }
 
 /// Adds one event to every quota.
