@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::challenge::config::ChallengeConfig;
 use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
 use crate::provider::instances::NamedProvider;
@@ -41,6 +42,8 @@ pub struct Config {
     pub countries: CountriesConfig,
     pub pumping: PumpingConfig,
     pub metrics: MetricsConfig,
+    /// Challenges (proof-of-work or CAPTCHA) before sends.
+    pub challenge: ChallengeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -626,6 +629,7 @@ impl Config {
             }
         }
         self.validate_limits()?;
+        self.challenge.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())

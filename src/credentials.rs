@@ -13,6 +13,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "verification.secret",
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
+    "challenge.secret",
+    "challenge.altcha.hmac_key",
 ];
 
 /// One credential file, as a configuration layer that names its file in error messages.

@@ -7,6 +7,7 @@ use http::{StatusCode, header};
 use serde_json::json;
 
 use crate::app::App;
+use crate::challenge::Submitted;
 use crate::verify::{self, Checked};
 
 use super::caller::browser_session;
@@ -49,6 +50,14 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         .expect("resolve creates a session when asked to");
     let cookie = caller.set_cookie;
     let client = super::client_ip::browser(app, parts, false);
+    let submitted = Submitted {
+        altcha: params.get("altcha").map(String::as_str),
+        turnstile: params.get("cf-turnstile-response").map(String::as_str),
+        hcaptcha: params.get("h-captcha-response").map(String::as_str),
+    };
+    let _challenge_passed = super::challenge::passed(app, parts, submitted, false)
+        .await
+        .map_err(|e| (e, cookie.clone()))?;
     match verify::send(app, &caller.session, &phone, None, client).await {
         Ok(_) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));

@@ -8,10 +8,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
+use crate::challenge::Submitted;
 use crate::code::Code;
 use crate::verify::{self, Checked};
 
 use super::caller::resolve;
+use super::challenge;
 use super::client_ip;
 use super::cookies;
 use super::error::ApiError;
@@ -26,6 +28,12 @@ struct SendBody {
     phone: String,
     session: Option<String>,
     locale: Option<String>,
+    /// A solved challenge, under the name its widget gives it (see `crate::challenge`).
+    altcha: Option<String>,
+    #[serde(rename = "cf-turnstile-response")]
+    turnstile: Option<String>,
+    #[serde(rename = "h-captcha-response")]
+    hcaptcha: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -53,7 +61,17 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
         .await?
         .expect("resolve creates a session when asked to");
     let client = client_ip::browser(app, parts, caller.backend);
+    let submitted = Submitted {
+        altcha: req.altcha.as_deref(),
+        turnstile: req.turnstile.as_deref(),
+        hcaptcha: req.hcaptcha.as_deref(),
+    };
     let work = async {
+        let _challenge_passed = match challenge::passed(app, parts, submitted, caller.backend).await
+        {
+            Ok(passed) => passed,
+            Err(e) => return e.into_response(),
+        };
         match verify::send(app, &caller.session, &phone, locale, client).await {
             Ok(sent) => json(
                 StatusCode::ACCEPTED,

@@ -1,0 +1,162 @@
+//! The `[challenge]` settings that say which challenge a page solves and how it is checked.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use crate::secret::Secret;
+
+/// Which challenge guards sends.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeKind {
+    /// Self-hosted ALTCHA proof-of-work: nothing leaves the deployment.
+    #[default]
+    Altcha,
+    /// Cloudflare Turnstile, checked with its `siteverify`.
+    Turnstile,
+    /// hCaptcha, checked with its `siteverify`.
+    Hcaptcha,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Altcha => "altcha",
+            ChallengeKind::Turnstile => "turnstile",
+            ChallengeKind::Hcaptcha => "hcaptcha",
+        }
+    }
+
+    /// The send-body field that carries this kind's solution: the name each widget gives its
+    /// hidden form input.
+    pub fn field(self) -> &'static str {
+        match self {
+            ChallengeKind::Altcha => "altcha",
+            ChallengeKind::Turnstile => "cf-turnstile-response",
+            ChallengeKind::Hcaptcha => "h-captcha-response",
+        }
+    }
+
+    /// The provider's documented verification endpoint.
+    pub fn default_siteverify_url(self) -> Option<&'static str> {
+        match self {
+            ChallengeKind::Altcha => None,
+            ChallengeKind::Turnstile => {
+                Some("https://challenges.cloudflare.com/turnstile/v0/siteverify")
+            }
+            ChallengeKind::Hcaptcha => Some("https://api.hcaptcha.com/siteverify"),
+        }
+    }
+}
+
+/// ALTCHA proof-of-work settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AltchaConfig {
+    /// HMAC key that signs challenges. Unset: derived from the code-MAC key (which, unset too,
+    /// is the random key kept in the store), so all daemons on one store agree.
+    pub hmac_key: Secret,
+    /// Largest secret number: a browser tries half of them on average.
+    pub max_number: u64,
+    /// Seconds a challenge may be solved and used in.
+    pub expires: u64,
+}
+
+impl Default for AltchaConfig {
+    fn default() -> Self {
+        Self {
+            hmac_key: Secret::default(),
+            max_number: 100_000,
+            expires: 600,
+        }
+    }
+}
+
+/// `[challenge]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChallengeConfig {
+    pub kind: ChallengeKind,
+    pub altcha: AltchaConfig,
+    /// Turnstile/hCaptcha site key, handed to pages by `GET /v1/challenge`.
+    pub site_key: String,
+    /// Turnstile/hCaptcha secret key (or a systemd credential named `challenge.secret`).
+    pub secret: Secret,
+    /// A file holding the secret key instead (its trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// Where tokens are verified; unset: the provider's documented endpoint.
+    pub siteverify_url: Option<String>,
+    /// Host names a Turnstile/hCaptcha token must have been solved on; empty: not checked.
+    pub hostnames: Vec<String>,
+    /// Milliseconds `siteverify` may take before the send fails with 503.
+    pub timeout_ms: u64,
+}
+
+impl Default for ChallengeConfig {
+    fn default() -> Self {
+        Self {
+            kind: ChallengeKind::default(),
+            altcha: AltchaConfig::default(),
+            site_key: String::new(),
+            secret: Secret::default(),
+            secret_file: None,
+            siteverify_url: None,
+            hostnames: Vec::new(),
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl ChallengeConfig {
+    /// Ranges and relations serde cannot check; returns the key at fault and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let a = &self.altcha;
+        if !(1_000..=10_000_000).contains(&a.max_number) {
+            return Err((
+                "challenge.altcha.max_number",
+                "must be between 1000 and 10000000".into(),
+            ));
+        }
+        if !(10..=86_400).contains(&a.expires) {
+            return Err((
+                "challenge.altcha.expires",
+                "must be between 10 and 86400 seconds".into(),
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
+            return Err(("challenge.timeout_ms", "must be between 1 and 60000".into()));
+        }
+        if let Some(url) = &self.siteverify_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err((
+                    "challenge.siteverify_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if !self.secret.is_empty() && self.secret_file.is_some() {
+            return Err((
+                "challenge.secret_file",
+                "set either challenge.secret or challenge.secret_file, not both".into(),
+            ));
+        }
+        if self.kind != ChallengeKind::Altcha {
+            let kind = self.kind.as_str();
+            if self.site_key.is_empty() {
+                return Err((
+                    "challenge.site_key",
+                    format!("is required for kind {kind:?}"),
+                ));
+            }
+            if self.secret.is_empty() && self.secret_file.is_none() {
+                return Err((
+                    "challenge.secret",
+                    format!("is required for kind {kind:?} (or challenge.secret_file)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
