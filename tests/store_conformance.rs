@@ -125,6 +125,7 @@ macro_rules! conformance {
             checks_write_the_same_whatever_the_number_history,
             wrong_and_missing_codes_take_comparable_time,
             idempotency_records,
+            challenges_are_spent_once_until_swept,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -1735,5 +1736,41 @@ async fn idempotency_records(h: Harness) {
     assert_eq!(
         s.idempotency_begin("s:3", "k", &b, ttl).await.unwrap(),
         IdempotencyBegin::Started
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spent challenges.
+
+async fn challenges_are_spent_once_until_swept(h: Harness) {
+    let s = &h.store;
+    let now = SystemTime::now();
+    let (live, dead) = ([7u8; 32], [8u8; 32]);
+    assert!(s.spend_challenge(&live, now + secs(60)).await.unwrap());
+    assert!(
+        !s.spend_challenge(&live, now + secs(60)).await.unwrap(),
+        "second use"
+    );
+    assert!(s.spend_challenge(&dead, now - secs(1)).await.unwrap());
+    // Racing spends of one fresh challenge: exactly one wins.
+    let fresh = [9u8; 32];
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.spend_challenge(&fresh, now + secs(60)).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    // The sweeper forgets only the record whose challenge has expired anyway.
+    let report = s.sweep(100).await.unwrap();
+    assert_eq!(report.limits, 1, "{report:?}");
+    assert!(!s.spend_challenge(&live, now + secs(60)).await.unwrap());
+    assert!(
+        s.spend_challenge(&dead, now - secs(1)).await.unwrap(),
+        "its record was swept"
     );
 }

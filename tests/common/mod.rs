@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 // Daemons, databases, fakes of the SMS gateways, subprocesses, log capture, browsers.
+pub mod altcha_py;
 pub mod browser;
 pub mod daemon;
 pub mod fake_aliyun;
+pub mod fake_siteverify;
 pub mod fake_sns;
 pub mod logs;
 pub mod moto;

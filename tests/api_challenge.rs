@@ -1,0 +1,351 @@
+//! Challenges before sending, attacked over real HTTP: ALTCHA payloads solved by ALTCHA's own
+//! Python library (and forged, wrong, self-signed, expired and replayed ones, also across two
+//! daemons on one database), on both stores; Turnstile and hCaptcha tokens checked against a
+//! fake of their documented `siteverify` (valid, invalid, replayed, another site, a wrong
+//! secret, a provider that is down or stalls).
+
+mod common;
+
+use common::altcha_py;
+use common::daemon::TestDaemon;
+use common::fake_siteverify::{FakeSiteverify, Mode, Provider};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use verifyd::challenge::config::ChallengeKind;
+use verifyd::config::{Backend, Config};
+use verifyd::secret::Secret;
+
+const KEY: &str = "challenge-test-hmac-key";
+const CN: &str = "+8613800138000";
+
+/// No abuse limit in the way, and a known ALTCHA key (so the Python library can check the
+/// daemon's signatures). Small challenges keep the Python solver quick.
+fn altcha(c: &mut Config) {
+    c.per_phone.max_sends = 0;
+    c.per_phone.daily_max = 0;
+    c.per_ip.max_sends = 0;
+    c.global.max_sends_per_hour = 0;
+    c.pumping.enabled = false;
+    c.verification.resend_interval = 1;
+    c.challenge.altcha.hmac_key = Secret::new(KEY);
+    c.challenge.altcha.max_number = 5_000;
+}
+
+async fn challenge(d: &TestDaemon) -> Value {
+    let resp = d.http.get(d.url("/v1/challenge")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    resp.json().await.unwrap()
+}
+
+/// A browser's first send (no cookie) with `extra` fields in the JSON body.
+async fn send(d: &TestDaemon, phone: &str, extra: Value) -> (StatusCode, Value) {
+    let mut body = json!({ "phone": phone });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let resp = d
+        .http
+        .post(d.url("/v1/verifications"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn assert_invalid(answer: &(StatusCode, Value), says: &str) {
+    let (status, body) = answer;
+    assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "challenge_invalid", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+}
+
+on_both_stores! {
+    async fn altchas_own_library_solves_the_daemons_challenge_and_the_code_goes_out(backend: Backend) {
+        if !altcha_py::available("altcha_library_solves") {
+            return;
+        }
+        let Some(d) = TestDaemon::start(backend, altcha).await else { return };
+        let c = challenge(&d).await;
+        assert_eq!(c["kind"], "altcha");
+        assert_eq!(c["field"], "altcha");
+        assert_eq!(c["algorithm"], "SHA-256");
+        assert_eq!(c["maxnumber"], 5_000);
+        assert!(c["salt"].as_str().unwrap().contains("?expires="), "{c}");
+        let (_, payload) = altcha_py::solve(&c).await;
+        // The library's own verifier accepts what the daemon signed: same protocol, same key.
+        assert!(altcha_py::verifies(&payload, KEY).await);
+        assert!(!altcha_py::verifies(&payload, "another key").await);
+
+        let (status, body) = send(&d, CN, json!({ "altcha": payload })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(d.messages().len(), 1);
+
+        // A challenge the library made itself with the daemon's key is as good as one issued.
+        let own = altcha_py::create(KEY, 2_000, Some(300)).await;
+        let (_, payload) = altcha_py::solve(&own).await;
+        let (status, body) = send(&d, "+8613800138001", json!({ "altcha": payload })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(d.messages().len(), 2);
+        d.stop().await;
+    }
+
+    async fn forged_wrong_and_unexpiring_altcha_payloads_send_nothing(backend: Backend) {
+        if !altcha_py::available("forged_altcha_payloads") {
+            return;
+        }
+        let Some(d) = TestDaemon::start(backend, altcha).await else { return };
+        // Signed with a key the attacker made up.
+        let forged = altcha_py::create("attacker key", 2_000, Some(300)).await;
+        let (_, payload) = altcha_py::solve(&forged).await;
+        assert_invalid(&send(&d, CN, json!({ "altcha": payload })).await, "not issued by this server");
+
+        // The daemon's own challenge with a number that does not solve it.
+        let c = challenge(&d).await;
+        let (number, good) = altcha_py::solve(&c).await;
+        let wrong = altcha_py::payload(&c, (number + 1) % 5_001).await;
+        assert_invalid(&send(&d, CN, json!({ "altcha": wrong })).await, "does not solve");
+
+        // The daemon's challenge, its salt rewritten to expire later: the hash no longer matches.
+        let mut longer = c.clone();
+        longer["salt"] = json!(c["salt"].as_str().unwrap().replace("expires=", "expires=9"));
+        let stretched = altcha_py::payload(&longer, number).await;
+        assert_invalid(&send(&d, CN, json!({ "altcha": stretched })).await, "does not solve");
+
+        // Signed with the right key but without an expiry: usable forever, so never ours.
+        let eternal = altcha_py::create(KEY, 2_000, None).await;
+        let (_, payload) = altcha_py::solve(&eternal).await;
+        assert_invalid(&send(&d, CN, json!({ "altcha": payload })).await, "not issued by this server");
+
+        // Garbage in the field, and a token meant for another kind of challenge.
+        assert_invalid(&send(&d, CN, json!({ "altcha": "%%%" })).await, "base64");
+        assert_invalid(
+            &send(&d, CN, json!({ "cf-turnstile-response": "x" })).await,
+            "takes altcha challenges",
+        );
+        assert!(d.messages().is_empty(), "nothing was sent: {:?}", d.messages());
+
+        // The good payload still works: none of the above spent it.
+        let (status, body) = send(&d, CN, json!({ "altcha": good })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        d.stop().await;
+    }
+
+    async fn an_expired_altcha_payload_is_refused(backend: Backend) {
+        if !altcha_py::available("expired_altcha_payload") {
+            return;
+        }
+        let Some(d) = TestDaemon::start(backend, altcha).await else { return };
+        // Correctly signed and solved, but its expiry (in the signed salt) has passed.
+        let old = altcha_py::create(KEY, 2_000, Some(-5)).await;
+        let (_, payload) = altcha_py::solve(&old).await;
+        assert_invalid(&send(&d, CN, json!({ "altcha": payload })).await, "expired");
+        assert!(d.messages().is_empty());
+        d.stop().await;
+    }
+
+    async fn an_altcha_payload_is_spent_by_its_first_send_on_every_daemon(backend: Backend) {
+        if !altcha_py::available("altcha_payload_single_use") {
+            return;
+        }
+        let Some(d1) = TestDaemon::start(backend, altcha).await else { return };
+        let d2 = d1.sibling().await;
+        let c = challenge(&d1).await;
+        let (_, payload) = altcha_py::solve(&c).await;
+        // Racing: the same payload to both daemons at once, for different numbers.
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let url = if i % 2 == 0 { d1.url("/v1/verifications") } else { d2.url("/v1/verifications") };
+                let http = d1.http.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    let resp = http
+                        .post(url)
+                        .json(&json!({ "phone": format!("+86138001380{i:02}"), "altcha": payload }))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status();
+                    (status, resp.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            let answer = t.await.unwrap();
+            if answer.0 == StatusCode::ACCEPTED {
+                accepted += 1;
+            } else {
+                assert_invalid(&answer, "already used");
+            }
+        }
+        assert_eq!(accepted, 1, "exactly one send per solved challenge");
+        assert_eq!(d1.messages().len(), 1);
+        // Later, on either daemon, with the seed route's form field too.
+        assert_invalid(&send(&d2, CN, json!({ "altcha": payload })).await, "already used");
+        let resp = d1
+            .http
+            .post(d1.url("/sms_send/"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("phone", CN)
+                    .append_pair("altcha", &payload)
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["Code"], "challenge_invalid", "{body}");
+        assert_eq!(d1.messages().len(), 1);
+        d2.stop().await;
+        d1.stop().await;
+    }
+}
+
+/// A daemon using `kind` against `fake`, with `hostnames` to check.
+async fn captcha_daemon(
+    kind: ChallengeKind,
+    fake: &FakeSiteverify,
+    secret: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> TestDaemon {
+    let url = fake.url();
+    let secret = secret.to_owned();
+    TestDaemon::start(Backend::Sqlite, move |c| {
+        altcha(c);
+        c.challenge.kind = kind;
+        c.challenge.site_key = "site-key-1".into();
+        c.challenge.secret = Secret::new(secret);
+        c.challenge.siteverify_url = Some(url);
+        c.challenge.hostnames = vec!["shop.example".into()];
+        c.challenge.timeout_ms = 700;
+        tweak(c);
+    })
+    .await
+    .unwrap()
+}
+
+async fn captcha_tokens_are_judged_by_siteverify(provider: Provider) {
+    let (kind, field) = match provider {
+        Provider::Turnstile => (ChallengeKind::Turnstile, "cf-turnstile-response"),
+        Provider::Hcaptcha => (ChallengeKind::Hcaptcha, "h-captcha-response"),
+    };
+    let fake = FakeSiteverify::start(provider, "the-secret", "site-key-1").await;
+    let d = captcha_daemon(kind, &fake, "the-secret", |_| {}).await;
+    let c = challenge(&d).await;
+    assert_eq!(
+        c,
+        json!({ "kind": kind.as_str(), "field": field, "site_key": "site-key-1" })
+    );
+
+    let token = fake.solve("shop.example");
+    let (status, body) = send(&d, CN, json!({ field: token })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // What siteverify got: a form POST with the secret, the token and the person's address.
+    let seen = fake.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.method, "POST");
+    assert_eq!(
+        last.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(last.params["secret"], "the-secret");
+    assert_eq!(last.params["response"], token);
+    assert_eq!(last.params["remoteip"], "127.0.0.1");
+    if provider == Provider::Hcaptcha {
+        assert_eq!(last.params["sitekey"], "site-key-1");
+    }
+
+    // Replayed, made up, solved on another site, or meant for ALTCHA: refused, nothing sent.
+    assert_invalid(
+        &send(&d, CN, json!({ field: token })).await,
+        "did not accept",
+    );
+    assert_invalid(
+        &send(&d, CN, json!({ field: "made-up" })).await,
+        "invalid-input-response",
+    );
+    let elsewhere = fake.solve("evil.example");
+    assert_invalid(
+        &send(&d, CN, json!({ field: elsewhere })).await,
+        "another site",
+    );
+    assert_invalid(&send(&d, CN, json!({ "altcha": "eyJ9" })).await, field);
+    assert_eq!(d.messages().len(), 1);
+
+    // The provider down, then stalling past the timeout: a prompt 503, not a hang.
+    fake.set_mode(Mode::Down);
+    let (status, body) = send(&d, CN, json!({ field: fake.solve("shop.example") })).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!("challenge_unavailable")
+        ),
+        "{body}"
+    );
+    fake.set_mode(Mode::Stall(Duration::from_secs(20)));
+    let started = Instant::now();
+    let (status, body) = send(&d, CN, json!({ field: fake.solve("shop.example") })).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!("challenge_unavailable")
+        ),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(d.messages().len(), 1);
+    d.stop().await;
+
+    // A wrong secret is the operator's problem: 502, and no token passes.
+    fake.set_mode(Mode::Normal);
+    let d = captcha_daemon(kind, &fake, "not-the-secret", |_| {}).await;
+    let (status, body) = send(&d, CN, json!({ field: fake.solve("shop.example") })).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::BAD_GATEWAY, json!("challenge_unavailable")),
+        "{body}"
+    );
+    assert!(d.messages().is_empty());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnstile_tokens_are_judged_by_siteverify() {
+    captcha_tokens_are_judged_by_siteverify(Provider::Turnstile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hcaptcha_tokens_are_judged_by_siteverify() {
+    captcha_tokens_are_judged_by_siteverify(Provider::Hcaptcha).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_captcha_secret_can_come_from_a_file() {
+    let fake = FakeSiteverify::start(Provider::Turnstile, "secret-in-a-file", "site-key-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turnstile.secret");
+    std::fs::write(&path, "secret-in-a-file\n").unwrap();
+    let d = captcha_daemon(ChallengeKind::Turnstile, &fake, "", |c| {
+        c.challenge.secret_file = Some(path);
+    })
+    .await;
+    let token = fake.solve("shop.example");
+    let (status, body) = send(&d, CN, json!({ "cf-turnstile-response": token })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(fake.seen()[0].params["secret"], "secret-in-a-file");
+    d.stop().await;
+}
