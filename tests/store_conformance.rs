@@ -247,6 +247,7 @@ async fn send(
         ttl,
         resend_interval,
         max_attempts,
+        new_session: None,
     };
     store.start_verification(&req).await.unwrap()
 }
@@ -1083,6 +1084,7 @@ async fn guarded_send_on(
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
+        new_session: None,
     };
     store.start_send(&req, guard).await.unwrap()
 }
@@ -1091,6 +1093,7 @@ async fn quotas_are_all_or_nothing(h: Harness) {
     let small = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "a", 1), q(Scope::Global, "*", 3)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &small).await, issued(0, false));
     // The per-number quota is full: the global one must not move.
@@ -1106,6 +1109,7 @@ async fn quotas_are_all_or_nothing(h: Harness) {
     let other = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "b", 5), q(Scope::Global, "*", 3)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
     assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
@@ -1122,6 +1126,7 @@ async fn refused_sends_record_nothing(h: Harness) {
     let full = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "x", 1)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &full).await, issued(0, false));
     let (_, sess) = new_session(&h.store, Expiry::Default).await;
@@ -1132,6 +1137,7 @@ async fn refused_sends_record_nothing(h: Harness) {
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
+        new_session: None,
     };
     assert!(matches!(
         h.store.start_send(&req, &full).await.unwrap(),
@@ -1152,6 +1158,7 @@ async fn failed_checks_lock_the_number(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let data = approval_data();
     let mut sessions = vec![];
@@ -1215,6 +1222,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     let guard = SendGuard {
         quotas: vec![],
         pumping: Some(rule.clone()),
+        ..Default::default()
     };
     for _ in 0..3 {
         assert_eq!(guarded_send(&h, &phone(), &guard).await, issued(0, false));
@@ -1253,6 +1261,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
         quotas: vec![],
         failures: None,
         pumping: Some(rule),
+        ..Default::default()
     };
     assert!(matches!(
         h.store.check_guarded(&req, &cg).await.unwrap(),
@@ -1271,6 +1280,7 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
             min_sample: 5,
             min_conversion: 0.5,
         }),
+        ..Default::default()
     };
     // Sessions first, created concurrently so that a pooled store has all its connections
     // open: the sends themselves then race as closely as they can.
@@ -1298,6 +1308,7 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
                     ttl: secs(60),
                     resend_interval: secs(60),
                     max_attempts: 3,
+                    new_session: None,
                 };
                 barrier.wait().await;
                 store.start_send(&req, &guard).await.unwrap()
@@ -1345,6 +1356,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             min_sample: 1,
             min_conversion: 0.5,
         }),
+        ..Default::default()
     };
     // Each send fills both quotas and trips the breaker; each failed delivery undoes all that.
     for round in 0..3 {
@@ -1357,6 +1369,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             ttl: secs(60),
             resend_interval: secs(60),
             max_attempts: 3,
+            new_session: None,
         };
         assert_eq!(
             h.store.start_send(&req, &guard).await.unwrap(),
@@ -1392,6 +1405,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     let quotas_only = SendGuard {
         quotas: guard.quotas.clone(),
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(
         guarded_send(&h, &phone(), &quotas_only).await,
@@ -1409,6 +1423,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     let other = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "+447700900123", 1)],
         pumping: None,
+        ..Default::default()
     };
     for _ in 0..3 {
         h.store
@@ -1522,6 +1537,7 @@ async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let (_, owner) = new_session(&h.store, Expiry::Default).await;
     let (_, stranger) = new_session(&h.store, Expiry::Default).await;
@@ -1639,6 +1655,7 @@ async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let data = approval_data();
     let timed = |sid: i64| {

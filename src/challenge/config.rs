@@ -5,6 +5,21 @@ use std::path::PathBuf;
 
 use crate::secret::Secret;
 
+/// `challenge.mode`: when a browser send must carry a solved challenge. Whatever the mode, a
+/// tripped breaker with `pumping.on_trip = "challenge"` asks for a challenge, and so does a spent
+/// per-number budget unless the mode is `off`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeMode {
+    /// No challenge beyond the breaker's; spent per-number budgets refuse outright.
+    Off,
+    /// Every browser send.
+    Always,
+    /// Browser sends that look like abuse (see `crate::quota::ChallengeRule`).
+    #[default]
+    WhenSuspicious,
+}
+
 /// Which challenge guards sends.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +91,7 @@ impl Default for AltchaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChallengeConfig {
+    pub mode: ChallengeMode,
     pub kind: ChallengeKind,
     pub altcha: AltchaConfig,
     /// Turnstile/hCaptcha site key, handed to pages by `GET /v1/challenge`.
@@ -95,6 +111,7 @@ pub struct ChallengeConfig {
 impl Default for ChallengeConfig {
     fn default() -> Self {
         Self {
+            mode: ChallengeMode::default(),
             kind: ChallengeKind::default(),
             altcha: AltchaConfig::default(),
             site_key: String::new(),

@@ -49,30 +49,60 @@ fn bump(
         })?)
 }
 
+/// The live count of each quota's counter (0 for none or an ended window) and its end.
+pub fn live_counts(
+    tx: &Transaction<'_>,
+    quotas: &[Quota],
+    now: i64,
+) -> StoreResult<Vec<(u32, i64)>> {
+    quotas
+        .iter()
+        .map(|q| Ok(live_counter(tx, q.scope.as_str(), &q.key, now)?.unwrap_or((0, now))))
+        .collect()
+}
+
+/// The full quota that frees up last, given [`live_counts`].
+pub fn fullest(quotas: &[Quota], counts: &[(u32, i64)]) -> Option<(Scope, i64)> {
+    let mut refused: Option<(Scope, i64)> = None;
+    for (q, &(count, end)) in quotas.iter().zip(counts) {
+        if count >= q.limit && count > 0 && refused.is_none_or(|(_, e)| end > e) {
+            refused = Some((q.scope, end));
+        }
+    }
+    refused
+}
+
+/// Adds one event to every quota.
+pub fn bump_all<'q>(
+    tx: &Transaction<'_>,
+    quotas: impl IntoIterator<Item = &'q Quota>,
+    now: i64,
+) -> StoreResult<()> {
+    for q in quotas {
+        bump(tx, q.scope.as_str(), &q.key, ms(q.window), now)?;
+    }
+    Ok(())
+}
+
 /// Takes one unit from every quota, or from none: returns the full quota that frees up last.
 pub fn take_quotas(
     tx: &Transaction<'_>,
     quotas: &[Quota],
     now: i64,
 ) -> StoreResult<Option<(Scope, i64)>> {
-    let mut refused: Option<(Scope, i64)> = None;
-    for q in quotas {
-        if let Some((count, end)) = live_counter(tx, q.scope.as_str(), &q.key, now)? {
-            if count >= q.limit && refused.is_none_or(|(_, e)| end > e) {
-                refused = Some((q.scope, end));
-            }
-        }
-    }
+    let refused = fullest(quotas, &live_counts(tx, quotas, now)?);
     if refused.is_none() {
-        for q in quotas {
-            bump(tx, q.scope.as_str(), &q.key, ms(q.window), now)?;
-        }
+        bump_all(tx, quotas, now)?;
     }
     Ok(refused)
 }
 
 /// Returns one unit to every quota whose window is still running (a failed delivery's).
-pub fn give_back(tx: &Transaction<'_>, quotas: &[Quota], now: i64) -> StoreResult<()> {
+pub fn give_back<'q>(
+    tx: &Transaction<'_>,
+    quotas: impl IntoIterator<Item = &'q Quota>,
+    now: i64,
+) -> StoreResult<()> {
     for q in quotas {
         tx.prepare_cached(
             "UPDATE quota_counters SET count = count - 1
