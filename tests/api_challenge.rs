@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use verifyd::challenge::config::ChallengeKind;
-use verifyd::config::{Backend, Config};
+use verifyd::config::{Backend, ChallengeMode, Config};
 use verifyd::secret::Secret;
 
 const KEY: &str = "challenge-test-hmac-key";
@@ -54,6 +54,30 @@ async fn send(d: &TestDaemon, phone: &str, extra: Value) -> (StatusCode, Value) 
         .unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Solves a daemon's ALTCHA challenge by brute force, as any client would (no Python needed).
+fn solve(c: &Value) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let salt = c["salt"].as_str().unwrap();
+    let target = c["challenge"].as_str().unwrap();
+    let number = (0..=c["maxnumber"].as_u64().unwrap())
+        .find(|n| hex::encode(Sha256::digest(format!("{salt}{n}"))) == target)
+        .expect("an issued challenge has a solution");
+    let payload = json!({
+        "algorithm": c["algorithm"], "challenge": c["challenge"], "number": number,
+        "salt": c["salt"], "signature": c["signature"],
+    });
+    base64::engine::general_purpose::STANDARD.encode(payload.to_string())
+}
+
+/// 428 `challenge_required`, naming where to get one.
+fn assert_required(answer: &(StatusCode, Value)) {
+    let (status, body) = answer;
+    assert_eq!(*status, StatusCode::PRECONDITION_REQUIRED, "{body}");
+    assert_eq!(body["error"], "challenge_required", "{body}");
+    assert_eq!(body["challenge"], "/v1/challenge", "{body}");
 }
 
 fn assert_invalid(answer: &(StatusCode, Value), says: &str) {
@@ -207,6 +231,121 @@ on_both_stores! {
         d2.stop().await;
         d1.stop().await;
     }
+
+    async fn with_mode_always_only_a_solved_challenge_gets_a_browser_its_code(backend: Backend) {
+        let Some(d) = TestDaemon::start(backend, |c| {
+            altcha(c);
+            c.challenge.mode = ChallengeMode::Always;
+        })
+        .await
+        else {
+            return;
+        };
+        // The attacker's script: no solution, then made-up ones, on both send routes.
+        assert_required(&send(&d, CN, json!({})).await);
+        assert_invalid(&send(&d, CN, json!({ "altcha": "e30=" })).await, "not base64-encoded JSON");
+        let resp = d.http.get(d.url(&format!("/sms_send/?phone=%2B{}", &CN[1..]))).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_REQUIRED);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["Code"], "challenge_required", "{body}");
+        assert!(d.messages().is_empty());
+
+        // A person's browser: fetch, solve, send with the solution (JSON, then the seed form).
+        let (status, body) = send(&d, CN, json!({ "altcha": solve(&challenge(&d).await) })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let payload = solve(&challenge(&d).await);
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("phone", "+8613800138001")
+            .append_pair("altcha", &payload)
+            .finish();
+        let resp = d.http.get(d.url(&format!("/sms_send/?{query}"))).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(d.messages().len(), 2);
+
+        // Backends are never challenged.
+        let (s, v) = d.api(reqwest::Method::POST, "/v1/sessions", None).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let key = v["key"].as_str().unwrap().to_owned();
+        let (s, v) = d
+            .api(reqwest::Method::POST, "/v1/verifications", Some(json!({"phone": "+8613800138002", "session": key})))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(d.messages().len(), 3);
+        d.stop().await;
+    }
+
+    async fn a_tripped_breaker_asks_browsers_for_a_challenge_instead_of_refusing(backend: Backend) {
+        let Some(d) = TestDaemon::start(backend, |c| {
+            altcha(c);
+            c.challenge.mode = ChallengeMode::Off;
+            c.pumping.enabled = true;
+            c.pumping.min_sample = 3;
+            c.pumping.min_conversion = 0.5;
+        })
+        .await
+        else {
+            return;
+        };
+        // Pumping: sends to distinct +86 numbers that nobody ever verifies trip the breaker.
+        for n in 0..3 {
+            let (status, body) = send(&d, &format!("+861380013810{n}"), json!({})).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+        // Every browser sending to +86 is now asked for a challenge instead of being refused...
+        assert_required(&send(&d, CN, json!({})).await);
+        // ...and one who solves it gets the code; other countries are untouched.
+        let (status, body) = send(&d, CN, json!({ "altcha": solve(&challenge(&d).await) })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let (status, body) = send(&d, "+447700900123", json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        // Backends pass without one.
+        let (_, v) = d.api(reqwest::Method::POST, "/v1/sessions", None).await;
+        let key = v["key"].as_str().unwrap().to_owned();
+        let (s, v) = d
+            .api(reqwest::Method::POST, "/v1/verifications", Some(json!({"phone": "+8613800138009", "session": key})))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        d.stop().await;
+
+        // With pumping.on_trip = "block" a solution does not help: the country is refused.
+        let Some(d) = TestDaemon::start(backend, |c| {
+            altcha(c);
+            c.challenge.mode = ChallengeMode::Off;
+            c.pumping.enabled = true;
+            c.pumping.min_sample = 3;
+            c.pumping.min_conversion = 0.5;
+            c.pumping.on_trip = verifyd::config::OnTrip::Block;
+        })
+        .await
+        else {
+            return;
+        };
+        for n in 0..3 {
+            assert_eq!(send(&d, &format!("+861380013810{n}"), json!({})).await.0, StatusCode::ACCEPTED);
+        }
+        let (status, body) = send(&d, CN, json!({ "altcha": solve(&challenge(&d).await) })).await;
+        assert_eq!((status, body["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("destination_blocked")), "{body}");
+        d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_turnstile_a_required_challenge_takes_a_token() {
+    let fake = FakeSiteverify::start(Provider::Turnstile, "the-secret", "site-key-1").await;
+    let d = captcha_daemon(ChallengeKind::Turnstile, &fake, "the-secret", |c| {
+        c.challenge.mode = ChallengeMode::Always;
+    })
+    .await;
+    assert_required(&send(&d, CN, json!({})).await);
+    assert!(
+        fake.seen().is_empty(),
+        "nothing to verify, so siteverify is not asked"
+    );
+    let token = fake.solve("shop.example");
+    let (status, body) = send(&d, CN, json!({ "cf-turnstile-response": token })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(d.messages().len(), 1);
+    d.stop().await;
 }
 
 /// A daemon using `kind` against `fake`, with `hostnames` to check.
