@@ -72,6 +72,24 @@ fn solve(c: &Value) -> String {
     base64::engine::general_purpose::STANDARD.encode(payload.to_string())
 }
 
+/// The value of `verifyd_challenge_solutions_total{outcome=…}` on the API port.
+async fn solutions(d: &TestDaemon, outcome: &str) -> u64 {
+    let text = d
+        .http
+        .get(d.url("/metrics"))
+        .bearer_auth(common::daemon::API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("verifyd_challenge_solutions_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 /// 428 `challenge_required`, naming where to get one.
 fn assert_required(answer: &(StatusCode, Value)) {
     let (status, body) = answer;
@@ -261,6 +279,7 @@ on_both_stores! {
         let resp = d.http.get(d.url(&format!("/sms_send/?{query}"))).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(d.messages().len(), 2);
+        assert_eq!((solutions(&d, "invalid").await, solutions(&d, "passed").await), (1, 2));
 
         // Backends are never challenged.
         let (s, v) = d.api(reqwest::Method::POST, "/v1/sessions", None).await;

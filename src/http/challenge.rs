@@ -6,7 +6,7 @@ use http::request::Parts;
 use std::time::SystemTime;
 
 use crate::app::App;
-use crate::challenge::Submitted;
+use crate::challenge::{ChallengeError, Submitted};
 
 use super::error::ApiError;
 use super::response::{Resp, json};
@@ -29,8 +29,24 @@ pub async fn passed(
     backend: bool,
 ) -> Result<bool, ApiError> {
     let client = super::client_ip::browser(app, parts, backend);
-    Ok(app
+    let result = app
         .challenges
         .check(app.store.as_ref(), submitted, client, SystemTime::now())
-        .await?)
+        .await;
+    let outcome = match &result {
+        Ok(false) => None,
+        Ok(true) => Some("passed"),
+        Err(ChallengeError::Invalid(why)) => {
+            tracing::info!(reason = %why, "challenge solution refused");
+            Some("invalid")
+        }
+        Err(ChallengeError::Unavailable(_) | ChallengeError::Misconfigured(_)) => {
+            Some("unavailable")
+        }
+        Err(ChallengeError::Store(_)) => None,
+    };
+    if let Some(outcome) = outcome {
+        app.metrics.challenge_solution(outcome);
+    }
+    Ok(result?)
 }
