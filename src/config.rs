@@ -678,6 +678,27 @@ impl Config {
         if self.per_ip.window == 0 {
             return Err(("per_ip.window", "must be positive".into()));
         }
+        for (key, soft_key, soft, hard) in [
+            (
+                "per_phone.hard_max_sends",
+                "max_sends",
+                p.max_sends,
+                p.hard_max_sends,
+            ),
+            (
+                "per_phone.hard_daily_max",
+                "daily_max",
+                p.daily_max,
+                p.hard_daily_max,
+            ),
+        ] {
+            if hard > 0 && hard < soft {
+                return Err((
+                    key,
+                    format!("must be 0 (off) or at least per_phone.{soft_key} ({soft})"),
+                ));
+            }
+        }
         let c = &self.countries;
         for code in c.limits.keys() {
             if code != "*" && !crate::country::is_calling_code(code) {

@@ -165,7 +165,8 @@ pub struct CheckGuard {
     /// Wrong codes for the number from anywhere.
     pub failures: Option<FailureLimit>,
     /// Wrong codes for the number from the client's network (the key of [`net_key`]): a
-    /// lock here shuts out only that network. Browsers only.
+    /// lock here shuts out only that network. Browsers only. Its window and lock-out are
+    /// those of `failures` when both are set.
     pub network_failures: Option<(String, FailureLimit)>,
     /// Approvals are counted for this country's breaker.
     pub pumping: Option<PumpingRule>,

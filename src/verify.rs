@@ -91,7 +91,7 @@ pub async fn send(
     if !served(app, country) {
         return Err(SendError::Denied);
     }
-    let guard = SendGuard::build(
+    let mut guard = SendGuard::build(
         &app.config,
         phone.as_str(),
         country,
@@ -100,6 +100,10 @@ pub async fn send(
     );
     let v = &app.config.verification;
     let fixed = app.test_numbers.get(phone.as_str());
+    if fixed.is_some() {
+        // Test numbers cost nothing and their codes are public: they stay out of the breaker.
+        guard.pumping = None;
+    }
     let code = fixed
         .cloned()
         .unwrap_or_else(|| Code::generate(v.code_length));
@@ -214,7 +218,12 @@ pub async fn check(
     code: &Code,
     client: Option<IpAddr>,
 ) -> Result<Checked, StoreError> {
-    let guard = CheckGuard::build(&app.config, crate::country::calling_code(phone), client);
+    let mut guard = CheckGuard::build(&app.config, crate::country::calling_code(phone), client);
+    if app.test_numbers.contains_key(phone.as_str()) {
+        // Anyone can approve a test number (its code is fixed and public): such approvals
+        // must not lift the conversion rate that the pumping breaker watches.
+        guard.pumping = None;
+    }
     let new_key = SessionKey::generate();
     let mut data = Map::new();
     data.insert(

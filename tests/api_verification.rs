@@ -987,7 +987,14 @@ on_both_stores! {
 
     async fn forged_garbled_or_expired_cookie_is_no_session(backend: Backend) {
         // Many fresh sessions send to one number here: the per-number quota is not the subject.
-        let Some(d) = start(backend, |c| c.per_phone.max_sends = 0).await else {
+        let Some(d) = start(backend, |c| {
+            c.per_phone.max_sends = 0;
+            c.per_phone.hard_max_sends = 0;
+            c.per_phone.network_max_sends = 0;
+            c.per_phone.network_daily_max = 0;
+        })
+        .await
+        else {
             return;
         };
         // A session that expired (1 s of idle time) and one that was flushed.

@@ -202,3 +202,170 @@ BEGIN
     o_outcome := 'issued';
 END
 $$;
+
+DROP FUNCTION verifyd_check(BIGINT, TEXT, BYTEA, INTEGER, BYTEA, JSONB, BIGINT, BIGINT, TEXT[],
+                            TEXT[], INTEGER[], FLOAT8[], INTEGER, FLOAT8, FLOAT8, TEXT, FLOAT8);
+
+-- A wrong code counted against a failure counter: a window that is over starts afresh, and
+-- reaching `p_max` (when positive) locks for `p_lockout` from now.
+CREATE FUNCTION verifyd_count_failure(
+    p_scope   TEXT,
+    p_key     TEXT,
+    p_max     INTEGER,
+    p_window  FLOAT8,
+    p_lockout FLOAT8
+)
+RETURNS void
+LANGUAGE sql AS $$
+    UPDATE quota_counters c
+    SET count = CASE WHEN c.expires_at > now() THEN c.count + 1 ELSE 1 END,
+        expires_at = CASE
+            WHEN p_max > 0
+                 AND (CASE WHEN c.expires_at > now() THEN c.count + 1 ELSE 1 END) >= p_max
+                THEN greatest(c.expires_at, now() + make_interval(secs => p_lockout))
+            WHEN c.expires_at > now() THEN c.expires_at
+            ELSE now() + make_interval(secs => p_window) END
+    WHERE c.scope = p_scope AND c.key = p_key
+$$;
+
+-- A check: the quotas, the number's lock-outs, then the version 1 rules. Outcomes: approved
+-- (with the session's new row), wrong, exhausted, expired, not_found, quota, locked. Wrong
+-- codes count against the number (`phone_failed_checks`, limit `p_fail_max`) and, for a
+-- browser (`p_net` not NULL), against the number seen from the client's network
+-- (`phone_net_failed_checks`, key "<phone> <net>", limit `p_net_fail_max`); either lock
+-- refuses. Every path past the quotas writes each of these counters twice — an upsert that
+-- locks and reads it (an insert for a counter never seen, an update otherwise: one row write
+-- either way), then the count — so the database work of a check does not depend on the
+-- number's history elsewhere, and a check for a code that does not exist costs what a wrong
+-- one costs.
+CREATE FUNCTION verifyd_check(
+    p_session         BIGINT,
+    p_phone           TEXT,
+    p_mac             BYTEA,
+    p_max_attempts    INTEGER,
+    p_new_key         BYTEA,
+    p_patch           JSONB,
+    p_default_age     BIGINT,
+    p_max_lifetime    BIGINT,
+    p_scopes          TEXT[],
+    p_keys            TEXT[],
+    p_limits          INTEGER[],
+    p_windows         FLOAT8[],
+    p_fail_max        INTEGER,
+    p_fail_window     FLOAT8,
+    p_lockout         FLOAT8,
+    p_country         TEXT,
+    p_pump_conversion FLOAT8,
+    p_net             TEXT,
+    p_net_fail_max    INTEGER,
+    OUT o_outcome     TEXT,
+    OUT o_attempts    INTEGER,
+    OUT o_retry_at    TIMESTAMPTZ,
+    OUT o_refused     TEXT,
+    OUT o_now         TIMESTAMPTZ,
+    OUT o_id          BIGINT,
+    OUT o_data        JSONB,
+    OUT o_expiry_kind SMALLINT,
+    OUT o_idle_secs   INTEGER,
+    OUT o_created_at  TIMESTAMPTZ,
+    OUT o_expires_at  TIMESTAMPTZ
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r_ver     verifications%ROWTYPE;
+    r_fail    quota_counters%ROWTYPE;
+    r_net     quota_counters%ROWTYPE;
+    v_net_key TEXT := p_phone || ' ' || p_net;
+    v_known   BOOLEAN;
+    v_until   TIMESTAMPTZ;
+BEGIN
+    SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
+    FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
+    -- Waits are reported from the current clock (a lock may have been waited for behind the
+    -- request that opened the window), so that they never exceed the window.
+    o_now := clock_timestamp();
+    IF o_refused IS NOT NULL THEN
+        o_outcome := 'quota';
+        RETURN;
+    END IF;
+    -- Locked in (scope, key) order: 'phone_failed_checks' < 'phone_net_failed_checks'.
+    INSERT INTO quota_counters AS c (scope, key, count, expires_at)
+    VALUES ('phone_failed_checks', p_phone, 0, now())
+    ON CONFLICT (scope, key) DO UPDATE SET count = c.count
+    RETURNING * INTO r_fail;
+    IF p_net IS NOT NULL THEN
+        INSERT INTO quota_counters AS c (scope, key, count, expires_at)
+        VALUES ('phone_net_failed_checks', v_net_key, 0, now())
+        ON CONFLICT (scope, key) DO UPDATE SET count = c.count
+        RETURNING * INTO r_net;
+    END IF;
+    o_now := clock_timestamp();
+    SELECT * INTO r_ver FROM verifications
+    WHERE session_id = p_session AND phone = p_phone
+    FOR UPDATE;
+    v_known := FOUND AND r_ver.state <> 1 AND EXISTS (
+        SELECT 1 FROM sessions s
+        WHERE s.id = p_session AND (s.expires_at IS NULL OR s.expires_at > now()));
+    IF p_fail_max > 0 AND r_fail.expires_at > now() AND r_fail.count >= p_fail_max THEN
+        v_until := r_fail.expires_at;
+    END IF;
+    IF p_net IS NOT NULL AND p_net_fail_max > 0 AND r_net.expires_at > now()
+       AND r_net.count >= p_net_fail_max THEN
+        v_until := greatest(v_until, r_net.expires_at);
+    END IF;
+    IF NOT v_known THEN
+        o_outcome := 'not_found';
+    ELSIF r_ver.expires_at <= now() THEN
+        o_outcome := 'expired';
+    ELSIF r_ver.state = 2 THEN
+        o_outcome := 'exhausted';
+    ELSIF v_until IS NOT NULL THEN
+        o_outcome := 'locked';
+        o_retry_at := v_until;
+    END IF;
+    IF o_outcome IS NOT NULL THEN
+        -- The writes a wrong code makes, without their effect.
+        UPDATE quota_counters SET count = count
+        WHERE scope = 'phone_failed_checks' AND key = p_phone;
+        IF p_net IS NOT NULL THEN
+            UPDATE quota_counters SET count = count
+            WHERE scope = 'phone_net_failed_checks' AND key = v_net_key;
+        END IF;
+        RETURN;
+    END IF;
+    IF r_ver.code_mac = p_mac THEN
+        UPDATE verifications SET state = 1 WHERE session_id = p_session AND phone = p_phone;
+        UPDATE sessions s
+        SET key_hash = p_new_key,
+            data = s.data || p_patch,
+            touched_at = now(),
+            expires_at = verifyd_session_expiry(s.expiry_kind, s.idle_secs, s.created_at,
+                                                p_default_age, p_max_lifetime)
+        WHERE s.id = p_session
+        RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at
+        INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at;
+        -- Last, after the session: a send takes the breaker row after its verification row
+        -- too, and the quota counters it takes while holding it are ones checks never take.
+        IF p_country IS NOT NULL THEN
+            UPDATE pumping p
+            SET approvals = p.approvals + 1,
+                tripped = p.tripped AND p.approvals + 1 < p_pump_conversion * p.sends
+            WHERE p.country = p_country AND p.expires_at > now();
+        END IF;
+        o_outcome := 'approved';
+        RETURN;
+    END IF;
+    o_attempts := r_ver.attempts + 1;
+    UPDATE verifications
+    SET attempts = o_attempts,
+        state = CASE WHEN o_attempts >= p_max_attempts THEN 2 ELSE 0 END
+    WHERE session_id = p_session AND phone = p_phone;
+    PERFORM verifyd_count_failure('phone_failed_checks', p_phone, p_fail_max, p_fail_window,
+                                  p_lockout);
+    IF p_net IS NOT NULL THEN
+        PERFORM verifyd_count_failure('phone_net_failed_checks', v_net_key, p_net_fail_max,
+                                      p_fail_window, p_lockout);
+    END IF;
+    o_outcome := CASE WHEN o_attempts >= p_max_attempts THEN 'exhausted' ELSE 'wrong' END;
+END
+$$;

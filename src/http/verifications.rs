@@ -91,13 +91,24 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
     let owner = match (bearer(parts).and_then(|t| app.api_key_name(t)), session) {
         (Some(name), _) => Some(format!("k:{name}")),
         (None, Some(s)) => Some(format!("s:{}", s.id)),
-        // A browser without a session cannot retry under the same owner (its retry has no
-        // cookie either), so there is nothing to record a key for.
         (None, None) => None,
     };
     let mut resp = match (idempotency_key, owner) {
         (Some(key), Some(owner)) => idempotency::once(app, &owner, &key, parts, body, work).await?,
-        _ => work.await,
+        (None, _) => work.await,
+        // A browser without a session: the key is recorded only under the session its
+        // accepted send created (so that a retry with the new cookie is a replay); a refused
+        // send leaves nothing behind, and no other request can hold that key yet.
+        (Some(key), None) => {
+            let resp = work.await;
+            match &born {
+                Some((_, s)) => {
+                    let owner = format!("s:{}", s.id);
+                    idempotency::once(app, &owner, &key, parts, body, async { resp }).await?
+                }
+                None => resp,
+            }
+        }
     };
     let cookie = match born {
         Some((key, session)) => Some(cookies::set_cookie(&app.config.session, &key, &session)),

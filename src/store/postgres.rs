@@ -313,7 +313,8 @@ const CHECK: &str = "
     SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
            o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
            o_created_at AS created_at, o_expires_at AS expires_at
-    FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+    FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                       $18, $19)";
 
 const PUMPING_STATES: &str = "
     SELECT country, sends, approvals, tripped, expires_at FROM pumping
@@ -661,10 +662,17 @@ impl Store for PgStore {
         let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
         let failures = guard.failures;
         let fail_max = failures.map_or(0, |f| i32::try_from(f.max).unwrap_or(i32::MAX));
-        let fail_window = failures.map_or(3600.0, |f| f.window.as_secs_f64());
-        let lockout = failures.map_or(0.0, |f| f.lockout.as_secs_f64());
+        // Both failure limits share one window and lock-out (see `CheckGuard`).
+        let timing = failures.or(guard.network_failures.as_ref().map(|(_, f)| *f));
+        let fail_window = timing.map_or(3600.0, |f| f.window.as_secs_f64());
+        let lockout = timing.map_or(0.0, |f| f.lockout.as_secs_f64());
         let country = guard.pumping.as_ref().map(|p| p.country.as_str());
         let conversion = guard.pumping.as_ref().map_or(0.0, |p| p.min_conversion);
+        let net = guard.network_failures.as_ref().map(|(n, _)| n.as_str());
+        let net_fail_max = guard
+            .network_failures
+            .as_ref()
+            .map_or(0, |(_, f)| i32::try_from(f.max).unwrap_or(i32::MAX));
         let row = self
             .query_opt(
                 CHECK,
@@ -686,6 +694,8 @@ impl Store for PgStore {
                     &lockout,
                     &country,
                     &conversion,
+                    &net,
+                    &net_fail_max,
                 ],
             )
             .await?

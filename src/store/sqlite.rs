@@ -713,7 +713,13 @@ impl Store for SqliteStore {
                     retry_after: retry_after_ms(end, now),
                 });
             }
-            let locked = limits::locked_until(tx, &phone, guard.failures, now)?;
+            let counters = limits::failure_counters(&phone, &guard);
+            let mut locked: Option<i64> = None;
+            for f in &counters {
+                if let Some(end) = limits::locked_until(tx, f, now)? {
+                    locked = Some(locked.map_or(end, |l| l.max(end)));
+                }
+            }
             let current: Option<(Vec<u8>, i64, u32, i64)> = tx
                 .prepare_cached(
                     "SELECT code_mac, state, attempts, expires_at FROM verifications
@@ -744,7 +750,9 @@ impl Store for SqliteStore {
             let stored = current.as_ref().map_or(&[0u8; 32][..], |c| c.0.as_slice());
             let matches = bool::from(stored.ct_eq(&mac.0[..]));
             let Some((_, _, attempts, _)) = current.filter(|_| settled.is_none()) else {
-                limits::touch_failures(tx, &phone, now)?;
+                for f in &counters {
+                    limits::touch_failures(tx, f, now)?;
+                }
                 return Ok(settled.unwrap_or(CheckOutcome::NotFound));
             };
             if matches {
@@ -773,7 +781,9 @@ impl Store for SqliteStore {
                  WHERE session_id = ?1 AND phone = ?2",
             )?
             .execute(params![session_id, phone, attempts, state])?;
-            limits::record_failure(tx, &phone, guard.failures, now)?;
+            for f in &counters {
+                limits::record_failure(tx, f, now)?;
+            }
             Ok(if state == EXHAUSTED {
                 CheckOutcome::Exhausted
             } else {
