@@ -262,9 +262,10 @@ mod tests {
         );
         // A self-made challenge with a matching hash still lacks the signature.
         let mut own = c.clone();
-        own.challenge = hash_hex(&c.salt, 0);
+        let other = if n == 0 { 1 } else { 0 };
+        own.challenge = hash_hex(&c.salt, other);
         assert_eq!(
-            verify(&key, &payload(&own, 0), now),
+            verify(&key, &payload(&own, other), now),
             Err(AltchaError::Forged)
         );
         for bad in ["", "not base64!", &STANDARD.encode("{}"), &"A".repeat(5000)] {

@@ -177,3 +177,68 @@ impl ChallengeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    fn load(toml: &str) -> Result<Config, String> {
+        Config::from_figment(Figment::new().merge(Toml::string(toml))).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn captcha_kinds_need_their_site_key_and_one_secret() {
+        let e = load("[challenge]\nkind = \"turnstile\"\nsecret = \"s\"\n").unwrap_err();
+        assert!(e.contains("challenge.site_key"), "{e}");
+        let e = load("[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\n").unwrap_err();
+        assert!(e.contains("challenge.secret"), "{e}");
+        let e = load(
+            "[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\nsecret = \"s\"\nsecret_file = \"/f\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("challenge.secret_file"), "{e}");
+        let e = load("[challenge]\nsiteverify_url = \"ftp://x\"\n").unwrap_err();
+        assert!(e.contains("challenge.siteverify_url"), "{e}");
+        let e = load("[challenge.altcha]\nmax_number = 10\n").unwrap_err();
+        assert!(e.contains("challenge.altcha.max_number"), "{e}");
+        let e = load("[challenge]\nkind = \"recaptcha\"\n").unwrap_err();
+        assert!(e.contains("challenge.kind"), "{e}");
+        let c = load("[challenge]\nkind = \"turnstile\"\nsite_key = \"k\"\nsecret_file = \"/f\"\n")
+            .unwrap();
+        assert_eq!(c.challenge.kind, super::ChallengeKind::Turnstile);
+    }
+
+    #[test]
+    fn secrets_come_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("challenge.secret"), "captcha-secret\n").unwrap();
+        std::fs::write(dir.path().join("challenge.altcha.hmac_key"), "altcha-key").unwrap();
+        let mut fig = Figment::new().merge(Toml::string(
+            "[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\n",
+        ));
+        for c in crate::credentials::from_dir(dir.path()).unwrap() {
+            fig = fig.merge(c);
+        }
+        let c = Config::from_figment(fig).unwrap();
+        assert_eq!(c.challenge.secret.expose(), "captcha-secret");
+        assert_eq!(c.challenge.altcha.hmac_key.expose(), "altcha-key");
+        assert!(!format!("{c:?}").contains("captcha-secret"));
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_named_at_start_up() {
+        let mut c = Config::default().challenge;
+        c.kind = super::ChallengeKind::Turnstile;
+        c.site_key = "k".into();
+        c.secret_file = Some("/nonexistent/verifyd-captcha.secret".into());
+        let e = crate::challenge::Challenges::build(&c, b"key")
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("challenge.secret_file") && e.contains("/nonexistent"),
+            "{e}"
+        );
+    }
+}
