@@ -507,3 +507,32 @@ async fn the_captcha_secret_can_come_from_a_file() {
     assert_eq!(fake.seen()[0].params["secret"], "secret-in-a-file");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_allowed_origins_may_fetch_challenges() {
+    let d = TestDaemon::start(Backend::Sqlite, |c| {
+        altcha(c);
+        c.http.cors.allowed_origins = vec!["https://shop.example".into()];
+    })
+    .await
+    .unwrap();
+    let get = |origin: &'static str| {
+        d.http
+            .get(d.url("/v1/challenge"))
+            .header("origin", origin)
+            .send()
+    };
+    let resp = get("https://shop.example").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+    let resp = get("https://evil.example").await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // Challenges are only handed out: any other method is refused.
+    let resp = d.http.post(d.url("/v1/challenge")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    d.stop().await;
+}
