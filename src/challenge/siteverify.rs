@@ -130,7 +130,11 @@ impl Siteverify {
         let name = self.kind.as_str();
         if !answer.success {
             let codes = answer.error_codes.join(", ");
-            // The secret or site key is wrong (or the provider could not work): no token could
+            if answer.error_codes.iter().any(|c| c == "internal-error") {
+                // The provider's own failure: retrying later may work.
+                return Err(self.unavailable(format!("it reported {codes}")));
+            }
+            // The secret or site key is wrong, or our request malformed: no token could
             // pass, so this is the operator's problem, not the person's.
             let ours = answer.error_codes.iter().any(|c| {
                 matches!(
@@ -140,7 +144,6 @@ impl Siteverify {
                         | "sitekey-secret-mismatch"
                         | "invalid-sitekey"
                         | "bad-request"
-                        | "internal-error"
                 )
             });
             return Err(if ours {
@@ -226,6 +229,12 @@ mod tests {
                 r#"{"success":false,"error-codes":["invalid-input-secret"]}"#
             )),
             Err(SiteverifyError::Misconfigured(_))
+        ));
+        assert!(matches!(
+            c.judge(answer(
+                r#"{"success":false,"error-codes":["internal-error"]}"#
+            )),
+            Err(SiteverifyError::Unavailable(_))
         ));
         let any = client(ChallengeKind::Hcaptcha, &[]);
         assert_eq!(
