@@ -2148,6 +2148,181 @@ async fn network_failures_lock_out_that_network_only(h: Harness) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Differential: the send and check rules exist twice (PL/pgSQL and Rust for SQLite); both
+// stores run the same random sequences side by side and must answer alike at every step.
+
+/// A small deterministic generator (xorshift64*), so that a failing sequence can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// An outcome as both stores must agree on it (waits and sessions left out).
+fn send_shape(o: &StartOutcome) -> String {
+    match o {
+        StartOutcome::Refused { by, .. } => format!("refused {by:?}"),
+        StartOutcome::TooSoon { .. } => "too_soon".into(),
+        StartOutcome::Exhausted { .. } => "exhausted".into(),
+        issued => format!("{issued:?}"),
+    }
+}
+
+fn check_shape(o: &CheckOutcome) -> String {
+    match o {
+        CheckOutcome::Approved { .. } => "approved".into(),
+        CheckOutcome::Refused { by, .. } => format!("refused {by:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_decide_random_sequences_alike() {
+    let Some(pg) = make_pg(policy()).await else {
+        return;
+    };
+    let lite = make_sqlite(policy()).await.unwrap();
+    let stores = [&lite.store, &pg.store];
+    let phones = ["+8613800138000", "+8613900139000", "+447700900123"]
+        .map(|p| PhoneNumber::parse_e164(p).unwrap());
+    let nets = ["203.0.113.0/24", "2001:db8:1::/48", "198.51.100.0/24"];
+    let rule = PumpingRule {
+        country: "+86".into(),
+        window: secs(600),
+        min_sample: 10,
+        min_conversion: 0.25,
+    };
+    let data = approval_data();
+    for seed in [0x9E37_79B9_7F4A_7C15_u64, 0xD1B5_4A32_D192_ED03, 42] {
+        let mut rng = Rng(seed);
+        // Each session as (id on SQLite, id on PostgreSQL).
+        let mut sessions: Vec<[i64; 2]> = vec![];
+        for step in 0..160 {
+            let p = rng.below(3) as usize;
+            let (phone, net) = (&phones[p], nets[rng.below(3) as usize]);
+            if rng.below(3) > 0 {
+                // Counter keys are per seed, so that each sequence starts from empty ones.
+                let k = |s: &str| format!("{seed:x} {s}");
+                let guard = SendGuard {
+                    quotas: vec![
+                        q(Scope::PhoneHardSends, &k(phone.as_str()), 14),
+                        q(Scope::IpSends, &k(net), 16),
+                        q(
+                            Scope::PhoneNetSends,
+                            &k(&format!("{} {net}", phone.as_str())),
+                            6,
+                        ),
+                        q(Scope::Global, &k("*"), 60),
+                    ],
+                    soft: vec![q(Scope::PhoneSends, &k(phone.as_str()), 4)],
+                    pumping: (p < 2).then(|| rule.clone()),
+                    challenge: verifyd::quota::ChallengeRule {
+                        passed: rng.below(2) == 0,
+                        always: rng.below(10) == 0,
+                        when_suspicious: rng.below(2) == 0,
+                        on_trip: rng.below(2) == 0,
+                    },
+                };
+                let fresh = sessions.is_empty() || rng.below(3) == 0;
+                let pick = (!fresh).then(|| rng.below(sessions.len() as u64) as usize);
+                let mut shapes = vec![];
+                let mut ids = [0i64; 2];
+                for (i, store) in stores.iter().enumerate() {
+                    let (id, new_session) = match pick {
+                        Some(s) => (sessions[s][i], None),
+                        None => {
+                            let id = store.reserve_session_id().await.unwrap();
+                            let new = verifyd::store::NewSession {
+                                key: key(),
+                                expiry: Expiry::Default,
+                            };
+                            (id, Some(new))
+                        }
+                    };
+                    ids[i] = id;
+                    let req = StartVerification {
+                        session_id: id,
+                        phone,
+                        code_mac: mac(id, phone, "123456"),
+                        ttl: secs(600),
+                        resend_interval: Duration::ZERO,
+                        max_attempts: 3,
+                        new_session,
+                    };
+                    shapes.push(send_shape(&store.start_send(&req, &guard).await.unwrap()));
+                }
+                assert_eq!(
+                    shapes[0], shapes[1],
+                    "seed {seed:#x}, step {step}: send {guard:?}"
+                );
+                if pick.is_none() && shapes[0].starts_with("Issued") {
+                    sessions.push(ids);
+                }
+            } else if !sessions.is_empty() {
+                let s = sessions[rng.below(sessions.len() as u64) as usize];
+                let code = if rng.below(3) == 0 {
+                    "123456"
+                } else {
+                    "000000"
+                };
+                let guard = CheckGuard {
+                    failures: Some(FailureLimit {
+                        max: 6,
+                        window: secs(600),
+                        lockout: secs(600),
+                    }),
+                    network_failures: Some((
+                        net.to_owned(),
+                        FailureLimit {
+                            max: 3,
+                            window: secs(600),
+                            lockout: secs(600),
+                        },
+                    )),
+                    pumping: (p < 2).then(|| rule.clone()),
+                    ..Default::default()
+                };
+                let mut shapes = vec![];
+                for (i, store) in stores.iter().enumerate() {
+                    let req = CheckVerification {
+                        session_id: s[i],
+                        phone,
+                        code_mac: mac(s[i], phone, code),
+                        max_attempts: 3,
+                        on_approve: Approval {
+                            new_key: key(),
+                            data: &data,
+                        },
+                    };
+                    shapes.push(check_shape(
+                        &store.check_guarded(&req, &guard).await.unwrap(),
+                    ));
+                }
+                assert_eq!(shapes[0], shapes[1], "seed {seed:#x}, step {step}: check");
+            }
+        }
+        let breaker = |s: Vec<verifyd::quota::PumpingState>| {
+            s.into_iter()
+                .map(|p| (p.country, p.sends, p.approvals, p.tripped))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            breaker(lite.store.pumping_states().await.unwrap()),
+            breaker(pg.store.pumping_states().await.unwrap()),
+            "seed {seed:#x}"
+        );
+        for store in stores {
+            store.pumping_reset("+86").await.unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Spent challenges.
 
 async fn challenges_are_spent_once_until_swept(h: Harness) {
