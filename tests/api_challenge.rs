@@ -315,7 +315,7 @@ on_both_stores! {
         // ...and one who solves it gets the code; other countries are untouched.
         let (status, body) = send(&d, CN, json!({ "altcha": solve(&challenge(&d).await) })).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        let (status, body) = send(&d, "+447700900123", json!({})).await;
+        let (status, body) = send(&d, "+447400900123", json!({})).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         // Backends pass without one.
         let (_, v) = d.api(reqwest::Method::POST, "/v1/sessions", None).await;

@@ -12,11 +12,11 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use std::time::Duration;
-use verifyd::config::{Config, ProviderKind};
+use verifyd::config::{ChallengeMode, Config, ProviderKind};
 use verifyd::secret::Secret;
 
 const VICTIM: &str = "+8613800138000";
-const ATTACKER: &str = "+447700900123";
+const ATTACKER: &str = "+447400900123";
 const SHOP: &str = "https://shop.example";
 
 /// Every abuse limit off: these tests are about who may ask, not how often.
@@ -27,7 +27,14 @@ fn no_limits(c: &mut Config) {
     c.per_ip.max_sends = 0;
     c.per_ip.max_checks = 0;
     c.global.max_sends_per_hour = 0;
+    c.per_phone.hard_max_sends = 0;
+    c.per_phone.hard_daily_max = 0;
+    c.per_phone.network_max_sends = 0;
+    c.per_phone.network_daily_max = 0;
+    c.per_phone.network_max_failed_checks = 0;
+    c.per_ip.prefix_max_sends = 0;
     c.pumping.enabled = false;
+    c.challenge.mode = ChallengeMode::Off;
     c.verification.resend_interval = 1;
 }
 
@@ -310,7 +317,7 @@ on_both_stores! {
             let (http, url) = (d.http.clone(), d.url("/v1/verifications"));
             async move {
                 let r = http.post(url).header("x-forwarded-for", xff)
-                    .json(&json!({"phone": format!("+4477009003{n:02}")})).send().await.unwrap();
+                    .json(&json!({"phone": format!("+4474009003{n:02}")})).send().await.unwrap();
                 let s = r.status();
                 (s, r.json::<Value>().await.unwrap())
             }

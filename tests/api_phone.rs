@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use reqwest::StatusCode;
 use serde_json::json;
-use verifyd::config::{Backend, Config, ProviderKind};
+use verifyd::config::{Backend, ChallengeMode, Config, ProviderKind};
 use verifyd::secret::Secret;
 
 const CN: &str = "+8613800138000";
@@ -33,7 +33,14 @@ fn no_limits(c: &mut Config) {
     c.per_ip.max_sends = 0;
     c.per_ip.max_checks = 0;
     c.global.max_sends_per_hour = 0;
+    c.per_phone.hard_max_sends = 0;
+    c.per_phone.hard_daily_max = 0;
+    c.per_phone.network_max_sends = 0;
+    c.per_phone.network_daily_max = 0;
+    c.per_phone.network_max_failed_checks = 0;
+    c.per_ip.prefix_max_sends = 0;
     c.pumping.enabled = false;
+    c.challenge.mode = ChallengeMode::Off;
     c.verification.resend_interval = 1;
 }
 

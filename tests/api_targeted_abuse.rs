@@ -124,7 +124,7 @@ on_both_stores! {
         else {
             return;
         };
-        let first = send_from(&d, "203.0.113.9", "+447700900123").await;
+        let first = send_from(&d, "203.0.113.9", "+447400900123").await;
         assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
         first.cookie().expect("an accepted send brings its session");
         let rows = session_rows(&d).await;
@@ -135,10 +135,10 @@ on_both_stores! {
                 let (http, base) = (d.http.clone(), d.base.clone());
                 tokio::spawn(async move {
                     let req = if n % 3 == 0 {
-                        http.get(format!("{base}/sms_send/?phone=%2B44770090{n:04}"))
+                        http.get(format!("{base}/sms_send/?phone=%2B44740090{n:04}"))
                     } else {
                         http.post(format!("{base}/v1/verifications"))
-                            .json(&json!({ "phone": format!("+44770090{n:04}") }))
+                            .json(&json!({ "phone": format!("+44740090{n:04}") }))
                     };
                     let resp = req.header("x-forwarded-for", "203.0.113.9").send().await.unwrap();
                     (resp.status(), resp.headers().get("set-cookie").cloned())
@@ -162,7 +162,7 @@ on_both_stores! {
             return;
         };
         for n in 0..30 {
-            let r = send_from(&d, "198.51.100.4", &format!("+44770091{n:04}")).await;
+            let r = send_from(&d, "198.51.100.4", &format!("+44740091{n:04}")).await;
             assert!(is_challenge(&r), "{:?} {}", r.status, r.body);
             assert_eq!(r.cookie(), None);
         }
@@ -192,7 +192,7 @@ on_both_stores! {
                 let (http, url) = (d.http.clone(), d.url("/v1/verifications"));
                 tokio::spawn(async move {
                     let resp = http.post(url).header("x-forwarded-for", &ip)
-                        .json(&json!({ "phone": format!("+44770092{n:04}") }))
+                        .json(&json!({ "phone": format!("+44740092{n:04}") }))
                         .send().await.unwrap();
                     let status = resp.status();
                     let body: Value = resp.json().await.unwrap();
@@ -213,7 +213,7 @@ on_both_stores! {
         assert_eq!((v6, v4), (5, 5), "the prefix limit holds across addresses");
         // Clients in other networks are not affected.
         for ip in ["2001:db8:8::1", "198.51.101.1"] {
-            let r = send_from(&d, ip, "+447700930000").await;
+            let r = send_from(&d, ip, "+447400930000").await;
             assert_eq!(r.status, StatusCode::ACCEPTED, "{ip}: {}", r.body);
         }
         d.stop().await;
@@ -383,7 +383,7 @@ on_both_stores! {
         assert_eq!(resp.status(), StatusCode::PRECONDITION_REQUIRED);
         assert_eq!(resp.json::<Value>().await.unwrap()["Code"], "challenge_required");
         assert_eq!(backend_send(&d, "+8613800138502").await.0, StatusCode::ACCEPTED);
-        assert_eq!(send_from(&d, "2001:db8:9::3", "+447700900123").await.status, StatusCode::ACCEPTED);
+        assert_eq!(send_from(&d, "2001:db8:9::3", "+447400900123").await.status, StatusCode::ACCEPTED);
         d.stop().await;
     }
 
@@ -400,12 +400,12 @@ on_both_stores! {
         };
         // Three sends of four from one address: the fourth asks for a challenge.
         for n in 0..3 {
-            let r = send_from(&d, "203.0.113.5", &format!("+44770094{n:04}")).await;
+            let r = send_from(&d, "203.0.113.5", &format!("+44740094{n:04}")).await;
             assert_eq!(r.status, StatusCode::ACCEPTED);
         }
-        let r = send_from(&d, "203.0.113.5", "+447700949999").await;
+        let r = send_from(&d, "203.0.113.5", "+447400949999").await;
         assert!(is_challenge(&r), "{:?} {}", r.status, r.body);
-        assert_eq!(send_from(&d, "203.0.113.6", "+447700949999").await.status, StatusCode::ACCEPTED);
+        assert_eq!(send_from(&d, "203.0.113.6", "+447400949999").await.status, StatusCode::ACCEPTED);
         d.stop().await;
         // Over half the global hourly budget: every browser is asked, backends are not.
         let Some(d) = TestDaemon::start(backend, |c| {
@@ -418,11 +418,11 @@ on_both_stores! {
             return;
         };
         for n in 0..2 {
-            let r = send_from(&d, &format!("198.51.{n}.1"), &format!("+44770095{n:04}")).await;
+            let r = send_from(&d, &format!("198.51.{n}.1"), &format!("+44740095{n:04}")).await;
             assert_eq!(r.status, StatusCode::ACCEPTED);
         }
-        assert_eq!(backend_send(&d, "+447700959998").await.0, StatusCode::ACCEPTED);
-        let r = send_from(&d, "198.51.9.1", "+447700959999").await;
+        assert_eq!(backend_send(&d, "+447400959998").await.0, StatusCode::ACCEPTED);
+        let r = send_from(&d, "198.51.9.1", "+447400959999").await;
         assert!(is_challenge(&r), "{:?} {}", r.status, r.body);
         d.stop().await;
         // `always`: browsers every time, backends never.
@@ -434,8 +434,8 @@ on_both_stores! {
         else {
             return;
         };
-        assert!(is_challenge(&send_from(&d, "192.0.2.1", "+447700960000").await));
-        assert_eq!(backend_send(&d, "+447700960000").await.0, StatusCode::ACCEPTED);
+        assert!(is_challenge(&send_from(&d, "192.0.2.1", "+447400960000").await));
+        assert_eq!(backend_send(&d, "+447400960000").await.0, StatusCode::ACCEPTED);
         d.stop().await;
     }
 }

@@ -122,7 +122,7 @@ async fn another_sites_image_and_link_cannot_send_codes() {
     let d = TestDaemon::start(Backend::Sqlite, |c| c.http.demo_page = true)
         .await
         .unwrap();
-    let (pixel_phone, link_phone) = ("+447700900123", "+447700900124");
+    let (pixel_phone, link_phone) = ("+447400900123", "+447400900124");
     // `localhost` and `127.0.0.1` are different sites to the browser.
     let (site, site_task) = serve_page(attack_page(&d.base, pixel_phone, link_phone)).await;
     let attack = site.replace("127.0.0.1", "localhost");

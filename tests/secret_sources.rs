@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use verifyd::config::{Backend, Config};
 
-const US_PHONE: &str = "+15555550123";
+const US_PHONE: &str = "+12015550123";
 const CN_PHONE: &str = "+8613800138000";
 const ALIYUN_ID: &str = "LTAI5tSecretSourcesTest";
 const ALIYUN_SECRET: &str = "AliyunSecretFromSomewhere0123";

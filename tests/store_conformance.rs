@@ -2252,7 +2252,7 @@ async fn both_stores_decide_random_sequences_alike() {
     };
     let lite = make_sqlite(policy()).await.unwrap();
     let stores = [&lite.store, &pg.store];
-    let phones = ["+8613800138000", "+8613900139000", "+447700900123"]
+    let phones = ["+8613800138000", "+8613900139000", "+447400900123"]
         .map(|p| PhoneNumber::parse_e164(p).unwrap());
     let nets = ["203.0.113.0/24", "2001:db8:1::/48", "198.51.100.0/24"];
     let rule = PumpingRule {

@@ -187,24 +187,32 @@ mod tests {
 
     #[test]
     fn captcha_kinds_need_their_site_key_and_one_secret() {
+        // The secret file is read at load, so the one named here must exist.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("captcha.secret");
+        std::fs::write(&file, "captcha-secret-from-file\n").unwrap();
+        let file = file.display().to_string();
         let e = load("[challenge]\nkind = \"turnstile\"\nsecret = \"s\"\n").unwrap_err();
         assert!(e.contains("challenge.site_key"), "{e}");
         let e = load("[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\n").unwrap_err();
         assert!(e.contains("challenge.secret"), "{e}");
-        let e = load(
-            "[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\nsecret = \"s\"\nsecret_file = \"/f\"\n",
-        )
+        let e = load(&format!(
+            "[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\nsecret = \"s\"\nsecret_file = {file:?}\n",
+        ))
         .unwrap_err();
-        assert!(e.contains("challenge.secret_file"), "{e}");
+        assert!(e.contains("challenge.secret_file") && e.contains("not both"), "{e}");
         let e = load("[challenge]\nsiteverify_url = \"ftp://x\"\n").unwrap_err();
         assert!(e.contains("challenge.siteverify_url"), "{e}");
         let e = load("[challenge.altcha]\nmax_number = 10\n").unwrap_err();
         assert!(e.contains("challenge.altcha.max_number"), "{e}");
         let e = load("[challenge]\nkind = \"recaptcha\"\n").unwrap_err();
         assert!(e.contains("challenge.kind"), "{e}");
-        let c = load("[challenge]\nkind = \"turnstile\"\nsite_key = \"k\"\nsecret_file = \"/f\"\n")
-            .unwrap();
+        let c = load(&format!(
+            "[challenge]\nkind = \"turnstile\"\nsite_key = \"k\"\nsecret_file = {file:?}\n"
+        ))
+        .unwrap();
         assert_eq!(c.challenge.kind, super::ChallengeKind::Turnstile);
+        assert_eq!(c.challenge.secret.expose(), "captcha-secret-from-file");
     }
 
     #[test]

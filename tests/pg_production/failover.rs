@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use verifyd::config::Config;
+use verifyd::config::{ChallengeMode, Config};
 
 /// Store limits of the daemons here. A request may take at most acquire + connect per host
 /// (two hosts) + statement + the one-second margin `PgStore` adds before it must answer.
@@ -53,16 +53,23 @@ fn both(primary: &Cluster, standby: &Cluster) -> String {
     )
 }
 
-/// Short store limits, and no per-address or global quota: the traffic all comes from
-/// 127.0.0.1 and would hit them.
+/// Short store limits, and no per-address, per-network or global quota and no challenge: the
+/// traffic all comes from 127.0.0.1 and would hit them (or be asked to solve a challenge once
+/// its network has used most of its allowance).
 fn limits(c: &mut Config) {
     c.store.postgres.connect_timeout = CONNECT_S;
     c.store.postgres.acquire_timeout_ms = ACQUIRE_MS;
     c.store.postgres.statement_timeout_ms = STATEMENT_MS;
     c.per_ip.max_sends = 0;
     c.per_ip.max_checks = 0;
+    c.per_ip.prefix_max_sends = 0;
+    c.per_phone.network_max_sends = 0;
+    c.per_phone.network_daily_max = 0;
+    c.per_phone.network_max_failed_checks = 0;
     c.global.max_sends_per_hour = 0;
     c.pumping.enabled = false;
+    // Over its per-number budget a browser is then refused (429), not asked for a challenge.
+    c.challenge.mode = ChallengeMode::Off;
 }
 
 /// One request as the client saw it.
