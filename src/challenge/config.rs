@@ -200,7 +200,10 @@ mod tests {
             "[challenge]\nkind = \"hcaptcha\"\nsite_key = \"k\"\nsecret = \"s\"\nsecret_file = {file:?}\n",
         ))
         .unwrap_err();
-        assert!(e.contains("challenge.secret_file") && e.contains("not both"), "{e}");
+        assert!(
+            e.contains("challenge.secret_file") && e.contains("not both"),
+            "{e}"
+        );
         let e = load("[challenge]\nsiteverify_url = \"ftp://x\"\n").unwrap_err();
         assert!(e.contains("challenge.siteverify_url"), "{e}");
         let e = load("[challenge.altcha]\nmax_number = 10\n").unwrap_err();
