@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::app::App;
-use crate::code::Code;
+use crate::code::{Code, CodeNonce};
 use crate::phone::PhoneNumber;
 use crate::provider::{OutgoingCode, ProviderError};
 use crate::quota::{CheckGuard, Refusal, SendGuard};
@@ -86,9 +86,11 @@ pub async fn send(
     let guard = SendGuard::build(&app.config, phone.as_str(), country, client);
     let v = &app.config.verification;
     let fixed = app.test_numbers.get(phone.as_str());
-    let code = fixed
-        .cloned()
-        .unwrap_or_else(|| Code::generate(v.code_length));
+    let nonce = CodeNonce::generate();
+    let code = fixed.cloned().unwrap_or_else(|| {
+        app.code_key
+            .derive(session.id, phone, &nonce, v.code_length, v.alphabet)
+    });
     let code_mac = app.code_key.mac(session.id, phone, &code);
     let ttl = Duration::from_secs(v.ttl);
     let req = StartVerification {

@@ -49,7 +49,8 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         .expect("resolve creates a session when asked to");
     let cookie = caller.set_cookie;
     let client = super::client_ip::browser(app, parts, false);
-    match verify::send(app, &caller.session, &phone, None, client).await {
+    let locale = super::accept_language::locale(&app.templates, parts, None);
+    match verify::send(app, &caller.session, &phone, locale, client).await {
         Ok(_) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
             if let Some(c) = cookie {
@@ -74,7 +75,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
     };
     let (Ok(phone), Some(code)) = (
         app.phones.parse(raw_phone),
-        crate::code::Code::parse(raw_code),
+        crate::code::Code::parse_in(raw_code, app.config.verification.alphabet),
     ) else {
         return no();
     };

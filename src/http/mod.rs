@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 
+mod accept_language;
 mod caller;
 pub mod client_ip;
 mod compat;
