@@ -241,7 +241,7 @@ async fn run(
         Route::SeedSend => Ok(compat::send(app, parts, body).await),
         Route::SeedCheck => compat::check(app, parts, body).await,
         Route::OpenApi => Ok(raw_json(StatusCode::OK, OPENAPI)),
-        Route::DemoPage => Ok(demo::page()),
+        Route::DemoPage => Ok(demo::page(app.config.verification.alphabet)),
         Route::OwnSession => own_session::get(app, parts).await,
         Route::Metrics => metrics_on_api_port(app, parts).await,
     }
