@@ -43,16 +43,21 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         )
     })?;
     let phone = app.phones.parse(raw).map_err(|e| (e.into(), None))?;
-    let caller = browser_session(app, parts, true)
+    // No session is created here: verify::send creates one only with an accepted send.
+    let caller = browser_session(app, parts, false)
         .await
-        .map_err(|e| (e, None))?
-        .expect("resolve creates a session when asked to");
-    let cookie = caller.set_cookie;
+        .map_err(|e| (e, None))?;
     let client = super::client_ip::browser(app, parts, false);
+    let session = caller.as_ref().map(|c| &c.session);
+    let cookie = caller.as_ref().and_then(|c| c.set_cookie.clone());
     let locale = super::accept_language::locale(&app.templates, parts, None);
-    match verify::send(app, &caller.session, &phone, locale, client).await {
-        Ok(_) => {
+    match verify::send(app, session, &phone, locale, client, false).await {
+        Ok(sent) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
+            let cookie = match sent.created {
+                Some((key, s)) => Some(cookies::set_cookie(&app.config.session, &key, &s)),
+                None => cookie,
+            };
             if let Some(c) = cookie {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }

@@ -51,30 +51,54 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
     let locale =
         super::accept_language::locale(&app.templates, parts, req.locale.filter(|l| l.len() <= 35));
     let idempotency_key = idempotency::key(parts)?;
-    let caller = resolve(app, parts, req.session.as_deref(), true)
-        .await?
-        .expect("resolve creates a session when asked to");
-    let client = client_ip::browser(app, parts, caller.backend);
+    // A browser without a session gets one only with an accepted send (verify::send creates
+    // it in the send's transaction), so refused requests cost the store nothing lasting.
+    let caller = resolve(app, parts, req.session.as_deref(), false).await?;
+    let backend = caller.as_ref().is_some_and(|c| c.backend);
+    let client = client_ip::browser(app, parts, backend);
+    // Backends are never challenged; browsers are, until a solved challenge is supplied.
+    let challenge_passed = backend;
+    let session = caller.as_ref().map(|c| &c.session);
+    let mut born = None;
     let work = async {
-        match verify::send(app, &caller.session, &phone, locale, client).await {
-            Ok(sent) => json(
-                StatusCode::ACCEPTED,
-                &json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in }),
-            ),
+        match verify::send(app, session, &phone, locale, client, challenge_passed).await {
+            Ok(sent) => {
+                born = sent.created;
+                json(
+                    StatusCode::ACCEPTED,
+                    &json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in }),
+                )
+            }
             Err(e) => ApiError::from(e).into_response(),
         }
     };
-    let mut resp = match idempotency_key {
-        None => work.await,
-        Some(key) => {
-            let owner = match bearer(parts).and_then(|t| app.api_key_name(t)) {
-                Some(name) => format!("k:{name}"),
-                None => format!("s:{}", caller.session.id),
-            };
-            idempotency::once(app, &owner, &key, parts, body, work).await?
+    let owner = match (bearer(parts).and_then(|t| app.api_key_name(t)), session) {
+        (Some(name), _) => Some(format!("k:{name}")),
+        (None, Some(s)) => Some(format!("s:{}", s.id)),
+        (None, None) => None,
+    };
+    let mut resp = match (idempotency_key, owner) {
+        (Some(key), Some(owner)) => idempotency::once(app, &owner, &key, parts, body, work).await?,
+        (None, _) => work.await,
+        // A browser without a session: the key is recorded only under the session its
+        // accepted send created (so that a retry with the new cookie is a replay); a refused
+        // send leaves nothing behind, and no other request can hold that key yet.
+        (Some(key), None) => {
+            let resp = work.await;
+            match &born {
+                Some((_, s)) => {
+                    let owner = format!("s:{}", s.id);
+                    idempotency::once(app, &owner, &key, parts, body, async { resp }).await?
+                }
+                None => resp,
+            }
         }
     };
-    if let Some(c) = caller.set_cookie {
+    let cookie = match born {
+        Some((key, session)) => Some(cookies::set_cookie(&app.config.session, &key, &session)),
+        None => caller.and_then(|c| c.set_cookie),
+    };
+    if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(resp)
