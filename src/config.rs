@@ -1084,6 +1084,58 @@ mod tests {
     }
 
     #[test]
+    fn code_options_are_checked_and_named() {
+        Jail::expect_with(|jail| {
+            let bad = [
+                (
+                    "otp_domain = \"https://example.com\"",
+                    "verification.otp_domain",
+                ),
+                ("otp_domain = \"Example.com\"", "verification.otp_domain"),
+                ("max_code_lifetime = 100", "verification.max_code_lifetime"),
+                (
+                    "max_code_lifetime = 90000",
+                    "verification.max_code_lifetime",
+                ),
+                ("resend = \"sometimes\"", "verification.resend"),
+                ("alphabet = \"hex\"", "verification.alphabet"),
+                // Letter codes cannot hold 0 or 1; digit codes no letters.
+                (
+                    "alphabet = \"alphanumeric\"\n[verification.test_numbers]\n\"+12015550123\" = \"000000\"",
+                    "verification.test_numbers",
+                ),
+                (
+                    "[verification.test_numbers]\n\"+12015550123\" = \"ABCDEF\"",
+                    "verification.test_numbers",
+                ),
+            ];
+            for (i, (text, key)) in bad.iter().enumerate() {
+                let name = format!("bad{i}.toml");
+                jail.create_file(&name, &format!("[verification]\n{text}\n"))?;
+                let err = Config::load(Some(Path::new(&name)), true)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key), "{text}: {err}");
+            }
+            jail.create_file(
+                "ok.toml",
+                "[verification]\nresend = \"new_code\"\nalphabet = \"alphanumeric\"\n\
+                 otp_domain = \"login.example.com\"\nmax_code_lifetime = 600\n\
+                 [verification.test_numbers]\n\"+12015550123\" = \"abc234\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+            let v = &c.verification;
+            assert_eq!(v.resend, ResendMode::NewCode);
+            assert_eq!(v.alphabet, crate::code::Alphabet::Alphanumeric);
+            assert_eq!(v.otp_domain.as_deref(), Some("login.example.com"));
+            assert_eq!(v.max_code_lifetime(), 600);
+            assert_eq!(VerificationConfig::default().max_code_lifetime(), 900);
+            assert_eq!(VerificationConfig::default().resend, ResendMode::SameCode);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn host_prefix_needs_secure_root_path_and_no_domain() {
         Jail::expect_with(|jail| {
             jail.create_file("ok.toml", "[session]\ncookie_host_prefix = true\n")?;

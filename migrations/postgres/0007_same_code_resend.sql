@@ -4,5 +4,8 @@
 -- The random value the code was derived from under the MAC key (crate::code::CodeNonce);
 -- useless without that key.
 ALTER TABLE verifications ADD COLUMN code_nonce BYTEA;
+-- The code_mac that nonce belongs to: a later send that replaces the code (a new verification,
+-- a new_code resend) leaves it behind, and the stale nonce is then never used.
+ALTER TABLE verifications ADD COLUMN nonce_mac BYTEA;
 -- Past this point resends no longer extend this code's lifetime.
 ALTER TABLE verifications ADD COLUMN keep_until TIMESTAMPTZ;

@@ -279,7 +279,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// The pending code of (session, phone) when a resend may send it again: not approved or
-    /// exhausted, recorded with its nonce ([`Store::bind_code`]), valid for at least `margin`
+    /// exhausted, bound to its nonce ([`Store::bind_code`] with this very MAC: a code replaced
+    /// since is not its nonce's), valid for at least `margin`
     /// more, and with at least `min_keep` left before its lifetime cap. `None` otherwise.
     async fn live_code(
         &self,

@@ -342,18 +342,18 @@ const CHECK: &str = "
     FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                        $18, $19)";
 
-/// The pending code a resend may send again; `keep_until` comes back with the clock it is
-/// measured by.
+/// The pending code a resend may send again, if its nonce is the one of the stored code;
+/// `keep_until` comes back with the clock it is measured by.
 const LIVE_CODE: &str = "
     SELECT code_nonce, keep_until, now() AS now FROM verifications
-    WHERE session_id = $1 AND phone = $2 AND state = 0 AND code_nonce IS NOT NULL
+    WHERE session_id = $1 AND phone = $2 AND state = 0 AND nonce_mac = code_mac
       AND expires_at >= now() + make_interval(secs => $3::float8)
       AND keep_until >= now() + make_interval(secs => $4::float8)";
 
 /// Records the code a row holds, while its MAC is still `$3`.
 const BIND_CODE: &str = "
     UPDATE verifications
-    SET code_mac = $4, code_nonce = $5,
+    SET code_mac = $4, code_nonce = $5, nonce_mac = $4,
         keep_until = coalesce(now() + make_interval(secs => $6::float8), keep_until)
     WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
 

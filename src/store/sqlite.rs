@@ -743,7 +743,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT code_nonce, keep_until FROM verifications
                      WHERE session_id = ?1 AND phone = ?2 AND state = ?3
-                       AND code_nonce IS NOT NULL AND expires_at >= ?4 AND keep_until >= ?5",
+                       AND nonce_mac = code_mac AND expires_at >= ?4 AND keep_until >= ?5",
                 )?
                 .query_row(
                     params![
@@ -788,7 +788,8 @@ impl Store for SqliteStore {
             let n = conn
                 .prepare_cached(
                     "UPDATE verifications
-                     SET code_mac = ?4, code_nonce = ?5, keep_until = coalesce(?6, keep_until)
+                     SET code_mac = ?4, code_nonce = ?5, nonce_mac = ?4,
+                         keep_until = coalesce(?6, keep_until)
                      WHERE session_id = ?1 AND phone = ?2 AND code_mac = ?3",
                 )?
                 .execute(params![
