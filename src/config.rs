@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::challenge::config::{ChallengeConfig, ChallengeMode};
 use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
 use crate::provider::instances::NamedProvider;
@@ -40,6 +41,7 @@ pub struct Config {
     pub global: GlobalConfig,
     pub countries: CountriesConfig,
     pub pumping: PumpingConfig,
+    /// Challenges (proof-of-work or CAPTCHA) before sends.
     pub challenge: ChallengeConfig,
     pub metrics: MetricsConfig,
 }
@@ -573,27 +575,6 @@ pub enum OnTrip {
     Block,
 }
 
-/// `[challenge]`: when a browser must solve a challenge before a code is sent.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ChallengeConfig {
-    pub mode: ChallengeMode,
-}
-
-/// `challenge.mode`. Whatever the mode, a tripped breaker with `pumping.on_trip = "challenge"`
-/// asks for a challenge, and so does a spent per-number budget unless the mode is `off`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ChallengeMode {
-    /// No challenge beyond the breaker's; spent per-number budgets refuse outright.
-    Off,
-    /// Every browser send.
-    Always,
-    /// Browser sends that look like abuse (see `crate::quota::ChallengeRule`).
-    #[default]
-    WhenSuspicious,
-}
-
 /// A configuration that could not be loaded, with the key and where it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -665,6 +646,7 @@ impl Config {
         let pg = &mut self.store.postgres;
         let a = &mut self.provider.aliyun;
         let sns = &mut self.provider.sns;
+        let ch = &mut self.challenge;
         let mut slots = vec![
             slot("verification.secret", &mut v.secret, &v.secret_file),
             slot("store.postgres.url", &mut pg.url, &pg.url_file),
@@ -677,6 +659,12 @@ impl Config {
                 "provider.sns.secret_access_key",
                 &mut sns.secret_access_key,
                 &sns.secret_access_key_file,
+            ),
+            slot("challenge.secret", &mut ch.secret, &ch.secret_file),
+            slot(
+                "challenge.altcha.hmac_key",
+                &mut ch.altcha.hmac_key,
+                &ch.altcha.hmac_key_file,
             ),
         ];
         for (name, p) in &mut self.providers {
@@ -881,6 +869,7 @@ impl Config {
             }
         }
         self.validate_limits()?;
+        self.challenge.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())

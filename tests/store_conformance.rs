@@ -126,6 +126,7 @@ macro_rules! conformance {
             checks_write_the_same_whatever_the_number_history,
             wrong_and_missing_codes_take_comparable_time,
             idempotency_records,
+            challenges_are_spent_once_until_swept,
             challenges_are_decided_in_the_send,
             soft_quotas_ask_for_a_challenge_up_to_the_hard_cap,
             tripped_breaker_asks_for_a_challenge_or_refuses,
@@ -2543,4 +2544,40 @@ async fn both_stores_decide_random_sequences_alike() {
             store.pumping_reset("+86").await.unwrap();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spent challenges.
+
+async fn challenges_are_spent_once_until_swept(h: Harness) {
+    let s = &h.store;
+    let now = SystemTime::now();
+    let (live, dead) = ([7u8; 32], [8u8; 32]);
+    assert!(s.spend_challenge(&live, now + secs(60)).await.unwrap());
+    assert!(
+        !s.spend_challenge(&live, now + secs(60)).await.unwrap(),
+        "second use"
+    );
+    assert!(s.spend_challenge(&dead, now - secs(1)).await.unwrap());
+    // Racing spends of one fresh challenge: exactly one wins.
+    let fresh = [9u8; 32];
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.spend_challenge(&fresh, now + secs(60)).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    // The sweeper forgets only the record whose challenge has expired anyway.
+    let report = s.sweep(100).await.unwrap();
+    assert_eq!(report.limits, 1, "{report:?}");
+    assert!(!s.spend_challenge(&live, now + secs(60)).await.unwrap());
+    assert!(
+        s.spend_challenge(&dead, now - secs(1)).await.unwrap(),
+        "its record was swept"
+    );
 }

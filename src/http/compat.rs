@@ -7,6 +7,7 @@ use http::{StatusCode, header};
 use serde_json::json;
 
 use crate::app::App;
+use crate::challenge::Submitted;
 use crate::verify::{self, Checked};
 
 use super::caller::browser_session;
@@ -50,8 +51,16 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
     let client = super::client_ip::browser(app, parts, false);
     let session = caller.as_ref().map(|c| &c.session);
     let cookie = caller.as_ref().and_then(|c| c.set_cookie.clone());
+    let submitted = Submitted {
+        altcha: params.get("altcha").map(String::as_str),
+        turnstile: params.get("cf-turnstile-response").map(String::as_str),
+        hcaptcha: params.get("h-captcha-response").map(String::as_str),
+    };
+    let challenge_passed = super::challenge::passed(app, parts, submitted, false)
+        .await
+        .map_err(|e| (e, cookie.clone()))?;
     let locale = super::accept_language::locale(&app.templates, parts, None);
-    match verify::send(app, session, &phone, locale, client, false).await {
+    match verify::send(app, session, &phone, locale, client, challenge_passed).await {
         Ok(sent) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
             let cookie = match sent.created {

@@ -4,6 +4,7 @@
 use http::{HeaderValue, StatusCode, header};
 use std::time::Duration;
 
+use crate::challenge::ChallengeError;
 use crate::phone::PhoneError;
 use crate::provider::ProviderError;
 use crate::quota::Refusal;
@@ -241,6 +242,28 @@ impl From<SendError> for ApiError {
             ),
             SendError::Provider(p) => p.into(),
             SendError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ChallengeError> for ApiError {
+    fn from(e: ChallengeError) -> Self {
+        match e {
+            ChallengeError::Invalid(message) => Self::unprocessable("challenge_invalid", message),
+            ChallengeError::Unavailable(message) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "challenge_unavailable",
+                format!("{message}; retry shortly"),
+            ),
+            ChallengeError::Misconfigured(detail) => {
+                tracing::error!(%detail, "challenge provider misconfigured");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "challenge_unavailable",
+                    "the challenge provider refused the server; the operator has been alerted",
+                )
+            }
+            ChallengeError::Store(e) => e.into(),
         }
     }
 }

@@ -8,10 +8,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
+use crate::challenge::Submitted;
 use crate::code::Code;
 use crate::verify::{self, Checked};
 
 use super::caller::resolve;
+use super::challenge;
 use super::client_ip;
 use super::cookies;
 use super::error::ApiError;
@@ -26,6 +28,12 @@ struct SendBody {
     phone: String,
     session: Option<String>,
     locale: Option<String>,
+    /// A solved challenge, under the name its widget gives it (see `crate::challenge`).
+    altcha: Option<String>,
+    #[serde(rename = "cf-turnstile-response")]
+    turnstile: Option<String>,
+    #[serde(rename = "h-captcha-response")]
+    hcaptcha: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,11 +64,21 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
     let caller = resolve(app, parts, req.session.as_deref(), false).await?;
     let backend = caller.as_ref().is_some_and(|c| c.backend);
     let client = client_ip::browser(app, parts, backend);
-    // Backends are never challenged; browsers are, until a solved challenge is supplied.
-    let challenge_passed = backend;
+    let submitted = Submitted {
+        altcha: req.altcha.as_deref(),
+        turnstile: req.turnstile.as_deref(),
+        hcaptcha: req.hcaptcha.as_deref(),
+    };
     let session = caller.as_ref().map(|c| &c.session);
     let mut born = None;
     let work = async {
+        // Backends are never challenged; a browser passes with a valid solution (checked, and
+        // spent, before anything is sent), and a bad one ends the request here.
+        let challenge_passed = backend
+            || match challenge::passed(app, parts, submitted, backend).await {
+                Ok(passed) => passed,
+                Err(e) => return e.into_response(),
+            };
         match verify::send(app, session, &phone, locale, client, challenge_passed).await {
             Ok(sent) => {
                 born = sent.created;

@@ -154,7 +154,7 @@ pub enum DeleteOutcome {
 pub struct SweepReport {
     pub sessions: u64,
     pub verifications: u64,
-    /// Expired quota counters, pumping windows and idempotency records.
+    /// Expired quota counters, pumping windows, idempotency records and spent challenges.
     pub limits: u64,
     /// False when another daemon held the sweep lock and this one did nothing.
     pub ran: bool,
@@ -356,8 +356,13 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a started request that did not finish (a retry may then do the work).
     async fn idempotency_abandon(&self, owner: &str, key: &str) -> StoreResult<()>;
 
-    /// Deletes expired sessions, finished verifications, ended quota windows and expired
-    /// idempotency records in batches of at most `batch` rows
+    /// Records that the challenge `id` was used, valid until `expires_at`. True for its first
+    /// use; false when it was spent before (by any daemon on this store), while its record lasts
+    /// — which is at least until `expires_at`, after which the challenge is refused anyway.
+    async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool>;
+
+    /// Deletes expired sessions, finished verifications, ended quota windows, expired
+    /// idempotency records and spent challenges past their expiry in batches of at most `batch` rows
     /// per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;

@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/postgres/0003_challenge_and_networks.sql"),
     ),
     (
+        4,
+        "0004_spent_challenges",
+        include_str!("../../migrations/postgres/0004_spent_challenges.sql"),
+    ),
+    (
         7,
         "0007_same_code_resend",
         include_str!("../../migrations/postgres/0007_same_code_resend.sql"),
@@ -397,6 +402,8 @@ const SWEEP_LIMITS: &[&str] = &[
     "DELETE FROM idempotency_keys WHERE expires_at < now() AND (owner, key) IN (
          SELECT owner, key FROM idempotency_keys WHERE expires_at < now()
          ORDER BY expires_at LIMIT $1)",
+    "DELETE FROM spent_challenges WHERE expires_at < now() AND id IN (
+         SELECT id FROM spent_challenges WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
 ];
 
 #[async_trait]
@@ -981,6 +988,18 @@ impl Store for PgStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {
+        // One statement: of two daemons racing with the same challenge, exactly one inserts.
+        let n = self
+            .execute(
+                "INSERT INTO spent_challenges (id, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id.as_slice(), &expires_at],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {

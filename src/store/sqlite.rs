@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_challenge_and_networks.sql"),
     ),
     (
+        4,
+        "0004_spent_challenges",
+        include_str!("../../migrations/sqlite/0004_spent_challenges.sql"),
+    ),
+    (
         7,
         "0007_same_code_resend",
         include_str!("../../migrations/sqlite/0007_same_code_resend.sql"),
@@ -1021,6 +1026,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {
+        let (id, expires_at) = (*id, to_millis(expires_at));
+        self.blocking(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO spent_challenges (id, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![&id[..], expires_at])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
         let Some(_guard) = SweepGuard::acquire(&self.sweeping) else {
             return Ok(SweepReport::default());
@@ -1054,6 +1073,9 @@ impl Store for SqliteStore {
                  SELECT rowid FROM pumping WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2)",
             "DELETE FROM idempotency_keys WHERE rowid IN (
                  SELECT rowid FROM idempotency_keys WHERE expires_at < ?1
+                 ORDER BY expires_at LIMIT ?2)",
+            "DELETE FROM spent_challenges WHERE id IN (
+                 SELECT id FROM spent_challenges WHERE expires_at < ?1
                  ORDER BY expires_at LIMIT ?2)",
         ] {
             limits += self.delete_in_batches(sql, now, batch).await?;
