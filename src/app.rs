@@ -56,6 +56,7 @@ impl App {
         let templates = Templates::new(
             &config.verification.template,
             &config.verification.templates,
+            config.verification.otp_domain.as_deref(),
         );
         let phones = config
             .verification
@@ -69,7 +70,10 @@ impl App {
             .iter()
             .filter_map(|(number, code)| {
                 let phone = phones.parse(number).ok()?;
-                Some((phone.as_str().to_owned(), Code::parse(code)?))
+                Some((
+                    phone.as_str().to_owned(),
+                    Code::parse_in(code, config.verification.alphabet)?,
+                ))
             })
             .collect();
         let api_keys = config

@@ -1,39 +1,93 @@
-//! Verification codes: generated uniformly from the OS generator and stored only as an HMAC.
+//! Verification codes: derived from a random nonce under the server secret, in the configured
+//! alphabet, and stored only as a nonce and an HMAC (so a resend can send the same code again).
 
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt;
 
 use crate::phone::PhoneNumber;
 
-/// A one-time code as typed by a person: 4 to 10 ASCII digits. `Debug` hides it.
+/// The characters a code is made of (`verification.alphabet`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Alphabet {
+    /// `0`–`9`: what every keypad offers.
+    #[default]
+    Digits,
+    /// Digits and capital letters without the look-alikes `0`/`O` and `1`/`I`/`L`: 31 symbols.
+    Alphanumeric,
+}
+
+/// The unambiguous set: 2–9 and A–Z minus I, L, O.
+const ALPHANUMERIC: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+
+impl Alphabet {
+    fn symbols(self) -> &'static [u8] {
+        match self {
+            Alphabet::Digits => b"0123456789",
+            Alphabet::Alphanumeric => ALPHANUMERIC,
+        }
+    }
+
+    /// Bits of entropy of a uniformly drawn code of `len` symbols: `len × log2(size)`.
+    pub fn entropy_bits(self, len: usize) -> f64 {
+        len as f64 * (self.symbols().len() as f64).log2()
+    }
+
+    /// What codes look like, for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Alphabet::Digits => "codes are 4 to 10 digits",
+            Alphabet::Alphanumeric => {
+                "codes are 4 to 10 characters from 2-9 and A-Z without I, L and O"
+            }
+        }
+    }
+}
+
+/// A one-time code as typed by a person: 4 to 10 symbols of its alphabet, letters upper-case.
+/// `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Code(String);
 
+/// The random value a code is derived from; stored with the code's MAC so that a resend can
+/// derive the same code again. Useless without the server secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CodeNonce(pub [u8; 16]);
+
+impl CodeNonce {
+    /// 128 bits from the OS generator.
+    pub fn generate() -> Self {
+        let mut n = [0u8; 16];
+        getrandom::fill(&mut n).expect("the OS random generator is unavailable");
+        Self(n)
+    }
+}
+
+impl fmt::Debug for CodeNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CodeNonce(..)")
+    }
+}
+
 impl Code {
-    /// `len` uniform decimal digits (rejection sampling: bytes ≥ 250 are discarded).
-    pub fn generate(len: usize) -> Self {
-        let mut out = String::with_capacity(len);
-        let mut buf = [0u8; 16];
-        while out.len() < len {
-            getrandom::fill(&mut buf).expect("the OS random generator is unavailable");
-            for &b in &buf {
-                if b < 250 && out.len() < len {
-                    out.push((b'0' + b % 10) as char);
-                }
-            }
-        }
-        Self(out)
-    }
-
-    /// Accepts what a person might type: digits only, 4–10 of them, surrounding spaces trimmed.
+    /// Digits only: [`Code::parse_in`] with [`Alphabet::Digits`] (test numbers' fixed codes, tests).
     pub fn parse(s: &str) -> Option<Self> {
-        let s = s.trim();
-        ((4..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| Self(s.to_owned()))
+        Self::parse_in(s, Alphabet::Digits)
     }
 
-    /// The digits, for the provider that delivers them.
+    /// Accepts what a person might type: 4–10 symbols of `alphabet`, in either case, surrounding
+    /// spaces trimmed. Letters are upper-cased, so `k7m2p9` and `K7M2P9` are the same code.
+    pub fn parse_in(s: &str, alphabet: Alphabet) -> Option<Self> {
+        let s = s.trim();
+        ((4..=10).contains(&s.len())
+            && s.bytes()
+                .all(|b| alphabet.symbols().contains(&b.to_ascii_uppercase())))
+        .then(|| Self(s.to_ascii_uppercase()))
+    }
+
+    /// The symbols, for the provider that delivers them.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -68,6 +122,42 @@ impl CodeKey {
         Self(bytes)
     }
 
+    /// The code for `nonce`: symbols drawn by rejection sampling from the stream
+    /// `HMAC-SHA256(secret, "verifyd code" ‖ block ‖ session id ‖ phone ‖ 0x00 ‖ nonce)`,
+    /// block = 0, 1, …. A PRF output, so as uniform as a code drawn from the OS generator to
+    /// anyone without the secret; and the same nonce always gives the same code.
+    pub fn derive(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        nonce: &CodeNonce,
+        len: usize,
+        alphabet: Alphabet,
+    ) -> Code {
+        let symbols = alphabet.symbols();
+        // Bytes at or above the largest multiple of the alphabet size would bias the draw.
+        let limit = 256 - 256 % symbols.len();
+        let mut out = String::with_capacity(len);
+        let mut block = 0u32;
+        while out.len() < len {
+            let mut m =
+                Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+            m.update(b"verifyd code");
+            m.update(&block.to_be_bytes());
+            m.update(&session_id.to_be_bytes());
+            m.update(phone.as_str().as_bytes());
+            m.update(&[0]);
+            m.update(&nonce.0);
+            for b in m.finalize().into_bytes() {
+                if usize::from(b) < limit && out.len() < len {
+                    out.push(symbols[usize::from(b) % symbols.len()] as char);
+                }
+            }
+            block += 1;
+        }
+        Code(out)
+    }
+
     pub fn mac(&self, session_id: i64, phone: &PhoneNumber, code: &Code) -> CodeMac {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         m.update(&session_id.to_be_bytes());
@@ -88,27 +178,88 @@ impl fmt::Debug for CodeKey {
 mod tests {
     use super::*;
 
+    fn phone() -> PhoneNumber {
+        PhoneNumber::parse_e164("+8613800138000").unwrap()
+    }
+
     #[test]
-    fn codes_have_the_requested_length_and_are_digits() {
-        for len in 4..=10 {
-            let c = Code::generate(len);
-            assert_eq!(c.expose().len(), len);
-            assert!(Code::parse(c.expose()).is_some());
+    fn derived_codes_have_the_requested_length_and_alphabet() {
+        let k = CodeKey::new(b"k".to_vec());
+        for alphabet in [Alphabet::Digits, Alphabet::Alphanumeric] {
+            for len in 4..=10 {
+                let c = k.derive(1, &phone(), &CodeNonce::generate(), len, alphabet);
+                assert_eq!(c.expose().len(), len);
+                assert_eq!(Code::parse_in(c.expose(), alphabet), Some(c.clone()));
+            }
         }
     }
 
     #[test]
-    fn digits_are_roughly_uniform() {
-        let mut counts = [0u32; 10];
+    fn the_same_nonce_gives_the_same_code_and_nothing_else_does() {
+        let k = CodeKey::new(b"k".to_vec());
+        let n = CodeNonce([7; 16]);
+        let base = k.derive(1, &phone(), &n, 10, Alphabet::Digits);
+        assert_eq!(base, k.derive(1, &phone(), &n, 10, Alphabet::Digits));
+        assert_ne!(
+            base,
+            k.derive(1, &phone(), &CodeNonce([8; 16]), 10, Alphabet::Digits)
+        );
+        assert_ne!(base, k.derive(2, &phone(), &n, 10, Alphabet::Digits));
+        let other = PhoneNumber::parse_e164("+8613800138001").unwrap();
+        assert_ne!(base, k.derive(1, &other, &n, 10, Alphabet::Digits));
+        let stranger = CodeKey::new(b"other".to_vec());
+        assert_ne!(base, stranger.derive(1, &phone(), &n, 10, Alphabet::Digits));
+    }
+
+    /// Counts each symbol over 2 000 derived 10-symbol codes; every count must be within about
+    /// 6 standard deviations of the uniform expectation.
+    fn assert_uniform(alphabet: Alphabet) {
+        let k = CodeKey::new(b"k".to_vec());
+        let symbols = alphabet.symbols();
+        let mut counts = vec![0u32; symbols.len()];
         for _ in 0..2000 {
-            for b in Code::generate(10).expose().bytes() {
-                counts[(b - b'0') as usize] += 1;
+            let c = k.derive(1, &phone(), &CodeNonce::generate(), 10, alphabet);
+            for b in c.expose().bytes() {
+                counts[symbols.iter().position(|&s| s == b).unwrap()] += 1;
             }
         }
-        // 20 000 digits, 2 000 expected each; 6 sigma is about ±255.
-        for (d, &n) in counts.iter().enumerate() {
-            assert!((1700..=2300).contains(&n), "digit {d} appeared {n} times");
+        let expected = 20_000.0 / symbols.len() as f64;
+        let spread = 6.0 * expected.sqrt();
+        for (i, &n) in counts.iter().enumerate() {
+            assert!(
+                (f64::from(n) - expected).abs() < spread,
+                "{} appeared {n} times, expected {expected}",
+                symbols[i] as char
+            );
         }
+    }
+
+    #[test]
+    fn symbols_are_roughly_uniform() {
+        assert_uniform(Alphabet::Digits);
+        assert_uniform(Alphabet::Alphanumeric);
+    }
+
+    #[test]
+    fn the_alphanumeric_set_has_no_look_alikes_and_any_case_parses() {
+        assert_eq!(ALPHANUMERIC.len(), 31);
+        for b in b"01OIL" {
+            assert!(!ALPHANUMERIC.contains(b), "{}", *b as char);
+        }
+        let c = Code::parse_in(" k7m2p9 ", Alphabet::Alphanumeric).unwrap();
+        assert_eq!(c.expose(), "K7M2P9");
+        assert_eq!(Code::parse_in("K7m2P9", Alphabet::Alphanumeric), Some(c));
+        for bad in [
+            "K7M2P0", "K7M2PO", "K7M2PI", "k7m2pl", "K7M2P1", "K7M", "K7-M2P9",
+        ] {
+            assert!(
+                Code::parse_in(bad, Alphabet::Alphanumeric).is_none(),
+                "{bad}"
+            );
+        }
+        assert!(Code::parse_in("K7M2P9", Alphabet::Digits).is_none());
+        assert!((Alphabet::Digits.entropy_bits(6) - 19.93).abs() < 0.01);
+        assert!((Alphabet::Alphanumeric.entropy_bits(6) - 29.72).abs() < 0.01);
     }
 
     #[test]

@@ -276,10 +276,37 @@ pub struct VerificationConfig {
     pub number_types: Vec<crate::phone::NumberType>,
     /// Fixed codes for test numbers: nothing is sent, every other rule applies.
     pub test_numbers: BTreeMap<String, String>,
+    /// What a resend within a code's lifetime sends: the same code again or a new one.
+    pub resend: ResendMode,
+    /// Seconds a code may live in all when `same_code` resends extend it; unset: 3 × `ttl`
+    /// (at most 86400).
+    pub max_code_lifetime: Option<u64>,
+    /// The symbols codes are made of.
+    pub alphabet: crate::code::Alphabet,
+    /// Domain for the origin-bound last line `@domain #code` (WebOTP, iOS autofill); unset: none.
+    pub otp_domain: Option<String>,
+}
+
+/// `verification.resend`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResendMode {
+    /// A resend while the code lives sends that code again and extends its lifetime, up to
+    /// `max_code_lifetime`: the first SMS still works if it arrives late.
+    #[default]
+    SameCode,
+    /// Every send draws a new code; the previous one stops working.
+    NewCode,
 }
 
 impl VerificationConfig {
     /// The parser for numbers in requests and in `test_numbers`.
+    /// The longest a `same_code` resend may keep one code alive, counted from when it was drawn.
+    pub fn max_code_lifetime(&self) -> u64 {
+        self.max_code_lifetime
+            .unwrap_or_else(|| self.ttl.saturating_mul(3).min(86_400))
+    }
+
     pub fn phone_parser(&self) -> Result<crate::phone::PhoneParser, (&'static str, String)> {
         crate::phone::PhoneParser::new(self.default_region.as_deref(), &self.number_types)
             .map_err(|e| ("verification.default_region", e))
@@ -300,6 +327,10 @@ impl Default for VerificationConfig {
             templates: BTreeMap::new(),
             number_types: crate::phone::NumberType::defaults(),
             test_numbers: BTreeMap::new(),
+            resend: ResendMode::default(),
+            max_code_lifetime: None,
+            alphabet: crate::code::Alphabet::default(),
+            otp_domain: None,
         }
     }
 }
@@ -683,10 +714,26 @@ impl Config {
                 "must be between 1 and 100".into(),
             ));
         }
+        if let Some(max) = v.max_code_lifetime {
+            if max < v.ttl || max > 86_400 {
+                return Err((
+                    "verification.max_code_lifetime",
+                    format!(
+                        "must be between verification.ttl ({} s) and 86400 seconds",
+                        v.ttl
+                    ),
+                ));
+            }
+        }
+        if let Some(domain) = &v.otp_domain {
+            crate::provider::templates::check_otp_domain(domain)
+                .map_err(|e| ("verification.otp_domain", e))?;
+        }
         crate::provider::templates::validate(
             &v.template,
             &v.templates,
             std::time::Duration::from_secs(v.ttl),
+            v.otp_domain.as_deref(),
         )?;
         if v.number_types.is_empty() {
             return Err((
@@ -706,10 +753,15 @@ impl Config {
                     format!("{number:?} is {} again", phone.as_str()),
                 ));
             }
-            if code.len() != v.code_length || !code.bytes().all(|b| b.is_ascii_digit()) {
+            if code.len() != v.code_length
+                || crate::code::Code::parse_in(code, v.alphabet).is_none()
+            {
                 return Err((
                     "verification.test_numbers",
-                    format!("code for {number:?} must be {} digits", v.code_length),
+                    format!(
+                        "code for {number:?} must be {} symbols of verification.alphabet",
+                        v.code_length
+                    ),
                 ));
             }
         }
@@ -1016,6 +1068,58 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("verification.resend_interval"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn code_options_are_checked_and_named() {
+        Jail::expect_with(|jail| {
+            let bad = [
+                (
+                    "otp_domain = \"https://example.com\"",
+                    "verification.otp_domain",
+                ),
+                ("otp_domain = \"Example.com\"", "verification.otp_domain"),
+                ("max_code_lifetime = 100", "verification.max_code_lifetime"),
+                (
+                    "max_code_lifetime = 90000",
+                    "verification.max_code_lifetime",
+                ),
+                ("resend = \"sometimes\"", "verification.resend"),
+                ("alphabet = \"hex\"", "verification.alphabet"),
+                // Letter codes cannot hold 0 or 1; digit codes no letters.
+                (
+                    "alphabet = \"alphanumeric\"\n[verification.test_numbers]\n\"+12015550123\" = \"000000\"",
+                    "verification.test_numbers",
+                ),
+                (
+                    "[verification.test_numbers]\n\"+12015550123\" = \"ABCDEF\"",
+                    "verification.test_numbers",
+                ),
+            ];
+            for (i, (text, key)) in bad.iter().enumerate() {
+                let name = format!("bad{i}.toml");
+                jail.create_file(&name, &format!("[verification]\n{text}\n"))?;
+                let err = Config::load(Some(Path::new(&name)), true)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key), "{text}: {err}");
+            }
+            jail.create_file(
+                "ok.toml",
+                "[verification]\nresend = \"new_code\"\nalphabet = \"alphanumeric\"\n\
+                 otp_domain = \"login.example.com\"\nmax_code_lifetime = 600\n\
+                 [verification.test_numbers]\n\"+12015550123\" = \"abc234\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+            let v = &c.verification;
+            assert_eq!(v.resend, ResendMode::NewCode);
+            assert_eq!(v.alphabet, crate::code::Alphabet::Alphanumeric);
+            assert_eq!(v.otp_domain.as_deref(), Some("login.example.com"));
+            assert_eq!(v.max_code_lifetime(), 600);
+            assert_eq!(VerificationConfig::default().max_code_lifetime(), 900);
+            assert_eq!(VerificationConfig::default().resend, ResendMode::SameCode);
             Ok(())
         });
     }

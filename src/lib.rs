@@ -18,6 +18,7 @@ pub mod phone;
 pub mod private_file;
 pub mod provider;
 pub mod quota;
+pub mod resend;
 pub mod secret;
 pub mod secret_file;
 pub mod session;

@@ -10,6 +10,7 @@ use crate::code::Code;
 use crate::phone::PhoneNumber;
 use crate::provider::{OutgoingCode, ProviderError};
 use crate::quota::{CheckGuard, Refusal, SendGuard};
+use crate::resend;
 use crate::session::{Expiry, Session, SessionKey};
 use crate::store::{
     Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification,
@@ -104,9 +105,6 @@ pub async fn send(
         // Test numbers cost nothing and their codes are public: they stay out of the breaker.
         guard.pumping = None;
     }
-    let code = fixed
-        .cloned()
-        .unwrap_or_else(|| Code::generate(v.code_length));
     let (session_id, new_key) = match session {
         Some(s) => (s.id, None),
         None => (
@@ -114,13 +112,12 @@ pub async fn send(
             Some(SessionKey::generate()),
         ),
     };
-    let code_mac = app.code_key.mac(session_id, phone, &code);
-    let ttl = Duration::from_secs(v.ttl);
+    let drawn = resend::draw(app, session_id, new_key.is_none(), phone, fixed).await?;
     let req = StartVerification {
         session_id,
         phone,
-        code_mac,
-        ttl,
+        code_mac: drawn.mac,
+        ttl: drawn.ttl,
         resend_interval: Duration::from_secs(v.resend_interval),
         max_attempts: v.max_attempts,
         new_session: new_key.as_ref().map(|k| NewSession {
@@ -128,13 +125,14 @@ pub async fn send(
             expiry: Expiry::Default,
         }),
     };
-    match app.store.start_send(&req, &guard).await? {
+    let drawn = match app.store.start_send(&req, &guard).await? {
         StartOutcome::Issued { resend, attempts } => {
             if new_key.is_some() {
                 app.metrics.session_created();
             }
             app.metrics.verification_started();
             tracing::info!(phone = %phone, resend, attempts, "verification code issued");
+            resend::bind(app, session_id, phone, drawn, resend).await?
         }
         StartOutcome::TooSoon { retry_after } => {
             app.metrics.quota_refused("resend_too_soon");
@@ -156,12 +154,15 @@ pub async fn send(
             tracing::info!(phone = %phone, refusal = ?by, "send refused by an abuse limit");
             return Err(SendError::Refused(by, retry_after));
         }
-    }
+    };
+    let (code_mac, ttl) = (drawn.mac, drawn.ttl);
     if fixed.is_none() {
         let msg = OutgoingCode {
             to: phone.clone(),
-            text: app.templates.render(phone, locale.as_deref(), &code, ttl),
-            code,
+            text: app
+                .templates
+                .render(phone, locale.as_deref(), &drawn.code, ttl),
+            code: drawn.code,
             lifetime: ttl,
             locale,
         };
@@ -203,7 +204,7 @@ pub async fn send(
         }
     };
     Ok(Sent {
-        expires_in: v.ttl,
+        expires_in: ttl.as_secs(),
         resend_in: v.resend_interval,
         created,
     })

@@ -547,6 +547,8 @@ on_both_stores! {
         let Some(d) = start(backend, |c| {
             c.verification.ttl = 30;
             c.verification.resend_interval = 1;
+            // `same_code` resends are tested in api_easy_codes.rs.
+            c.verification.resend = verifyd::config::ResendMode::NewCode;
         })
         .await
         else {

@@ -86,3 +86,31 @@ async fn the_demo_page_solves_a_challenge_before_the_code_is_sent() {
     assert_eq!(sent[0]["to"], phone);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_speaks_chinese_and_english_and_takes_the_code_from_webotp() {
+    if !available("the_demo_page_speaks_chinese_and_english_and_takes_the_code_from_webotp") {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().await;
+    let domain = "verify.example.com";
+    let d = demo_daemon(|c| {
+        c.verification.alphabet = verifyd::code::Alphabet::Alphanumeric;
+        c.verification.otp_domain = Some(domain.into());
+        c.verification.templates.insert(
+            "zh".into(),
+            "您的验证码是{code}，{minutes}分钟内有效。".into(),
+        );
+    })
+    .await;
+    let (zh, en) = ("+8613800138004", "+8613800138005");
+    let mut env = daemon_env(&d);
+    env.push(("PHONES", format!("{zh},{en}")));
+    env.push(("OTP_DOMAIN", domain.into()));
+    run_scenario("language", &env).await;
+
+    let sent = d.messages();
+    let to: Vec<_> = sent.iter().map(|m| m["to"].clone()).collect();
+    assert_eq!(to, [zh, en], "one code per person");
+    d.stop().await;
+}

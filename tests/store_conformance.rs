@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use verifyd::code::{Code, CodeKey, CodeMac};
+use verifyd::code::{Code, CodeKey, CodeMac, CodeNonce};
 use verifyd::phone::PhoneNumber;
 use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Quota, Refusal, Scope, SendGuard};
 use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
@@ -132,6 +132,8 @@ macro_rules! conformance {
             tripped_breaker_asks_for_a_challenge_or_refuses,
             sessions_are_born_only_with_an_issued_code,
             network_failures_lock_out_that_network_only,
+            live_codes_are_found_only_while_they_may_be_resent,
+            binding_a_code_follows_its_mac,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -1013,6 +1015,164 @@ async fn exhausted_verification_refuses_sends_until_expiry(h: Harness) {
         CheckOutcome::Exhausted,
         "the refused code was not stored"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Same-code resends: the nonce kept with a code, and when it may be read back.
+
+/// `live_code` with a 2 s margin and no minimum cap left.
+async fn live(s: &Arc<dyn Store>, session_id: i64) -> Option<verifyd::store::LiveCode> {
+    s.live_code(session_id, &phone(), secs(2), secs(0))
+        .await
+        .unwrap()
+}
+
+async fn bind(s: &Arc<dyn Store>, session_id: i64, code: &str, n: u8, keep: Option<u64>) -> bool {
+    let m = mac(session_id, &phone(), code);
+    s.bind_code(
+        session_id,
+        &phone(),
+        &m,
+        &m,
+        &CodeNonce([n; 16]),
+        keep.map(secs),
+    )
+    .await
+    .unwrap()
+}
+
+async fn live_codes_are_found_only_while_they_may_be_resent(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(live(s, sess.id).await, None, "no verification");
+    assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
+    assert_eq!(
+        live(s, sess.id).await,
+        None,
+        "a code without a nonce is never resent"
+    );
+    assert!(bind(s, sess.id, "111111", 7, Some(600)).await);
+    let found = live(s, sess.id).await.expect("a bound live code");
+    assert_eq!(found.nonce, CodeNonce([7; 16]));
+    assert!(
+        found.keep_left > secs(598) && found.keep_left <= secs(600),
+        "{:?}",
+        found.keep_left
+    );
+    // Not for another session or number.
+    let (_, other) = new_session(s, Expiry::Default).await;
+    assert_eq!(live(s, other.id).await, None);
+    let elsewhere = PhoneNumber::parse_e164("+8613800138001").unwrap();
+    let r = s
+        .live_code(sess.id, &elsewhere, secs(2), secs(0))
+        .await
+        .unwrap();
+    assert_eq!(r, None);
+    // Not when the cap is nearer than asked, nor when the code dies within the margin.
+    let r = s
+        .live_code(sess.id, &phone(), secs(2), secs(601))
+        .await
+        .unwrap();
+    assert_eq!(r, None);
+    let r = s
+        .live_code(sess.id, &phone(), secs(61), secs(0))
+        .await
+        .unwrap();
+    assert_eq!(r, None);
+
+    // A wrong code leaves it resendable; exhaustion ends that.
+    let id = sess.id;
+    assert!(matches!(
+        check(s, id, "000000").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    ));
+    assert!(live(s, id).await.is_some());
+    check(s, id, "000000").await;
+    assert_eq!(check(s, id, "000000").await, CheckOutcome::Exhausted);
+    assert_eq!(live(s, id).await, None, "an exhausted code is never resent");
+
+    // An approved code is never resent.
+    let (_, approved) = new_session(s, Expiry::Default).await;
+    send_default(s, approved.id, "222222").await;
+    assert!(bind(s, approved.id, "222222", 8, Some(600)).await);
+    assert!(matches!(
+        check(s, approved.id, "222222").await,
+        CheckOutcome::Approved { .. }
+    ));
+    assert_eq!(live(s, approved.id).await, None);
+
+    // An expired code is never resent.
+    let (_, expiring) = new_session(s, Expiry::Default).await;
+    send(s, expiring.id, &phone(), "333333", secs(3), secs(0), 3).await;
+    assert!(bind(s, expiring.id, "333333", 9, Some(600)).await);
+    assert!(live(s, expiring.id).await.is_some());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        live(s, expiring.id).await,
+        None,
+        "within the margin of its expiry"
+    );
+}
+
+async fn binding_a_code_follows_its_mac(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    send(s, sess.id, &phone(), "111111", secs(60), secs(0), 3).await;
+    assert!(
+        !bind(s, sess.id, "999999", 1, Some(600)).await,
+        "another code's MAC"
+    );
+    assert_eq!(live(s, sess.id).await, None);
+    assert!(bind(s, sess.id, "111111", 1, Some(600)).await);
+    // Without a new cap the old one stays.
+    assert!(bind(s, sess.id, "111111", 2, None).await);
+    let found = live(s, sess.id).await.unwrap();
+    assert_eq!(found.nonce, CodeNonce([2; 16]));
+    assert!(found.keep_left > secs(598), "{:?}", found.keep_left);
+
+    // Replacing the code: the new MAC approves, the old one is a wrong code; attempts stay.
+    assert!(matches!(
+        check(s, sess.id, "000000").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    ));
+    let (old, new) = (
+        mac(sess.id, &phone(), "111111"),
+        mac(sess.id, &phone(), "222222"),
+    );
+    let replaced = s
+        .bind_code(
+            sess.id,
+            &phone(),
+            &old,
+            &new,
+            &CodeNonce([3; 16]),
+            Some(secs(30)),
+        )
+        .await
+        .unwrap();
+    assert!(replaced);
+    let found = live(s, sess.id).await.unwrap();
+    assert_eq!(found.nonce, CodeNonce([3; 16]));
+    assert!(found.keep_left <= secs(30), "{:?}", found.keep_left);
+    // A replaced code's MAC no longer binds anything.
+    let stale = s
+        .bind_code(sess.id, &phone(), &old, &old, &CodeNonce([4; 16]), None)
+        .await
+        .unwrap();
+    assert!(!stale);
+    assert!(matches!(
+        check(s, sess.id, "111111").await,
+        CheckOutcome::Wrong { attempts_left: 1 }
+    ));
+    assert!(matches!(
+        check(s, sess.id, "222222").await,
+        CheckOutcome::Approved { .. }
+    ));
+
+    // A new verification in the same row starts unbound: the previous code's nonce is gone
+    // with its MAC.
+    send(s, sess.id, &phone(), "444444", secs(60), secs(0), 3).await;
+    assert_eq!(live(s, sess.id).await, None);
 }
 
 // ---------------------------------------------------------------------------------------------

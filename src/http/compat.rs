@@ -59,7 +59,8 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
     let challenge_passed = super::challenge::passed(app, parts, submitted, false)
         .await
         .map_err(|e| (e, cookie.clone()))?;
-    match verify::send(app, session, &phone, None, client, challenge_passed).await {
+    let locale = super::accept_language::locale(&app.templates, parts, None);
+    match verify::send(app, session, &phone, locale, client, challenge_passed).await {
         Ok(sent) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
             let cookie = match sent.created {
@@ -88,7 +89,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
     };
     let (Ok(phone), Some(code)) = (
         app.phones.parse(raw_phone),
-        crate::code::Code::parse(raw_code),
+        crate::code::Code::parse_in(raw_code, app.config.verification.alphabet),
     ) else {
         return no();
     };

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
 use super::response::Resp;
+use crate::code::Alphabet;
 
 /// The page, as shipped.
 pub const PAGE: &str = include_str!("demo.html");
@@ -27,9 +28,21 @@ static POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
     HeaderValue::from_str(&policy).expect("a CSP of ASCII hashes is a valid header")
 });
 
-/// The page with its security headers.
-pub fn page() -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+/// The code field's keyboard hint as shipped (digits), and the one for letter codes.
+const NUMERIC_FIELD: &str = r#"inputmode="numeric""#;
+const LETTERS_FIELD: &str = r#"inputmode="text" autocapitalize="characters" spellcheck="false""#;
+
+/// The page for `verification.alphabet = "alphanumeric"`: a phone shows letters for the code.
+static LETTERS_PAGE: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(PAGE.replacen(NUMERIC_FIELD, LETTERS_FIELD, 1)));
+
+/// The page with its security headers, its code field suited to `alphabet`.
+pub fn page(alphabet: Alphabet) -> Resp {
+    let body = match alphabet {
+        Alphabet::Digits => Bytes::from_static(PAGE.as_bytes()),
+        Alphabet::Alphanumeric => LETTERS_PAGE.clone(),
+    };
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(
@@ -74,6 +87,15 @@ mod tests {
             None
         );
         assert_eq!(block_hash("<p>no script</p>", "script"), None);
+    }
+
+    #[test]
+    fn letter_codes_get_a_letter_keyboard() {
+        assert_eq!(PAGE.matches(NUMERIC_FIELD).count(), 1);
+        assert!(LETTERS_PAGE.len() > PAGE.len());
+        let letters = std::str::from_utf8(&LETTERS_PAGE).unwrap();
+        assert!(letters.contains(LETTERS_FIELD) && !letters.contains(NUMERIC_FIELD));
+        assert!(letters.contains(r#"autocomplete="one-time-code""#));
     }
 
     #[test]

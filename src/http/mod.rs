@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 
+mod accept_language;
 mod caller;
 mod challenge;
 pub mod client_ip;
@@ -241,7 +242,7 @@ async fn run(
         Route::SeedSend => Ok(compat::send(app, parts, body).await),
         Route::SeedCheck => compat::check(app, parts, body).await,
         Route::OpenApi => Ok(raw_json(StatusCode::OK, OPENAPI)),
-        Route::DemoPage => Ok(demo::page()),
+        Route::DemoPage => Ok(demo::page(app.config.verification.alphabet)),
         Route::OwnSession => own_session::get(app, parts).await,
         Route::Metrics => metrics_on_api_port(app, parts).await,
         Route::Challenge => Ok(challenge::get(app)),

@@ -46,16 +46,18 @@ struct CheckBody {
 
 /// Parses the code a person typed; text that cannot be a code is refused without costing an
 /// attempt.
-pub fn parse_code(raw: &str) -> Result<Code, ApiError> {
-    Code::parse(raw)
-        .ok_or_else(|| ApiError::unprocessable("invalid_code", "codes are 4 to 10 digits"))
+pub fn parse_code(app: &App, raw: &str) -> Result<Code, ApiError> {
+    let alphabet = app.config.verification.alphabet;
+    Code::parse_in(raw, alphabet)
+        .ok_or_else(|| ApiError::unprocessable("invalid_code", alphabet.describe()))
 }
 
 /// `POST /v1/verifications`
 pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiError> {
     let req: SendBody = require_json(parts, body)?;
     let phone = app.phones.parse(&req.phone)?;
-    let locale = req.locale.filter(|l| l.len() <= 35);
+    let locale =
+        super::accept_language::locale(&app.templates, parts, req.locale.filter(|l| l.len() <= 35));
     let idempotency_key = idempotency::key(parts)?;
     // A browser without a session gets one only with an accepted send (verify::send creates
     // it in the send's transaction), so refused requests cost the store nothing lasting.
@@ -124,7 +126,7 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
 pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiError> {
     let req: CheckBody = require_json(parts, body)?;
     let phone = app.phones.parse(&req.phone)?;
-    let code = parse_code(&req.code)?;
+    let code = parse_code(app, &req.code)?;
     let Some(caller) = resolve(app, parts, req.session.as_deref(), false).await? else {
         // No session, so no code to compare with; the MAC is computed all the same, so that
         // the only thing this answer's timing can tell is what the caller knows: it has no

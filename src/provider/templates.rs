@@ -1,6 +1,8 @@
 //! Which message text a recipient gets: `verification.templates` keyed by locale (`zh-CN`, `zh`)
 //! or by E.164 prefix (`+86`), falling back to `verification.template`. Every template is checked
-//! at start-up to fit one SMS part with the longest code, so nothing is ever truncated.
+//! at start-up to fit one SMS part with the longest code, so nothing is ever truncated. With
+//! `verification.otp_domain` every text ends with the origin-bound line `@domain #code`, the
+//! convention (WebOTP, iOS and Android autofill) that lets a phone offer the code to that site.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,12 +23,18 @@ pub struct Templates {
     by_locale: BTreeMap<String, String>,
     /// E.164 prefixes, longest first.
     by_prefix: Vec<(String, String)>,
+    /// `verification.otp_domain`, checked by [`check_otp_domain`].
+    otp_domain: Option<String>,
 }
 
 impl Templates {
     /// Sorts the keys of `verification.templates` into locales and prefixes. The keys have been
     /// checked by [`validate`].
-    pub fn new(default: &str, templates: &BTreeMap<String, String>) -> Self {
+    pub fn new(
+        default: &str,
+        templates: &BTreeMap<String, String>,
+        otp_domain: Option<&str>,
+    ) -> Self {
         let mut by_locale = BTreeMap::new();
         let mut by_prefix = Vec::new();
         for (key, text) in templates {
@@ -41,24 +49,36 @@ impl Templates {
             default: default.to_owned(),
             by_locale,
             by_prefix,
+            otp_domain: otp_domain.map(str::to_owned),
         }
+    }
+
+    /// The template for `tag`, dropping subtags from the right (`zh-Hant-TW`, `zh-Hant`, `zh`).
+    fn by_tag(&self, tag: &str) -> Option<&str> {
+        let mut tag = tag.to_ascii_lowercase();
+        loop {
+            if let Some(t) = self.by_locale.get(&tag) {
+                return Some(t);
+            }
+            tag.truncate(tag.rfind('-')?);
+        }
+    }
+
+    /// The first of `ranges` (a browser's languages, most preferred first) that some locale
+    /// template serves; `None` sends the choice on to the number's prefix.
+    pub fn negotiate<'a>(&self, ranges: &'a [String]) -> Option<&'a str> {
+        ranges
+            .iter()
+            .map(String::as_str)
+            .find(|r| self.by_tag(r).is_some())
     }
 
     /// The template for this recipient: the locale (dropping subtags from the right: `zh-Hant-TW`,
     /// `zh-Hant`, `zh`), then the longest matching prefix, then the default. The person's own
     /// language says more about them than the country of their number.
     pub fn pick(&self, phone: &PhoneNumber, locale: Option<&str>) -> &str {
-        if let Some(locale) = locale {
-            let mut tag = locale.to_ascii_lowercase();
-            loop {
-                if let Some(t) = self.by_locale.get(&tag) {
-                    return t;
-                }
-                match tag.rfind('-') {
-                    Some(i) => tag.truncate(i),
-                    None => break,
-                }
-            }
+        if let Some(t) = locale.and_then(|l| self.by_tag(l)) {
+            return t;
         }
         self.by_prefix
             .iter()
@@ -74,19 +94,60 @@ impl Templates {
         code: &Code,
         lifetime: Duration,
     ) -> String {
-        render(self.pick(phone, locale), code, lifetime)
+        with_otp_line(
+            render(self.pick(phone, locale), code, lifetime),
+            self.otp_domain.as_deref(),
+            code,
+        )
     }
+}
+
+/// `text` with the origin-bound last line `@domain #code` when a domain is configured.
+fn with_otp_line(mut text: String, domain: Option<&str>, code: &Code) -> String {
+    if let Some(domain) = domain {
+        text.push_str("\n@");
+        text.push_str(domain);
+        text.push_str(" #");
+        text.push_str(code.expose());
+    }
+    text
+}
+
+/// `verification.otp_domain`: a lower-case host name as browsers match it against the page's
+/// origin — at least two dot-separated labels of `a-z`, `0-9` and inner `-` (IDNs in their
+/// `xn--` form), at most 253 characters, no scheme, port, path or trailing dot, not an address.
+pub fn check_otp_domain(domain: &str) -> Result<(), String> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let tld_ok = labels
+        .last()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_digit()));
+    if domain.len() > 253 || labels.len() < 2 || !labels.iter().all(label_ok) || !tld_ok {
+        return Err(format!(
+            "{domain:?} must be a lower-case host name such as \"example.com\" (no scheme, port, \
+             path or trailing dot; IDNs in xn-- form)"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the default template and every entry of `verification.templates`: keys are locales or
 /// E.164 prefixes, each text holds `{code}` and, rendered with a 10-digit code and the configured
-/// lifetime, fits one SMS part (160 GSM-7 septets or 70 UCS-2 units).
+/// lifetime (and the `@domain #code` line when `otp_domain` is set), fits one SMS part (160
+/// GSM-7 septets or 70 UCS-2 units).
 pub fn validate(
     default: &str,
     templates: &BTreeMap<String, String>,
     ttl: Duration,
+    otp_domain: Option<&str>,
 ) -> Result<(), (&'static str, String)> {
-    check_text(default, ttl).map_err(|e| ("verification.template", e))?;
+    check_text(default, ttl, otp_domain).map_err(|e| ("verification.template", e))?;
     for (key, text) in templates {
         if !is_prefix(key) && !is_language_tag(key) {
             return Err((
@@ -96,17 +157,18 @@ pub fn validate(
                 ),
             ));
         }
-        check_text(text, ttl).map_err(|e| ("verification.templates", format!("{key:?}: {e}")))?;
+        check_text(text, ttl, otp_domain)
+            .map_err(|e| ("verification.templates", format!("{key:?}: {e}")))?;
     }
     Ok(())
 }
 
-fn check_text(text: &str, ttl: Duration) -> Result<(), String> {
+fn check_text(text: &str, ttl: Duration, otp_domain: Option<&str>) -> Result<(), String> {
     if !text.contains("{code}") {
         return Err("must contain {code}".into());
     }
     let code = Code::parse(LONGEST_CODE).ok_or("the longest code does not parse")?;
-    let size = measure(&render(text, &code, ttl));
+    let size = measure(&with_otp_line(render(text, &code, ttl), otp_domain, &code));
     if !size.fits_one_part() {
         let (alphabet, unit) = match size.encoding {
             Encoding::Gsm7 => ("GSM-7", "characters"),
@@ -115,8 +177,13 @@ fn check_text(text: &str, ttl: Duration) -> Result<(), String> {
                 "characters",
             ),
         };
+        let otp = if otp_domain.is_some() {
+            " (with the verification.otp_domain line)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "rendered with a 10-digit code it is {} {unit} in {alphabet}, more than the {} of one SMS",
+            "rendered with a 10-digit code{otp} it is {} {unit} in {alphabet}, more than the {} of one SMS",
             size.units, size.limit
         ));
     }
@@ -167,6 +234,7 @@ mod tests {
                 ("+852", "HK {code}"),
                 ("+8", "8 {code}"),
             ]),
+            None,
         );
         let cn = phone("+8613800138000");
         assert_eq!(t.pick(&cn, Some("zh-Hant-TW")), "验证码 {code}");
@@ -188,12 +256,12 @@ mod tests {
         let ttl = Duration::from_secs(300);
         for good in ["zh", "zh-CN", "zh-Hant-TW", "+1", "+8613"] {
             assert_eq!(
-                validate(DEFAULT, &templates(&[(good, "{code}")]), ttl),
+                validate(DEFAULT, &templates(&[(good, "{code}")]), ttl, None),
                 Ok(())
             );
         }
         for bad in ["86", "+", "+86a", "chinese", "z", "zh_CN", "*"] {
-            let err = validate(DEFAULT, &templates(&[(bad, "{code}")]), ttl).unwrap_err();
+            let err = validate(DEFAULT, &templates(&[(bad, "{code}")]), ttl, None).unwrap_err();
             assert_eq!(err.0, "verification.templates", "{bad}");
         }
     }
@@ -203,17 +271,20 @@ mod tests {
         let ttl = Duration::from_secs(86_400);
         // 150 letters + a 10-digit code: 160 septets, one part exactly.
         let fits = format!("{}{{code}}", "a".repeat(150));
-        assert_eq!(validate(&fits, &BTreeMap::new(), ttl), Ok(()));
+        assert_eq!(validate(&fits, &BTreeMap::new(), ttl, None), Ok(()));
         let too_long = format!("{}{{code}}", "a".repeat(151));
-        let err = validate(&too_long, &BTreeMap::new(), ttl).unwrap_err();
+        let err = validate(&too_long, &BTreeMap::new(), ttl, None).unwrap_err();
         assert_eq!(err.0, "verification.template");
         assert!(err.1.contains("161") && err.1.contains("160"), "{}", err.1);
 
         // Chinese goes as UCS-2: 70 units. `{minutes}` renders as 1440 here.
         let zh = format!("{}{{code}}，{{minutes}}分钟", "码".repeat(53));
-        assert_eq!(validate(DEFAULT, &templates(&[("zh", &zh)]), ttl), Ok(()));
+        assert_eq!(
+            validate(DEFAULT, &templates(&[("zh", &zh)]), ttl, None),
+            Ok(())
+        );
         let zh = format!("{}{{code}}，{{minutes}}分钟", "码".repeat(54));
-        let err = validate(DEFAULT, &templates(&[("zh", &zh)]), ttl).unwrap_err();
+        let err = validate(DEFAULT, &templates(&[("zh", &zh)]), ttl, None).unwrap_err();
         assert_eq!(err.0, "verification.templates");
         assert!(
             err.1.contains("\"zh\"") && err.1.contains("UCS-2"),
@@ -228,8 +299,108 @@ mod tests {
             DEFAULT,
             &templates(&[("+86", "no code here")]),
             Duration::from_secs(60),
+            None,
         )
         .unwrap_err();
         assert!(err.1.contains("{code}"), "{}", err.1);
+    }
+
+    #[test]
+    fn the_otp_line_ends_every_template_and_counts_towards_its_length() {
+        let t = Templates::new(
+            DEFAULT,
+            &templates(&[("zh", "验证码 {code}")]),
+            Some("example.com"),
+        );
+        let code = Code::parse("4821").unwrap();
+        let ttl = Duration::from_secs(300);
+        let us = phone("+12015550123");
+        assert_eq!(
+            t.render(&us, None, &code, ttl),
+            "Your code is 4821.\n@example.com #4821"
+        );
+        assert_eq!(
+            t.render(&us, Some("zh-CN"), &code, ttl),
+            "验证码 4821\n@example.com #4821"
+        );
+        // 150 letters + a 10-digit code fit alone; the 25 more septets of the line do not.
+        let fits = format!("{}{{code}}", "a".repeat(150));
+        assert_eq!(validate(&fits, &BTreeMap::new(), ttl, None), Ok(()));
+        let err = validate(&fits, &BTreeMap::new(), ttl, Some("example.com")).unwrap_err();
+        assert_eq!(err.0, "verification.template");
+        assert!(
+            err.1.contains("otp_domain") && err.1.contains("185"),
+            "{}",
+            err.1
+        );
+        // In UCS-2 the line costs its 25 units out of 70.
+        let zh = format!("{}{{code}}", "码".repeat(35));
+        let with = validate(
+            DEFAULT,
+            &templates(&[("zh", &zh)]),
+            ttl,
+            Some("example.com"),
+        );
+        assert_eq!(with, Ok(()));
+        let zh = format!("{}{{code}}", "码".repeat(36));
+        let err = validate(
+            DEFAULT,
+            &templates(&[("zh", &zh)]),
+            ttl,
+            Some("example.com"),
+        );
+        assert_eq!(err.unwrap_err().0, "verification.templates");
+    }
+
+    #[test]
+    fn otp_domains_are_bare_lower_case_host_names() {
+        for good in [
+            "example.com",
+            "login.example.co.uk",
+            "xn--fiqs8s.cn",
+            "a-b.io",
+        ] {
+            assert_eq!(check_otp_domain(good), Ok(()), "{good}");
+        }
+        let long = format!("{}.com", "a".repeat(64));
+        let too_long = format!("{}.com", vec!["a".repeat(60); 5].join("."));
+        for bad in [
+            "",
+            "localhost",
+            "Example.com",
+            "https://example.com",
+            "example.com:443",
+            "example.com/",
+            "example.com.",
+            ".example.com",
+            "-x.com",
+            "x-.com",
+            "exa mple.com",
+            "例子.com",
+            "192.168.0.1",
+            "@example.com",
+            "example.com #123",
+            long.as_str(),
+            too_long.as_str(),
+        ] {
+            assert!(check_otp_domain(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_browsers_languages_pick_the_first_served_locale() {
+        let t = Templates::new(
+            DEFAULT,
+            &templates(&[("zh", "验证码 {code}"), ("fr", "Code {code}")]),
+            None,
+        );
+        let ranges = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            t.negotiate(&ranges(&["de-DE", "zh-Hans-CN", "fr"])),
+            Some("zh-Hans-CN")
+        );
+        assert_eq!(t.negotiate(&ranges(&["FR-ca", "zh"])), Some("FR-ca"));
+        assert_eq!(t.negotiate(&ranges(&["de", "en"])), None);
+        assert_eq!(t.negotiate(&[]), None);
     }
 }

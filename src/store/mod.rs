@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
-use crate::code::CodeMac;
+use crate::code::{CodeMac, CodeNonce};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
@@ -112,6 +112,15 @@ pub enum CheckOutcome {
     /// reported to a session holding a live code for it: to anybody else the check answers as
     /// it would without the lock.
     Refused { by: Refusal, retry_after: Duration },
+}
+
+/// A pending code that a `same_code` resend may send again ([`Store::live_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCode {
+    /// What the code was derived from.
+    pub nonce: CodeNonce,
+    /// Time left before the point past which resends no longer extend the code.
+    pub keep_left: Duration,
 }
 
 /// Outcome of [`Store::idempotency_begin`].
@@ -268,6 +277,32 @@ pub trait Store: Send + Sync + 'static {
         code_mac: &CodeMac,
         guard: &SendGuard,
     ) -> StoreResult<()>;
+
+    /// The pending code of (session, phone) when a resend may send it again: not approved or
+    /// exhausted, bound to its nonce ([`Store::bind_code`] with this very MAC: a code replaced
+    /// since is not its nonce's), valid for at least `margin`
+    /// more, and with at least `min_keep` left before its lifetime cap. `None` otherwise.
+    async fn live_code(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        margin: Duration,
+        min_keep: Duration,
+    ) -> StoreResult<Option<LiveCode>>;
+
+    /// Records, for the row of (session, phone) whose stored MAC is still `mac`, the code it
+    /// now holds: MAC `new_mac` (equal to `mac` unless the code is being replaced) derived from
+    /// `nonce`, and with `keep_for` the cap `now + keep_for` on its lifetime (`None` keeps the
+    /// cap). False when no row matched (a later send replaced the code).
+    async fn bind_code(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        mac: &CodeMac,
+        new_mac: &CodeMac,
+        nonce: &CodeNonce,
+        keep_for: Option<Duration>,
+    ) -> StoreResult<bool>;
 
     /// Decides a check atomically: right code → approved (once, ever) and the session updated
     /// with [`Approval`] in the same transaction; wrong code → one attempt used, and at

@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use crate::code::CodeMac;
+use crate::code::{CodeMac, CodeNonce};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
@@ -23,9 +23,9 @@ use crate::session_data::data_bytes;
 use crate::store::pg_hosts::HostByHost;
 use crate::store::pg_tls;
 use crate::store::{
-    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
-    headers_to_json, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, PoolStatus,
+    StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
+    headers_from_json, headers_to_json, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         4,
         "0004_spent_challenges",
         include_str!("../../migrations/postgres/0004_spent_challenges.sql"),
+    ),
+    (
+        7,
+        "0007_same_code_resend",
+        include_str!("../../migrations/postgres/0007_same_code_resend.sql"),
     ),
 ];
 
@@ -341,6 +346,21 @@ const CHECK: &str = "
            o_created_at AS created_at, o_expires_at AS expires_at
     FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                        $18, $19)";
+
+/// The pending code a resend may send again, if its nonce is the one of the stored code;
+/// `keep_until` comes back with the clock it is measured by.
+const LIVE_CODE: &str = "
+    SELECT code_nonce, keep_until, now() AS now FROM verifications
+    WHERE session_id = $1 AND phone = $2 AND state = 0 AND nonce_mac = code_mac
+      AND expires_at >= now() + make_interval(secs => $3::float8)
+      AND keep_until >= now() + make_interval(secs => $4::float8)";
+
+/// Records the code a row holds, while its MAC is still `$3`.
+const BIND_CODE: &str = "
+    UPDATE verifications
+    SET code_mac = $4, code_nonce = $5, nonce_mac = $4,
+        keep_until = coalesce(now() + make_interval(secs => $6::float8), keep_until)
+    WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
 
 const PUMPING_STATES: &str = "
     SELECT country, sends, approvals, tripped, expires_at FROM pumping
@@ -725,6 +745,62 @@ impl Store for PgStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn live_code(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        margin: Duration,
+        min_keep: Duration,
+    ) -> StoreResult<Option<LiveCode>> {
+        let row = self
+            .query_opt(
+                LIVE_CODE,
+                &[
+                    &session_id,
+                    &phone.as_str(),
+                    &margin.as_secs_f64(),
+                    &min_keep.as_secs_f64(),
+                ],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let nonce: Vec<u8> = row.try_get("code_nonce").map_err(db_error)?;
+        let keep_until: SystemTime = row.try_get("keep_until").map_err(db_error)?;
+        let now: SystemTime = row.try_get("now").map_err(db_error)?;
+        let nonce = nonce
+            .try_into()
+            .map_err(|_| StoreError::Internal("a stored code nonce is not 16 bytes".into()))?;
+        Ok(Some(LiveCode {
+            nonce: CodeNonce(nonce),
+            keep_left: keep_until.duration_since(now).unwrap_or(Duration::ZERO),
+        }))
+    }
+
+    async fn bind_code(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        mac: &CodeMac,
+        new_mac: &CodeMac,
+        nonce: &CodeNonce,
+        keep_for: Option<Duration>,
+    ) -> StoreResult<bool> {
+        let n = self
+            .execute(
+                BIND_CODE,
+                &[
+                    &session_id,
+                    &phone.as_str(),
+                    &mac.0.as_slice(),
+                    &new_mac.0.as_slice(),
+                    &nonce.0.as_slice(),
+                    &keep_for.map(|k| k.as_secs_f64()),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     async fn check_guarded(

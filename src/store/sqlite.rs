@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::{
-    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, StartOutcome,
     StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
     headers_to_json, retry_after,
 };
-use crate::code::CodeMac;
+use crate::code::{CodeMac, CodeNonce};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
@@ -47,9 +47,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_spent_challenges",
         include_str!("../../migrations/sqlite/0004_spent_challenges.sql"),
     ),
+    (
+        7,
+        "0007_same_code_resend",
+        include_str!("../../migrations/sqlite/0007_same_code_resend.sql"),
+    ),
 ];
 
 mod limits;
+
+/// Milliseconds of `d`, saturated to what the millisecond columns hold.
+fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// `verifications.state` values.
 const PENDING: i64 = 0;
@@ -719,6 +729,83 @@ impl Store for SqliteStore {
                 limits::unrecord_send(tx, rule, now)?;
             }
             limits::give_back(tx, guard.all_quotas(), now)
+        })
+        .await
+    }
+
+    async fn live_code(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        margin: Duration,
+        min_keep: Duration,
+    ) -> StoreResult<Option<LiveCode>> {
+        let phone = phone.as_str().to_owned();
+        let (margin, min_keep) = (duration_millis(margin), duration_millis(min_keep));
+        self.blocking(move |conn| {
+            let now = to_millis(SystemTime::now());
+            let row = conn
+                .prepare_cached(
+                    "SELECT code_nonce, keep_until FROM verifications
+                     WHERE session_id = ?1 AND phone = ?2 AND state = ?3
+                       AND nonce_mac = code_mac AND expires_at >= ?4 AND keep_until >= ?5",
+                )?
+                .query_row(
+                    params![
+                        session_id,
+                        phone,
+                        PENDING,
+                        now.saturating_add(margin),
+                        now.saturating_add(min_keep)
+                    ],
+                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            row.map(|(nonce, keep_until)| {
+                let nonce = nonce.try_into().map_err(|_| {
+                    StoreError::Internal("a stored code nonce is not 16 bytes".into())
+                })?;
+                Ok(LiveCode {
+                    nonce: CodeNonce(nonce),
+                    keep_left: Duration::from_millis(
+                        u64::try_from(keep_until.saturating_sub(now)).unwrap_or(0),
+                    ),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn bind_code(
+        &self,
+        session_id: i64,
+        phone: &PhoneNumber,
+        mac: &CodeMac,
+        new_mac: &CodeMac,
+        nonce: &CodeNonce,
+        keep_for: Option<Duration>,
+    ) -> StoreResult<bool> {
+        let (phone, mac, new_mac, nonce) = (phone.as_str().to_owned(), *mac, *new_mac, *nonce);
+        self.blocking(move |conn| {
+            let now = to_millis(SystemTime::now());
+            let keep_until = keep_for.map(|k| now.saturating_add(duration_millis(k)));
+            let n = conn
+                .prepare_cached(
+                    "UPDATE verifications
+                     SET code_mac = ?4, code_nonce = ?5, nonce_mac = ?4,
+                         keep_until = coalesce(?6, keep_until)
+                     WHERE session_id = ?1 AND phone = ?2 AND code_mac = ?3",
+                )?
+                .execute(params![
+                    session_id,
+                    phone,
+                    &mac.0[..],
+                    &new_mac.0[..],
+                    &nonce.0[..],
+                    keep_until
+                ])?;
+            Ok(n > 0)
         })
         .await
     }

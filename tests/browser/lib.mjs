@@ -32,8 +32,9 @@ export async function launch() {
 }
 
 // A page that fails the scenario on any script error or Content-Security-Policy violation.
-export async function newPage(browser, viewport) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+// `locale` is the browser's language (navigator.languages and Accept-Language).
+export async function newPage(browser, viewport, locale = "en-US") {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1, locale });
   context.setDefaultTimeout(15_000);
   const page = await context.newPage();
   const problems = [];
@@ -58,9 +59,14 @@ export async function screenshot(page, name) {
 
 // The newest code the mock provider sent to `phone` (it appends one JSON line per message).
 export async function codeFor(phone, { after = 0 } = {}) {
+  return (await smsFor(phone, { after })).code;
+}
+
+// The newest message (`{to, code, text}`) the mock provider sent to `phone`.
+export async function smsFor(phone, { after = 0 } = {}) {
   for (let i = 0; i < 50; i++) {
     const sent = readOutbox().filter((m) => m.to === phone);
-    if (sent.length > after) return sent[sent.length - 1].code;
+    if (sent.length > after) return sent[sent.length - 1];
     await sleep(100);
   }
   throw new Error(`no code for ${phone} in the outbox`);

@@ -1,0 +1,11 @@
+-- verifyd schema, version 7: what a `same_code` resend needs to send a live code again without
+-- the code being stored. Rows of older versions have neither value: their code is never resent,
+-- the next send draws a new one. The same columns exist on SQLite.
+-- The random value the code was derived from under the MAC key (crate::code::CodeNonce);
+-- useless without that key.
+ALTER TABLE verifications ADD COLUMN code_nonce BYTEA;
+-- The code_mac that nonce belongs to: a later send that replaces the code (a new verification,
+-- a new_code resend) leaves it behind, and the stale nonce is then never used.
+ALTER TABLE verifications ADD COLUMN nonce_mac BYTEA;
+-- Past this point resends no longer extend this code's lifetime.
+ALTER TABLE verifications ADD COLUMN keep_until TIMESTAMPTZ;
