@@ -42,9 +42,9 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
-        part.iter().all(u8::is_ascii_digit).then(|| {
-            part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
-        })
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
@@ -77,7 +77,9 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
             return None;
         }
         let digits = &b[start..i.min(start + 3)];
-        millis = digits.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
+        millis = digits
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
             * 10i64.pow(3 - digits.len() as u32);
     }
     let offset = match b.get(i..)? {
@@ -92,8 +94,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         }
         _ => return None,
     };
-    let secs = days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60
-        + sec.min(59)
+    let secs = days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + sec.min(59)
         - offset;
     Some(from_millis(secs.checked_mul(1000)?.checked_add(millis)?))
 }
@@ -178,7 +179,10 @@ mod tests {
         let p = |s: &str| parse_rfc3339(s).map(to_millis);
         assert_eq!(p("2017-07-12T02:42:19Z"), Some(1_499_827_339_000));
         assert_eq!(p("2017-07-12t04:42:19.5+02:00"), Some(1_499_827_339_500));
-        assert_eq!(p("2017-07-11T23:42:19.123456-03:00"), Some(1_499_827_339_123));
+        assert_eq!(
+            p("2017-07-11T23:42:19.123456-03:00"),
+            Some(1_499_827_339_123)
+        );
         assert_eq!(p("2000-02-29T00:00:00Z"), Some(951_782_400_000));
         for t in [4_107_542_399_000, 0, 1_700_000_000_000] {
             assert_eq!(p(&rfc3339(from_millis(t))), Some(t));

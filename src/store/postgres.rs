@@ -24,9 +24,8 @@ use crate::store::pg_hosts::HostByHost;
 use crate::store::pg_tls;
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, PoolStatus, ReplaceOutcome,
-    StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
-    headers_to_json, retry_after,
+    StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
+    headers_from_json, headers_to_json, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -230,10 +229,11 @@ impl PgStore {
 const SET_VALUE: &str = "
     UPDATE sessions
     SET data = data || jsonb_build_object($4::text, $5::jsonb),
+        data_json = $6::json,
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 const CLEAR: &str = "
     UPDATE sessions
@@ -241,7 +241,7 @@ const CLEAR: &str = "
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 const CYCLE: &str = "
     UPDATE sessions
@@ -249,17 +249,17 @@ const CYCLE: &str = "
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 const SET_EXPIRY: &str = "
     UPDATE sessions
     SET expiry_kind = $4,
         idle_secs = $5,
-        expiry_at = LEAST($6::timestamptz, created_at + make_interval(secs => $3)),
+        expiry_at = LEAST($6::timestamptz, created_at + make_interval(secs => $3::bigint)),
         touched_at = now(),
         expires_at = verifyd_session_expiry($4, $5, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 /// Replaces data, key order and expiry at once (`PUT /v1/sessions/{key}`); with `$9` set, only
 /// while the version still is `$9`. Under READ COMMITTED a racing writer's commit makes this
@@ -268,15 +268,15 @@ const SET_EXPIRY: &str = "
 const REPLACE: &str = "
     UPDATE sessions
     SET data = $4,
-        data_order = $5,
+        data_json = $5,
         expiry_kind = $7,
         idle_secs = $8,
-        expiry_at = LEAST($6::timestamptz, created_at + make_interval(secs => $3)),
+        expiry_at = LEAST($6::timestamptz, created_at + make_interval(secs => $3::bigint)),
         touched_at = now(),
         expires_at = verifyd_session_expiry($7, $8, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
       AND ($9::bigint IS NULL OR version = $9)
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 /// The live session's version, after [`REPLACE`] changed nothing: tells 404 from 412.
 const VERSION_OF: &str = "
@@ -292,11 +292,11 @@ const TOUCH: &str = "
             expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
         WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
           AND touched_at <= now() - make_interval(secs => $4::bigint)
-        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version
+        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version
     )
-    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version, true AS refreshed FROM slid
+    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version, true AS refreshed FROM slid
     UNION ALL
-    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version, false FROM sessions
+    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version, false FROM sessions
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
       AND NOT EXISTS (SELECT 1 FROM slid)";
 
@@ -308,7 +308,7 @@ const DELETE_VALUE: &str = "
             touched_at = now(),
             expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
         WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now()) AND data ? $4::text
-        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version
+        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version
     )
     SELECT EXISTS (SELECT 1 FROM sessions
                    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())) AS found,
@@ -477,17 +477,16 @@ impl Store for PgStore {
             return Err(StoreError::DataTooLarge(self.policy.max_data_bytes));
         }
         let (kind, idle) = expiry.to_parts();
-        let order: Vec<&str> = data.keys().map(String::as_str).collect();
         let at = absolute(expiry);
         let row = self
             .query_opt(
                 "INSERT INTO sessions
                      (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at,
-                      data_order, expiry_at)
+                      data_json, expiry_at)
                  VALUES ($1, $2, $3, $4, now(), now(),
-                         verifyd_session_expiry($3, $4, now(), $5, $6), $7,
-                         LEAST($8::timestamptz, now() + make_interval(secs => $6)))
-                 RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_order, version",
+                         verifyd_session_expiry($3, $4, now(), $5, $6), $8,
+                         LEAST($7::timestamptz, now() + make_interval(secs => $6::bigint)))
+                 RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version",
                 &[
                     &key.0.as_slice(),
                     &Json(data),
@@ -495,8 +494,8 @@ impl Store for PgStore {
                     &idle,
                     &self.default_age(),
                     &self.max_lifetime(),
-                    &order,
                     &at,
+                    &Json(data),
                 ],
             )
             .await?
@@ -537,7 +536,7 @@ impl Store for PgStore {
             let tx = c.transaction().await.map_err(db_error)?;
             let read = tx
                 .prepare_cached(
-                    "SELECT data FROM sessions
+                    "SELECT data_json AS data FROM sessions
                      WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
                      FOR UPDATE",
                 )
@@ -564,7 +563,14 @@ impl Store for PgStore {
             let row = tx
                 .query_opt(
                     &write,
-                    &[&key.0.as_slice(), &age, &cap, &name, &Json(value)],
+                    &[
+                        &key.0.as_slice(),
+                        &age,
+                        &cap,
+                        &name,
+                        &Json(value),
+                        &Json(&data),
+                    ],
                 )
                 .await
                 .map_err(db_error)?;
@@ -632,18 +638,23 @@ impl Store for PgStore {
             return Err(StoreError::DataTooLarge(self.policy.max_data_bytes));
         }
         let (kind, idle) = expiry.to_parts();
-        let order: Vec<&str> = data.keys().map(String::as_str).collect();
         let (at, data) = (absolute(expiry), Json(data));
         if let Some(session) = self
-            .write_session(REPLACE, key, &[&data, &order, &at, &kind, &idle, &if_version])
+            .write_session(
+                REPLACE,
+                key,
+                &[&data, &data, &at, &kind, &idle, &if_version],
+            )
             .await?
         {
             return Ok(ReplaceOutcome::Replaced(session));
         }
-        Ok(match self.query_opt(VERSION_OF, &[&key.0.as_slice()]).await? {
-            None => ReplaceOutcome::NoSession,
-            Some(row) => ReplaceOutcome::VersionMismatch(row.try_get(0).map_err(db_error)?),
-        })
+        Ok(
+            match self.query_opt(VERSION_OF, &[&key.0.as_slice()]).await? {
+                None => ReplaceOutcome::NoSession,
+                Some(row) => ReplaceOutcome::VersionMismatch(row.try_get(0).map_err(db_error)?),
+            },
+        )
     }
 
     async fn start_send(
@@ -955,21 +966,14 @@ fn session_from(row: &Row, refreshed: bool) -> StoreResult<Option<Session>> {
     let Some(id) = row.try_get::<_, Option<i64>>("id").map_err(db_error)? else {
         return Ok(None);
     };
-    let Json(mut data) = row
-        .try_get::<_, Json<Map<String, Value>>>("data")
-        .map_err(db_error)?;
-    // Statements from before migration 6 do not return the order or version: their rows keep
-    // jsonb's order and report version 0.
-    if let Ok(order) = row.try_get::<_, Vec<String>>("data_order") {
-        let mut ordered = Map::with_capacity(data.len());
-        for k in order {
-            if let Some(v) = data.remove(&k) {
-                ordered.insert(k, v);
-            }
-        }
-        ordered.append(&mut data);
-        data = ordered;
-    }
+    // Statements from before migration 6 return neither `data_json` nor the version: their
+    // rows come in jsonb's key order and report version 0.
+    let Json(data) = match row.try_get::<_, Json<Map<String, Value>>>("data_json") {
+        Ok(ordered) => ordered,
+        Err(_) => row
+            .try_get::<_, Json<Map<String, Value>>>("data")
+            .map_err(db_error)?,
+    };
     let expires_at: Option<SystemTime> = row.try_get("expires_at").map_err(db_error)?;
     Ok(Some(Session {
         id,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::{
-    CheckOutcome, CheckVerification, DeleteOutcome, ReplaceOutcome, IdempotencyBegin, StartOutcome,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, ReplaceOutcome, StartOutcome,
     StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
     headers_to_json, retry_after,
 };
@@ -268,15 +268,18 @@ fn save(
                     OR idle_secs IS NOT ?5 OR (?4 = 4 AND expires_at IS NOT ?7))
          WHERE id = ?1 RETURNING version",
         )?
-        .query_row(params![
-        row.id,
-        &key.0[..],
-        data,
-        kind,
-        idle,
-            row.touched_at,
-            row.expires_at
-        ], |r| r.get(0))?;
+        .query_row(
+            params![
+                row.id,
+                &key.0[..],
+                data,
+                kind,
+                idle,
+                row.touched_at,
+                row.expires_at
+            ],
+            |r| r.get(0),
+        )?;
     Ok(row.into_session(true))
 }
 
