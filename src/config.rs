@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::challenge::config::{ChallengeConfig, ChallengeMode};
 use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
 use crate::provider::instances::NamedProvider;
@@ -40,6 +41,8 @@ pub struct Config {
     pub global: GlobalConfig,
     pub countries: CountriesConfig,
     pub pumping: PumpingConfig,
+    /// Challenges (proof-of-work or CAPTCHA) before sends.
+    pub challenge: ChallengeConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -419,8 +422,18 @@ pub struct PerPhoneConfig {
     pub window: u64,
     /// Sends per day.
     pub daily_max: u32,
-    /// Wrong codes per `failed_checks_window` seconds before checks are refused for `lockout`.
+    /// Caps on sends per `window` and per day that even a solved challenge cannot pass
+    /// (`max_sends` and `daily_max` are the budgets past which a challenge is asked for).
+    pub hard_max_sends: u32,
+    pub hard_daily_max: u32,
+    /// Sends per `window` and per day to one number from one client network (IPv4 /24,
+    /// IPv6 /48), so that a stranger's network cannot spend the number's whole budget.
+    pub network_max_sends: u32,
+    pub network_daily_max: u32,
+    /// Wrong codes per `failed_checks_window` seconds before checks are refused for `lockout`:
+    /// from anywhere, and from one client network (which locks only that network).
     pub max_failed_checks: u32,
+    pub network_max_failed_checks: u32,
     pub failed_checks_window: u64,
     pub lockout: u64,
 }
@@ -431,19 +444,27 @@ impl Default for PerPhoneConfig {
             max_sends: 5,
             window: 600,
             daily_max: 10,
-            max_failed_checks: 10,
+            hard_max_sends: 10,
+            hard_daily_max: 20,
+            network_max_sends: 3,
+            network_daily_max: 5,
+            max_failed_checks: 50,
+            network_max_failed_checks: 5,
             failed_checks_window: 3600,
             lockout: 3600,
         }
     }
 }
 
-/// Limits per browser client address (IPv4 address, IPv6 /64); 0 turns a limit off.
+/// Limits per browser client address (IPv4 address, IPv6 /64) and network (IPv4 /24, IPv6
+/// /48); 0 turns a limit off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerIpConfig {
     pub max_sends: u32,
     pub max_checks: u32,
+    /// Sends per client network (IPv4 /24, IPv6 /48), beside the per-address `max_sends`.
+    pub prefix_max_sends: u32,
     /// Seconds.
     pub window: u64,
 }
@@ -453,6 +474,7 @@ impl Default for PerIpConfig {
         Self {
             max_sends: 20,
             max_checks: 100,
+            prefix_max_sends: 200,
             window: 3600,
         }
     }
@@ -496,6 +518,8 @@ pub struct PumpingConfig {
     pub min_sample: u32,
     /// Approvals per send below which sends to the country stop.
     pub min_conversion: f64,
+    /// What a tripped breaker does to browser sends: ask for a solved challenge, or refuse.
+    pub on_trip: OnTrip,
 }
 
 impl Default for PumpingConfig {
@@ -505,8 +529,19 @@ impl Default for PumpingConfig {
             window: 3600,
             min_sample: 50,
             min_conversion: 0.2,
+            on_trip: OnTrip::Challenge,
         }
     }
+}
+
+/// `pumping.on_trip`: a tripped breaker makes browser sends to the country solve a challenge
+/// (backends, never challenged, go through), or refuses every send with `destination_blocked`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTrip {
+    #[default]
+    Challenge,
+    Block,
 }
 
 /// A configuration that could not be loaded, with the key and where it came from.
@@ -580,6 +615,7 @@ impl Config {
         let pg = &mut self.store.postgres;
         let a = &mut self.provider.aliyun;
         let sns = &mut self.provider.sns;
+        let ch = &mut self.challenge;
         let mut slots = vec![
             slot("verification.secret", &mut v.secret, &v.secret_file),
             slot("store.postgres.url", &mut pg.url, &pg.url_file),
@@ -592,6 +628,12 @@ impl Config {
                 "provider.sns.secret_access_key",
                 &mut sns.secret_access_key,
                 &sns.secret_access_key_file,
+            ),
+            slot("challenge.secret", &mut ch.secret, &ch.secret_file),
+            slot(
+                "challenge.altcha.hmac_key",
+                &mut ch.altcha.hmac_key,
+                &ch.altcha.hmac_key_file,
             ),
         ];
         for (name, p) in &mut self.providers {
@@ -775,6 +817,7 @@ impl Config {
             }
         }
         self.validate_limits()?;
+        self.challenge.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())
@@ -790,6 +833,27 @@ impl Config {
         }
         if self.per_ip.window == 0 {
             return Err(("per_ip.window", "must be positive".into()));
+        }
+        for (key, soft_key, soft, hard) in [
+            (
+                "per_phone.hard_max_sends",
+                "max_sends",
+                p.max_sends,
+                p.hard_max_sends,
+            ),
+            (
+                "per_phone.hard_daily_max",
+                "daily_max",
+                p.daily_max,
+                p.hard_daily_max,
+            ),
+        ] {
+            if hard > 0 && hard < soft {
+                return Err((
+                    key,
+                    format!("must be 0 (off) or at least per_phone.{soft_key} ({soft})"),
+                ));
+            }
         }
         let c = &self.countries;
         for code in c.limits.keys() {

@@ -15,6 +15,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
     "provider.sns.secret_access_key",
+    "challenge.secret",
+    "challenge.altcha.hmac_key",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.
