@@ -77,6 +77,9 @@ pub enum Expiry {
     Browser,
     /// Never expires (the seed's reading of `set_expiry(None)`), bounded only by `max_lifetime`.
     Never,
+    /// Dies at this moment whatever the activity (Django's `set_expiry(<datetime>)`); a past
+    /// moment means dead at once. Still bounded by `max_lifetime`.
+    At(SystemTime),
 }
 
 impl Expiry {
@@ -87,6 +90,16 @@ impl Expiry {
             Expiry::Idle(n) => (1, Some(n as i32)),
             Expiry::Browser => (2, None),
             Expiry::Never => (3, None),
+            Expiry::At(_) => (4, None),
+        }
+    }
+
+    /// Like [`Expiry::from_parts`], for a row whose `expires_at` is known: an absolute expiry
+    /// is stored as kind 4 and its moment is the row's `expires_at`.
+    pub fn from_row(kind: i16, idle: Option<i32>, expires_at: Option<SystemTime>) -> Self {
+        match (kind, expires_at) {
+            (4, Some(at)) => Expiry::At(at),
+            _ => Self::from_parts(kind, idle),
         }
     }
 
@@ -100,7 +113,7 @@ impl Expiry {
     }
 }
 
-/// JSON form: `N`, `0`, `null` or `"default"`.
+/// JSON form: `N`, `0`, `null`, `"default"` or `{"at": "<RFC 3339>"}`.
 impl Serialize for Expiry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -108,6 +121,12 @@ impl Serialize for Expiry {
             Expiry::Idle(n) => s.serialize_u32(*n),
             Expiry::Browser => s.serialize_u32(0),
             Expiry::Never => s.serialize_none(),
+            Expiry::At(t) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("at", &crate::time::rfc3339_millis(*t))?;
+                m.end()
+            }
         }
     }
 }
@@ -125,8 +144,21 @@ impl<'de> Deserialize<'de> for Expiry {
                     "expiry must be a whole number of seconds between 0 and 2147483647",
                 )),
             },
+            Value::Object(m) => match (m.len(), m.get("at")) {
+                (1, Some(Value::String(t))) => crate::time::parse_rfc3339(t)
+                    .map(Expiry::At)
+                    .ok_or_else(|| {
+                        D::Error::custom(
+                            "expiry.at must be an RFC 3339 date-time with an offset, \
+                             between years 1970 and 9999",
+                        )
+                    }),
+                _ => Err(D::Error::custom(
+                    "an object expiry must be exactly {\"at\": \"<RFC 3339 date-time>\"}",
+                )),
+            },
             _ => Err(D::Error::custom(
-                "expiry must be a number of seconds, 0, null or \"default\"",
+                "expiry must be a number of seconds, 0, null, \"default\" or {\"at\": …}",
             )),
         }
     }
@@ -144,6 +176,8 @@ pub struct Session {
     pub expires_at: Option<SystemTime>,
     /// True when this call moved the expiry (the cookie should be sent again).
     pub refreshed: bool,
+    /// Grows whenever the data or the expiry policy changes: the `ETag` of the session API.
+    pub version: i64,
 }
 
 /// Settings the stores need to compute expiry timestamps.
@@ -206,6 +240,19 @@ mod tests {
             let (k, i) = e.to_parts();
             assert_eq!(Expiry::from_parts(k, i), e);
             assert_eq!(parse(&serde_json::to_string(&e).unwrap()).unwrap(), e);
+        }
+        let at = crate::time::from_millis(1_700_000_000_250);
+        let e = parse(r#"{"at": "2023-11-14T22:13:20.250Z"}"#).unwrap();
+        assert_eq!(e, Expiry::At(at));
+        assert_eq!(Expiry::from_row(4, None, Some(at)), e);
+        assert_eq!(parse(&serde_json::to_string(&e).unwrap()).unwrap(), e);
+        for bad in [
+            r#"{"at": "tomorrow"}"#,
+            r#"{"at": 1700000000}"#,
+            r#"{"at": "2023-11-14T22:13:20Z", "x": 1}"#,
+            r#"{}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

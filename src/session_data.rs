@@ -105,11 +105,50 @@ pub fn check_integers(body: &[u8]) -> Result<(), InvalidData> {
                         shorten(token)
                     )));
                 }
+                // A fraction or exponent is stored as a 64-bit float, written back in its
+                // shortest form: refused unless that form is the same decimal number.
+                if !integer && !same_decimal(token) {
+                    return Err(InvalidData(format!(
+                        "the number {} cannot be kept exactly (it needs more precision or range \
+                         than a 64-bit float); send it as a string",
+                        shorten(token)
+                    )));
+                }
             }
             _ => i += 1,
         }
     }
     Ok(())
+}
+
+/// True when the `f64` nearest to the JSON number `token` prints as the same decimal value
+/// (`1.50`, `15e-1` and `1.5` are one value; `0.1000000000000000000001` is not `0.1`).
+fn same_decimal(token: &str) -> bool {
+    match token.parse::<f64>() {
+        Ok(f) if f.is_finite() => decimal(token) == decimal(&format!("{f:e}")),
+        _ => false,
+    }
+}
+
+/// A decimal's canonical form: (negative, significant digits, exponent of the last digit).
+fn decimal(text: &str) -> Option<(bool, String, i64)> {
+    let (neg, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let trimmed = digits.trim_start_matches('0');
+    let sig = trimmed.trim_end_matches('0');
+    if sig.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let exp = exp - frac.len() as i64 + (trimmed.len() - sig.len()) as i64;
+    Some((neg, sig.to_owned(), exp))
 }
 
 /// The size a session's data counts against `session.max_data_bytes`: its compact JSON text.
@@ -161,12 +200,40 @@ mod tests {
 
     #[test]
     fn integers_beyond_64_bits_are_found_outside_strings_only() {
-        let ok = br#"{"a": [-9223372036854775808, 18446744073709551615, 1.5e400, 1e3],
+        let ok = br#"{"a": [-9223372036854775808, 18446744073709551615, 1.5e300, 1e3],
                       "s": "18446744073709551616 \" 99999999999999999999"}"#;
         assert_eq!(check_integers(ok), Ok(()));
         assert!(check_integers(br#"{"a": 18446744073709551616}"#).is_err());
         assert!(check_integers(br#"{"a": [-9223372036854775809]}"#).is_err());
         assert!(check_integers(br#"{"a\\": 123456789012345678901234567890}"#).is_err());
+    }
+
+    #[test]
+    fn floats_are_kept_exactly_or_refused() {
+        for ok in [
+            "0.1",
+            "1.50",
+            "15e-1",
+            "-2.5E+3",
+            "0.0",
+            "-0.0",
+            "1e-7",
+            "123.456",
+            "5e-324",
+            "1.7976931348623157e308",
+            "0.30000000000000004",
+        ] {
+            assert_eq!(check_integers(ok.as_bytes()), Ok(()), "{ok}");
+        }
+        for bad in [
+            "0.1000000000000000000001",
+            "3.14159265358979323846264338327950288",
+            "1.5e400",
+            "1e-400",
+            "9007199254740993.0",
+        ] {
+            assert!(check_integers(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
 use verifyd::store::postgres::{PgOptions, PgStore};
 use verifyd::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use verifyd::store::{
-    Approval, CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, StartOutcome,
-    StartVerification, Store, StoreError, SweepReport,
+    Approval, CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, ReplaceOutcome,
+    StartOutcome, StartVerification, Store, StoreError, SweepReport,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -126,6 +126,10 @@ macro_rules! conformance {
             checks_write_the_same_whatever_the_number_history,
             wrong_and_missing_codes_take_comparable_time,
             idempotency_records,
+            replace_is_whole_ordered_and_versioned,
+            replace_if_version_lets_one_racer_win,
+            absolute_expiry_never_slides_and_the_past_is_dead,
+            key_order_survives_every_write,
             challenges_are_spent_once_until_swept,
             challenges_are_decided_in_the_send,
             soft_quotas_ask_for_a_challenge_up_to_the_hard_cap,
@@ -1978,6 +1982,253 @@ async fn idempotency_records(h: Harness) {
     assert_eq!(
         s.idempotency_begin("s:3", "k", &b, ttl).await.unwrap(),
         IdempotencyBegin::Started
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole-session replace, versions, absolute expiry, key order (issue 16).
+
+fn keys(data: &Map<String, Value>) -> Vec<&str> {
+    data.keys().map(String::as_str).collect()
+}
+
+/// Keys in an order `jsonb` would not keep (it sorts by length, then bytes).
+fn unsorted() -> Map<String, Value> {
+    obj(
+        json!({"zeta": 1, "a": {"y": 1, "b": 2}, "mm": [1.5, "x"], "b": null, "_session_expiry": 9}),
+    )
+}
+
+async fn replace_is_whole_ordered_and_versioned(h: Harness) {
+    let s = &h.store;
+    let (k, created) = new_session(s, Expiry::Default).await;
+    assert_eq!(created.version, 1);
+    let replaced = match s
+        .replace_session(&k, &unsorted(), Expiry::Idle(60), None)
+        .await
+        .unwrap()
+    {
+        ReplaceOutcome::Replaced(r) => r,
+        other => panic!("expected Replaced, got {other:?}"),
+    };
+    assert_eq!(keys(&replaced.data), keys(&unsorted()), "order as given");
+    assert!(
+        !replaced.data.contains_key("seed"),
+        "a replace drops keys it does not name"
+    );
+    assert_eq!(replaced.expiry, Expiry::Idle(60));
+    assert_expires_after_now(&replaced, secs(60));
+    assert_eq!(replaced.version, 2);
+    let read = s.touch_session(&k).await.unwrap().unwrap();
+    assert_eq!(keys(&read.data), keys(&unsorted()));
+    assert_eq!(read.version, 2, "a read does not move the version");
+    let nested: Vec<&str> = read.data["a"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(nested, ["y", "b"], "nested objects keep their order too");
+
+    // The same data again changes nothing the version covers.
+    let same = s
+        .replace_session(&k, &unsorted(), Expiry::Idle(60), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(same, ReplaceOutcome::Replaced(ref r) if r.version == 2),
+        "{same:?}"
+    );
+    // Per-name writes and expiry changes move it.
+    let v = s
+        .set_value(&k, "n", &json!(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(v, 3);
+    let v = s
+        .set_expiry(&k, Expiry::Never)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(v, 4);
+
+    assert!(matches!(
+        s.replace_session(&key(), &unsorted(), Expiry::Default, None)
+            .await
+            .unwrap(),
+        ReplaceOutcome::NoSession
+    ));
+    assert!(s.flush(&k).await.unwrap());
+    assert!(
+        matches!(
+            s.replace_session(&k, &unsorted(), Expiry::Default, Some(4))
+                .await
+                .unwrap(),
+            ReplaceOutcome::NoSession
+        ),
+        "a flushed session is gone, whatever version is asked for"
+    );
+
+    let big = obj(json!({"x": "y".repeat(h.policy.max_data_bytes)}));
+    let (k2, _) = new_session(s, Expiry::Default).await;
+    assert!(matches!(
+        s.replace_session(&k2, &big, Expiry::Default, None).await,
+        Err(StoreError::DataTooLarge(_))
+    ));
+    assert_eq!(
+        s.touch_session(&k2).await.unwrap().unwrap().data,
+        obj(json!({"seed": 1}))
+    );
+}
+
+#[track_caller]
+fn assert_expires_after_now(s: &Session, after: Duration) {
+    assert_near(
+        s.expires_at.expect("expires"),
+        SystemTime::now() + after,
+        secs(2),
+    );
+}
+
+async fn replace_if_version_lets_one_racer_win(h: Harness) {
+    let s = &h.store;
+    let (k, created) = new_session(s, Expiry::Default).await;
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let store = Arc::clone(s);
+        let version = created.version;
+        racers.push(tokio::spawn(async move {
+            store
+                .replace_session(
+                    &k,
+                    &obj(json!({ "writer": i })),
+                    Expiry::Default,
+                    Some(version),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = Vec::new();
+    for r in racers {
+        match r.await.unwrap() {
+            ReplaceOutcome::Replaced(r) => won.push(r),
+            ReplaceOutcome::VersionMismatch(v) => assert_eq!(v, created.version + 1),
+            ReplaceOutcome::NoSession => panic!("the session is alive"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one writer holding version 1 wins");
+    let read = s.touch_session(&k).await.unwrap().unwrap();
+    assert_eq!(
+        read.data, won[0].data,
+        "the winner's data is what is stored"
+    );
+    assert_eq!(read.version, created.version + 1);
+}
+
+async fn absolute_expiry_never_slides_and_the_past_is_dead(h: Harness) {
+    let s = &h.store;
+    let at = SystemTime::now() + secs(600);
+    let k = key();
+    let created = s
+        .create_session(&k, &obj(json!({})), Expiry::At(at))
+        .await
+        .unwrap();
+    assert_near(created.expires_at.unwrap(), at, Duration::from_millis(2));
+    assert!(matches!(created.expiry, Expiry::At(_)));
+    let written = s.set_value(&k, "a", &json!(1)).await.unwrap().unwrap();
+    assert_near(written.expires_at.unwrap(), at, Duration::from_millis(2));
+    let read = h.reopen().await.touch_session(&k).await.unwrap().unwrap();
+    assert_eq!(
+        read.expiry, written.expiry,
+        "the moment reads back after a restart"
+    );
+
+    // A moment in the past: the session is dead at once, through every door.
+    let past = SystemTime::now() - secs(1);
+    let r = s
+        .replace_session(&k, &obj(json!({"a": 2})), Expiry::At(past), None)
+        .await
+        .unwrap();
+    assert!(matches!(r, ReplaceOutcome::Replaced(_)), "{r:?}");
+    assert_eq!(s.touch_session(&k).await.unwrap(), None);
+    assert!(s.set_value(&k, "b", &json!(1)).await.unwrap().is_none());
+    assert!(
+        matches!(
+            s.replace_session(&k, &obj(json!({})), Expiry::Default, None)
+                .await
+                .unwrap(),
+            ReplaceOutcome::NoSession
+        ),
+        "a dead session cannot be revived by a replace"
+    );
+
+    let k2 = key();
+    s.create_session(&k2, &obj(json!({})), Expiry::At(past))
+        .await
+        .unwrap();
+    assert_eq!(s.touch_session(&k2).await.unwrap(), None, "born dead");
+    let (k3, _) = new_session(s, Expiry::Default).await;
+    s.set_expiry(&k3, Expiry::At(past)).await.unwrap().unwrap();
+    assert_eq!(s.touch_session(&k3).await.unwrap(), None);
+
+    // `max_lifetime` still caps an absolute moment.
+    let capped = with_policy(
+        &h,
+        SessionPolicy {
+            max_lifetime: Some(60),
+            ..h.policy
+        },
+    )
+    .await;
+    let far = SystemTime::now() + secs(86_400);
+    let c = capped
+        .store
+        .create_session(&key(), &obj(json!({})), Expiry::At(far))
+        .await
+        .unwrap();
+    assert_near(c.expires_at.unwrap(), c.created_at + secs(60), secs(1));
+}
+
+async fn key_order_survives_every_write(h: Harness) {
+    let s = &h.store;
+    let k = key();
+    s.create_session(&k, &unsorted(), Expiry::Default)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&s.touch_session(&k).await.unwrap().unwrap().data),
+        keys(&unsorted())
+    );
+    s.set_value(&k, "c", &json!(3)).await.unwrap().unwrap();
+    s.set_value(&k, "zeta", &json!(2)).await.unwrap().unwrap();
+    let d = s.delete_value(&k, "a").await.unwrap();
+    assert!(matches!(d, DeleteOutcome::Deleted(_)));
+    let read = s.touch_session(&k).await.unwrap().unwrap();
+    assert_eq!(
+        keys(&read.data),
+        ["zeta", "mm", "b", "_session_expiry", "c"]
+    );
+    assert_eq!(
+        read.data["zeta"],
+        json!(2),
+        "overwriting a key keeps its place"
+    );
+    let cycled = key();
+    s.cycle(&k, &cycled).await.unwrap().unwrap();
+    let read = h
+        .reopen()
+        .await
+        .touch_session(&cycled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        keys(&read.data),
+        ["zeta", "mm", "b", "_session_expiry", "c"]
     );
 }
 

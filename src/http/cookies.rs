@@ -127,6 +127,7 @@ mod tests {
             created_at: now,
             expires_at: Some(now + Duration::from_secs(300)),
             refreshed: true,
+            version: 1,
         };
         let v = set_cookie(&cfg, &key, &s).to_str().unwrap().to_owned();
         assert!(v.starts_with(&format!("sessionid={}", key.as_str())), "{v}");

@@ -230,6 +230,7 @@ async fn run(
         }),
         Route::CreateSession => sessions::create(app, parts, body).await,
         Route::GetSession { key } => sessions::get(app, parts, &key).await,
+        Route::ReplaceSession { key } => sessions::replace(app, parts, body, &key).await,
         Route::GetValue { key, name } => sessions::get_value(app, parts, &key, &name).await,
         Route::SetValue { key, name } => sessions::set_value(app, parts, body, &key, &name).await,
         Route::DeleteValue { key, name } => sessions::delete_value(app, parts, &key, &name).await,

@@ -57,6 +57,7 @@ mod tests {
             created_at: SystemTime::now(),
             expires_at: None,
             refreshed: false,
+            version: 1,
         }
     }
 

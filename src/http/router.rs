@@ -12,6 +12,7 @@ pub enum Route {
     Readyz,
     CreateSession,
     GetSession { key: String },
+    ReplaceSession { key: String },
     GetValue { key: String, name: String },
     SetValue { key: String, name: String },
     DeleteValue { key: String, name: String },
@@ -43,6 +44,7 @@ pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/session"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions/{key}"),
+    ("PUT", "/v1/sessions/{key}"),
     ("GET", "/v1/sessions/{key}/data/{name}"),
     ("PUT", "/v1/sessions/{key}/data/{name}"),
     ("DELETE", "/v1/sessions/{key}/data/{name}"),
@@ -70,7 +72,7 @@ impl Route {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::CreateSession => "/v1/sessions",
-            Route::GetSession { .. } => "/v1/sessions/{key}",
+            Route::GetSession { .. } | Route::ReplaceSession { .. } => "/v1/sessions/{key}",
             Route::GetValue { .. } | Route::SetValue { .. } | Route::DeleteValue { .. } => {
                 "/v1/sessions/{key}/data/{name}"
             }
@@ -117,13 +119,14 @@ pub fn route(
         ["v1", "session"] => only(&Method::GET, "GET", Route::OwnSession),
         ["v1", "challenge"] => only(&Method::GET, "GET", Route::Challenge),
         ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
-        ["v1", "sessions", key] => only(
-            &Method::GET,
-            "GET",
-            Route::GetSession {
-                key: key.to_string(),
-            },
-        ),
+        ["v1", "sessions", key] => {
+            let key = key.to_string();
+            match m {
+                Method::GET => Ok(Route::GetSession { key }),
+                Method::PUT => Ok(Route::ReplaceSession { key }),
+                _ => Err(ApiError::method_not_allowed("GET, PUT")),
+            }
+        }
         ["v1", "sessions", key, "data", name] => {
             let name = decode(name)?;
             let key = key.to_string();

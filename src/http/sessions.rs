@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use crate::app::App;
 use crate::session::{Expiry, Session, SessionKey};
 use crate::session_data::{check_data, check_integers, check_name, check_value};
-use crate::store::{DeleteOutcome, StoreError};
+use crate::store::{DeleteOutcome, ReplaceOutcome, StoreError};
 
 use super::caller::{require_backend, session_by_key};
 use super::cookies;
@@ -33,6 +33,43 @@ fn view(app: &App, key: &SessionKey, s: &Session) -> Value {
         "max_age": cookies::max_age(s, now),
         "set_cookie": cookies::set_cookie(&app.config.session, key, s).to_str().unwrap_or_default(),
     })
+}
+
+/// The session's answer with its version as a strong `ETag` (`"v<N>"`), for `If-Match`.
+fn with_etag(app: &App, key: &SessionKey, s: &Session, status: StatusCode) -> Resp {
+    let mut resp = json(status, &view(app, key, s));
+    if let Ok(v) = http::HeaderValue::from_str(&etag(s.version)) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
+fn etag(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
+/// The version an `If-Match` header asks for: `None` without the header (or with `*`, which any
+/// live session matches). Anything but one strong tag of ours can match no version, so it
+/// is answered 412 like a stale tag rather than silently ignored.
+fn if_match(parts: &Parts) -> Result<Option<i64>> {
+    let Some(raw) = parts.headers.get(http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = raw.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix("\"v")
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|t| !t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::precondition_failed(
+                "version_mismatch",
+                "If-Match must be one ETag of this session, such as \"v3\"",
+            )
+        })
 }
 
 fn missing() -> ApiError {
@@ -68,7 +105,7 @@ pub async fn create(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp> {
     check_integers(body)?;
     check_data(&data)?;
     let (key, s) = new_session(app, &data, expiry).await?;
-    Ok(json(StatusCode::CREATED, &view(app, &key, &s)))
+    Ok(with_etag(app, &key, &s, StatusCode::CREATED))
 }
 
 /// `GET /v1/sessions/{key}`
@@ -76,7 +113,40 @@ pub async fn get(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
     require_backend(app, parts)?;
     let k = parse_key(key)?;
     let s = session_by_key(app, key).await?;
-    Ok(json(StatusCode::OK, &view(app, &k, &s)))
+    Ok(with_etag(app, &k, &s, StatusCode::OK))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceBody {
+    data: Map<String, Value>,
+    expiry: Expiry,
+}
+
+/// `PUT /v1/sessions/{key}` with `{"data": {…}, "expiry": …}`: Django's whole-session `save()`
+/// as one store operation, optionally guarded by `If-Match`.
+pub async fn replace(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Result<Resp> {
+    require_backend(app, parts)?;
+    let req: ReplaceBody = require_json(parts, body)?;
+    check_integers(body)?;
+    check_data(&req.data)?;
+    let wanted = if_match(parts)?;
+    let k = parse_key(key)?;
+    match app
+        .store
+        .replace_session(&k.hash(), &req.data, req.expiry, wanted)
+        .await?
+    {
+        ReplaceOutcome::Replaced(s) => Ok(with_etag(app, &k, &s, StatusCode::OK)),
+        ReplaceOutcome::NoSession => Err(missing()),
+        ReplaceOutcome::VersionMismatch(now) => Err(ApiError::precondition_failed(
+            "version_mismatch",
+            format!(
+                "the session changed since that ETag was read (it is now {})",
+                etag(now)
+            ),
+        )),
+    }
 }
 
 /// `GET /v1/sessions/{key}/data/{name}[?default=JSON]`
@@ -152,7 +222,7 @@ pub async fn clear(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
     require_backend(app, parts)?;
     let k = parse_key(key)?;
     let s = app.store.clear(&k.hash()).await?.ok_or_else(missing)?;
-    Ok(json(StatusCode::OK, &view(app, &k, &s)))
+    Ok(with_etag(app, &k, &s, StatusCode::OK))
 }
 
 /// `POST /v1/sessions/{key}/flush`
@@ -180,10 +250,10 @@ pub async fn cycle(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
         .cycle(&k.hash(), &new_key.hash())
         .await?
         .ok_or_else(missing)?;
-    Ok(json(StatusCode::OK, &view(app, &new_key, &s)))
+    Ok(with_etag(app, &new_key, &s, StatusCode::OK))
 }
 
-/// `PUT /v1/sessions/{key}/expiry` with `{"expiry": N | 0 | null | "default"}`
+/// `PUT /v1/sessions/{key}/expiry` with `{"expiry": N | 0 | null | "default" | {"at": …}}`
 pub async fn set_expiry(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Result<Resp> {
     require_backend(app, parts)?;
     let mut req: Map<String, Value> = require_json(parts, body)?;
@@ -204,7 +274,7 @@ pub async fn set_expiry(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Re
         .set_expiry(&k.hash(), expiry)
         .await?
         .ok_or_else(missing)?;
-    Ok(json(StatusCode::OK, &view(app, &k, &s)))
+    Ok(with_etag(app, &k, &s, StatusCode::OK))
 }
 
 /// Creates a session under a fresh key, for the session API. (A browser's session is born

@@ -141,6 +141,16 @@ pub enum IdempotencyBegin {
     Mismatch,
 }
 
+/// What [`Store::replace_session`] did.
+#[derive(Debug)]
+pub enum ReplaceOutcome {
+    Replaced(Session),
+    /// No live session has this key.
+    NoSession,
+    /// The session is at another version (given) than the caller's `If-Match`.
+    VersionMismatch(i64),
+}
+
 /// Outcome of deleting one key from a session's data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeleteOutcome {
@@ -233,6 +243,16 @@ pub trait Store: Send + Sync + 'static {
     /// Changes the expiry policy and recomputes `expires_at` from now.
     async fn set_expiry(&self, key: &KeyHash, expiry: Expiry) -> StoreResult<Option<Session>>;
 
+    /// Replaces the whole data (keeping its key order) and the expiry policy of a live session
+    /// in one step, sliding its expiry; with `if_version`, only while the session's version
+    /// still is that number (optimistic concurrency for Django's whole-session `save()`).
+    async fn replace_session(
+        &self,
+        key: &KeyHash,
+        data: &Map<String, Value>,
+        expiry: Expiry,
+        if_version: Option<i64>,
+    ) -> StoreResult<ReplaceOutcome>;
     /// An id no session has or will be given by [`Store::create_session`], for a session that
     /// [`Store::start_send`] may create ([`StartVerification::new_session`]). Writes no row.
     async fn reserve_session_id(&self) -> StoreResult<i64>;

@@ -24,7 +24,7 @@ use crate::store::pg_hosts::HostByHost;
 use crate::store::pg_tls;
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, PoolStatus,
-    StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
+    ReplaceOutcome, StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
     headers_from_json, headers_to_json, retry_after,
 };
 
@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         4,
         "0004_spent_challenges",
         include_str!("../../migrations/postgres/0004_spent_challenges.sql"),
+    ),
+    (
+        6,
+        "0006_session_replace",
+        include_str!("../../migrations/postgres/0006_session_replace.sql"),
     ),
     (
         7,
@@ -239,10 +244,11 @@ impl PgStore {
 const SET_VALUE: &str = "
     UPDATE sessions
     SET data = data || jsonb_build_object($4::text, $5::jsonb),
+        data_json = $6::json,
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 const CLEAR: &str = "
     UPDATE sessions
@@ -250,7 +256,7 @@ const CLEAR: &str = "
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 const CYCLE: &str = "
     UPDATE sessions
@@ -258,16 +264,39 @@ const CYCLE: &str = "
         touched_at = now(),
         expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
 
 const SET_EXPIRY: &str = "
     UPDATE sessions
     SET expiry_kind = $4,
         idle_secs = $5,
+        expiry_at = LEAST($6::timestamptz, created_at + make_interval(secs => $3::bigint)),
         touched_at = now(),
         expires_at = verifyd_session_expiry($4, $5, created_at, $2, $3)
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at";
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
+
+/// Replaces data, key order and expiry at once (`PUT /v1/sessions/{key}`); with `$9` set, only
+/// while the version still is `$9`. Under READ COMMITTED a racing writer's commit makes this
+/// statement re-check the version on the new row, so two writers holding one version cannot
+/// both succeed. `$6` is the absolute moment for kind 4.
+const REPLACE: &str = "
+    UPDATE sessions
+    SET data = $4,
+        data_json = $5,
+        expiry_kind = $7,
+        idle_secs = $8,
+        expiry_at = LEAST($6::timestamptz, created_at + make_interval(secs => $3::bigint)),
+        touched_at = now(),
+        expires_at = verifyd_session_expiry($7, $8, created_at, $2, $3)
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
+      AND ($9::bigint IS NULL OR version = $9)
+    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version";
+
+/// The live session's version, after [`REPLACE`] changed nothing: tells 404 from 412.
+const VERSION_OF: &str = "
+    SELECT version FROM sessions
+    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())";
 
 /// Slides the expiry only when the refresh interval has passed; otherwise returns the row as is.
 /// The common case (no slide) takes no row lock.
@@ -278,11 +307,11 @@ const TOUCH: &str = "
             expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
         WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
           AND touched_at <= now() - make_interval(secs => $4::bigint)
-        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at
+        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version
     )
-    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, true AS refreshed FROM slid
+    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version, true AS refreshed FROM slid
     UNION ALL
-    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, false FROM sessions
+    SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version, false FROM sessions
     WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
       AND NOT EXISTS (SELECT 1 FROM slid)";
 
@@ -294,7 +323,7 @@ const DELETE_VALUE: &str = "
             touched_at = now(),
             expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, $2, $3)
         WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now()) AND data ? $4::text
-        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at
+        RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version
     )
     SELECT EXISTS (SELECT 1 FROM sessions
                    WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())) AS found,
@@ -488,13 +517,16 @@ impl Store for PgStore {
             return Err(StoreError::DataTooLarge(self.policy.max_data_bytes));
         }
         let (kind, idle) = expiry.to_parts();
+        let at = absolute(expiry);
         let row = self
             .query_opt(
                 "INSERT INTO sessions
-                     (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at)
+                     (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at,
+                      data_json, expiry_at)
                  VALUES ($1, $2, $3, $4, now(), now(),
-                         verifyd_session_expiry($3, $4, now(), $5, $6))
-                 RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at",
+                         verifyd_session_expiry($3, $4, now(), $5, $6), $8,
+                         LEAST($7::timestamptz, now() + make_interval(secs => $6::bigint)))
+                 RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at, data_json, version",
                 &[
                     &key.0.as_slice(),
                     &Json(data),
@@ -502,6 +534,8 @@ impl Store for PgStore {
                     &idle,
                     &self.default_age(),
                     &self.max_lifetime(),
+                    &at,
+                    &Json(data),
                 ],
             )
             .await?
@@ -542,7 +576,7 @@ impl Store for PgStore {
             let tx = c.transaction().await.map_err(db_error)?;
             let read = tx
                 .prepare_cached(
-                    "SELECT data FROM sessions
+                    "SELECT data_json AS data FROM sessions
                      WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())
                      FOR UPDATE",
                 )
@@ -569,7 +603,14 @@ impl Store for PgStore {
             let row = tx
                 .query_opt(
                     &write,
-                    &[&key.0.as_slice(), &age, &cap, &name, &Json(value)],
+                    &[
+                        &key.0.as_slice(),
+                        &age,
+                        &cap,
+                        &name,
+                        &Json(value),
+                        &Json(&data),
+                    ],
                 )
                 .await
                 .map_err(db_error)?;
@@ -621,7 +662,39 @@ impl Store for PgStore {
 
     async fn set_expiry(&self, key: &KeyHash, expiry: Expiry) -> StoreResult<Option<Session>> {
         let (kind, idle) = expiry.to_parts();
-        self.write_session(SET_EXPIRY, key, &[&kind, &idle]).await
+        let at = absolute(expiry);
+        self.write_session(SET_EXPIRY, key, &[&kind, &idle, &at])
+            .await
+    }
+
+    async fn replace_session(
+        &self,
+        key: &KeyHash,
+        data: &Map<String, Value>,
+        expiry: Expiry,
+        if_version: Option<i64>,
+    ) -> StoreResult<ReplaceOutcome> {
+        if data_bytes(data) > self.policy.max_data_bytes {
+            return Err(StoreError::DataTooLarge(self.policy.max_data_bytes));
+        }
+        let (kind, idle) = expiry.to_parts();
+        let (at, data) = (absolute(expiry), Json(data));
+        if let Some(session) = self
+            .write_session(
+                REPLACE,
+                key,
+                &[&data, &data, &at, &kind, &idle, &if_version],
+            )
+            .await?
+        {
+            return Ok(ReplaceOutcome::Replaced(session));
+        }
+        Ok(
+            match self.query_opt(VERSION_OF, &[&key.0.as_slice()]).await? {
+                None => ReplaceOutcome::NoSession,
+                Some(row) => ReplaceOutcome::VersionMismatch(row.try_get(0).map_err(db_error)?),
+            },
+        )
     }
 
     async fn reserve_session_id(&self) -> StoreResult<i64> {
@@ -1041,20 +1114,36 @@ fn session_from(row: &Row, refreshed: bool) -> StoreResult<Option<Session>> {
     let Some(id) = row.try_get::<_, Option<i64>>("id").map_err(db_error)? else {
         return Ok(None);
     };
-    let Json(data) = row
-        .try_get::<_, Json<Map<String, Value>>>("data")
-        .map_err(db_error)?;
+    // Statements from before migration 6 return neither `data_json` nor the version: their
+    // rows come in jsonb's key order and report version 0.
+    let Json(data) = match row.try_get::<_, Json<Map<String, Value>>>("data_json") {
+        Ok(ordered) => ordered,
+        Err(_) => row
+            .try_get::<_, Json<Map<String, Value>>>("data")
+            .map_err(db_error)?,
+    };
+    let expires_at: Option<SystemTime> = row.try_get("expires_at").map_err(db_error)?;
     Ok(Some(Session {
         id,
         data,
-        expiry: Expiry::from_parts(
+        expiry: Expiry::from_row(
             row.try_get("expiry_kind").map_err(db_error)?,
             row.try_get("idle_secs").map_err(db_error)?,
+            expires_at,
         ),
         created_at: row.try_get("created_at").map_err(db_error)?,
-        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        expires_at,
         refreshed,
+        version: row.try_get("version").unwrap_or(0),
     }))
+}
+
+/// The moment of an absolute expiry, for the `expiry_at` column.
+fn absolute(expiry: Expiry) -> Option<SystemTime> {
+    match expiry {
+        Expiry::At(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// The quotas as the four parallel arrays `verifyd_take_quotas` takes.

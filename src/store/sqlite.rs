@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::{
-    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, StartOutcome,
-    StartVerification, Store, StoreError, StoreResult, SweepReport, headers_from_json,
-    headers_to_json, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, ReplaceOutcome,
+    StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
+    headers_from_json, headers_to_json, retry_after,
 };
 use crate::code::{CodeMac, CodeNonce};
 use crate::phone::PhoneNumber;
@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "0004_spent_challenges",
         include_str!("../../migrations/sqlite/0004_spent_challenges.sql"),
+    ),
+    (
+        6,
+        "0006_session_replace",
+        include_str!("../../migrations/sqlite/0006_session_replace.sql"),
     ),
     (
         7,
@@ -207,6 +212,7 @@ struct Row {
     created_at: i64,
     touched_at: i64,
     expires_at: Option<i64>,
+    version: i64,
 }
 
 impl Row {
@@ -215,13 +221,15 @@ impl Row {
         let text: String = r.get(1)?;
         let data = serde_json::from_str(&text)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+        let expires_at: Option<i64> = r.get(6)?;
         Ok(Self {
             id: r.get(0)?,
             data,
-            expiry: Expiry::from_parts(r.get(2)?, r.get(3)?),
+            expiry: Expiry::from_row(r.get(2)?, r.get(3)?, expires_at.map(from_millis)),
             created_at: r.get(4)?,
             touched_at: r.get(5)?,
-            expires_at: r.get(6)?,
+            expires_at,
+            version: r.get(7)?,
         })
     }
 
@@ -233,6 +241,7 @@ impl Row {
             created_at: from_millis(self.created_at),
             expires_at: self.expires_at.map(from_millis),
             refreshed,
+            version: self.version,
         }
     }
 }
@@ -240,7 +249,7 @@ impl Row {
 /// The live session with this key.
 fn load(tx: &Transaction<'_>, key: &KeyHash, now: i64) -> StoreResult<Option<Row>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, data, expiry_kind, idle_secs, created_at, touched_at, expires_at
+        "SELECT id, data, expiry_kind, idle_secs, created_at, touched_at, expires_at, version
          FROM sessions WHERE key_hash = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
     )?;
     Ok(stmt
@@ -251,7 +260,7 @@ fn load(tx: &Transaction<'_>, key: &KeyHash, now: i64) -> StoreResult<Option<Row
 /// The live session with this id.
 fn load_by_id(tx: &Transaction<'_>, id: i64, now: i64) -> StoreResult<Option<Row>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, data, expiry_kind, idle_secs, created_at, touched_at, expires_at
+        "SELECT id, data, expiry_kind, idle_secs, created_at, touched_at, expires_at, version
          FROM sessions WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
     )?;
     Ok(stmt.query_row(params![id, now], Row::read).optional()?)
@@ -269,20 +278,28 @@ fn save(
     row.expires_at = expires_at(policy, row.expiry, row.created_at, now);
     let data = to_json(&row.data)?;
     let (kind, idle) = row.expiry.to_parts();
-    tx.prepare_cached(
-        "UPDATE sessions SET key_hash = ?2, data = ?3, expiry_kind = ?4, idle_secs = ?5,
-                touched_at = ?6, expires_at = ?7
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        row.id,
-        &key.0[..],
-        data,
-        kind,
-        idle,
-        row.touched_at,
-        row.expires_at
-    ])?;
+    // The version moves when data or expiry policy changed, as the PostgreSQL trigger does;
+    // for an absolute expiry the policy includes its moment.
+    row.version = tx
+        .prepare_cached(
+            "UPDATE sessions SET key_hash = ?2, data = ?3, expiry_kind = ?4, idle_secs = ?5,
+                touched_at = ?6, expires_at = ?7,
+                version = version + (data IS NOT ?3 OR expiry_kind IS NOT ?4
+                    OR idle_secs IS NOT ?5 OR (?4 = 4 AND expires_at IS NOT ?7))
+         WHERE id = ?1 RETURNING version",
+        )?
+        .query_row(
+            params![
+                row.id,
+                &key.0[..],
+                data,
+                kind,
+                idle,
+                row.touched_at,
+                row.expires_at
+            ],
+            |r| r.get(0),
+        )?;
     Ok(row.into_session(true))
 }
 
@@ -292,12 +309,13 @@ fn to_json(data: &Map<String, Value>) -> StoreResult<String> {
 
 /// `now + idle`, never later than `created_at + max_lifetime`; `None` means no expiry.
 fn expires_at(policy: &SessionPolicy, expiry: Expiry, created_at: i64, now: i64) -> Option<i64> {
-    let idle = match expiry {
-        Expiry::Idle(n) => Some(n),
-        Expiry::Default | Expiry::Browser => Some(policy.default_age),
+    let sliding = match expiry {
+        Expiry::Idle(n) => Some(now.saturating_add(secs_ms(n))),
+        Expiry::Default | Expiry::Browser => Some(now.saturating_add(secs_ms(policy.default_age))),
         Expiry::Never => None,
+        // Never slides: the moment itself, however the session is used.
+        Expiry::At(t) => Some(to_millis(t)),
     };
-    let sliding = idle.map(|secs| now.saturating_add(secs_ms(secs)));
     let cap = policy
         .max_lifetime
         .map(|secs| created_at.saturating_add(secs_ms(secs)));
@@ -471,7 +489,15 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) RETURNING id",
                 )?
                 .query_row(params![&key.0[..], text, kind, idle, now, expires], |r| r.get(0))?;
-            let row = Row { id, data, expiry, created_at: now, touched_at: now, expires_at: expires };
+            let row = Row {
+                id,
+                data,
+                expiry,
+                created_at: now,
+                touched_at: now,
+                expires_at: expires,
+                version: 1,
+            };
             Ok(row.into_session(true))
         })
         .await
@@ -523,7 +549,8 @@ impl Store for SqliteStore {
             let Some(mut row) = load(tx, &key, now)? else {
                 return Ok(DeleteOutcome::NoSession);
             };
-            if row.data.remove(&name).is_none() {
+            // `shift_remove` keeps the order of the keys after it (`remove` would swap).
+            if row.data.shift_remove(&name).is_none() {
                 return Ok(DeleteOutcome::NoSuchKey);
             }
             save(tx, &key, row, now, policy).map(DeleteOutcome::Deleted)
@@ -578,6 +605,32 @@ impl Store for SqliteStore {
             };
             row.expiry = expiry;
             save(tx, &key, row, now, policy).map(Some)
+        })
+        .await
+    }
+
+    async fn replace_session(
+        &self,
+        key: &KeyHash,
+        data: &Map<String, Value>,
+        expiry: Expiry,
+        if_version: Option<i64>,
+    ) -> StoreResult<ReplaceOutcome> {
+        let key = *key;
+        let data = data.clone();
+        self.transaction(move |tx, now, policy| {
+            if data_bytes(&data) > policy.max_data_bytes {
+                return Err(StoreError::DataTooLarge(policy.max_data_bytes));
+            }
+            let Some(mut row) = load(tx, &key, now)? else {
+                return Ok(ReplaceOutcome::NoSession);
+            };
+            if if_version.is_some_and(|v| v != row.version) {
+                return Ok(ReplaceOutcome::VersionMismatch(row.version));
+            }
+            row.data = data;
+            row.expiry = expiry;
+            save(tx, &key, row, now, policy).map(ReplaceOutcome::Replaced)
         })
         .await
     }
