@@ -15,10 +15,17 @@ pub const SECRET_KEYS: &[&str] = &[
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
     "provider.sns.secret_access_key",
+    "provider.http.secret",
+    "provider.hook.secret",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.
-pub const INSTANCE_SECRET_KEYS: &[&str] = &["aliyun.access_key_secret", "sns.secret_access_key"];
+pub const INSTANCE_SECRET_KEYS: &[&str] = &[
+    "aliyun.access_key_secret",
+    "sns.secret_access_key",
+    "http.secret",
+    "hook.secret",
+];
 
 /// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
 /// `providers.<name>.<secret>` for an instance name of the allowed shape.
@@ -228,6 +235,12 @@ kind = "aliyun"
 [providers.global]
 kind = "sns"
 [providers.global.sns]
+[providers.gw]
+kind = "http"
+[providers.gw.http]
+[providers.app]
+kind = "hook"
+[providers.app.hook]
 "#;
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
@@ -242,6 +255,15 @@ kind = "sns"
         }
         assert!(keys.contains(&"providers.cn.aliyun.access_key_secret".to_owned()));
         assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
+        assert!(keys.contains(&"providers.gw.http.secret".to_owned()));
+        assert!(keys.contains(&"providers.app.hook.secret".to_owned()));
+        for key in INSTANCE_SECRET_KEYS {
+            assert!(
+                keys.iter()
+                    .any(|k| k.starts_with("providers.") && k.ends_with(key)),
+                "providers.<name>.{key} has no _file setting"
+            );
+        }
     }
 
     #[test]
