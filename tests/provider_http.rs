@@ -15,6 +15,9 @@ use verifyd::config::{Backend, Config};
 
 const US: &str = "+12015550123";
 
+/// Answers a fake is told to give, one per request.
+type Answers = Vec<(u16, Value)>;
+
 /// The ```toml block of the README that starts with `# recipe: <name>`.
 fn recipe(name: &str) -> String {
     let readme = include_str!("../README.md");
@@ -126,7 +129,7 @@ async fn outcome(fake: &FakeApi, d: TestDaemon, phone: &str) -> (StatusCode, Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_errors_map_onto_the_failure_classes() {
     // (forced answers, client status, client error, requests the fake saw)
-    let cases: Vec<(Vec<(u16, Value)>, StatusCode, &str, usize)> = vec![
+    let cases: Vec<(Answers, StatusCode, &str, usize)> = vec![
         (
             vec![apis::twilio_error(
                 400,
@@ -226,7 +229,7 @@ async fn vonage_recipe_sends_digits_and_reads_the_status_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vonage_status_codes_map_onto_the_failure_classes() {
-    let cases: Vec<(Vec<(u16, Value)>, StatusCode, usize)> = vec![
+    let cases: Vec<(Answers, StatusCode, usize)> = vec![
         (
             vec![apis::vonage_error("7", "Number barred.")],
             StatusCode::UNPROCESSABLE_ENTITY,
