@@ -17,6 +17,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "provider.sns.secret_access_key",
     "provider.http.secret",
     "provider.hook.secret",
+    "challenge.secret",
+    "challenge.altcha.hmac_key",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 
 mod caller;
+mod challenge;
 pub mod client_ip;
 mod compat;
 mod cookies;
@@ -243,6 +244,7 @@ async fn run(
         Route::DemoPage => Ok(demo::page()),
         Route::OwnSession => own_session::get(app, parts).await,
         Route::Metrics => metrics_on_api_port(app, parts).await,
+        Route::Challenge => Ok(challenge::get(app)),
     }
 }
 

@@ -27,6 +27,7 @@ pub enum Route {
     DemoPage,
     OwnSession,
     Metrics,
+    Challenge,
 }
 
 /// Every (method, path template) pair the router serves, the seed routes with and without their
@@ -51,6 +52,7 @@ pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/sessions/{key}/expiry"),
     ("POST", "/v1/verifications"),
     ("POST", "/v1/verifications/check"),
+    ("GET", "/v1/challenge"),
     ("GET", "/sms_send/"),
     ("POST", "/sms_send/"),
     ("GET", "/sms_send"),
@@ -84,6 +86,7 @@ impl Route {
             Route::DemoPage => "/",
             Route::OwnSession => "/v1/session",
             Route::Metrics => "/metrics",
+            Route::Challenge => "/v1/challenge",
         }
     }
 }
@@ -112,6 +115,7 @@ pub fn route(
         ["metrics"] => only(&Method::GET, "GET", Route::Metrics),
         [""] if demo_page => only(&Method::GET, "GET", Route::DemoPage),
         ["v1", "session"] => only(&Method::GET, "GET", Route::OwnSession),
+        ["v1", "challenge"] => only(&Method::GET, "GET", Route::Challenge),
         ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
         ["v1", "sessions", key] => only(
             &Method::GET,

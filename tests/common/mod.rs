@@ -2,12 +2,14 @@
 #![allow(dead_code)]
 
 // Daemons, databases, fakes of the SMS gateways, subprocesses, log capture, browsers.
+pub mod altcha_py;
 pub mod browser;
 pub mod certs;
 pub mod cluster;
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod fake_gateway;
+pub mod fake_siteverify;
 pub mod fake_sms_apis;
 pub mod fake_sns;
 pub mod hook_receiver;
