@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub use crate::challenge::config::{ChallengeConfig, ChallengeMode};
 use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
+use crate::provider::hook::HookConfig;
+use crate::provider::http::HttpConfig as HttpProviderConfig;
 use crate::provider::instances::NamedProvider;
 use crate::provider::sns::SnsConfig;
 use crate::secret::Secret;
@@ -341,6 +343,8 @@ pub enum ProviderKind {
     Mock,
     Aliyun,
     Sns,
+    Http,
+    Hook,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -353,6 +357,8 @@ pub struct ProviderConfig {
     pub mock: MockConfig,
     pub aliyun: AliyunConfig,
     pub sns: SnsConfig,
+    pub http: HttpProviderConfig,
+    pub hook: HookConfig,
 }
 
 impl Default for ProviderConfig {
@@ -364,6 +370,8 @@ impl Default for ProviderConfig {
             mock: MockConfig::default(),
             aliyun: AliyunConfig::default(),
             sns: SnsConfig::default(),
+            http: HttpProviderConfig::default(),
+            hook: HookConfig::default(),
         }
     }
 }
@@ -646,6 +654,8 @@ impl Config {
         let pg = &mut self.store.postgres;
         let a = &mut self.provider.aliyun;
         let sns = &mut self.provider.sns;
+        let http = &mut self.provider.http;
+        let hook = &mut self.provider.hook;
         let ch = &mut self.challenge;
         let mut slots = vec![
             slot("verification.secret", &mut v.secret, &v.secret_file),
@@ -660,6 +670,8 @@ impl Config {
                 &mut sns.secret_access_key,
                 &sns.secret_access_key_file,
             ),
+            slot("provider.http.secret", &mut http.secret, &http.secret_file),
+            slot("provider.hook.secret", &mut hook.secret, &hook.secret_file),
             slot("challenge.secret", &mut ch.secret, &ch.secret_file),
             slot(
                 "challenge.altcha.hmac_key",
@@ -680,6 +692,20 @@ impl Config {
                     &format!("providers.{name}.sns.secret_access_key"),
                     &mut sns.secret_access_key,
                     &sns.secret_access_key_file,
+                ));
+            }
+            if let Some(http) = &mut p.http {
+                slots.push(slot(
+                    &format!("providers.{name}.http.secret"),
+                    &mut http.secret,
+                    &http.secret_file,
+                ));
+            }
+            if let Some(hook) = &mut p.hook {
+                slots.push(slot(
+                    &format!("providers.{name}.hook.secret"),
+                    &mut hook.secret,
+                    &hook.secret_file,
                 ));
             }
         }

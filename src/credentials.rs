@@ -15,12 +15,19 @@ pub const SECRET_KEYS: &[&str] = &[
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
     "provider.sns.secret_access_key",
+    "provider.http.secret",
+    "provider.hook.secret",
     "challenge.secret",
     "challenge.altcha.hmac_key",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.
-pub const INSTANCE_SECRET_KEYS: &[&str] = &["aliyun.access_key_secret", "sns.secret_access_key"];
+pub const INSTANCE_SECRET_KEYS: &[&str] = &[
+    "aliyun.access_key_secret",
+    "sns.secret_access_key",
+    "http.secret",
+    "hook.secret",
+];
 
 /// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
 /// `providers.<name>.<secret>` for an instance name of the allowed shape.
@@ -205,6 +212,10 @@ access_key_id = "AKIA"
             "providers.cn.aliyun.access_key_secret",
             "providers.a_b-9.sns.secret_access_key",
             "provider.sns.secret_access_key",
+            "provider.http.secret",
+            "provider.hook.secret",
+            "providers.twilio.http.secret",
+            "providers.app.hook.secret",
         ] {
             assert!(is_secret_key(ok), "{ok}");
         }
@@ -215,6 +226,9 @@ access_key_id = "AKIA"
             "providers.cn.sns.access_key_secret",
             "providers.a.b.sns.secret_access_key",
             "providers.cn.kind",
+            "providers.gw.http.username",
+            "providers.gw.http.secret_file",
+            "providers.app.hook.url",
             "verification.secret_file",
         ] {
             assert!(!is_secret_key(bad), "{bad}");
@@ -230,6 +244,12 @@ kind = "aliyun"
 [providers.global]
 kind = "sns"
 [providers.global.sns]
+[providers.gw]
+kind = "http"
+[providers.gw.http]
+[providers.app]
+kind = "hook"
+[providers.app.hook]
 "#;
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
@@ -244,6 +264,15 @@ kind = "sns"
         }
         assert!(keys.contains(&"providers.cn.aliyun.access_key_secret".to_owned()));
         assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
+        assert!(keys.contains(&"providers.gw.http.secret".to_owned()));
+        assert!(keys.contains(&"providers.app.hook.secret".to_owned()));
+        for key in INSTANCE_SECRET_KEYS {
+            assert!(
+                keys.iter()
+                    .any(|k| k.starts_with("providers.") && k.ends_with(key)),
+                "providers.<name>.{key} has no _file setting"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ fn named(kind: ProviderKind) -> NamedProvider {
         mock: None,
         aliyun: None,
         sns: None,
+        http: None,
+        hook: None,
     }
 }
 
