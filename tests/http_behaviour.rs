@@ -329,7 +329,7 @@ async fn every_error_is_json() {
             authed(Method::DELETE, &format!("/v1/sessions/{key}")),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            Some("GET"),
+            Some("GET, PUT"),
             "DELETE session",
         ),
         (
