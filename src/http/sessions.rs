@@ -130,8 +130,8 @@ pub async fn replace(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Resul
     let req: ReplaceBody = require_json(parts, body)?;
     check_integers(body)?;
     check_data(&req.data)?;
-    let wanted = if_match(parts)?;
     let k = parse_key(key)?;
+    let wanted = if_match(parts)?;
     match app
         .store
         .replace_session(&k.hash(), &req.data, req.expiry, wanted)
