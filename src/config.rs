@@ -13,6 +13,7 @@ use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
 use crate::provider::instances::NamedProvider;
 use crate::provider::sns::SnsConfig;
+use crate::provider::tencent::TencentConfig;
 use crate::secret::Secret;
 use crate::session::SessionPolicy;
 use crate::store::sqlite::Synchronous;
@@ -307,6 +308,7 @@ pub enum ProviderKind {
     Mock,
     Aliyun,
     Sns,
+    Tencent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -319,6 +321,7 @@ pub struct ProviderConfig {
     pub mock: MockConfig,
     pub aliyun: AliyunConfig,
     pub sns: SnsConfig,
+    pub tencent: TencentConfig,
 }
 
 impl Default for ProviderConfig {
@@ -330,6 +333,7 @@ impl Default for ProviderConfig {
             mock: MockConfig::default(),
             aliyun: AliyunConfig::default(),
             sns: SnsConfig::default(),
+            tencent: TencentConfig::default(),
         }
     }
 }
@@ -580,6 +584,7 @@ impl Config {
         let pg = &mut self.store.postgres;
         let a = &mut self.provider.aliyun;
         let sns = &mut self.provider.sns;
+        let t = &mut self.provider.tencent;
         let mut slots = vec![
             slot("verification.secret", &mut v.secret, &v.secret_file),
             slot("store.postgres.url", &mut pg.url, &pg.url_file),
@@ -593,6 +598,16 @@ impl Config {
                 &mut sns.secret_access_key,
                 &sns.secret_access_key_file,
             ),
+            slot(
+                "provider.tencent.secret_key",
+                &mut t.secret_key,
+                &t.secret_key_file,
+            ),
+            slot(
+                "provider.tencent.receipt_token",
+                &mut t.receipt_token,
+                &t.receipt_token_file,
+            ),
         ];
         for (name, p) in &mut self.providers {
             if let Some(a) = &mut p.aliyun {
@@ -600,6 +615,18 @@ impl Config {
                     &format!("providers.{name}.aliyun.access_key_secret"),
                     &mut a.access_key_secret,
                     &a.access_key_secret_file,
+                ));
+            }
+            if let Some(t) = &mut p.tencent {
+                slots.push(slot(
+                    &format!("providers.{name}.tencent.secret_key"),
+                    &mut t.secret_key,
+                    &t.secret_key_file,
+                ));
+                slots.push(slot(
+                    &format!("providers.{name}.tencent.receipt_token"),
+                    &mut t.receipt_token,
+                    &t.receipt_token_file,
                 ));
             }
             if let Some(sns) = &mut p.sns {

@@ -15,10 +15,17 @@ pub const SECRET_KEYS: &[&str] = &[
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
     "provider.sns.secret_access_key",
+    "provider.tencent.secret_key",
+    "provider.tencent.receipt_token",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.
-pub const INSTANCE_SECRET_KEYS: &[&str] = &["aliyun.access_key_secret", "sns.secret_access_key"];
+pub const INSTANCE_SECRET_KEYS: &[&str] = &[
+    "aliyun.access_key_secret",
+    "sns.secret_access_key",
+    "tencent.secret_key",
+    "tencent.receipt_token",
+];
 
 /// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
 /// `providers.<name>.<secret>` for an instance name of the allowed shape.
@@ -228,6 +235,9 @@ kind = "aliyun"
 [providers.global]
 kind = "sns"
 [providers.global.sns]
+[providers.tc]
+kind = "tencent"
+[providers.tc.tencent]
 "#;
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
@@ -242,6 +252,8 @@ kind = "sns"
         }
         assert!(keys.contains(&"providers.cn.aliyun.access_key_secret".to_owned()));
         assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
+        assert!(keys.contains(&"providers.tc.tencent.secret_key".to_owned()));
+        assert!(keys.contains(&"providers.tc.tencent.receipt_token".to_owned()));
     }
 
     #[test]

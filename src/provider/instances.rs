@@ -14,6 +14,7 @@ use super::metered::Metered;
 use super::mock::MockProvider;
 use super::routing::{DEFAULT_ROUTE, Instance, Router};
 use super::sns::{SnsConfig, SnsProvider};
+use super::tencent::{TencentConfig, TencentProvider};
 use crate::config::{Config, MockConfig, ProviderKind};
 use crate::metrics::Metrics;
 
@@ -41,6 +42,8 @@ pub struct NamedProvider {
     pub aliyun: Option<AliyunConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sns: Option<SnsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tencent: Option<TencentConfig>,
 }
 
 /// One instance as configured, whichever shape it came from.
@@ -54,6 +57,7 @@ struct Spec<'a> {
     mock: Option<&'a MockConfig>,
     aliyun: Option<&'a AliyunConfig>,
     sns: Option<&'a SnsConfig>,
+    tencent: Option<&'a TencentConfig>,
 }
 
 fn kind_name(kind: ProviderKind) -> &'static str {
@@ -61,6 +65,7 @@ fn kind_name(kind: ProviderKind) -> &'static str {
         ProviderKind::Mock => "mock",
         ProviderKind::Aliyun => "aliyun",
         ProviderKind::Sns => "sns",
+        ProviderKind::Tencent => "tencent",
     }
 }
 
@@ -78,6 +83,7 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             mock: Some(&p.mock),
             aliyun: Some(&p.aliyun),
             sns: Some(&p.sns),
+            tencent: Some(&p.tencent),
         };
         return (vec![spec], vec![(DEFAULT_ROUTE.to_owned(), vec![name])]);
     }
@@ -93,6 +99,7 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             mock: p.mock.as_ref(),
             aliyun: p.aliyun.as_ref(),
             sns: p.sns.as_ref(),
+            tencent: p.tencent.as_ref(),
         })
         .collect();
     let routes = config
@@ -162,6 +169,7 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             (ProviderKind::Mock, s.mock.is_some()),
             (ProviderKind::Aliyun, s.aliyun.is_some()),
             (ProviderKind::Sns, s.sns.is_some()),
+            (ProviderKind::Tencent, s.tencent.is_some()),
         ];
         for (kind, present) in tables {
             let name = kind_name(kind);
@@ -211,6 +219,16 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
         ProviderKind::Sns => {
             let c = s.sns.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.sns"))?;
+        }
+        ProviderKind::Tencent => {
+            let c = s.tencent.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
+            c.validate(&format!("{t}.tencent"))?;
+            if c.max_total_ms > s.timeout_ms {
+                return Err((
+                    format!("{t}.tencent.max_total_ms"),
+                    format!("must be at most {t}.timeout_ms ({} ms)", s.timeout_ms),
+                ));
+            }
         }
     }
     Ok(())
@@ -286,6 +304,10 @@ pub async fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Router, Bu
             ProviderKind::Aliyun => Arc::new(
                 AliyunProvider::new(s.aliyun.ok_or_else(missing)?)
                     .map_err(|e| BuildError(format!("{}: {e}", s.table)))?,
+            ),
+            ProviderKind::Tencent => Arc::new(
+                TencentProvider::new(s.tencent.ok_or_else(missing)?)
+                    .map_err(|e| BuildError(format!("{}.tencent.{e}", s.table)))?,
             ),
             ProviderKind::Sns => Arc::new(
                 SnsProvider::new(s.sns.ok_or_else(missing)?, &format!("{}.sns", s.table))

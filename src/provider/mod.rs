@@ -17,6 +17,7 @@ pub mod routing;
 pub mod sms_length;
 pub mod sns;
 pub mod templates;
+pub mod tencent;
 
 /// One message to deliver.
 #[derive(Debug, Clone)]
