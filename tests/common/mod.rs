@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod fake_sns;
+pub mod fake_tencent;
 pub mod logs;
 pub mod moto;
 pub mod pg;
