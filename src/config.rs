@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
+use crate::provider::hook::HookConfig;
+use crate::provider::http::HttpConfig as HttpProviderConfig;
 use crate::provider::instances::NamedProvider;
 use crate::provider::sns::SnsConfig;
 use crate::provider::tencent::TencentConfig;
@@ -309,6 +311,8 @@ pub enum ProviderKind {
     Aliyun,
     Sns,
     Tencent,
+    Http,
+    Hook,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -322,6 +326,8 @@ pub struct ProviderConfig {
     pub aliyun: AliyunConfig,
     pub sns: SnsConfig,
     pub tencent: TencentConfig,
+    pub http: HttpProviderConfig,
+    pub hook: HookConfig,
 }
 
 impl Default for ProviderConfig {
@@ -334,6 +340,8 @@ impl Default for ProviderConfig {
             aliyun: AliyunConfig::default(),
             sns: SnsConfig::default(),
             tencent: TencentConfig::default(),
+            http: HttpProviderConfig::default(),
+            hook: HookConfig::default(),
         }
     }
 }
@@ -585,6 +593,8 @@ impl Config {
         let a = &mut self.provider.aliyun;
         let sns = &mut self.provider.sns;
         let t = &mut self.provider.tencent;
+        let http = &mut self.provider.http;
+        let hook = &mut self.provider.hook;
         let mut slots = vec![
             slot("verification.secret", &mut v.secret, &v.secret_file),
             slot("store.postgres.url", &mut pg.url, &pg.url_file),
@@ -608,6 +618,8 @@ impl Config {
                 &mut t.receipt_token,
                 &t.receipt_token_file,
             ),
+            slot("provider.http.secret", &mut http.secret, &http.secret_file),
+            slot("provider.hook.secret", &mut hook.secret, &hook.secret_file),
         ];
         for (name, p) in &mut self.providers {
             if let Some(a) = &mut p.aliyun {
@@ -634,6 +646,20 @@ impl Config {
                     &format!("providers.{name}.sns.secret_access_key"),
                     &mut sns.secret_access_key,
                     &sns.secret_access_key_file,
+                ));
+            }
+            if let Some(http) = &mut p.http {
+                slots.push(slot(
+                    &format!("providers.{name}.http.secret"),
+                    &mut http.secret,
+                    &http.secret_file,
+                ));
+            }
+            if let Some(hook) = &mut p.hook {
+                slots.push(slot(
+                    &format!("providers.{name}.hook.secret"),
+                    &mut hook.secret,
+                    &hook.secret_file,
                 ));
             }
         }

@@ -17,6 +17,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "provider.sns.secret_access_key",
     "provider.tencent.secret_key",
     "provider.tencent.receipt_token",
+    "provider.http.secret",
+    "provider.hook.secret",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.
@@ -25,6 +27,8 @@ pub const INSTANCE_SECRET_KEYS: &[&str] = &[
     "sns.secret_access_key",
     "tencent.secret_key",
     "tencent.receipt_token",
+    "http.secret",
+    "hook.secret",
 ];
 
 /// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
@@ -238,6 +242,12 @@ kind = "sns"
 [providers.tc]
 kind = "tencent"
 [providers.tc.tencent]
+[providers.gw]
+kind = "http"
+[providers.gw.http]
+[providers.app]
+kind = "hook"
+[providers.app.hook]
 "#;
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
@@ -254,6 +264,15 @@ kind = "tencent"
         assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
         assert!(keys.contains(&"providers.tc.tencent.secret_key".to_owned()));
         assert!(keys.contains(&"providers.tc.tencent.receipt_token".to_owned()));
+        assert!(keys.contains(&"providers.gw.http.secret".to_owned()));
+        assert!(keys.contains(&"providers.app.hook.secret".to_owned()));
+        for key in INSTANCE_SECRET_KEYS {
+            assert!(
+                keys.iter()
+                    .any(|k| k.starts_with("providers.") && k.ends_with(key)),
+                "providers.<name>.{key} has no _file setting"
+            );
+        }
     }
 
     #[test]

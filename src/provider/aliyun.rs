@@ -22,7 +22,7 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// No attempt is started with less time than this left in the budget (or the per-attempt
 /// timeout, if smaller): it could only time out, and perhaps still deliver.
-pub(super) const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// Why the provider could not be built at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ fn template_param(name: &str, code: &str) -> String {
 }
 
 /// A random UUID-shaped nonce (hex of 16 bytes from the OS generator).
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("the OS random generator is unavailable");
     let h = hex::encode(b);
@@ -203,7 +203,7 @@ fn nonce() -> String {
 /// The pause after failed attempt `n` (1-based): half of `min(first · 2^(n-1), max)` plus a
 /// random part of up to the other half, so that daemons that failed together do not retry
 /// together.
-pub(super) fn backoff(n: u32) -> Duration {
+pub(crate) fn backoff(n: u32) -> Duration {
     let ceiling = BACKOFF_FIRST
         .saturating_mul(1 << n.saturating_sub(1).min(16))
         .min(BACKOFF_MAX);

@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::Provider;
 use super::aliyun::{AliyunConfig, AliyunProvider};
 use super::breaker::BreakerConfig;
+use super::hook::{HookConfig, HookProvider};
+use super::http::{HttpConfig, HttpProvider};
 use super::metered::Metered;
 use super::mock::MockProvider;
 use super::routing::{DEFAULT_ROUTE, Instance, Router};
@@ -44,6 +46,9 @@ pub struct NamedProvider {
     pub sns: Option<SnsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tencent: Option<TencentConfig>,
+    pub http: Option<HttpConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookConfig>,
 }
 
 /// One instance as configured, whichever shape it came from.
@@ -58,6 +63,8 @@ struct Spec<'a> {
     aliyun: Option<&'a AliyunConfig>,
     sns: Option<&'a SnsConfig>,
     tencent: Option<&'a TencentConfig>,
+    http: Option<&'a HttpConfig>,
+    hook: Option<&'a HookConfig>,
 }
 
 fn kind_name(kind: ProviderKind) -> &'static str {
@@ -66,6 +73,8 @@ fn kind_name(kind: ProviderKind) -> &'static str {
         ProviderKind::Aliyun => "aliyun",
         ProviderKind::Sns => "sns",
         ProviderKind::Tencent => "tencent",
+        ProviderKind::Http => "http",
+        ProviderKind::Hook => "hook",
     }
 }
 
@@ -84,6 +93,8 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             aliyun: Some(&p.aliyun),
             sns: Some(&p.sns),
             tencent: Some(&p.tencent),
+            http: Some(&p.http),
+            hook: Some(&p.hook),
         };
         return (vec![spec], vec![(DEFAULT_ROUTE.to_owned(), vec![name])]);
     }
@@ -100,6 +111,8 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             aliyun: p.aliyun.as_ref(),
             sns: p.sns.as_ref(),
             tencent: p.tencent.as_ref(),
+            http: p.http.as_ref(),
+            hook: p.hook.as_ref(),
         })
         .collect();
     let routes = config
@@ -170,6 +183,8 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             (ProviderKind::Aliyun, s.aliyun.is_some()),
             (ProviderKind::Sns, s.sns.is_some()),
             (ProviderKind::Tencent, s.tencent.is_some()),
+            (ProviderKind::Http, s.http.is_some()),
+            (ProviderKind::Hook, s.hook.is_some()),
         ];
         for (kind, present) in tables {
             let name = kind_name(kind);
@@ -223,13 +238,35 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
         ProviderKind::Tencent => {
             let c = s.tencent.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.tencent"))?;
-            if c.max_total_ms > s.timeout_ms {
-                return Err((
-                    format!("{t}.tencent.max_total_ms"),
-                    format!("must be at most {t}.timeout_ms ({} ms)", s.timeout_ms),
-                ));
-            }
+            within_timeout(t, "tencent", c.max_total_ms, s.timeout_ms)?;
         }
+        ProviderKind::Http => {
+            let c = s.http.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
+            c.validate(&format!("{t}.http"))?;
+            within_timeout(t, "http", c.max_total_ms, s.timeout_ms)?;
+        }
+        ProviderKind::Hook => {
+            let c = s.hook.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
+            c.validate(&format!("{t}.hook"))?;
+            within_timeout(t, "hook", c.max_total_ms, s.timeout_ms)?;
+        }
+    }
+    Ok(())
+}
+
+/// A provider's own retry budget must end before the router gives up on it, or retries are
+/// cut off mid-attempt.
+fn within_timeout(
+    t: &str,
+    kind: &str,
+    max_total_ms: u64,
+    timeout_ms: u64,
+) -> Result<(), (String, String)> {
+    if max_total_ms > timeout_ms {
+        return Err((
+            format!("{t}.{kind}.max_total_ms"),
+            format!("must be at most {t}.timeout_ms ({timeout_ms} ms)"),
+        ));
     }
     Ok(())
 }
@@ -312,6 +349,14 @@ pub async fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Router, Bu
             ProviderKind::Sns => Arc::new(
                 SnsProvider::new(s.sns.ok_or_else(missing)?, &format!("{}.sns", s.table))
                     .await
+                    .map_err(|e| BuildError(e.to_string()))?,
+            ),
+            ProviderKind::Http => Arc::new(
+                HttpProvider::new(s.http.ok_or_else(missing)?, &format!("{}.http", s.table))
+                    .map_err(|e| BuildError(e.to_string()))?,
+            ),
+            ProviderKind::Hook => Arc::new(
+                HookProvider::new(s.hook.ok_or_else(missing)?, &format!("{}.hook", s.table))
                     .map_err(|e| BuildError(e.to_string()))?,
             ),
         };

@@ -10,6 +10,8 @@ use crate::phone::PhoneNumber;
 
 pub mod aliyun;
 pub mod breaker;
+pub mod hook;
+pub mod http;
 pub mod instances;
 pub mod metered;
 pub mod mock;

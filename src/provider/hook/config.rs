@@ -1,0 +1,144 @@
+//! `[provider.hook]` / `[providers.<name>.hook]`: where the application receives codes to
+//! deliver itself, and the Standard Webhooks secret verifyd signs them with.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use crate::secret::Secret;
+
+/// `[provider.hook]`. `Debug` and serialization redact the secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookConfig {
+    /// The application's endpoint, `https://` in production.
+    pub url: String,
+    /// `whsec_` and the base64 of the signing key, as Standard Webhooks libraries generate it.
+    pub secret: Secret,
+    /// A file holding the secret, read once at start-up.
+    pub secret_file: Option<PathBuf>,
+    /// Milliseconds one attempt may take.
+    pub timeout_ms: u64,
+    /// Milliseconds all attempts of one send may take together, pauses included.
+    pub max_total_ms: u64,
+}
+
+impl Default for HookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: Secret::default(),
+            secret_file: None,
+            timeout_ms: 5000,
+            max_total_ms: 10_000,
+        }
+    }
+}
+
+/// The signing key inside a `whsec_` secret.
+pub(super) fn key_bytes(secret: &Secret) -> Option<Vec<u8>> {
+    let b64 = secret.expose().strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    // Standard Webhooks asks for 24 to 64 bytes of key.
+    (24..=64).contains(&key.len()).then_some(key)
+}
+
+impl HookConfig {
+    /// The offending key (under `table`, e.g. `providers.app.hook`) and why.
+    pub fn validate(&self, table: &str) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("{table}.{k}");
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err((
+                    key("url"),
+                    "must be an http:// or https:// URL when kind = \"hook\"".into(),
+                ));
+            }
+        }
+        if self.secret.is_empty() {
+            return Err((
+                key("secret"),
+                format!(
+                    "must be set (or {}) when kind = \"hook\"",
+                    key("secret_file")
+                ),
+            ));
+        }
+        if key_bytes(&self.secret).is_none() {
+            return Err((
+                key("secret"),
+                "must be \"whsec_\" followed by the base64 of 24 to 64 random bytes".into(),
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err((key("timeout_ms"), "must be positive".into()));
+        }
+        if self.max_total_ms < self.timeout_ms {
+            return Err((
+                key("max_total_ms"),
+                format!(
+                    "must be at least {} ({})",
+                    key("timeout_ms"),
+                    self.timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn complete() -> HookConfig {
+        HookConfig {
+            url: "https://app.example/hooks/sms".into(),
+            secret: Secret::new(SECRET),
+            ..HookConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_config_is_valid_and_redacted() {
+        let c = complete();
+        assert_eq!(c.validate("provider.hook"), Ok(()));
+        assert!(!format!("{c:?}").contains("MfKQ9r8"));
+        assert!(!toml::to_string(&c).unwrap().contains("MfKQ9r8"));
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let key = |f: fn(&mut HookConfig)| {
+            let mut c = complete();
+            f(&mut c);
+            c.validate("providers.app.hook").unwrap_err().0
+        };
+        assert_eq!(key(|c| c.url.clear()), "providers.app.hook.url");
+        assert_eq!(key(|c| c.url = "ftp://x/".into()), "providers.app.hook.url");
+        assert_eq!(
+            key(|c| c.secret = Secret::default()),
+            "providers.app.hook.secret"
+        );
+        assert_eq!(
+            key(|c| c.secret = Secret::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+            "providers.app.hook.secret"
+        );
+        assert_eq!(
+            key(|c| c.secret = Secret::new("whsec_c2hvcnQ=")),
+            "providers.app.hook.secret"
+        );
+        assert_eq!(
+            key(|c| c.secret = Secret::new("whsec_!!!")),
+            "providers.app.hook.secret"
+        );
+        assert_eq!(key(|c| c.timeout_ms = 0), "providers.app.hook.timeout_ms");
+        assert_eq!(
+            key(|c| c.max_total_ms = 1),
+            "providers.app.hook.max_total_ms"
+        );
+    }
+}
