@@ -322,6 +322,8 @@ async fn named_tencent_instance_fails_over_to_the_next_provider() {
             aliyun: None,
             sns: None,
             tencent: None,
+            http: None,
+            hook: None,
         };
         c.providers.insert(
             "cn-tencent".into(),

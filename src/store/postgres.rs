@@ -16,6 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::code::CodeMac;
+use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
@@ -40,7 +41,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_abuse_limits",
         include_str!("../../migrations/postgres/0002_abuse_limits.sql"),
     ),
+    (
+        5,
+        "0005_deliveries",
+        include_str!("../../migrations/postgres/0005_deliveries.sql"),
+    ),
 ];
+
+mod deliveries;
 
 /// Advisory lock keys ("verifyd" in ASCII plus a tag), one per job that must not run twice at once.
 const MIGRATE_LOCK: i64 = 0x7665_7269_6679_6401;
@@ -852,6 +860,18 @@ impl Store for PgStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
+        self.pg_record_delivery(d).await
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
+        self.pg_apply_receipt(r).await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        self.pg_delivery(id).await
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {

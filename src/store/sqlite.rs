@@ -19,6 +19,7 @@ use super::{
     headers_to_json, retry_after,
 };
 use crate::code::CodeMac;
+use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
@@ -37,8 +38,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_abuse_limits",
         include_str!("../../migrations/sqlite/0002_abuse_limits.sql"),
     ),
+    (
+        5,
+        "0005_deliveries",
+        include_str!("../../migrations/sqlite/0005_deliveries.sql"),
+    ),
 ];
 
+mod deliveries;
 mod limits;
 
 /// `verifications.state` values.
@@ -858,6 +865,23 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
+        let row = deliveries::Owned::from(d);
+        self.transaction(move |tx, now, _| deliveries::record(tx, &row, now))
+            .await
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
+        let r = r.clone();
+        self.transaction(move |tx, now, _| deliveries::apply(tx, &r, now))
+            .await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        let id = id.to_owned();
+        self.blocking(move |conn| deliveries::get(conn, &id)).await
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
