@@ -604,6 +604,11 @@ impl Config {
                 &a.access_key_secret_file,
             ),
             slot(
+                "provider.aliyun.receipt_token",
+                &mut a.receipt_token,
+                &a.receipt_token_file,
+            ),
+            slot(
                 "provider.sns.secret_access_key",
                 &mut sns.secret_access_key,
                 &sns.secret_access_key_file,
@@ -627,6 +632,11 @@ impl Config {
                     &format!("providers.{name}.aliyun.access_key_secret"),
                     &mut a.access_key_secret,
                     &a.access_key_secret_file,
+                ));
+                slots.push(slot(
+                    &format!("providers.{name}.aliyun.receipt_token"),
+                    &mut a.receipt_token,
+                    &a.receipt_token_file,
                 ));
             }
             if let Some(t) = &mut p.tencent {

@@ -14,6 +14,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "verification.secret",
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
+    "provider.aliyun.receipt_token",
     "provider.sns.secret_access_key",
     "provider.tencent.secret_key",
     "provider.tencent.receipt_token",
@@ -24,6 +25,7 @@ pub const SECRET_KEYS: &[&str] = &[
 /// The secrets of a named provider instance, after `providers.<name>.`.
 pub const INSTANCE_SECRET_KEYS: &[&str] = &[
     "aliyun.access_key_secret",
+    "aliyun.receipt_token",
     "sns.secret_access_key",
     "tencent.secret_key",
     "tencent.receipt_token",

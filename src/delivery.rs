@@ -5,6 +5,9 @@
 use serde::Serialize;
 use std::time::SystemTime;
 
+pub mod metrics;
+pub mod receipts;
+
 /// Where a message is. The order is the order of `rank`: a receipt may only move a delivery
 /// to a higher rank, so late or repeated receipts never undo a final answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -100,6 +100,8 @@ pub struct Metrics {
     pumping_tripped: Family<CountryLabels, Gauge>,
     pumping_sends: Family<CountryLabels, Gauge>,
     pumping_approvals: Family<CountryLabels, Gauge>,
+    /// Delivery receipts (crate::delivery::metrics).
+    pub delivery: crate::delivery::metrics::DeliveryMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -134,6 +136,7 @@ impl Metrics {
             pumping_tripped: Family::default(),
             pumping_sends: Family::default(),
             pumping_approvals: Family::default(),
+            delivery: crate::delivery::metrics::DeliveryMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(

@@ -55,10 +55,15 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
     let client = client_ip::browser(app, parts, caller.backend);
     let work = async {
         match verify::send(app, &caller.session, &phone, locale, client).await {
-            Ok(sent) => json(
-                StatusCode::ACCEPTED,
-                &json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in }),
-            ),
+            Ok(sent) => {
+                let mut body = json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in });
+                // Backends may follow the delivery (GET /v1/verifications/{id}); browsers have
+                // no use for it.
+                if let (true, Some(id)) = (caller.backend, sent.delivery_id) {
+                    body["id"] = json!(id);
+                }
+                json(StatusCode::ACCEPTED, &body)
+            }
             Err(e) => ApiError::from(e).into_response(),
         }
     };
