@@ -72,7 +72,7 @@ pub struct Delivery {
     pub provider: String,
     /// The gateway's id for it (Aliyun `BizId`, Tencent `SerialNo`, SNS `MessageId`).
     pub message_id: String,
-    /// Calling code of the destination, for metrics by country.
+    /// Calling code of the destination (`+86`), for metrics by country.
     pub country: String,
     pub state: DeliveryState,
     /// The gateway's status or error code from the last receipt that moved the state.
@@ -149,7 +149,14 @@ mod tests {
         let (a, b) = (new_id(), new_id());
         assert_ne!(a, b);
         assert!(is_id(&a));
-        for bad in ["", "dlv_", "dlv_XYZ", &a.to_uppercase(), &format!("{a}0"), "dlv_../../etc"] {
+        for bad in [
+            "",
+            "dlv_",
+            "dlv_XYZ",
+            &a.to_uppercase(),
+            &format!("{a}0"),
+            "dlv_../../etc",
+        ] {
             assert!(!is_id(bad), "{bad}");
         }
     }

@@ -133,7 +133,8 @@ pub async fn send(
             Ok(receipt) => {
                 tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
                 if let Some(message_id) = receipt.message_id.as_deref() {
-                    delivery_id = record_delivery(app, session, &receipt.provider, message_id, country).await;
+                    delivery_id =
+                        record_delivery(app, session, &receipt.provider, message_id, country).await;
                 }
             }
             Err(e) => {

@@ -1805,7 +1805,12 @@ async fn idempotency_records(h: Harness) {
 // Delivery receipts: the state only moves forward (queued → sent → delivered | failed), the
 // first final receipt wins, repeats change nothing, unknown ids are reported as such.
 
-async fn new_delivery(store: &Arc<dyn Store>, session_id: i64, provider: &str, mid: &str) -> String {
+async fn new_delivery(
+    store: &Arc<dyn Store>,
+    session_id: i64,
+    provider: &str,
+    mid: &str,
+) -> String {
     let id = verifyd::delivery::new_id();
     store
         .record_delivery(&NewDelivery {
@@ -1835,7 +1840,14 @@ async fn delivery_receipts_only_move_forward(h: Harness) {
     let id = new_delivery(s, session.id, "cn", "BIZ-1").await;
     let d = s.delivery(&id).await.unwrap().unwrap();
     assert_eq!(d.state, DeliveryState::Queued);
-    assert_eq!((d.provider.as_str(), d.message_id.as_str(), d.country.as_str()), ("cn", "BIZ-1", "86"));
+    assert_eq!(
+        (
+            d.provider.as_str(),
+            d.message_id.as_str(),
+            d.country.as_str()
+        ),
+        ("cn", "BIZ-1", "86")
+    );
     assert!(d.sent_at.is_none() && d.final_at.is_none() && d.error_code.is_none());
     assert_near(d.queued_at, SystemTime::now(), secs(5));
 
@@ -1845,7 +1857,10 @@ async fn delivery_receipts_only_move_forward(h: Harness) {
     };
     assert_eq!(delivery.state, DeliveryState::Sent);
     assert!(delivery.sent_at.is_some());
-    assert_eq!(s.apply_receipt(&sent).await.unwrap(), ReceiptOutcome::Duplicate);
+    assert_eq!(
+        s.apply_receipt(&sent).await.unwrap(),
+        ReceiptOutcome::Duplicate
+    );
 
     let delivered = receipt("cn", "BIZ-1", DeliveryState::Delivered, "DELIVRD");
     let ReceiptOutcome::Applied { delivery } = s.apply_receipt(&delivered).await.unwrap() else {
@@ -1854,14 +1869,21 @@ async fn delivery_receipts_only_move_forward(h: Harness) {
     assert_eq!(delivery.state, DeliveryState::Delivered);
     assert_eq!(delivery.error_code.as_deref(), Some("DELIVRD"));
     assert!(delivery.final_at.is_some());
-    assert_eq!(s.apply_receipt(&delivered).await.unwrap(), ReceiptOutcome::Duplicate);
+    assert_eq!(
+        s.apply_receipt(&delivered).await.unwrap(),
+        ReceiptOutcome::Duplicate
+    );
     // Late and contradicting receipts are stale: the final state stays.
     for late in [
         receipt("cn", "BIZ-1", DeliveryState::Sent, "ACCEPTD"),
         receipt("cn", "BIZ-1", DeliveryState::Queued, "-"),
         receipt("cn", "BIZ-1", DeliveryState::Failed, "MK:0001"),
     ] {
-        assert_eq!(s.apply_receipt(&late).await.unwrap(), ReceiptOutcome::Stale, "{late:?}");
+        assert_eq!(
+            s.apply_receipt(&late).await.unwrap(),
+            ReceiptOutcome::Stale,
+            "{late:?}"
+        );
     }
     let d = s.delivery(&id).await.unwrap().unwrap();
     assert_eq!(d.state, DeliveryState::Delivered);
@@ -1870,14 +1892,23 @@ async fn delivery_receipts_only_move_forward(h: Harness) {
     // A final receipt may skip `sent`; a later `sent` is stale.
     let id2 = new_delivery(s, session.id, "cn", "BIZ-2").await;
     let failed = receipt("cn", "BIZ-2", DeliveryState::Failed, "MK:0012");
-    assert!(matches!(s.apply_receipt(&failed).await.unwrap(), ReceiptOutcome::Applied { .. }));
+    assert!(matches!(
+        s.apply_receipt(&failed).await.unwrap(),
+        ReceiptOutcome::Applied { .. }
+    ));
     let stale = receipt("cn", "BIZ-2", DeliveryState::Sent, "x");
-    assert_eq!(s.apply_receipt(&stale).await.unwrap(), ReceiptOutcome::Stale);
+    assert_eq!(
+        s.apply_receipt(&stale).await.unwrap(),
+        ReceiptOutcome::Stale
+    );
     let d2 = s.delivery(&id2).await.unwrap().unwrap();
     assert_eq!((d2.state, d2.sent_at), (DeliveryState::Failed, None));
     // The state survives a restart.
     let again = h.reopen().await;
-    assert_eq!(again.delivery(&id).await.unwrap().unwrap().state, DeliveryState::Delivered);
+    assert_eq!(
+        again.delivery(&id).await.unwrap().unwrap().state,
+        DeliveryState::Delivered
+    );
 }
 
 async fn delivery_receipts_for_unknown_ids_change_nothing(h: Harness) {
@@ -1890,10 +1921,22 @@ async fn delivery_receipts_for_unknown_ids_change_nothing(h: Harness) {
         receipt("cn", "BIZ-2", DeliveryState::Delivered, "DELIVRD"),
         receipt("cn", "biz-1", DeliveryState::Delivered, "DELIVRD"),
     ] {
-        assert_eq!(s.apply_receipt(&r).await.unwrap(), ReceiptOutcome::Unknown, "{r:?}");
+        assert_eq!(
+            s.apply_receipt(&r).await.unwrap(),
+            ReceiptOutcome::Unknown,
+            "{r:?}"
+        );
     }
-    assert_eq!(s.delivery(&id).await.unwrap().unwrap().state, DeliveryState::Queued);
-    assert!(s.delivery(&verifyd::delivery::new_id()).await.unwrap().is_none());
+    assert_eq!(
+        s.delivery(&id).await.unwrap().unwrap().state,
+        DeliveryState::Queued
+    );
+    assert!(
+        s.delivery(&verifyd::delivery::new_id())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Recording the same (provider, message id) twice keeps the first record.
     let dup = new_delivery(s, session.id, "cn", "BIZ-1").await;
     assert!(s.delivery(&dup).await.unwrap().is_none());
@@ -1907,9 +1950,15 @@ async fn concurrent_final_receipts_settle_on_one_state(h: Harness) {
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = s.clone();
-        let state = if i % 2 == 0 { DeliveryState::Delivered } else { DeliveryState::Failed };
+        let state = if i % 2 == 0 {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Failed
+        };
         tasks.push(tokio::spawn(async move {
-            s.apply_receipt(&receipt("cn", "RACE", state, &format!("C{i}"))).await.unwrap()
+            s.apply_receipt(&receipt("cn", "RACE", state, &format!("C{i}")))
+                .await
+                .unwrap()
         }));
     }
     let mut applied = Vec::new();
@@ -1918,7 +1967,11 @@ async fn concurrent_final_receipts_settle_on_one_state(h: Harness) {
             applied.push(delivery);
         }
     }
-    assert_eq!(applied.len(), 1, "exactly one final receipt wins: {applied:?}");
+    assert_eq!(
+        applied.len(),
+        1,
+        "exactly one final receipt wins: {applied:?}"
+    );
     let d = s.delivery(&id).await.unwrap().unwrap();
     assert_eq!(d.state, applied[0].state);
     assert_eq!(d.error_code, applied[0].error_code);

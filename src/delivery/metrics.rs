@@ -67,7 +67,13 @@ impl DeliveryMetrics {
 
     /// A receipt moved a delivery of `provider` to `country` into `state`; `elapsed` since
     /// the send when it is the delivered receipt.
-    pub fn moved(&self, provider: &str, country: &str, state: &'static str, elapsed: Option<Duration>) {
+    pub fn moved(
+        &self,
+        provider: &str,
+        country: &str,
+        state: &'static str,
+        elapsed: Option<Duration>,
+    ) {
         self.receipts
             .get_or_create(&Final {
                 provider: provider.to_owned(),

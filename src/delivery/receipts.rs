@@ -170,7 +170,10 @@ mod tests {
             })
         );
         assert_eq!(p[1].as_ref().unwrap().state, DeliveryState::Failed);
-        assert_eq!(p[1].as_ref().unwrap().error_code.as_deref(), Some("MK:0012"));
+        assert_eq!(
+            p[1].as_ref().unwrap().error_code.as_deref(),
+            Some("MK:0012")
+        );
         assert_eq!(p[2], None, "no biz_id");
     }
 
@@ -183,7 +186,10 @@ mod tests {
         ]"#;
         let p = parse(Format::Tencent, "tc", body.as_bytes()).unwrap();
         assert_eq!(p[0].as_ref().unwrap().state, DeliveryState::Delivered);
-        assert_eq!(p[0].as_ref().unwrap().message_id, "2433:00000000000000000001");
+        assert_eq!(
+            p[0].as_ref().unwrap().message_id,
+            "2433:00000000000000000001"
+        );
         assert_eq!(p[1].as_ref().unwrap().state, DeliveryState::Failed);
         assert_eq!(p[2], None, "unknown status");
     }
@@ -191,7 +197,10 @@ mod tests {
     #[test]
     fn bad_bodies_are_refused_whole() {
         for body in ["", "{}", "[1]", r#"{"sid":"x"}"#, "[{\"success\":\"yes\"}]"] {
-            assert!(parse(Format::Aliyun, "a", body.as_bytes()).is_err(), "{body}");
+            assert!(
+                parse(Format::Aliyun, "a", body.as_bytes()).is_err(),
+                "{body}"
+            );
         }
         let many = format!("[{}]", vec!["{}"; MAX_BATCH + 1].join(","));
         assert_eq!(

@@ -24,7 +24,12 @@ fn no_endpoint() -> ApiError {
 }
 
 /// `POST /v1/receipts/{provider}/{token}`
-pub async fn ingest(app: &App, provider: &str, token: &str, body: &Bytes) -> Result<Resp, ApiError> {
+pub async fn ingest(
+    app: &App,
+    provider: &str,
+    token: &str,
+    body: &Bytes,
+) -> Result<Resp, ApiError> {
     let Some((format, secret)) = receipts::source(&app.config, provider) else {
         // Compared all the same, so that an unknown name answers in the time a known one does.
         let _ = token.as_bytes().ct_eq(b"-no-endpoint-padding-");
@@ -35,7 +40,11 @@ pub async fn ingest(app: &App, provider: &str, token: &str, body: &Bytes) -> Res
         return Err(no_endpoint());
     }
     let updates = receipts::parse(format, provider, body).map_err(|e| match e {
-        ParseError::TooMany => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_receipts", e.to_string()),
+        ParseError::TooMany => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_receipts",
+            e.to_string(),
+        ),
         ParseError::Shape(_) => ApiError::bad_request("invalid_receipts", e.to_string()),
     })?;
     let m = &app.metrics.delivery;

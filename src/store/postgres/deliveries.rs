@@ -67,7 +67,10 @@ impl PgStore {
             });
         }
         // Nothing moved: say why (a second round trip only for receipts that change nothing).
-        let Some(row) = self.query_opt(CURRENT, &[&r.provider, &r.message_id]).await? else {
+        let Some(row) = self
+            .query_opt(CURRENT, &[&r.provider, &r.message_id])
+            .await?
+        else {
             return Ok(ReceiptOutcome::Unknown);
         };
         let current: i16 = row.try_get("state").map_err(db_error)?;

@@ -54,7 +54,14 @@ pub(super) fn record(tx: &Connection, d: &Owned, now: i64) -> StoreResult<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)
          ON CONFLICT (provider, message_id) DO NOTHING",
     )?
-    .execute(params![d.id, d.session_id, d.provider, d.message_id, d.country, now])?;
+    .execute(params![
+        d.id,
+        d.session_id,
+        d.provider,
+        d.message_id,
+        d.country,
+        now
+    ])?;
     Ok(())
 }
 
