@@ -40,11 +40,7 @@ pub async fn ingest(
         return Err(no_endpoint());
     }
     let updates = receipts::parse(format, provider, body).map_err(|e| match e {
-        ParseError::TooMany => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_receipts",
-            e.to_string(),
-        ),
+        ParseError::TooMany => ApiError::bad_request("too_many_receipts", e.to_string()),
         ParseError::Shape(_) => ApiError::bad_request("invalid_receipts", e.to_string()),
     })?;
     let m = &app.metrics.delivery;
