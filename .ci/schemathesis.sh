@@ -89,8 +89,14 @@ echo "verifyd on $BASE"
 
 # Rejections the document cannot express in JSON Schema, allowed per operation:
 # - `expiry` must be written as a JSON integer; `300.0` is a JSON Schema integer but answers 422;
-# - POST /sms_send/ needs `phone` in the query string *or* the form body (422 when in neither).
+# - POST /sms_send/ needs `phone` in the query string *or* the form body (422 when in neither);
+# - a made-up challenge solution (`altcha`, `cf-turnstile-response`, `h-captcha-response`) is
+#   422 `challenge_invalid`: a fuzzer cannot solve a proof-of-work it did not fetch.
 cat >"$WORK/schemathesis.toml" <<'EOF'
+[[operations]]
+include-path-regex = "^/(v1/verifications|sms_send/?)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx", "422"]
+
 [[operations]]
 include-name = ["POST /v1/sessions", "PUT /v1/sessions/{key}/expiry"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx", "422"]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::challenge::Challenges;
 use crate::code::{Code, CodeKey};
 use crate::config::{Backend, Config};
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct App {
     /// Message texts by locale and prefix.
     pub templates: Templates,
     pub code_key: CodeKey,
+    /// Issues and checks the challenges a browser solves before a send.
+    pub challenges: Challenges,
     pub phones: PhoneParser,
     /// Counters and histograms for `/metrics`; this daemon's alone.
     pub metrics: Arc<Metrics>,
@@ -46,6 +49,8 @@ impl App {
         } else {
             config.verification.secret.expose().as_bytes().to_vec()
         };
+        let challenges =
+            Challenges::build(&config.challenge, &secret).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new());
         let provider = Arc::new(crate::provider::instances::build(&config, &metrics).await?);
         let templates = Templates::new(
@@ -82,6 +87,7 @@ impl App {
             provider,
             templates,
             code_key: CodeKey::new(secret),
+            challenges,
             phones,
             metrics,
             test_numbers,

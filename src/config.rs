@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::challenge::config::{ChallengeConfig, ChallengeMode};
 use crate::provider::aliyun::AliyunConfig;
 use crate::provider::breaker::BreakerConfig;
 use crate::provider::hook::HookConfig;
@@ -43,6 +44,8 @@ pub struct Config {
     pub global: GlobalConfig,
     pub countries: CountriesConfig,
     pub pumping: PumpingConfig,
+    /// Challenges (proof-of-work or CAPTCHA) before sends.
+    pub challenge: ChallengeConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -431,8 +434,18 @@ pub struct PerPhoneConfig {
     pub window: u64,
     /// Sends per day.
     pub daily_max: u32,
-    /// Wrong codes per `failed_checks_window` seconds before checks are refused for `lockout`.
+    /// Caps on sends per `window` and per day that even a solved challenge cannot pass
+    /// (`max_sends` and `daily_max` are the budgets past which a challenge is asked for).
+    pub hard_max_sends: u32,
+    pub hard_daily_max: u32,
+    /// Sends per `window` and per day to one number from one client network (IPv4 /24,
+    /// IPv6 /48), so that a stranger's network cannot spend the number's whole budget.
+    pub network_max_sends: u32,
+    pub network_daily_max: u32,
+    /// Wrong codes per `failed_checks_window` seconds before checks are refused for `lockout`:
+    /// from anywhere, and from one client network (which locks only that network).
     pub max_failed_checks: u32,
+    pub network_max_failed_checks: u32,
     pub failed_checks_window: u64,
     pub lockout: u64,
 }
@@ -443,19 +456,27 @@ impl Default for PerPhoneConfig {
             max_sends: 5,
             window: 600,
             daily_max: 10,
-            max_failed_checks: 10,
+            hard_max_sends: 10,
+            hard_daily_max: 20,
+            network_max_sends: 3,
+            network_daily_max: 5,
+            max_failed_checks: 50,
+            network_max_failed_checks: 5,
             failed_checks_window: 3600,
             lockout: 3600,
         }
     }
 }
 
-/// Limits per browser client address (IPv4 address, IPv6 /64); 0 turns a limit off.
+/// Limits per browser client address (IPv4 address, IPv6 /64) and network (IPv4 /24, IPv6
+/// /48); 0 turns a limit off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerIpConfig {
     pub max_sends: u32,
     pub max_checks: u32,
+    /// Sends per client network (IPv4 /24, IPv6 /48), beside the per-address `max_sends`.
+    pub prefix_max_sends: u32,
     /// Seconds.
     pub window: u64,
 }
@@ -465,6 +486,7 @@ impl Default for PerIpConfig {
         Self {
             max_sends: 20,
             max_checks: 100,
+            prefix_max_sends: 200,
             window: 3600,
         }
     }
@@ -508,6 +530,8 @@ pub struct PumpingConfig {
     pub min_sample: u32,
     /// Approvals per send below which sends to the country stop.
     pub min_conversion: f64,
+    /// What a tripped breaker does to browser sends: ask for a solved challenge, or refuse.
+    pub on_trip: OnTrip,
 }
 
 impl Default for PumpingConfig {
@@ -517,8 +541,19 @@ impl Default for PumpingConfig {
             window: 3600,
             min_sample: 50,
             min_conversion: 0.2,
+            on_trip: OnTrip::Challenge,
         }
     }
+}
+
+/// `pumping.on_trip`: a tripped breaker makes browser sends to the country solve a challenge
+/// (backends, never challenged, go through), or refuses every send with `destination_blocked`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTrip {
+    #[default]
+    Challenge,
+    Block,
 }
 
 /// A configuration that could not be loaded, with the key and where it came from.
@@ -595,6 +630,7 @@ impl Config {
         let t = &mut self.provider.tencent;
         let http = &mut self.provider.http;
         let hook = &mut self.provider.hook;
+        let ch = &mut self.challenge;
         let mut slots = vec![
             slot("verification.secret", &mut v.secret, &v.secret_file),
             slot("store.postgres.url", &mut pg.url, &pg.url_file),
@@ -625,6 +661,12 @@ impl Config {
             ),
             slot("provider.http.secret", &mut http.secret, &http.secret_file),
             slot("provider.hook.secret", &mut hook.secret, &hook.secret_file),
+            slot("challenge.secret", &mut ch.secret, &ch.secret_file),
+            slot(
+                "challenge.altcha.hmac_key",
+                &mut ch.altcha.hmac_key,
+                &ch.altcha.hmac_key_file,
+            ),
         ];
         for (name, p) in &mut self.providers {
             if let Some(a) = &mut p.aliyun {
@@ -838,6 +880,7 @@ impl Config {
             }
         }
         self.validate_limits()?;
+        self.challenge.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ("log.level", e.to_string()))?;
         Ok(())
@@ -853,6 +896,27 @@ impl Config {
         }
         if self.per_ip.window == 0 {
             return Err(("per_ip.window", "must be positive".into()));
+        }
+        for (key, soft_key, soft, hard) in [
+            (
+                "per_phone.hard_max_sends",
+                "max_sends",
+                p.max_sends,
+                p.hard_max_sends,
+            ),
+            (
+                "per_phone.hard_daily_max",
+                "daily_max",
+                p.daily_max,
+                p.hard_daily_max,
+            ),
+        ] {
+            if hard > 0 && hard < soft {
+                return Err((
+                    key,
+                    format!("must be 0 (off) or at least per_phone.{soft_key} ({soft})"),
+                ));
+            }
         }
         let c = &self.countries;
         for code in c.limits.keys() {

@@ -20,6 +20,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "provider.tencent.receipt_token",
     "provider.http.secret",
     "provider.hook.secret",
+    "challenge.secret",
+    "challenge.altcha.hmac_key",
 ];
 
 /// The secrets of a named provider instance, after `providers.<name>.`.

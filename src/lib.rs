@@ -4,6 +4,7 @@
 //! integration tests can start real servers in-process.
 
 pub mod app;
+pub mod challenge;
 pub mod cli;
 pub mod code;
 pub mod config;

@@ -90,6 +90,7 @@ pub struct Metrics {
     sms: Family<SmsLabels, Counter>,
     provider_seconds: Histograms<ProviderLabels>,
     quota_refusals: Family<ReasonLabels, Counter>,
+    challenges: Family<OutcomeLabels, Counter>,
     sessions_created: Counter,
     sessions_flushed: Counter,
     pool: Family<StateLabels, Gauge>,
@@ -126,6 +127,7 @@ impl Metrics {
             sms: Family::default(),
             provider_seconds: Family::new_with_constructor(latency_histogram),
             quota_refusals: Family::default(),
+            challenges: Family::default(),
             sessions_created: Counter::default(),
             sessions_flushed: Counter::default(),
             pool: Family::default(),
@@ -176,6 +178,11 @@ impl Metrics {
             "quota_refusals",
             "Sends or checks refused by a rate rule, by reason (the 429 error code)",
             m.quota_refusals.clone(),
+        );
+        r.register(
+            "challenge_solutions",
+            "Challenge solutions carried by sends, by outcome (passed, invalid, unavailable)",
+            m.challenges.clone(),
         );
         r.register(
             "sessions_created",
@@ -278,6 +285,14 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// A send carried a challenge solution: `passed`, `invalid` (forged, wrong, expired,
+    /// replayed) or `unavailable` (the CAPTCHA provider could not be asked).
+    pub fn challenge_solution(&self, outcome: &'static str) {
+        self.challenges
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

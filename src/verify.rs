@@ -10,18 +10,21 @@ use crate::code::Code;
 use crate::phone::PhoneNumber;
 use crate::provider::{OutgoingCode, ProviderError};
 use crate::quota::{CheckGuard, Refusal, SendGuard};
-use crate::session::{Session, SessionKey};
+use crate::session::{Expiry, Session, SessionKey};
 use crate::store::{
-    Approval, CheckOutcome, CheckVerification, StartOutcome, StartVerification, StoreError,
+    Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification,
+    StoreError,
 };
 
 /// A code is on its way.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
     pub expires_in: u64,
     pub resend_in: u64,
     /// The delivery record's public id, when the gateway gave a message id to track.
     pub delivery_id: Option<String>,
+    /// The session created with this send, for a browser that came without one.
+    pub created: Option<(SessionKey, Session)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +33,8 @@ pub enum SendError {
     TooSoon(Duration),
     #[error("too many wrong attempts; retry in {} s", .0.as_secs())]
     Exhausted(Duration),
-    /// An abuse limit refused the send (nothing was sent).
+    /// An abuse limit refused the send (nothing was sent); `Refusal::Challenge` when a solved
+    /// challenge would let it through.
     #[error("refused by an abuse limit ({0:?}); retry in {secs} s", secs = .1.as_secs())]
     Refused(Refusal, Duration),
     /// The destination's country is not served (`countries.allow` / `countries.deny`).
@@ -71,38 +75,66 @@ fn served(app: &App, country: &str) -> bool {
 }
 
 /// Generates a code for `phone`, records its MAC under the session, and delivers it.
-/// Test numbers get their fixed code and nothing is sent. `client` is the browser's address
-/// (`None` for backends, whose address is their own); the abuse limits are decided in the
-/// same store transaction as the code.
+/// Test numbers get their fixed code and nothing is sent. `session` is `None` for a browser
+/// without one: a session is then created in the same store transaction as the code, and only
+/// if the send is accepted. `client` is the browser's address (`None` for backends, whose
+/// address is their own); `challenge_passed` says the caller solved a challenge or is a backend
+/// (never challenged). The abuse limits and the need for a challenge are decided in the same
+/// store transaction as the code.
 pub async fn send(
     app: &App,
-    session: &Session,
+    session: Option<&Session>,
     phone: &PhoneNumber,
     locale: Option<String>,
     client: Option<IpAddr>,
+    challenge_passed: bool,
 ) -> Result<Sent, SendError> {
     let country = crate::country::calling_code(phone);
     if !served(app, country) {
         return Err(SendError::Denied);
     }
-    let guard = SendGuard::build(&app.config, phone.as_str(), country, client);
+    let mut guard = SendGuard::build(
+        &app.config,
+        phone.as_str(),
+        country,
+        client,
+        challenge_passed,
+    );
     let v = &app.config.verification;
     let fixed = app.test_numbers.get(phone.as_str());
+    if fixed.is_some() {
+        // Test numbers cost nothing and their codes are public: they stay out of the breaker.
+        guard.pumping = None;
+    }
     let code = fixed
         .cloned()
         .unwrap_or_else(|| Code::generate(v.code_length));
-    let code_mac = app.code_key.mac(session.id, phone, &code);
+    let (session_id, new_key) = match session {
+        Some(s) => (s.id, None),
+        None => (
+            app.store.reserve_session_id().await?,
+            Some(SessionKey::generate()),
+        ),
+    };
+    let code_mac = app.code_key.mac(session_id, phone, &code);
     let ttl = Duration::from_secs(v.ttl);
     let req = StartVerification {
-        session_id: session.id,
+        session_id,
         phone,
         code_mac,
         ttl,
         resend_interval: Duration::from_secs(v.resend_interval),
         max_attempts: v.max_attempts,
+        new_session: new_key.as_ref().map(|k| NewSession {
+            key: k.hash(),
+            expiry: Expiry::Default,
+        }),
     };
     match app.store.start_send(&req, &guard).await? {
         StartOutcome::Issued { resend, attempts } => {
+            if new_key.is_some() {
+                app.metrics.session_created();
+            }
             app.metrics.verification_started();
             tracing::info!(phone = %phone, resend, attempts, "verification code issued");
         }
@@ -113,6 +145,13 @@ pub async fn send(
         StartOutcome::Exhausted { retry_after } => {
             app.metrics.quota_refused("too_many_attempts");
             return Err(SendError::Exhausted(retry_after));
+        }
+        StartOutcome::Refused {
+            by: Refusal::Challenge,
+            ..
+        } => {
+            app.metrics.quota_refused(Refusal::Challenge.code());
+            return Err(SendError::Refused(Refusal::Challenge, Duration::ZERO));
         }
         StartOutcome::Refused { by, retry_after } => {
             app.metrics.quota_refused(by.code());
@@ -134,7 +173,8 @@ pub async fn send(
                 tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
                 if let Some(message_id) = receipt.message_id.as_deref() {
                     delivery_id =
-                        record_delivery(app, session, &receipt.provider, message_id, country).await;
+                        record_delivery(app, session_id, &receipt.provider, message_id, country)
+                            .await;
                 }
             }
             Err(e) => {
@@ -143,19 +183,38 @@ pub async fn send(
                 // get this send back, so an outage does not use up people's allowances.
                 if let Err(undo) = app
                     .store
-                    .abandon_send(session.id, phone, &code_mac, &guard)
+                    .abandon_send(session_id, phone, &code_mac, &guard)
                     .await
                 {
                     tracing::warn!(error = %undo, "could not undo the failed send");
+                }
+                // A session born with this send goes with it: otherwise numbers the provider
+                // refuses would mint sessions for free (the quotas were just given back).
+                if let Some(key) = &new_key {
+                    if let Err(undo) = app.store.flush(&key.hash()).await {
+                        tracing::warn!(error = %undo, "could not remove the failed send's session");
+                    }
                 }
                 return Err(e.into());
             }
         }
     }
+    // The session exists now (committed with the code); its stored expiry is what the
+    // cookie must carry.
+    let created = match new_key {
+        None => None,
+        Some(key) => {
+            let session = app.store.touch_session(&key.hash()).await?.ok_or_else(|| {
+                StoreError::Internal("the session created with a send is gone".into())
+            })?;
+            Some((key, session))
+        }
+    };
     Ok(Sent {
         expires_in: v.ttl,
         resend_in: v.resend_interval,
         delivery_id,
+        created,
     })
 }
 
@@ -163,7 +222,7 @@ pub async fn send(
 /// failure here is logged and the send still succeeds, only without a delivery record.
 async fn record_delivery(
     app: &App,
-    session: &Session,
+    session_id: i64,
     provider: &str,
     message_id: &str,
     country: &str,
@@ -171,7 +230,7 @@ async fn record_delivery(
     let id = crate::delivery::new_id();
     let new = crate::delivery::NewDelivery {
         id: &id,
-        session_id: session.id,
+        session_id,
         provider,
         message_id,
         country,
@@ -194,7 +253,12 @@ pub async fn check(
     code: &Code,
     client: Option<IpAddr>,
 ) -> Result<Checked, StoreError> {
-    let guard = CheckGuard::build(&app.config, crate::country::calling_code(phone), client);
+    let mut guard = CheckGuard::build(&app.config, crate::country::calling_code(phone), client);
+    if app.test_numbers.contains_key(phone.as_str()) {
+        // Anyone can approve a test number (its code is fixed and public): such approvals
+        // must not lift the conversion rate that the pumping breaker watches.
+        guard.pumping = None;
+    }
     let new_key = SessionKey::generate();
     let mut data = Map::new();
     data.insert(

@@ -67,3 +67,22 @@ async fn the_demo_page_shows_expiry_exhaustion_and_retry_after() {
     assert_eq!(to, [slow, guesser], "the refused resend sent nothing");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_solves_a_challenge_before_the_code_is_sent() {
+    if !available("the_demo_page_solves_a_challenge_before_the_code_is_sent") {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().await;
+    let d = demo_daemon(|c| c.challenge.mode = verifyd::config::ChallengeMode::Always).await;
+    let phone = "+8613800138003";
+    let mut env = daemon_env(&d);
+    env.push(("PHONE", phone.into()));
+    run_scenario("challenge", &env).await;
+
+    // One code, sent only after the page's solution was accepted.
+    let sent = d.messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["to"], phone);
+    d.stop().await;
+}

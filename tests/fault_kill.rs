@@ -50,6 +50,8 @@ fn toml(store: &str, port: u16) -> String {
          [provider.mock]\nquiet = true\n\
          [api.keys]\nfault = \"{hash}\"\n[log]\nlevel = \"warn\"\n\
          [per_phone]\nmax_sends = 0\ndaily_max = 0\nmax_failed_checks = 0\n\
+         hard_max_sends = 0\nhard_daily_max = 0\nnetwork_max_sends = 0\n\
+         network_daily_max = 0\nnetwork_max_failed_checks = 0\n[challenge]\nmode = \"off\"\n\
          [global]\nmax_sends_per_hour = 0\n[pumping]\nenabled = false\n"
     )
 }

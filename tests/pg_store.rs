@@ -41,6 +41,7 @@ fn send(session_id: i64, phone: &PhoneNumber, mac: u8) -> StartVerification<'_> 
         ttl: Duration::from_secs(300),
         resend_interval: Duration::from_secs(60),
         max_attempts: 5,
+        new_session: None,
     }
 }
 

@@ -11,7 +11,7 @@ use common::fake_aliyun::FakeAliyun;
 use common::fake_tencent::FakeTencent;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use verifyd::config::{Backend, Config, ProviderKind};
+use verifyd::config::{Config, ProviderKind};
 use verifyd::provider::breaker::BreakerConfig;
 use verifyd::provider::instances::NamedProvider;
 use verifyd::provider::tencent::TencentConfig;

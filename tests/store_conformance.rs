@@ -131,6 +131,12 @@ macro_rules! conformance {
             delivery_receipts_for_unknown_ids_change_nothing,
             concurrent_final_receipts_settle_on_one_state,
             deliveries_go_with_their_session,
+            challenges_are_spent_once_until_swept,
+            challenges_are_decided_in_the_send,
+            soft_quotas_ask_for_a_challenge_up_to_the_hard_cap,
+            tripped_breaker_asks_for_a_challenge_or_refuses,
+            sessions_are_born_only_with_an_issued_code,
+            network_failures_lock_out_that_network_only,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -253,6 +259,7 @@ async fn send(
         ttl,
         resend_interval,
         max_attempts,
+        new_session: None,
     };
     store.start_verification(&req).await.unwrap()
 }
@@ -1145,6 +1152,7 @@ async fn guarded_send_on(
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
+        new_session: None,
     };
     store.start_send(&req, guard).await.unwrap()
 }
@@ -1153,6 +1161,7 @@ async fn quotas_are_all_or_nothing(h: Harness) {
     let small = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "a", 1), q(Scope::Global, "*", 3)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &small).await, issued(0, false));
     // The per-number quota is full: the global one must not move.
@@ -1168,6 +1177,7 @@ async fn quotas_are_all_or_nothing(h: Harness) {
     let other = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "b", 5), q(Scope::Global, "*", 3)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
     assert_eq!(guarded_send(&h, &phone(), &other).await, issued(0, false));
@@ -1184,6 +1194,7 @@ async fn refused_sends_record_nothing(h: Harness) {
     let full = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "x", 1)],
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(guarded_send(&h, &phone(), &full).await, issued(0, false));
     let (_, sess) = new_session(&h.store, Expiry::Default).await;
@@ -1194,6 +1205,7 @@ async fn refused_sends_record_nothing(h: Harness) {
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
+        new_session: None,
     };
     assert!(matches!(
         h.store.start_send(&req, &full).await.unwrap(),
@@ -1214,6 +1226,7 @@ async fn failed_checks_lock_the_number(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let data = approval_data();
     let mut sessions = vec![];
@@ -1277,6 +1290,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     let guard = SendGuard {
         quotas: vec![],
         pumping: Some(rule.clone()),
+        ..Default::default()
     };
     for _ in 0..3 {
         assert_eq!(guarded_send(&h, &phone(), &guard).await, issued(0, false));
@@ -1315,6 +1329,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
         quotas: vec![],
         failures: None,
         pumping: Some(rule),
+        ..Default::default()
     };
     assert!(matches!(
         h.store.check_guarded(&req, &cg).await.unwrap(),
@@ -1333,6 +1348,7 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
             min_sample: 5,
             min_conversion: 0.5,
         }),
+        ..Default::default()
     };
     // Sessions first, created concurrently so that a pooled store has all its connections
     // open: the sends themselves then race as closely as they can.
@@ -1360,6 +1376,7 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
                     ttl: secs(60),
                     resend_interval: secs(60),
                     max_attempts: 3,
+                    new_session: None,
                 };
                 barrier.wait().await;
                 store.start_send(&req, &guard).await.unwrap()
@@ -1407,6 +1424,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             min_sample: 1,
             min_conversion: 0.5,
         }),
+        ..Default::default()
     };
     // Each send fills both quotas and trips the breaker; each failed delivery undoes all that.
     for round in 0..3 {
@@ -1419,6 +1437,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             ttl: secs(60),
             resend_interval: secs(60),
             max_attempts: 3,
+            new_session: None,
         };
         assert_eq!(
             h.store.start_send(&req, &guard).await.unwrap(),
@@ -1454,6 +1473,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     let quotas_only = SendGuard {
         quotas: guard.quotas.clone(),
         pumping: None,
+        ..Default::default()
     };
     assert_eq!(
         guarded_send(&h, &phone(), &quotas_only).await,
@@ -1471,6 +1491,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     let other = SendGuard {
         quotas: vec![q(Scope::PhoneSends, "+447400123456", 1)],
         pumping: None,
+        ..Default::default()
     };
     for _ in 0..3 {
         h.store
@@ -1576,13 +1597,16 @@ fn per_table(w: &BTreeMap<(String, String), i64>) -> BTreeMap<String, i64> {
 }
 
 async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
+    let limit = FailureLimit {
+        max: 3,
+        window: secs(600),
+        lockout: secs(3600),
+    };
+    // Both failure counters, the number's and the number's from the client's network.
     let guard = CheckGuard {
         quotas: vec![],
-        failures: Some(FailureLimit {
-            max: 3,
-            window: secs(600),
-            lockout: secs(3600),
-        }),
+        failures: Some(limit),
+        network_failures: Some(("203.0.113.0/24".into(), FailureLimit { max: 50, ..limit })),
         pumping: None,
     };
     let (_, owner) = new_session(&h.store, Expiry::Default).await;
@@ -1701,6 +1725,7 @@ async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
             lockout: secs(3600),
         }),
         pumping: None,
+        ..Default::default()
     };
     let data = approval_data();
     let timed = |sid: i64| {
@@ -1985,4 +2010,605 @@ async fn deliveries_go_with_their_session(h: Harness) {
     assert!(s.delivery(&id).await.unwrap().is_none());
     let r = receipt("cn", "GONE", DeliveryState::Delivered, "DELIVRD");
     assert_eq!(s.apply_receipt(&r).await.unwrap(), ReceiptOutcome::Unknown);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Challenges, soft quotas, per-network lock-outs and sessions born with a send.
+
+/// Session rows in the store, counted directly.
+async fn session_rows(h: &Harness) -> i64 {
+    const SQL: &str = "SELECT count(*) FROM sessions";
+    match &h.place {
+        Place::Sqlite(dir) => {
+            let c = rusqlite::Connection::open(dir.path().join("data").join("verifyd.db")).unwrap();
+            c.query_row(SQL, [], |r| r.get(0)).unwrap()
+        }
+        Place::Postgres(db) => pg_client(&db.url)
+            .await
+            .query_one(SQL, &[])
+            .await
+            .unwrap()
+            .get(0),
+    }
+}
+
+fn challenge(passed: bool) -> verifyd::quota::ChallengeRule {
+    verifyd::quota::ChallengeRule {
+        passed,
+        ..Default::default()
+    }
+}
+
+fn is_challenge(o: &StartOutcome) -> bool {
+    matches!(
+        o,
+        StartOutcome::Refused {
+            by: Refusal::Challenge,
+            ..
+        }
+    )
+}
+
+async fn challenges_are_decided_in_the_send(h: Harness) {
+    // `always`: nothing goes out without a solved challenge, and asking costs no quota.
+    let mut guard = SendGuard {
+        quotas: vec![q(Scope::Global, "*", 100)],
+        challenge: verifyd::quota::ChallengeRule {
+            always: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        assert!(is_challenge(&guarded_send(&h, &phone(), &guard).await));
+    }
+    guard.challenge.passed = true;
+    assert_eq!(guarded_send(&h, &phone(), &guard).await, issued(0, false));
+    // `when_suspicious`: an address at three quarters of its limit (3 of 4) must solve one; a
+    // global budget past half (6 of 10) too; below, nothing is asked.
+    let suspicious = |passed| SendGuard {
+        quotas: vec![q(Scope::IpSends, "192.0.2.1", 4)],
+        challenge: verifyd::quota::ChallengeRule {
+            passed,
+            when_suspicious: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            guarded_send(&h, &phone(), &suspicious(false)).await,
+            issued(0, false)
+        );
+    }
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &suspicious(false)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &suspicious(true)).await,
+        issued(0, false)
+    );
+    // Full: a solved challenge does not pass a hard quota.
+    assert!(matches!(
+        guarded_send(&h, &phone(), &suspicious(true)).await,
+        StartOutcome::Refused {
+            by: Refusal::Quota(Scope::IpSends),
+            ..
+        }
+    ));
+    let budget = |passed| SendGuard {
+        quotas: vec![q(Scope::Global, "budget", 10)],
+        challenge: verifyd::quota::ChallengeRule {
+            passed,
+            when_suspicious: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            guarded_send(&h, &phone(), &budget(false)).await,
+            issued(0, false)
+        );
+    }
+    assert_eq!(
+        guarded_send(&h, &phone(), &budget(false)).await,
+        issued(0, false)
+    );
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &budget(false)).await
+    ));
+}
+
+async fn soft_quotas_ask_for_a_challenge_up_to_the_hard_cap(h: Harness) {
+    let guard = |passed| SendGuard {
+        quotas: vec![q(Scope::PhoneHardSends, "n", 4)],
+        soft: vec![q(Scope::PhoneSends, "n", 2)],
+        challenge: challenge(passed),
+        ..Default::default()
+    };
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(false)).await,
+        issued(0, false)
+    );
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(false)).await,
+        issued(0, false)
+    );
+    // Spent by whoever: a person who solved a challenge still gets codes, others are asked.
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &guard(false)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(true)).await,
+        issued(0, false)
+    );
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &guard(false)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(true)).await,
+        issued(0, false)
+    );
+    // The hard cap holds for everyone.
+    for passed in [true, false] {
+        assert!(matches!(
+            guarded_send(&h, &phone(), &guard(passed)).await,
+            StartOutcome::Refused {
+                by: Refusal::Quota(Scope::PhoneHardSends),
+                ..
+            }
+        ));
+    }
+    // A failed delivery gives the soft quota back too: with nothing sent, nothing is asked.
+    let other = |passed| SendGuard {
+        quotas: vec![],
+        soft: vec![q(Scope::PhoneSends, "m", 1)],
+        challenge: challenge(passed),
+        ..Default::default()
+    };
+    let (_, sess) = new_session(&h.store, Expiry::Default).await;
+    let req = StartVerification {
+        session_id: sess.id,
+        phone: &phone(),
+        code_mac: mac(sess.id, &phone(), "123456"),
+        ttl: secs(60),
+        resend_interval: secs(60),
+        max_attempts: 3,
+        new_session: None,
+    };
+    assert_eq!(
+        h.store.start_send(&req, &other(false)).await.unwrap(),
+        issued(0, false)
+    );
+    h.store
+        .abandon_send(sess.id, &phone(), &req.code_mac, &other(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        guarded_send(&h, &phone(), &other(false)).await,
+        issued(0, false)
+    );
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &other(false)).await
+    ));
+}
+
+async fn tripped_breaker_asks_for_a_challenge_or_refuses(h: Harness) {
+    let rule = PumpingRule {
+        country: "+86".into(),
+        window: secs(600),
+        min_sample: 2,
+        min_conversion: 0.5,
+    };
+    let guard = |passed, on_trip| SendGuard {
+        pumping: Some(rule.clone()),
+        challenge: verifyd::quota::ChallengeRule {
+            passed,
+            on_trip,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            guarded_send(&h, &phone(), &guard(false, true)).await,
+            issued(0, false)
+        );
+    }
+    assert!(h.store.pumping_states().await.unwrap()[0].tripped);
+    // `on_trip = "challenge"`: the country is not shut; a solved challenge gets through.
+    assert!(is_challenge(
+        &guarded_send(&h, &phone(), &guard(false, true)).await
+    ));
+    assert_eq!(
+        guarded_send(&h, &phone(), &guard(true, true)).await,
+        issued(0, false)
+    );
+    // `on_trip = "block"`: refused, challenge or not.
+    for passed in [false, true] {
+        assert!(matches!(
+            guarded_send(&h, &phone(), &guard(passed, false)).await,
+            StartOutcome::Refused {
+                by: Refusal::Breaker,
+                ..
+            }
+        ));
+    }
+    let s = &h.store.pumping_states().await.unwrap()[0];
+    assert_eq!(
+        (s.sends, s.tripped),
+        (3, true),
+        "refusals are not counted as sends"
+    );
+}
+
+async fn sessions_are_born_only_with_an_issued_code(h: Harness) {
+    let full = SendGuard {
+        quotas: vec![q(Scope::IpSends, "198.51.100.7", 1)],
+        ..Default::default()
+    };
+    let p = phone();
+    let first = |id: i64, k: KeyHash| StartVerification {
+        session_id: id,
+        phone: &p,
+        code_mac: mac(id, &p, "123456"),
+        ttl: secs(60),
+        resend_interval: secs(60),
+        max_attempts: 3,
+        new_session: Some(verifyd::store::NewSession {
+            key: k,
+            expiry: Expiry::Default,
+        }),
+    };
+    let before = session_rows(&h).await;
+    let (k, id) = (key(), h.store.reserve_session_id().await.unwrap());
+    assert_eq!(
+        h.store.start_send(&first(id, k), &full).await.unwrap(),
+        issued(0, false)
+    );
+    let born = h
+        .store
+        .touch_session(&k)
+        .await
+        .unwrap()
+        .expect("the new session");
+    assert_eq!((born.id, born.data.len()), (id, 0));
+    assert_eq!(session_rows(&h).await, before + 1);
+    assert!(matches!(
+        check(&h.store, id, "123456").await,
+        CheckOutcome::Approved { .. }
+    ));
+    // Refused sends (a full quota, a challenge) leave no session behind, however many.
+    install_write_audit(&h).await;
+    let asking = SendGuard {
+        challenge: verifyd::quota::ChallengeRule {
+            always: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for n in 0..20 {
+        let (k, id) = (key(), h.store.reserve_session_id().await.unwrap());
+        let guard = if n % 2 == 0 { &full } else { &asking };
+        assert!(matches!(
+            h.store.start_send(&first(id, k), guard).await.unwrap(),
+            StartOutcome::Refused { .. }
+        ));
+        assert_eq!(h.store.touch_session(&k).await.unwrap(), None);
+    }
+    assert_eq!(session_rows(&h).await, before + 1);
+    let writes = per_table(&take_writes(&h).await);
+    assert_eq!(writes.get("sessions"), None, "{writes:?}");
+    assert_eq!(writes.get("verifications"), None, "{writes:?}");
+    // Reserved ids are distinct and never those of created sessions.
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        assert!(ids.insert(h.store.reserve_session_id().await.unwrap()));
+    }
+    let (_, made) = new_session(&h.store, Expiry::Default).await;
+    assert!(!ids.contains(&made.id) && made.id != id);
+}
+
+async fn network_failures_lock_out_that_network_only(h: Harness) {
+    let limit = |max| FailureLimit {
+        max,
+        window: secs(600),
+        lockout: secs(3600),
+    };
+    let from = |net: &str| CheckGuard {
+        failures: Some(limit(5)),
+        network_failures: Some((net.to_owned(), limit(2))),
+        ..Default::default()
+    };
+    let data = approval_data();
+    let checking = |sid: i64, code: &'static str, guard: CheckGuard| {
+        let (store, data) = (h.store.clone(), data.clone());
+        async move {
+            let p = phone();
+            let req = CheckVerification {
+                session_id: sid,
+                phone: &p,
+                code_mac: mac(sid, &p, code),
+                max_attempts: 3,
+                on_approve: Approval {
+                    new_key: key(),
+                    data: &data,
+                },
+            };
+            store.check_guarded(&req, &guard).await.unwrap()
+        }
+    };
+    let session_with_code = || async {
+        let (_, sess) = new_session(&h.store, Expiry::Default).await;
+        assert_eq!(
+            send_default(&h.store, sess.id, "111111").await,
+            issued(0, false)
+        );
+        sess.id
+    };
+    let locked = |o: &CheckOutcome| {
+        matches!(
+            o,
+            CheckOutcome::Refused {
+                by: Refusal::Locked,
+                ..
+            }
+        )
+    };
+    // The attacker's network uses up its own wrong-code budget and is locked out…
+    let attacker = session_with_code().await;
+    assert_eq!(
+        checking(attacker, "222222", from("203.0.113.0/24")).await,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    );
+    assert_eq!(
+        checking(attacker, "333333", from("203.0.113.0/24")).await,
+        CheckOutcome::Wrong { attempts_left: 1 }
+    );
+    let again = session_with_code().await;
+    assert!(locked(
+        &checking(again, "111111", from("203.0.113.0/24")).await
+    ));
+    // …while the owner, on another network, still checks their code.
+    let owner = session_with_code().await;
+    assert!(matches!(
+        checking(owner, "111111", from("2001:db8:1::/48")).await,
+        CheckOutcome::Approved { .. }
+    ));
+    // Across many networks the number's own cap still bounds the guesses: 5 in all.
+    let mut judged = 2;
+    for n in 0..6 {
+        let net = format!("198.51.{n}.0/24");
+        let s = session_with_code().await;
+        for guess in ["444444", "555555"] {
+            match checking(s, guess, from(&net)).await {
+                CheckOutcome::Wrong { .. } => judged += 1,
+                o if locked(&o) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(judged, 5);
+    let late = session_with_code().await;
+    assert!(locked(
+        &checking(late, "111111", from("192.0.2.0/24")).await
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Differential: the send and check rules exist twice (PL/pgSQL and Rust for SQLite); both
+// stores run the same random sequences side by side and must answer alike at every step.
+
+/// A small deterministic generator (xorshift64*), so that a failing sequence can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// An outcome as both stores must agree on it (waits and sessions left out). When several
+/// quotas are full, which one is named depends on which window ends last, and the stores' clocks
+/// differ in resolution (milliseconds, microseconds): only "a quota" is compared.
+fn send_shape(o: &StartOutcome) -> String {
+    match o {
+        StartOutcome::Refused {
+            by: Refusal::Quota(_),
+            ..
+        } => "refused quota".into(),
+        StartOutcome::Refused { by, .. } => format!("refused {by:?}"),
+        StartOutcome::TooSoon { .. } => "too_soon".into(),
+        StartOutcome::Exhausted { .. } => "exhausted".into(),
+        issued => format!("{issued:?}"),
+    }
+}
+
+fn check_shape(o: &CheckOutcome) -> String {
+    match o {
+        CheckOutcome::Approved { .. } => "approved".into(),
+        CheckOutcome::Refused { by, .. } => format!("refused {by:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_decide_random_sequences_alike() {
+    let Some(pg) = make_pg(policy()).await else {
+        return;
+    };
+    let lite = make_sqlite(policy()).await.unwrap();
+    let stores = [&lite.store, &pg.store];
+    let phones = ["+8613800138000", "+8613900139000", "+447700900123"]
+        .map(|p| PhoneNumber::parse_e164(p).unwrap());
+    let nets = ["203.0.113.0/24", "2001:db8:1::/48", "198.51.100.0/24"];
+    let rule = PumpingRule {
+        country: "+86".into(),
+        window: secs(600),
+        min_sample: 10,
+        min_conversion: 0.25,
+    };
+    let data = approval_data();
+    for seed in [0x9E37_79B9_7F4A_7C15_u64, 0xD1B5_4A32_D192_ED03, 42] {
+        let mut rng = Rng(seed);
+        // Each session as (id on SQLite, id on PostgreSQL).
+        let mut sessions: Vec<[i64; 2]> = vec![];
+        for step in 0..160 {
+            let p = rng.below(3) as usize;
+            let (phone, net) = (&phones[p], nets[rng.below(3) as usize]);
+            if rng.below(3) > 0 {
+                // Counter keys are per seed, so that each sequence starts from empty ones.
+                let k = |s: &str| format!("{seed:x} {s}");
+                let guard = SendGuard {
+                    quotas: vec![
+                        q(Scope::PhoneHardSends, &k(phone.as_str()), 14),
+                        q(Scope::IpSends, &k(net), 16),
+                        q(
+                            Scope::PhoneNetSends,
+                            &k(&format!("{} {net}", phone.as_str())),
+                            6,
+                        ),
+                        q(Scope::Global, &k("*"), 60),
+                    ],
+                    soft: vec![q(Scope::PhoneSends, &k(phone.as_str()), 4)],
+                    pumping: (p < 2).then(|| rule.clone()),
+                    challenge: verifyd::quota::ChallengeRule {
+                        passed: rng.below(2) == 0,
+                        always: rng.below(10) == 0,
+                        when_suspicious: rng.below(2) == 0,
+                        on_trip: rng.below(2) == 0,
+                    },
+                };
+                let fresh = sessions.is_empty() || rng.below(3) == 0;
+                let pick = (!fresh).then(|| rng.below(sessions.len() as u64) as usize);
+                let mut shapes = vec![];
+                let mut ids = [0i64; 2];
+                for (i, store) in stores.iter().enumerate() {
+                    let (id, new_session) = match pick {
+                        Some(s) => (sessions[s][i], None),
+                        None => {
+                            let id = store.reserve_session_id().await.unwrap();
+                            let new = verifyd::store::NewSession {
+                                key: key(),
+                                expiry: Expiry::Default,
+                            };
+                            (id, Some(new))
+                        }
+                    };
+                    ids[i] = id;
+                    let req = StartVerification {
+                        session_id: id,
+                        phone,
+                        code_mac: mac(id, phone, "123456"),
+                        ttl: secs(600),
+                        resend_interval: Duration::ZERO,
+                        max_attempts: 3,
+                        new_session,
+                    };
+                    shapes.push(send_shape(&store.start_send(&req, &guard).await.unwrap()));
+                }
+                assert_eq!(
+                    shapes[0], shapes[1],
+                    "seed {seed:#x}, step {step}: send {guard:?}"
+                );
+                if pick.is_none() && shapes[0].starts_with("Issued") {
+                    sessions.push(ids);
+                }
+            } else if !sessions.is_empty() {
+                let s = sessions[rng.below(sessions.len() as u64) as usize];
+                let code = if rng.below(3) == 0 {
+                    "123456"
+                } else {
+                    "000000"
+                };
+                let guard = CheckGuard {
+                    failures: Some(FailureLimit {
+                        max: 6,
+                        window: secs(600),
+                        lockout: secs(600),
+                    }),
+                    network_failures: Some((
+                        net.to_owned(),
+                        FailureLimit {
+                            max: 3,
+                            window: secs(600),
+                            lockout: secs(600),
+                        },
+                    )),
+                    pumping: (p < 2).then(|| rule.clone()),
+                    ..Default::default()
+                };
+                let mut shapes = vec![];
+                for (i, store) in stores.iter().enumerate() {
+                    let req = CheckVerification {
+                        session_id: s[i],
+                        phone,
+                        code_mac: mac(s[i], phone, code),
+                        max_attempts: 3,
+                        on_approve: Approval {
+                            new_key: key(),
+                            data: &data,
+                        },
+                    };
+                    shapes.push(check_shape(
+                        &store.check_guarded(&req, &guard).await.unwrap(),
+                    ));
+                }
+                assert_eq!(shapes[0], shapes[1], "seed {seed:#x}, step {step}: check");
+            }
+        }
+        let breaker = |s: Vec<verifyd::quota::PumpingState>| {
+            s.into_iter()
+                .map(|p| (p.country, p.sends, p.approvals, p.tripped))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            breaker(lite.store.pumping_states().await.unwrap()),
+            breaker(pg.store.pumping_states().await.unwrap()),
+            "seed {seed:#x}"
+        );
+        for store in stores {
+            store.pumping_reset("+86").await.unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spent challenges.
+
+async fn challenges_are_spent_once_until_swept(h: Harness) {
+    let s = &h.store;
+    let now = SystemTime::now();
+    let (live, dead) = ([7u8; 32], [8u8; 32]);
+    assert!(s.spend_challenge(&live, now + secs(60)).await.unwrap());
+    assert!(
+        !s.spend_challenge(&live, now + secs(60)).await.unwrap(),
+        "second use"
+    );
+    assert!(s.spend_challenge(&dead, now - secs(1)).await.unwrap());
+    // Racing spends of one fresh challenge: exactly one wins.
+    let fresh = [9u8; 32];
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.spend_challenge(&fresh, now + secs(60)).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    // The sweeper forgets only the record whose challenge has expired anyway.
+    let report = s.sweep(100).await.unwrap();
+    assert_eq!(report.limits, 1, "{report:?}");
+    assert!(!s.spend_challenge(&live, now + secs(60)).await.unwrap());
+    assert!(
+        s.spend_challenge(&dead, now - secs(1)).await.unwrap(),
+        "its record was swept"
+    );
 }

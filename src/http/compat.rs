@@ -7,6 +7,7 @@ use http::{StatusCode, header};
 use serde_json::json;
 
 use crate::app::App;
+use crate::challenge::Submitted;
 use crate::verify::{self, Checked};
 
 use super::caller::browser_session;
@@ -43,15 +44,28 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         )
     })?;
     let phone = app.phones.parse(raw).map_err(|e| (e.into(), None))?;
-    let caller = browser_session(app, parts, true)
+    // No session is created here: verify::send creates one only with an accepted send.
+    let caller = browser_session(app, parts, false)
         .await
-        .map_err(|e| (e, None))?
-        .expect("resolve creates a session when asked to");
-    let cookie = caller.set_cookie;
+        .map_err(|e| (e, None))?;
     let client = super::client_ip::browser(app, parts, false);
-    match verify::send(app, &caller.session, &phone, None, client).await {
-        Ok(_) => {
+    let session = caller.as_ref().map(|c| &c.session);
+    let cookie = caller.as_ref().and_then(|c| c.set_cookie.clone());
+    let submitted = Submitted {
+        altcha: params.get("altcha").map(String::as_str),
+        turnstile: params.get("cf-turnstile-response").map(String::as_str),
+        hcaptcha: params.get("h-captcha-response").map(String::as_str),
+    };
+    let challenge_passed = super::challenge::passed(app, parts, submitted, false)
+        .await
+        .map_err(|e| (e, cookie.clone()))?;
+    match verify::send(app, session, &phone, None, client, challenge_passed).await {
+        Ok(sent) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
+            let cookie = match sent.created {
+                Some((key, s)) => Some(cookies::set_cookie(&app.config.session, &key, &s)),
+                None => cookie,
+            };
             if let Some(c) = cookie {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }

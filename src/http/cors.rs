@@ -28,7 +28,7 @@ pub fn browser_path(path: &str) -> Option<&'static str> {
     match path.trim_end_matches('/') {
         "/v1/verifications" | "/v1/verifications/check" => Some("POST"),
         "/sms_send" | "/sms_check" => Some("GET, POST"),
-        "/v1/session" => Some("GET"),
+        "/v1/session" | "/v1/challenge" => Some("GET"),
         _ => None,
     }
 }
@@ -36,7 +36,12 @@ pub fn browser_path(path: &str) -> Option<&'static str> {
 fn browser_route(route: &Route) -> bool {
     matches!(
         route,
-        Route::SendCode | Route::CheckCode | Route::SeedSend | Route::SeedCheck | Route::OwnSession
+        Route::SendCode
+            | Route::CheckCode
+            | Route::SeedSend
+            | Route::SeedCheck
+            | Route::OwnSession
+            | Route::Challenge
     )
 }
 

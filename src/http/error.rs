@@ -4,6 +4,7 @@
 use http::{HeaderValue, StatusCode, header};
 use std::time::Duration;
 
+use crate::challenge::ChallengeError;
 use crate::phone::PhoneError;
 use crate::provider::ProviderError;
 use crate::quota::Refusal;
@@ -20,7 +21,12 @@ pub struct ApiError {
     pub message: String,
     retry_after: Option<Duration>,
     allow: Option<&'static str>,
+    /// Where to get a challenge, for `challenge_required`.
+    challenge: Option<&'static str>,
 }
+
+/// The route that hands out challenges, named in every `challenge_required` answer.
+pub const CHALLENGE_PATH: &str = "/v1/challenge";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -30,6 +36,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             allow: None,
+            challenge: None,
         }
     }
 
@@ -69,8 +76,12 @@ impl ApiError {
         e
     }
 
-    /// An abuse-limit refusal: 429 with `Retry-After` and the code naming the limit.
+    /// An abuse-limit refusal: 429 with `Retry-After` and the code naming the limit; or 428
+    /// `challenge_required`, naming where to get a challenge.
     pub fn refused(by: Refusal, retry_after: Duration) -> Self {
+        if by == Refusal::Challenge {
+            return Self::challenge_required();
+        }
         let code = by.code();
         let message = match code {
             "too_many_sends" => "too many codes requested; retry later",
@@ -79,6 +90,17 @@ impl ApiError {
             _ => "codes to this destination are paused; retry later",
         };
         Self::too_many(code, message, retry_after)
+    }
+
+    /// 428: the send needs a solved challenge (`GET /v1/challenge`), sent again with it.
+    pub fn challenge_required() -> Self {
+        let mut e = Self::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            Refusal::Challenge.code(),
+            "solve a challenge from /v1/challenge and send the request again with its solution",
+        );
+        e.challenge = Some(CHALLENGE_PATH);
+        e
     }
 
     pub fn internal() -> Self {
@@ -103,10 +125,11 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Resp {
-        let mut resp = json(
-            self.status,
-            &serde_json::json!({ "error": self.code, "message": self.message }),
-        );
+        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        if let Some(path) = self.challenge {
+            body["challenge"] = path.into();
+        }
+        let mut resp = json(self.status, &body);
         let h = resp.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -219,6 +242,28 @@ impl From<SendError> for ApiError {
             ),
             SendError::Provider(p) => p.into(),
             SendError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ChallengeError> for ApiError {
+    fn from(e: ChallengeError) -> Self {
+        match e {
+            ChallengeError::Invalid(message) => Self::unprocessable("challenge_invalid", message),
+            ChallengeError::Unavailable(message) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "challenge_unavailable",
+                format!("{message}; retry shortly"),
+            ),
+            ChallengeError::Misconfigured(detail) => {
+                tracing::error!(%detail, "challenge provider misconfigured");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "challenge_unavailable",
+                    "the challenge provider refused the server; the operator has been alerted",
+                )
+            }
+            ChallengeError::Store(e) => e.into(),
         }
     }
 }

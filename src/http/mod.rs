@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 
 mod caller;
+mod challenge;
 pub mod client_ip;
 mod compat;
 mod cookies;
@@ -246,6 +247,7 @@ async fn run(
         Route::Metrics => metrics_on_api_port(app, parts).await,
         Route::GetVerification { id } => receipts::get(app, parts, &id).await,
         Route::Receipt { provider, token } => receipts::ingest(app, &provider, &token, body).await,
+        Route::Challenge => Ok(challenge::get(app)),
     }
 }
 

@@ -29,6 +29,7 @@ pub enum Route {
     Metrics,
     GetVerification { id: String },
     Receipt { provider: String, token: String },
+    Challenge,
 }
 
 /// Every (method, path template) pair the router serves, the seed routes with and without their
@@ -55,6 +56,7 @@ pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/verifications/check"),
     ("GET", "/v1/verifications/{id}"),
     ("POST", "/v1/receipts/{provider}/{token}"),
+    ("GET", "/v1/challenge"),
     ("GET", "/sms_send/"),
     ("POST", "/sms_send/"),
     ("GET", "/sms_send"),
@@ -90,6 +92,7 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::GetVerification { .. } => "/v1/verifications/{id}",
             Route::Receipt { .. } => "/v1/receipts/{provider}/{token}",
+            Route::Challenge => "/v1/challenge",
         }
     }
 }
@@ -118,6 +121,7 @@ pub fn route(
         ["metrics"] => only(&Method::GET, "GET", Route::Metrics),
         [""] if demo_page => only(&Method::GET, "GET", Route::DemoPage),
         ["v1", "session"] => only(&Method::GET, "GET", Route::OwnSession),
+        ["v1", "challenge"] => only(&Method::GET, "GET", Route::Challenge),
         ["v1", "sessions"] => only(&Method::POST, "POST", Route::CreateSession),
         ["v1", "sessions", key] => only(
             &Method::GET,

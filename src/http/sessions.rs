@@ -207,7 +207,8 @@ pub async fn set_expiry(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Re
     Ok(json(StatusCode::OK, &view(app, &k, &s)))
 }
 
-/// Creates a session under a fresh key: the one place sessions are born (API and browsers).
+/// Creates a session under a fresh key, for the session API. (A browser's session is born
+/// with its first accepted send, in the store's send transaction: see `verify::send`.)
 pub async fn new_session(
     app: &App,
     data: &Map<String, Value>,

@@ -8,10 +8,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
+use crate::challenge::Submitted;
 use crate::code::Code;
 use crate::verify::{self, Checked};
 
 use super::caller::resolve;
+use super::challenge;
 use super::client_ip;
 use super::cookies;
 use super::error::ApiError;
@@ -26,6 +28,12 @@ struct SendBody {
     phone: String,
     session: Option<String>,
     locale: Option<String>,
+    /// A solved challenge, under the name its widget gives it (see `crate::challenge`).
+    altcha: Option<String>,
+    #[serde(rename = "cf-turnstile-response")]
+    turnstile: Option<String>,
+    #[serde(rename = "h-captcha-response")]
+    hcaptcha: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -49,17 +57,33 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
     let phone = app.phones.parse(&req.phone)?;
     let locale = req.locale.filter(|l| l.len() <= 35);
     let idempotency_key = idempotency::key(parts)?;
-    let caller = resolve(app, parts, req.session.as_deref(), true)
-        .await?
-        .expect("resolve creates a session when asked to");
-    let client = client_ip::browser(app, parts, caller.backend);
+    // A browser without a session gets one only with an accepted send (verify::send creates
+    // it in the send's transaction), so refused requests cost the store nothing lasting.
+    let caller = resolve(app, parts, req.session.as_deref(), false).await?;
+    let backend = caller.as_ref().is_some_and(|c| c.backend);
+    let client = client_ip::browser(app, parts, backend);
+    let submitted = Submitted {
+        altcha: req.altcha.as_deref(),
+        turnstile: req.turnstile.as_deref(),
+        hcaptcha: req.hcaptcha.as_deref(),
+    };
+    let session = caller.as_ref().map(|c| &c.session);
+    let mut born = None;
     let work = async {
-        match verify::send(app, &caller.session, &phone, locale, client).await {
+        // Backends are never challenged; a browser passes with a valid solution (checked, and
+        // spent, before anything is sent), and a bad one ends the request here.
+        let challenge_passed = backend
+            || match challenge::passed(app, parts, submitted, backend).await {
+                Ok(passed) => passed,
+                Err(e) => return e.into_response(),
+            };
+        match verify::send(app, session, &phone, locale, client, challenge_passed).await {
             Ok(sent) => {
+                born = sent.created;
                 let mut body = json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in });
                 // Backends may follow the delivery (GET /v1/verifications/{id}); browsers have
                 // no use for it.
-                if let (true, Some(id)) = (caller.backend, sent.delivery_id) {
+                if let (true, Some(id)) = (backend, sent.delivery_id) {
                     body["id"] = json!(id);
                 }
                 json(StatusCode::ACCEPTED, &body)
@@ -67,17 +91,33 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
             Err(e) => ApiError::from(e).into_response(),
         }
     };
-    let mut resp = match idempotency_key {
-        None => work.await,
-        Some(key) => {
-            let owner = match bearer(parts).and_then(|t| app.api_key_name(t)) {
-                Some(name) => format!("k:{name}"),
-                None => format!("s:{}", caller.session.id),
-            };
-            idempotency::once(app, &owner, &key, parts, body, work).await?
+    let owner = match (bearer(parts).and_then(|t| app.api_key_name(t)), session) {
+        (Some(name), _) => Some(format!("k:{name}")),
+        (None, Some(s)) => Some(format!("s:{}", s.id)),
+        (None, None) => None,
+    };
+    let mut resp = match (idempotency_key, owner) {
+        (Some(key), Some(owner)) => idempotency::once(app, &owner, &key, parts, body, work).await?,
+        (None, _) => work.await,
+        // A browser without a session: the key is recorded only under the session its
+        // accepted send created (so that a retry with the new cookie is a replay); a refused
+        // send leaves nothing behind, and no other request can hold that key yet.
+        (Some(key), None) => {
+            let resp = work.await;
+            match &born {
+                Some((_, s)) => {
+                    let owner = format!("s:{}", s.id);
+                    idempotency::once(app, &owner, &key, parts, body, async { resp }).await?
+                }
+                None => resp,
+            }
         }
     };
-    if let Some(c) = caller.set_cookie {
+    let cookie = match born {
+        Some((key, session)) => Some(cookies::set_cookie(&app.config.session, &key, &session)),
+        None => caller.and_then(|c| c.set_cookie),
+    };
+    if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(resp)

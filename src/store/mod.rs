@@ -47,6 +47,17 @@ pub struct StartVerification<'a> {
     pub resend_interval: Duration,
     /// Wrong attempts allowed per verification (shared by all codes sent within it).
     pub max_attempts: u32,
+    /// A browser's first session, created with the code only when the send is issued (so a
+    /// refused send writes no session). `session_id` is then an id from
+    /// [`Store::reserve_session_id`].
+    pub new_session: Option<NewSession>,
+}
+
+/// The session a cookieless browser gets with its first accepted send: empty data.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession {
+    pub key: KeyHash,
+    pub expiry: Expiry,
 }
 
 /// Outcome of [`Store::start_verification`].
@@ -135,7 +146,7 @@ pub enum DeleteOutcome {
 pub struct SweepReport {
     pub sessions: u64,
     pub verifications: u64,
-    /// Expired quota counters, pumping windows and idempotency records.
+    /// Expired quota counters, pumping windows, idempotency records and spent challenges.
     pub limits: u64,
     /// False when another daemon held the sweep lock and this one did nothing.
     pub ran: bool,
@@ -214,6 +225,10 @@ pub trait Store: Send + Sync + 'static {
     /// Changes the expiry policy and recomputes `expires_at` from now.
     async fn set_expiry(&self, key: &KeyHash, expiry: Expiry) -> StoreResult<Option<Session>>;
 
+    /// An id no session has or will be given by [`Store::create_session`], for a session that
+    /// [`Store::start_send`] may create ([`StartVerification::new_session`]). Writes no row.
+    async fn reserve_session_id(&self) -> StoreResult<i64>;
+
     /// Records a freshly generated code for (session, phone).
     ///
     /// - No row, or the previous verification is over (code expired, or approved): a new
@@ -228,10 +243,13 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// [`Store::start_verification`] under abuse limits, in the same transaction. Order: the
-    /// verification's own rules (`TooSoon`, `Exhausted`) first, then the pumping breaker, then
-    /// every quota of `guard` at once — all are incremented, or none is and the fullest refuses.
-    /// A successful send counts towards the breaker of `guard.pumping`, and trips it when the
-    /// approvals in its window fall below the minimum conversion.
+    /// verification's own rules (`TooSoon`, `Exhausted`) first, then the pumping breaker
+    /// (refusing unless `guard.challenge.on_trip`), then the hard quotas (the fullest refuses),
+    /// then the challenge (see [`SendGuard`]: `Refusal::Challenge` unless
+    /// `guard.challenge.passed`), then every quota, hard and soft, is incremented — all, or
+    /// none when anything refused. A successful send counts towards the breaker of
+    /// `guard.pumping`, and trips it when the approvals in its window fall below the minimum
+    /// conversion. With `req.new_session`, the session is created only when the code is issued.
     async fn start_send(
         &self,
         req: &StartVerification<'_>,
@@ -243,7 +261,7 @@ pub trait Store: Send + Sync + 'static {
     /// send wins), and gives back what [`Store::start_send`] took under `guard` — one unit of
     /// each quota whose window is still running, and the send's count in the breaker window of
     /// `guard.pumping` (closing the breaker again if that send tripped it). No SMS went out, so
-    /// none is charged. `guard` must be the one the send passed.
+    /// none is charged. `guard` must be the one the send passed (soft quotas are given back too).
     async fn abandon_send(
         &self,
         session_id: i64,
@@ -304,8 +322,13 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a started request that did not finish (a retry may then do the work).
     async fn idempotency_abandon(&self, owner: &str, key: &str) -> StoreResult<()>;
 
-    /// Deletes expired sessions, finished verifications, ended quota windows and expired
-    /// idempotency records in batches of at most `batch` rows
+    /// Records that the challenge `id` was used, valid until `expires_at`. True for its first
+    /// use; false when it was spent before (by any daemon on this store), while its record lasts
+    /// — which is at least until `expires_at`, after which the challenge is refused anyway.
+    async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool>;
+
+    /// Deletes expired sessions, finished verifications, ended quota windows, expired
+    /// idempotency records and spent challenges past their expiry in batches of at most `batch` rows
     /// per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;

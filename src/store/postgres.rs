@@ -42,6 +42,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/postgres/0002_abuse_limits.sql"),
     ),
     (
+        3,
+        "0003_challenge_and_networks",
+        include_str!("../../migrations/postgres/0003_challenge_and_networks.sql"),
+    ),
+    (
+        4,
+        "0004_spent_challenges",
+        include_str!("../../migrations/postgres/0004_spent_challenges.sql"),
+    ),
+    (
         5,
         "0005_deliveries",
         include_str!("../../migrations/postgres/0005_deliveries.sql"),
@@ -321,16 +331,24 @@ const SWEEP_VERIFICATIONS: &str = "
         SELECT session_id, phone FROM verifications
         WHERE expires_at < now() ORDER BY expires_at LIMIT $1)";
 
-/// One send: the verification rules and every abuse limit (see migrations/postgres/0002).
+/// One send: the verification rules, every abuse limit and the challenge, and a browser's
+/// first session (see migrations/postgres/0003).
 const START_SEND: &str = "
-    SELECT * FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+    SELECT * FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+                                     $25, $26)";
+
+/// An id from the sessions' own sequence: no row is written, and `create_session` never
+/// hands it out.
+const RESERVE_SESSION_ID: &str = "SELECT nextval(pg_get_serial_sequence('sessions', 'id'))";
 
 /// One check; the session columns are renamed for [`session_from`].
 const CHECK: &str = "
     SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
            o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
            o_created_at AS created_at, o_expires_at AS expires_at
-    FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+    FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                       $18, $19)";
 
 const PUMPING_STATES: &str = "
     SELECT country, sends, approvals, tripped, expires_at FROM pumping
@@ -372,6 +390,8 @@ const SWEEP_LIMITS: &[&str] = &[
     "DELETE FROM idempotency_keys WHERE expires_at < now() AND (owner, key) IN (
          SELECT owner, key FROM idempotency_keys WHERE expires_at < now()
          ORDER BY expires_at LIMIT $1)",
+    "DELETE FROM spent_challenges WHERE expires_at < now() AND id IN (
+         SELECT id FROM spent_challenges WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
 ];
 
 #[async_trait]
@@ -592,12 +612,25 @@ impl Store for PgStore {
         self.write_session(SET_EXPIRY, key, &[&kind, &idle]).await
     }
 
+    async fn reserve_session_id(&self) -> StoreResult<i64> {
+        let row = self
+            .query_opt(RESERVE_SESSION_ID, &[])
+            .await?
+            .ok_or_else(|| StoreError::Internal("nextval returned no row".into()))?;
+        row.try_get(0).map_err(db_error)
+    }
+
     async fn start_send(
         &self,
         req: &StartVerification<'_>,
         guard: &SendGuard,
     ) -> StoreResult<StartOutcome> {
         let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
+        let (soft_scopes, soft_keys, soft_limits, soft_windows) = quota_arrays(&guard.soft);
+        let c = guard.challenge;
+        let new_key = req.new_session.map(|n| n.key.0.to_vec());
+        let (kind, idle) = req.new_session.map_or((0, None), |n| n.expiry.to_parts());
+        let (age, cap) = (self.default_age(), self.max_lifetime());
         let pumping = guard.pumping.as_ref();
         let country = pumping.map(|p| p.country.as_str());
         let pump_window = pumping.map_or(0.0, |p| p.window.as_secs_f64());
@@ -616,10 +649,23 @@ impl Store for PgStore {
                     &keys,
                     &limits,
                     &windows,
+                    &soft_scopes,
+                    &soft_keys,
+                    &soft_limits,
+                    &soft_windows,
                     &country,
                     &pump_window,
                     &pump_sample,
                     &pump_conversion,
+                    &c.passed,
+                    &c.always,
+                    &c.when_suspicious,
+                    &c.on_trip,
+                    &new_key,
+                    &kind,
+                    &idle,
+                    &age,
+                    &cap,
                 ],
             )
             .await?
@@ -648,6 +694,10 @@ impl Store for PgStore {
             "exhausted" => StartOutcome::Exhausted {
                 retry_after: wait()?,
             },
+            "challenge" => StartOutcome::Refused {
+                by: Refusal::Challenge,
+                retry_after: Duration::ZERO,
+            },
             other => StartOutcome::Refused {
                 by: refusal(other, row.try_get("o_refused").map_err(db_error)?)?,
                 retry_after: wait()?,
@@ -662,7 +712,8 @@ impl Store for PgStore {
         code_mac: &CodeMac,
         guard: &SendGuard,
     ) -> StoreResult<()> {
-        let (scopes, keys, _, _) = quota_arrays(&guard.quotas);
+        let all: Vec<Quota> = guard.all_quotas().cloned().collect();
+        let (scopes, keys, _, _) = quota_arrays(&all);
         let pumping = guard.pumping.as_ref();
         let country = pumping.map(|p| p.country.as_str());
         let pump_sample = pumping.map_or(0, |p| i32::try_from(p.min_sample).unwrap_or(i32::MAX));
@@ -695,10 +746,17 @@ impl Store for PgStore {
         let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
         let failures = guard.failures;
         let fail_max = failures.map_or(0, |f| i32::try_from(f.max).unwrap_or(i32::MAX));
-        let fail_window = failures.map_or(3600.0, |f| f.window.as_secs_f64());
-        let lockout = failures.map_or(0.0, |f| f.lockout.as_secs_f64());
+        // Both failure limits share one window and lock-out (see `CheckGuard`).
+        let timing = failures.or(guard.network_failures.as_ref().map(|(_, f)| *f));
+        let fail_window = timing.map_or(3600.0, |f| f.window.as_secs_f64());
+        let lockout = timing.map_or(0.0, |f| f.lockout.as_secs_f64());
         let country = guard.pumping.as_ref().map(|p| p.country.as_str());
         let conversion = guard.pumping.as_ref().map_or(0.0, |p| p.min_conversion);
+        let net = guard.network_failures.as_ref().map(|(n, _)| n.as_str());
+        let net_fail_max = guard
+            .network_failures
+            .as_ref()
+            .map_or(0, |(_, f)| i32::try_from(f.max).unwrap_or(i32::MAX));
         let row = self
             .query_opt(
                 CHECK,
@@ -720,6 +778,8 @@ impl Store for PgStore {
                     &lockout,
                     &country,
                     &conversion,
+                    &net,
+                    &net_fail_max,
                 ],
             )
             .await?
@@ -872,6 +932,18 @@ impl Store for PgStore {
 
     async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
         self.pg_delivery(id).await
+    }
+
+    async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {
+        // One statement: of two daemons racing with the same challenge, exactly one inserts.
+        let n = self
+            .execute(
+                "INSERT INTO spent_challenges (id, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id.as_slice(), &expires_at],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {

@@ -39,6 +39,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_abuse_limits.sql"),
     ),
     (
+        3,
+        "0003_challenge_and_networks",
+        include_str!("../../migrations/sqlite/0003_challenge_and_networks.sql"),
+    ),
+    (
+        4,
+        "0004_spent_challenges",
+        include_str!("../../migrations/sqlite/0004_spent_challenges.sql"),
+    ),
+    (
         5,
         "0005_deliveries",
         include_str!("../../migrations/sqlite/0005_deliveries.sql"),
@@ -340,6 +350,49 @@ impl Drop for SweepGuard<'_> {
     }
 }
 
+/// What the abuse limits say about a send the verification's rules allow, in the order of
+/// [`Store::start_send`]: `None` when it may go out. Reads only; the caller takes the quotas.
+fn limits_refuse(
+    tx: &Transaction<'_>,
+    guard: &SendGuard,
+    now: i64,
+) -> StoreResult<Option<StartOutcome>> {
+    let refused = |by, end| StartOutcome::Refused {
+        by,
+        retry_after: retry_after_ms(end, now),
+    };
+    let breaker = match &guard.pumping {
+        Some(rule) => limits::breaker_open(tx, rule, now)?,
+        None => None,
+    };
+    let challenge = guard.challenge;
+    if let Some(end) = breaker.filter(|_| !challenge.on_trip) {
+        return Ok(Some(refused(Refusal::Breaker, end)));
+    }
+    let hard = limits::live_counts(tx, &guard.quotas, now)?;
+    if let Some((scope, end)) = limits::fullest(&guard.quotas, &hard) {
+        return Ok(Some(refused(Refusal::Quota(scope), end)));
+    }
+    if challenge.passed {
+        return Ok(None);
+    }
+    let soft = limits::live_counts(tx, &guard.soft, now)?;
+    let suspicious = || {
+        guard
+            .all_quotas()
+            .zip(hard.iter().chain(&soft))
+            .any(|(q, &(count, _))| q.scope.suspicious_at(count, q.limit))
+    };
+    let needed = challenge.always
+        || breaker.is_some()
+        || (challenge.when_suspicious && suspicious())
+        || limits::fullest(&guard.soft, &soft).is_some();
+    Ok(needed.then_some(StartOutcome::Refused {
+        by: Refusal::Challenge,
+        retry_after: Duration::ZERO,
+    }))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -526,6 +579,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn reserve_session_id(&self) -> StoreResult<i64> {
+        // SQLite has no sequence to draw from without a write (and daemons sharing the file
+        // share no counter), so the id is random in [2^62, 2^63): with 2^62 values a clash
+        // with any existing id is as likely as guessing a 62-bit secret, and would only fail
+        // that one send (the primary key refuses it).
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
+        Ok((i64::from_le_bytes(bytes) & (i64::MAX >> 1)) | (1 << 62))
+    }
+
     async fn start_send(
         &self,
         req: &StartVerification<'_>,
@@ -534,9 +598,9 @@ impl Store for SqliteStore {
         let (session_id, phone, mac) =
             (req.session_id, req.phone.as_str().to_owned(), req.code_mac);
         let (ttl, resend) = (duration_ms(req.ttl), duration_ms(req.resend_interval));
-        let max_attempts = req.max_attempts;
+        let (max_attempts, new_session) = (req.max_attempts, req.new_session);
         let guard = guard.clone();
-        self.transaction(move |tx, now, _| {
+        self.transaction(move |tx, now, policy| {
             let current: Option<(i64, u32, i64, i64)> = tx
                 .prepare_cached(
                     "SELECT state, attempts, sent_at, expires_at FROM verifications
@@ -554,26 +618,31 @@ impl Store for SqliteStore {
                 Some((_, _, sent_at, _)) if now < sent_at.saturating_add(resend) => {}
                 // The verification's own rules allow a send: now the limits decide.
                 _ => {
-                    let breaker = match &guard.pumping {
-                        Some(rule) => limits::breaker_open(tx, rule, now)?,
-                        None => None,
-                    };
-                    if let Some(end) = breaker {
-                        return Ok(StartOutcome::Refused {
-                            by: Refusal::Breaker,
-                            retry_after: retry_after_ms(end, now),
-                        });
+                    if let Some(refused) = limits_refuse(tx, &guard, now)? {
+                        return Ok(refused);
                     }
-                    if let Some((scope, end)) = limits::take_quotas(tx, &guard.quotas, now)? {
-                        return Ok(StartOutcome::Refused {
-                            by: Refusal::Quota(scope),
-                            retry_after: retry_after_ms(end, now),
-                        });
-                    }
+                    limits::bump_all(tx, guard.all_quotas(), now)?;
                     if let Some(rule) = &guard.pumping {
                         if limits::record_send(tx, rule, now)? {
                             tracing::warn!(country = %rule.country, "SMS pumping breaker tripped");
                         }
+                    }
+                    if let Some(new) = new_session {
+                        let (kind, idle) = new.expiry.to_parts();
+                        let expires = expires_at(policy, new.expiry, now, now);
+                        tx.prepare_cached(
+                            "INSERT INTO sessions (id, key_hash, data, expiry_kind, idle_secs,
+                                                   created_at, touched_at, expires_at)
+                             VALUES (?1, ?2, '{}', ?3, ?4, ?5, ?5, ?6)",
+                        )?
+                        .execute(params![
+                            session_id,
+                            &new.key.0[..],
+                            kind,
+                            idle,
+                            now,
+                            expires
+                        ])?;
                     }
                 }
             }
@@ -656,7 +725,7 @@ impl Store for SqliteStore {
             if let Some(rule) = &guard.pumping {
                 limits::unrecord_send(tx, rule, now)?;
             }
-            limits::give_back(tx, &guard.quotas, now)
+            limits::give_back(tx, guard.all_quotas(), now)
         })
         .await
     }
@@ -678,7 +747,13 @@ impl Store for SqliteStore {
                     retry_after: retry_after_ms(end, now),
                 });
             }
-            let locked = limits::locked_until(tx, &phone, guard.failures, now)?;
+            let counters = limits::failure_counters(&phone, &guard);
+            let mut locked: Option<i64> = None;
+            for f in &counters {
+                if let Some(end) = limits::locked_until(tx, f, now)? {
+                    locked = Some(locked.map_or(end, |l| l.max(end)));
+                }
+            }
             let current: Option<(Vec<u8>, i64, u32, i64)> = tx
                 .prepare_cached(
                     "SELECT code_mac, state, attempts, expires_at FROM verifications
@@ -709,7 +784,9 @@ impl Store for SqliteStore {
             let stored = current.as_ref().map_or(&[0u8; 32][..], |c| c.0.as_slice());
             let matches = bool::from(stored.ct_eq(&mac.0[..]));
             let Some((_, _, attempts, _)) = current.filter(|_| settled.is_none()) else {
-                limits::touch_failures(tx, &phone, now)?;
+                for f in &counters {
+                    limits::touch_failures(tx, f, now)?;
+                }
                 return Ok(settled.unwrap_or(CheckOutcome::NotFound));
             };
             if matches {
@@ -738,7 +815,9 @@ impl Store for SqliteStore {
                  WHERE session_id = ?1 AND phone = ?2",
             )?
             .execute(params![session_id, phone, attempts, state])?;
-            limits::record_failure(tx, &phone, guard.failures, now)?;
+            for f in &counters {
+                limits::record_failure(tx, f, now)?;
+            }
             Ok(if state == EXHAUSTED {
                 CheckOutcome::Exhausted
             } else {
@@ -884,6 +963,20 @@ impl Store for SqliteStore {
         self.blocking(move |conn| deliveries::get(conn, &id)).await
     }
 
+    async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {
+        let (id, expires_at) = (*id, to_millis(expires_at));
+        self.blocking(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO spent_challenges (id, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![&id[..], expires_at])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
         let Some(_guard) = SweepGuard::acquire(&self.sweeping) else {
             return Ok(SweepReport::default());
@@ -917,6 +1010,9 @@ impl Store for SqliteStore {
                  SELECT rowid FROM pumping WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2)",
             "DELETE FROM idempotency_keys WHERE rowid IN (
                  SELECT rowid FROM idempotency_keys WHERE expires_at < ?1
+                 ORDER BY expires_at LIMIT ?2)",
+            "DELETE FROM spent_challenges WHERE id IN (
+                 SELECT id FROM spent_challenges WHERE expires_at < ?1
                  ORDER BY expires_at LIMIT ?2)",
         ] {
             limits += self.delete_in_batches(sql, now, batch).await?;

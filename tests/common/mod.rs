@@ -2,11 +2,13 @@
 #![allow(dead_code)]
 
 // Daemons, databases, fakes of the SMS gateways, subprocesses, log capture, browsers.
+pub mod altcha_py;
 pub mod browser;
 pub mod certs;
 pub mod cluster;
 pub mod daemon;
 pub mod fake_aliyun;
+pub mod fake_siteverify;
 pub mod fake_sns;
 pub mod fake_tencent;
 pub mod logs;

@@ -1,7 +1,7 @@
 //! The abuse-limit rows of the embedded store, read and written inside the caller's IMMEDIATE
 //! transaction (so the check and the increment are one atomic step): quota counters, the
-//! failed-check counter of a number and the pumping breaker. Same rules as the PostgreSQL
-//! functions in migrations/postgres/0002_abuse_limits.sql.
+//! failed-check counters of a number and the pumping breaker. Same rules as the PostgreSQL
+//! functions in migrations/postgres/0002_abuse_limits.sql and 0003_challenge_and_networks.sql.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -49,30 +49,61 @@ fn bump(
         })?)
 }
 
+/// The live count of each quota's counter (0 for none or an ended window) and its end.
+pub fn live_counts(
+    tx: &Transaction<'_>,
+    quotas: &[Quota],
+    now: i64,
+) -> StoreResult<Vec<(u32, i64)>> {
+    quotas
+        .iter()
+        .map(|q| Ok(live_counter(tx, q.scope.as_str(), &q.key, now)?.unwrap_or((0, now))))
+        .collect()
+}
+
+/// The full quota that frees up last, given [`live_counts`]; of several ending together, the
+/// first by (scope, key), as PostgreSQL orders them.
+pub fn fullest(quotas: &[Quota], counts: &[(u32, i64)]) -> Option<(Scope, i64)> {
+    let order = |q: &Quota, end: i64| (std::cmp::Reverse(end), q.scope.as_str(), q.key.clone());
+    quotas
+        .iter()
+        .zip(counts)
+        .filter(|(q, (count, _))| *count >= q.limit && *count > 0)
+        .min_by_key(|(q, (_, end))| order(q, *end))
+        .map(|(q, (_, end))| (q.scope, *end))
+}
+
+/// Adds one event to every quota.
+pub fn bump_all<'q>(
+    tx: &Transaction<'_>,
+    quotas: impl IntoIterator<Item = &'q Quota>,
+    now: i64,
+) -> StoreResult<()> {
+    for q in quotas {
+        bump(tx, q.scope.as_str(), &q.key, ms(q.window), now)?;
+    }
+    Ok(())
+}
+
 /// Takes one unit from every quota, or from none: returns the full quota that frees up last.
 pub fn take_quotas(
     tx: &Transaction<'_>,
     quotas: &[Quota],
     now: i64,
 ) -> StoreResult<Option<(Scope, i64)>> {
-    let mut refused: Option<(Scope, i64)> = None;
-    for q in quotas {
-        if let Some((count, end)) = live_counter(tx, q.scope.as_str(), &q.key, now)? {
-            if count >= q.limit && refused.is_none_or(|(_, e)| end > e) {
-                refused = Some((q.scope, end));
-            }
-        }
-    }
+    let refused = fullest(quotas, &live_counts(tx, quotas, now)?);
     if refused.is_none() {
-        for q in quotas {
-            bump(tx, q.scope.as_str(), &q.key, ms(q.window), now)?;
-        }
+        bump_all(tx, quotas, now)?;
     }
     Ok(refused)
 }
 
 /// Returns one unit to every quota whose window is still running (a failed delivery's).
-pub fn give_back(tx: &Transaction<'_>, quotas: &[Quota], now: i64) -> StoreResult<()> {
+pub fn give_back<'q>(
+    tx: &Transaction<'_>,
+    quotas: impl IntoIterator<Item = &'q Quota>,
+    now: i64,
+) -> StoreResult<()> {
     for q in quotas {
         tx.prepare_cached(
             "UPDATE quota_counters SET count = count - 1
@@ -83,29 +114,48 @@ pub fn give_back(tx: &Transaction<'_>, quotas: &[Quota], now: i64) -> StoreResul
     Ok(())
 }
 
-/// The end of the lock on `phone`, when it is locked.
-pub fn locked_until(
-    tx: &Transaction<'_>,
-    phone: &str,
-    limit: Option<FailureLimit>,
-    now: i64,
-) -> StoreResult<Option<i64>> {
-    let counter = live_counter(tx, Scope::PhoneFailedChecks.as_str(), phone, now)?;
+/// A failure counter: the number's own (`phone_failed_checks`, keyed by the number) or the
+/// number's as seen from one client network (`phone_net_failed_checks`, "<phone> <network>").
+#[derive(Debug, Clone)]
+pub struct Failures {
+    pub scope: Scope,
+    pub key: String,
+    pub limit: Option<FailureLimit>,
+}
+
+/// The failure counters a check of `phone` under `guard` touches, in the order PostgreSQL
+/// locks them.
+pub fn failure_counters(phone: &str, guard: &crate::quota::CheckGuard) -> Vec<Failures> {
+    let mut all = vec![Failures {
+        scope: Scope::PhoneFailedChecks,
+        key: phone.to_owned(),
+        limit: guard.failures,
+    }];
+    if let Some((net, limit)) = &guard.network_failures {
+        all.push(Failures {
+            scope: Scope::PhoneNetFailedChecks,
+            key: format!("{phone} {net}"),
+            limit: Some(*limit),
+        });
+    }
+    all
+}
+
+/// The end of the lock of a failure counter, when it is locked.
+pub fn locked_until(tx: &Transaction<'_>, f: &Failures, now: i64) -> StoreResult<Option<i64>> {
+    let (phone, limit) = (f.key.as_str(), f.limit);
+    let counter = live_counter(tx, f.scope.as_str(), phone, now)?;
     Ok(match (limit, counter) {
         (Some(l), Some((count, end))) if l.max > 0 && count >= l.max => Some(end),
         _ => None,
     })
 }
 
-/// Counts a wrong code against `phone`; reaching the maximum locks it for `lockout`.
-pub fn record_failure(
-    tx: &Transaction<'_>,
-    phone: &str,
-    limit: Option<FailureLimit>,
-    now: i64,
-) -> StoreResult<()> {
+/// Counts a wrong code against a failure counter; reaching the maximum locks it for `lockout`.
+pub fn record_failure(tx: &Transaction<'_>, f: &Failures, now: i64) -> StoreResult<()> {
+    let (phone, limit) = (f.key.as_str(), f.limit);
     let window = limit.map_or(3_600_000, |l| ms(l.window));
-    let scope = Scope::PhoneFailedChecks.as_str();
+    let scope = f.scope.as_str();
     let (count, end) = bump(tx, scope, phone, window, now)?;
     if let Some(l) = limit.filter(|l| l.max > 0 && count >= l.max) {
         let until = end.max(now.saturating_add(ms(l.lockout)));
@@ -121,12 +171,12 @@ pub fn record_failure(
 /// checks for codes that do not exist cost the same: one row written, inserted (as an ended
 /// window) for a number never seen, updated in place otherwise — like [`record_failure`]'s
 /// upsert, and whatever the number's history.
-pub fn touch_failures(tx: &Transaction<'_>, phone: &str, now: i64) -> StoreResult<()> {
+pub fn touch_failures(tx: &Transaction<'_>, f: &Failures, now: i64) -> StoreResult<()> {
     tx.prepare_cached(
         "INSERT INTO quota_counters (scope, key, count, expires_at) VALUES (?1, ?2, 0, ?3)
          ON CONFLICT (scope, key) DO UPDATE SET count = count",
     )?
-    .execute(params![Scope::PhoneFailedChecks.as_str(), phone, now])?;
+    .execute(params![f.scope.as_str(), f.key, now])?;
     Ok(())
 }
 
