@@ -218,6 +218,10 @@ access_key_id = "AKIA"
             "providers.cn.aliyun.access_key_secret",
             "providers.a_b-9.sns.secret_access_key",
             "provider.sns.secret_access_key",
+            "provider.http.secret",
+            "provider.hook.secret",
+            "providers.twilio.http.secret",
+            "providers.app.hook.secret",
         ] {
             assert!(is_secret_key(ok), "{ok}");
         }
@@ -228,6 +232,9 @@ access_key_id = "AKIA"
             "providers.cn.sns.access_key_secret",
             "providers.a.b.sns.secret_access_key",
             "providers.cn.kind",
+            "providers.gw.http.username",
+            "providers.gw.http.secret_file",
+            "providers.app.hook.url",
             "verification.secret_file",
         ] {
             assert!(!is_secret_key(bad), "{bad}");

@@ -181,7 +181,15 @@ impl Vars<'_> {
             Var::Country => m.to.region().to_owned(),
             Var::Code => m.code.expose().to_owned(),
             Var::Text => m.text.clone(),
-            Var::Locale => m.locale.clone().unwrap_or_default(),
+            // The client chose it: only a language-tag shape gets through, so it can go in a
+            // header or a URL without surprises.
+            Var::Locale => m
+                .locale
+                .clone()
+                .filter(|l| {
+                    l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .unwrap_or_default(),
             Var::TtlMinutes => m.lifetime.as_secs().div_ceil(60).max(1).to_string(),
             Var::TtlSeconds => m.lifetime.as_secs().to_string(),
             Var::RequestId => self.request_id.to_owned(),
@@ -255,5 +263,25 @@ pub(crate) mod tests {
         }
         assert!(Template::parse("{to}").unwrap().uses(Var::To));
         assert!(!Template::parse("{{to}}").unwrap().uses(Var::To));
+    }
+
+    #[test]
+    fn a_locale_that_is_not_a_language_tag_renders_empty() {
+        let mut msg = message("+12015550123", "t");
+        let secret = Secret::default();
+        let t = Template::parse("[{locale}]").unwrap();
+        for (locale, want) in [
+            ("zh-Hant-TW", "[zh-Hant-TW]"),
+            ("en\r\nX: 1", "[]"),
+            ("\"}", "[]"),
+        ] {
+            msg.locale = Some(locale.into());
+            let vars = Vars {
+                msg: &msg,
+                request_id: "r",
+                secret: &secret,
+            };
+            assert_eq!(t.render(&vars), want, "{locale:?}");
+        }
     }
 }
