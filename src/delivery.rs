@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 pub mod metrics;
 pub mod receipts;
+pub mod twilio;
 
 /// Where a message is. The order is the order of `rank`: a receipt may only move a delivery
 /// to a higher rank, so late or repeated receipts never undo a final answer.

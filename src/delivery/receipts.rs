@@ -18,6 +18,20 @@ pub enum Format {
     Aliyun,
     /// Tencent Cloud SMS's status callback: a JSON array of reports.
     Tencent,
+    /// Twilio's `StatusCallback` (through the HTTP provider): one signed form POST per status.
+    Twilio,
+}
+
+/// How a push proves it comes from the gateway.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// The last path segment must be this secret.
+    Token(&'a Secret),
+    /// `X-Twilio-Signature` over this public URL, keyed with the Auth Token.
+    Twilio {
+        url: &'a str,
+        auth_token: &'a Secret,
+    },
 }
 
 impl Format {
@@ -26,35 +40,53 @@ impl Format {
         match self {
             Format::Aliyun => serde_json::json!({ "code": 0, "msg": "成功" }),
             Format::Tencent => serde_json::json!({ "result": 0, "errmsg": "OK" }),
+            Format::Twilio => serde_json::json!({}),
         }
     }
 }
 
-/// The receipt endpoint of instance `name`, if it has one: its push format and token. The
-/// single `[provider]` is named after its kind.
-pub fn source<'a>(config: &'a Config, name: &str) -> Option<(Format, &'a Secret)> {
-    let (kind, aliyun, tencent) = if config.providers.is_empty() {
+/// The receipt endpoint of instance `name`, if it has one: its push format and how pushes
+/// authenticate. The single `[provider]` is named after its kind.
+pub fn source<'a>(config: &'a Config, name: &str) -> Option<(Format, Auth<'a>)> {
+    let (kind, aliyun, tencent, http) = if config.providers.is_empty() {
         let p = &config.provider;
         let own_name = match p.kind {
             ProviderKind::Aliyun => "aliyun",
             ProviderKind::Tencent => "tencent",
+            ProviderKind::Http => "http",
             _ => return None,
         };
         if name != own_name {
             return None;
         }
-        (p.kind, Some(&p.aliyun), Some(&p.tencent))
+        (p.kind, Some(&p.aliyun), Some(&p.tencent), Some(&p.http))
     } else {
         let p = config.providers.get(name)?;
-        (p.kind, p.aliyun.as_ref(), p.tencent.as_ref())
+        (
+            p.kind,
+            p.aliyun.as_ref(),
+            p.tencent.as_ref(),
+            p.http.as_ref(),
+        )
     };
     let (format, token) = match kind {
         ProviderKind::Aliyun => (Format::Aliyun, &aliyun?.receipt_token),
         ProviderKind::Tencent => (Format::Tencent, &tencent?.receipt_token),
+        ProviderKind::Http => {
+            let h = http?;
+            let url = h.twilio_status_callback.as_deref()?;
+            return (!h.secret.is_empty()).then_some((
+                Format::Twilio,
+                Auth::Twilio {
+                    url,
+                    auth_token: &h.secret,
+                },
+            ));
+        }
         _ => return None,
     };
     // No token configured: no endpoint (an empty token must never match an empty segment).
-    (!token.is_empty()).then_some((format, token))
+    (!token.is_empty()).then_some((format, Auth::Token(token)))
 }
 
 #[derive(Deserialize)]
@@ -96,6 +128,10 @@ pub fn parse(format: Format, provider: &str, body: &[u8]) -> Result<Parsed, Pars
         })
     };
     let out: Parsed = match format {
+        Format::Twilio => {
+            let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+            vec![super::twilio::receipt(provider, &params)]
+        }
         Format::Aliyun => {
             let reports: Vec<AliyunReport> = serde_json::from_slice(body).map_err(shape)?;
             check_len(reports.len())?;

@@ -246,7 +246,9 @@ async fn run(
         Route::OwnSession => own_session::get(app, parts).await,
         Route::Metrics => metrics_on_api_port(app, parts).await,
         Route::GetVerification { id } => receipts::get(app, parts, &id).await,
-        Route::Receipt { provider, token } => receipts::ingest(app, &provider, &token, body).await,
+        Route::Receipt { provider, token } => {
+            receipts::ingest(app, parts, &provider, &token, body).await
+        }
         Route::Challenge => Ok(challenge::get(app)),
     }
 }

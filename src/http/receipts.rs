@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
-use crate::delivery::receipts::{self, ParseError};
+use crate::delivery::receipts::{self, Auth, ParseError};
+use crate::delivery::twilio;
 use crate::delivery::{Delivery, DeliveryState, ReceiptOutcome};
 
 use super::caller::require_backend;
@@ -26,17 +27,32 @@ fn no_endpoint() -> ApiError {
 /// `POST /v1/receipts/{provider}/{token}`
 pub async fn ingest(
     app: &App,
+    parts: &Parts,
     provider: &str,
     token: &str,
     body: &Bytes,
 ) -> Result<Resp, ApiError> {
-    let Some((format, secret)) = receipts::source(&app.config, provider) else {
+    let Some((format, auth)) = receipts::source(&app.config, provider) else {
         // Compared all the same, so that an unknown name answers in the time a known one does.
         let _ = token.as_bytes().ct_eq(b"-no-endpoint-padding-");
         return Err(no_endpoint());
     };
-    if !bool::from(token.as_bytes().ct_eq(secret.expose().as_bytes())) {
-        tracing::warn!(provider, "receipt push with a wrong token refused");
+    let genuine = match auth {
+        Auth::Token(secret) => bool::from(token.as_bytes().ct_eq(secret.expose().as_bytes())),
+        Auth::Twilio { url, auth_token } => {
+            let signature = parts
+                .headers
+                .get("x-twilio-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+            // The signed URL is the configured one; the request must have come to its path.
+            let same_path = reqwest::Url::parse(url).is_ok_and(|u| u.path() == parts.uri.path());
+            same_path && twilio::verify(auth_token.expose(), url, &params, signature)
+        }
+    };
+    if !genuine {
+        tracing::warn!(provider, "receipt push without valid credentials refused");
         return Err(no_endpoint());
     }
     let updates = receipts::parse(format, provider, body).map_err(|e| match e {

@@ -243,6 +243,10 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
         ProviderKind::Http => {
             let c = s.http.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.http"))?;
+            if let Some(url) = &c.twilio_status_callback {
+                crate::delivery::twilio::check_config(url, &s.name, c.secret.is_empty())
+                    .map_err(|e| (format!("{t}.http.twilio_status_callback"), e))?;
+            }
             within_timeout(t, "http", c.max_total_ms, s.timeout_ms)?;
         }
         ProviderKind::Hook => {
