@@ -107,6 +107,7 @@ fn changes_state(route: &Route) -> bool {
             | Route::DemoPage
             | Route::OwnSession
             | Route::Metrics
+            | Route::Challenge
             | Route::GetSession { .. }
             | Route::GetValue { .. }
     )
