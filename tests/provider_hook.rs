@@ -41,7 +41,7 @@ async fn the_receiver_verifies_the_signature_and_the_code_approves() {
     let mut browser = d.browser();
     let (status, body) = browser.send_code(PHONE).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let got = receiver.received();
+    let got = receiver.received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     let r = &got[0];
     assert_eq!(r["verified"], true, "{r}");
@@ -74,7 +74,8 @@ async fn a_signature_made_with_another_secret_is_refused_and_not_retried() {
     let (status, body) = d.browser().send_code(PHONE).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["error"], "provider_unavailable");
-    let got = receiver.received();
+    // Waits for a second delivery that must not come (every attempt ended before the answer).
+    let got = receiver.received(2);
     assert_eq!(got.len(), 1, "401 is a configuration error: {got:?}");
     assert_eq!(got[0]["verified"], false);
     assert_eq!(got[0]["answered"], 401);
@@ -89,7 +90,7 @@ async fn retries_keep_the_webhook_id_and_sign_each_attempt() {
     let d = daemon(&receiver.url, SECRET).await;
     let (status, body) = d.browser().send_code(PHONE).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let got = receiver.received();
+    let got = receiver.received(3);
     assert_eq!(got.len(), 3, "{got:?}");
     for r in &got {
         assert_eq!(r["verified"], true, "{r}");
@@ -118,7 +119,7 @@ async fn the_applications_statuses_map_onto_the_failure_classes() {
         let (status, body) = d.browser().send_code(PHONE).await;
         assert_eq!(status, want, "{answer}: {body}");
         assert_eq!(body["error"], error, "{answer}");
-        assert_eq!(receiver.received().len(), deliveries, "{answer}");
+        assert_eq!(receiver.received(deliveries).len(), deliveries, "{answer}");
         d.stop().await;
     }
 }
@@ -132,7 +133,7 @@ async fn an_application_that_keeps_failing_is_503_within_the_budget() {
     let started = std::time::Instant::now();
     let (status, body) = d.browser().send_code(PHONE).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(receiver.received().len() >= 2);
+    assert!(receiver.received(2).len() >= 2);
     assert!(started.elapsed() < std::time::Duration::from_secs(6));
     d.stop().await;
 }

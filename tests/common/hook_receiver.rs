@@ -123,9 +123,18 @@ impl HookReceiver {
         })
     }
 
-    /// Every delivery with the receiver's verdicts, oldest first.
-    pub fn received(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
+    /// Every delivery with the receiver's verdicts, oldest first. The verdict line of a
+    /// request may still be on its way through the pipe when verifyd has its answer, so this
+    /// waits until `at_least` lines are in (or two seconds have passed).
+    pub fn received(&self, at_least: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let got = self.received.lock().unwrap().clone();
+            if got.len() >= at_least || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
