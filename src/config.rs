@@ -16,6 +16,7 @@ use crate::provider::hook::HookConfig;
 use crate::provider::http::HttpConfig as HttpProviderConfig;
 use crate::provider::instances::NamedProvider;
 use crate::provider::sns::SnsConfig;
+use crate::provider::tencent::TencentConfig;
 use crate::secret::Secret;
 use crate::session::SessionPolicy;
 use crate::store::sqlite::Synchronous;
@@ -343,6 +344,7 @@ pub enum ProviderKind {
     Mock,
     Aliyun,
     Sns,
+    Tencent,
     Http,
     Hook,
 }
@@ -357,6 +359,7 @@ pub struct ProviderConfig {
     pub mock: MockConfig,
     pub aliyun: AliyunConfig,
     pub sns: SnsConfig,
+    pub tencent: TencentConfig,
     pub http: HttpProviderConfig,
     pub hook: HookConfig,
 }
@@ -370,6 +373,7 @@ impl Default for ProviderConfig {
             mock: MockConfig::default(),
             aliyun: AliyunConfig::default(),
             sns: SnsConfig::default(),
+            tencent: TencentConfig::default(),
             http: HttpProviderConfig::default(),
             hook: HookConfig::default(),
         }
@@ -654,6 +658,7 @@ impl Config {
         let pg = &mut self.store.postgres;
         let a = &mut self.provider.aliyun;
         let sns = &mut self.provider.sns;
+        let t = &mut self.provider.tencent;
         let http = &mut self.provider.http;
         let hook = &mut self.provider.hook;
         let ch = &mut self.challenge;
@@ -666,9 +671,24 @@ impl Config {
                 &a.access_key_secret_file,
             ),
             slot(
+                "provider.aliyun.receipt_token",
+                &mut a.receipt_token,
+                &a.receipt_token_file,
+            ),
+            slot(
                 "provider.sns.secret_access_key",
                 &mut sns.secret_access_key,
                 &sns.secret_access_key_file,
+            ),
+            slot(
+                "provider.tencent.secret_key",
+                &mut t.secret_key,
+                &t.secret_key_file,
+            ),
+            slot(
+                "provider.tencent.receipt_token",
+                &mut t.receipt_token,
+                &t.receipt_token_file,
             ),
             slot("provider.http.secret", &mut http.secret, &http.secret_file),
             slot("provider.hook.secret", &mut hook.secret, &hook.secret_file),
@@ -685,6 +705,23 @@ impl Config {
                     &format!("providers.{name}.aliyun.access_key_secret"),
                     &mut a.access_key_secret,
                     &a.access_key_secret_file,
+                ));
+                slots.push(slot(
+                    &format!("providers.{name}.aliyun.receipt_token"),
+                    &mut a.receipt_token,
+                    &a.receipt_token_file,
+                ));
+            }
+            if let Some(t) = &mut p.tencent {
+                slots.push(slot(
+                    &format!("providers.{name}.tencent.secret_key"),
+                    &mut t.secret_key,
+                    &t.secret_key_file,
+                ));
+                slots.push(slot(
+                    &format!("providers.{name}.tencent.receipt_token"),
+                    &mut t.receipt_token,
+                    &t.receipt_token_file,
                 ));
             }
             if let Some(sns) = &mut p.sns {

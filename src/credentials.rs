@@ -14,7 +14,10 @@ pub const SECRET_KEYS: &[&str] = &[
     "verification.secret",
     "store.postgres.url",
     "provider.aliyun.access_key_secret",
+    "provider.aliyun.receipt_token",
     "provider.sns.secret_access_key",
+    "provider.tencent.secret_key",
+    "provider.tencent.receipt_token",
     "provider.http.secret",
     "provider.hook.secret",
     "challenge.secret",
@@ -24,7 +27,10 @@ pub const SECRET_KEYS: &[&str] = &[
 /// The secrets of a named provider instance, after `providers.<name>.`.
 pub const INSTANCE_SECRET_KEYS: &[&str] = &[
     "aliyun.access_key_secret",
+    "aliyun.receipt_token",
     "sns.secret_access_key",
+    "tencent.secret_key",
+    "tencent.receipt_token",
     "http.secret",
     "hook.secret",
 ];
@@ -244,6 +250,9 @@ kind = "aliyun"
 [providers.global]
 kind = "sns"
 [providers.global.sns]
+[providers.tc]
+kind = "tencent"
+[providers.tc.tencent]
 [providers.gw]
 kind = "http"
 [providers.gw.http]
@@ -264,6 +273,8 @@ kind = "hook"
         }
         assert!(keys.contains(&"providers.cn.aliyun.access_key_secret".to_owned()));
         assert!(keys.contains(&"providers.global.sns.secret_access_key".to_owned()));
+        assert!(keys.contains(&"providers.tc.tencent.secret_key".to_owned()));
+        assert!(keys.contains(&"providers.tc.tencent.receipt_token".to_owned()));
         assert!(keys.contains(&"providers.gw.http.secret".to_owned()));
         assert!(keys.contains(&"providers.app.hook.secret".to_owned()));
         for key in INSTANCE_SECRET_KEYS {

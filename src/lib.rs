@@ -11,6 +11,7 @@ pub mod config;
 pub mod country;
 pub mod credentials;
 pub mod daemon;
+pub mod delivery;
 pub mod http;
 pub mod logging;
 pub mod metrics;

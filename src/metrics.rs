@@ -101,6 +101,8 @@ pub struct Metrics {
     pumping_tripped: Family<CountryLabels, Gauge>,
     pumping_sends: Family<CountryLabels, Gauge>,
     pumping_approvals: Family<CountryLabels, Gauge>,
+    /// Delivery receipts (crate::delivery::metrics).
+    pub delivery: crate::delivery::metrics::DeliveryMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -136,6 +138,7 @@ impl Metrics {
             pumping_tripped: Family::default(),
             pumping_sends: Family::default(),
             pumping_approvals: Family::default(),
+            delivery: crate::delivery::metrics::DeliveryMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(

@@ -22,6 +22,8 @@ use crate::store::{
 pub struct Sent {
     pub expires_in: u64,
     pub resend_in: u64,
+    /// The delivery record's public id, when the gateway gave a message id to track.
+    pub delivery_id: Option<String>,
     /// The session created with this send, for a browser that came without one.
     pub created: Option<(SessionKey, Session)>,
 }
@@ -156,6 +158,7 @@ pub async fn send(
         }
     };
     let (code_mac, ttl) = (drawn.mac, drawn.ttl);
+    let mut delivery_id = None;
     if fixed.is_none() {
         let msg = OutgoingCode {
             to: phone.clone(),
@@ -169,6 +172,11 @@ pub async fn send(
         match app.provider.send(&msg).await {
             Ok(receipt) => {
                 tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
+                if let Some(message_id) = receipt.message_id.as_deref() {
+                    delivery_id =
+                        record_delivery(app, session_id, &receipt.provider, message_id, country)
+                            .await;
+                }
             }
             Err(e) => {
                 tracing::warn!(phone = %phone, error = %e, "code delivery failed");
@@ -206,8 +214,35 @@ pub async fn send(
     Ok(Sent {
         expires_in: ttl.as_secs(),
         resend_in: v.resend_interval,
+        delivery_id,
         created,
     })
+}
+
+/// Records the accepted send for its receipts. The code is already on its way, so a store
+/// failure here is logged and the send still succeeds, only without a delivery record.
+async fn record_delivery(
+    app: &App,
+    session_id: i64,
+    provider: &str,
+    message_id: &str,
+    country: &str,
+) -> Option<String> {
+    let id = crate::delivery::new_id();
+    let new = crate::delivery::NewDelivery {
+        id: &id,
+        session_id,
+        provider,
+        message_id,
+        country,
+    };
+    match app.store.record_delivery(&new).await {
+        Ok(()) => Some(id),
+        Err(e) => {
+            tracing::warn!(error = %e, provider, "could not record the delivery");
+            None
+        }
+    }
 }
 
 /// Checks `code` for (session, phone); on approval the session's key is cycled and it gains

@@ -844,9 +844,12 @@ on_both_stores! {
         )
         .await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
+        // Backends also get the send's id, to follow its delivery (GET /v1/verifications/{id}).
+        let id = r.body["id"].as_str().expect("a delivery id").to_owned();
+        assert!(verifyd::delivery::is_id(&id), "{id}");
         assert_eq!(
             r.body,
-            json!({ "status": "pending", "expires_in": 300, "resend_in": 60 })
+            json!({ "status": "pending", "expires_in": 300, "resend_in": 60, "id": id })
         );
         assert!(r.set_cookies().is_empty(), "backends get no cookies: {r:?}");
         let code = code_for(&d, A);

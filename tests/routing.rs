@@ -31,6 +31,7 @@ fn named(kind: ProviderKind) -> NamedProvider {
         mock: None,
         aliyun: None,
         sns: None,
+        tencent: None,
         http: None,
         hook: None,
     }
@@ -117,6 +118,7 @@ async fn aliyun_5xx_falls_over_to_sns_on_moto() {
         let breaker = BreakerConfig {
             failures: 1,
             cooldown: 300,
+            ..BreakerConfig::default()
         };
         c.providers.insert("aliyun".into(), aliyun(&fake, breaker));
         c.providers.insert(
@@ -233,6 +235,7 @@ async fn the_breaker_opens_and_later_sends_skip_the_provider() {
         let breaker = BreakerConfig {
             failures: 2,
             cooldown: 600,
+            ..BreakerConfig::default()
         };
         c.providers.insert("aliyun".into(), aliyun(&fake, breaker));
         c.providers.insert("backup".into(), mock(c));
@@ -404,7 +407,8 @@ fn a_complete_routing_config_loads() {
         c.providers["cn"].breaker,
         BreakerConfig {
             failures: 3,
-            cooldown: 60
+            cooldown: 60,
+            ..BreakerConfig::default()
         }
     );
     assert_eq!(c.providers["global"].timeout_ms, 10_000, "the default");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use verifyd::code::{Code, CodeKey, CodeMac, CodeNonce};
+use verifyd::delivery::{DeliveryState, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use verifyd::phone::PhoneNumber;
 use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Quota, Refusal, Scope, SendGuard};
 use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
@@ -130,6 +131,10 @@ macro_rules! conformance {
             replace_if_version_lets_one_racer_win,
             absolute_expiry_never_slides_and_the_past_is_dead,
             key_order_survives_every_write,
+            delivery_receipts_only_move_forward,
+            delivery_receipts_for_unknown_ids_change_nothing,
+            concurrent_final_receipts_settle_on_one_state,
+            deliveries_go_with_their_session,
             challenges_are_spent_once_until_swept,
             challenges_are_decided_in_the_send,
             soft_quotas_ask_for_a_challenge_up_to_the_hard_cap,
@@ -2230,6 +2235,192 @@ async fn key_order_survives_every_write(h: Harness) {
         keys(&read.data),
         ["zeta", "mm", "b", "_session_expiry", "c"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery receipts: the state only moves forward (queued → sent → delivered | failed), the
+// first final receipt wins, repeats change nothing, unknown ids are reported as such.
+
+async fn new_delivery(
+    store: &Arc<dyn Store>,
+    session_id: i64,
+    provider: &str,
+    mid: &str,
+) -> String {
+    let id = verifyd::delivery::new_id();
+    store
+        .record_delivery(&NewDelivery {
+            id: &id,
+            session_id,
+            provider,
+            message_id: mid,
+            country: "86",
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn receipt(provider: &str, mid: &str, state: DeliveryState, code: &str) -> ReceiptUpdate {
+    ReceiptUpdate {
+        provider: provider.into(),
+        message_id: mid.into(),
+        state,
+        error_code: Some(code.into()),
+    }
+}
+
+async fn delivery_receipts_only_move_forward(h: Harness) {
+    let s = &h.store;
+    let (_, session) = new_session(s, Expiry::Default).await;
+    let id = new_delivery(s, session.id, "cn", "BIZ-1").await;
+    let d = s.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Queued);
+    assert_eq!(
+        (
+            d.provider.as_str(),
+            d.message_id.as_str(),
+            d.country.as_str()
+        ),
+        ("cn", "BIZ-1", "86")
+    );
+    assert!(d.sent_at.is_none() && d.final_at.is_none() && d.error_code.is_none());
+    assert_near(d.queued_at, SystemTime::now(), secs(5));
+
+    let sent = receipt("cn", "BIZ-1", DeliveryState::Sent, "ACCEPTD");
+    let ReceiptOutcome::Applied { delivery } = s.apply_receipt(&sent).await.unwrap() else {
+        panic!("queued → sent applies")
+    };
+    assert_eq!(delivery.state, DeliveryState::Sent);
+    assert!(delivery.sent_at.is_some());
+    assert_eq!(
+        s.apply_receipt(&sent).await.unwrap(),
+        ReceiptOutcome::Duplicate
+    );
+
+    let delivered = receipt("cn", "BIZ-1", DeliveryState::Delivered, "DELIVRD");
+    let ReceiptOutcome::Applied { delivery } = s.apply_receipt(&delivered).await.unwrap() else {
+        panic!("sent → delivered applies")
+    };
+    assert_eq!(delivery.state, DeliveryState::Delivered);
+    assert_eq!(delivery.error_code.as_deref(), Some("DELIVRD"));
+    assert!(delivery.final_at.is_some());
+    assert_eq!(
+        s.apply_receipt(&delivered).await.unwrap(),
+        ReceiptOutcome::Duplicate
+    );
+    // Late and contradicting receipts are stale: the final state stays.
+    for late in [
+        receipt("cn", "BIZ-1", DeliveryState::Sent, "ACCEPTD"),
+        receipt("cn", "BIZ-1", DeliveryState::Queued, "-"),
+        receipt("cn", "BIZ-1", DeliveryState::Failed, "MK:0001"),
+    ] {
+        assert_eq!(
+            s.apply_receipt(&late).await.unwrap(),
+            ReceiptOutcome::Stale,
+            "{late:?}"
+        );
+    }
+    let d = s.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Delivered);
+    assert_eq!(d.error_code.as_deref(), Some("DELIVRD"));
+
+    // A final receipt may skip `sent`; a later `sent` is stale.
+    let id2 = new_delivery(s, session.id, "cn", "BIZ-2").await;
+    let failed = receipt("cn", "BIZ-2", DeliveryState::Failed, "MK:0012");
+    assert!(matches!(
+        s.apply_receipt(&failed).await.unwrap(),
+        ReceiptOutcome::Applied { .. }
+    ));
+    let stale = receipt("cn", "BIZ-2", DeliveryState::Sent, "x");
+    assert_eq!(
+        s.apply_receipt(&stale).await.unwrap(),
+        ReceiptOutcome::Stale
+    );
+    let d2 = s.delivery(&id2).await.unwrap().unwrap();
+    assert_eq!((d2.state, d2.sent_at), (DeliveryState::Failed, None));
+    // The state survives a restart.
+    let again = h.reopen().await;
+    assert_eq!(
+        again.delivery(&id).await.unwrap().unwrap().state,
+        DeliveryState::Delivered
+    );
+}
+
+async fn delivery_receipts_for_unknown_ids_change_nothing(h: Harness) {
+    let s = &h.store;
+    let (_, session) = new_session(s, Expiry::Default).await;
+    let id = new_delivery(s, session.id, "cn", "BIZ-1").await;
+    // Same message id from another instance, another id from the same instance.
+    for r in [
+        receipt("other", "BIZ-1", DeliveryState::Delivered, "DELIVRD"),
+        receipt("cn", "BIZ-2", DeliveryState::Delivered, "DELIVRD"),
+        receipt("cn", "biz-1", DeliveryState::Delivered, "DELIVRD"),
+    ] {
+        assert_eq!(
+            s.apply_receipt(&r).await.unwrap(),
+            ReceiptOutcome::Unknown,
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        s.delivery(&id).await.unwrap().unwrap().state,
+        DeliveryState::Queued
+    );
+    assert!(
+        s.delivery(&verifyd::delivery::new_id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Recording the same (provider, message id) twice keeps the first record.
+    let dup = new_delivery(s, session.id, "cn", "BIZ-1").await;
+    assert!(s.delivery(&dup).await.unwrap().is_none());
+    assert!(s.delivery(&id).await.unwrap().is_some());
+}
+
+async fn concurrent_final_receipts_settle_on_one_state(h: Harness) {
+    let s = &h.store;
+    let (_, session) = new_session(s, Expiry::Default).await;
+    let id = new_delivery(s, session.id, "cn", "RACE").await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        let state = if i % 2 == 0 {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Failed
+        };
+        tasks.push(tokio::spawn(async move {
+            s.apply_receipt(&receipt("cn", "RACE", state, &format!("C{i}")))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for t in tasks {
+        if let ReceiptOutcome::Applied { delivery } = t.await.unwrap() {
+            applied.push(delivery);
+        }
+    }
+    assert_eq!(
+        applied.len(),
+        1,
+        "exactly one final receipt wins: {applied:?}"
+    );
+    let d = s.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.state, applied[0].state);
+    assert_eq!(d.error_code, applied[0].error_code);
+}
+
+async fn deliveries_go_with_their_session(h: Harness) {
+    let s = &h.store;
+    let (key, session) = new_session(s, Expiry::Default).await;
+    let id = new_delivery(s, session.id, "cn", "GONE").await;
+    assert!(s.flush(&key).await.unwrap());
+    assert!(s.delivery(&id).await.unwrap().is_none());
+    let r = receipt("cn", "GONE", DeliveryState::Delivered, "DELIVRD");
+    assert_eq!(s.apply_receipt(&r).await.unwrap(), ReceiptOutcome::Unknown);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ pub mod error;
 mod idempotency;
 pub mod metrics;
 mod own_session;
+mod receipts;
 mod request;
 pub mod response;
 pub mod router;
@@ -246,6 +247,10 @@ async fn run(
         Route::DemoPage => Ok(demo::page(app.config.verification.alphabet)),
         Route::OwnSession => own_session::get(app, parts).await,
         Route::Metrics => metrics_on_api_port(app, parts).await,
+        Route::GetVerification { id } => receipts::get(app, parts, &id).await,
+        Route::Receipt { provider, token } => {
+            receipts::ingest(app, parts, &provider, &token, body).await
+        }
         Route::Challenge => Ok(challenge::get(app)),
     }
 }

@@ -28,6 +28,8 @@ pub enum Route {
     DemoPage,
     OwnSession,
     Metrics,
+    GetVerification { id: String },
+    Receipt { provider: String, token: String },
     Challenge,
 }
 
@@ -54,6 +56,8 @@ pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/sessions/{key}/expiry"),
     ("POST", "/v1/verifications"),
     ("POST", "/v1/verifications/check"),
+    ("GET", "/v1/verifications/{id}"),
+    ("POST", "/v1/receipts/{provider}/{token}"),
     ("GET", "/v1/challenge"),
     ("GET", "/sms_send/"),
     ("POST", "/sms_send/"),
@@ -88,6 +92,8 @@ impl Route {
             Route::DemoPage => "/",
             Route::OwnSession => "/v1/session",
             Route::Metrics => "/metrics",
+            Route::GetVerification { .. } => "/v1/verifications/{id}",
+            Route::Receipt { .. } => "/v1/receipts/{provider}/{token}",
             Route::Challenge => "/v1/challenge",
         }
     }
@@ -160,6 +166,21 @@ pub fn route(
         ),
         ["v1", "verifications"] => only(&Method::POST, "POST", Route::SendCode),
         ["v1", "verifications", "check"] => only(&Method::POST, "POST", Route::CheckCode),
+        ["v1", "verifications", id] => only(
+            &Method::GET,
+            "GET",
+            Route::GetVerification {
+                id: (*id).to_owned(),
+            },
+        ),
+        ["v1", "receipts", provider, token] => only(
+            &Method::POST,
+            "POST",
+            Route::Receipt {
+                provider: (*provider).to_owned(),
+                token: (*token).to_owned(),
+            },
+        ),
         ["sms_send"] | ["sms_send", ""] if seed_routes => seed(&m, Route::SeedSend),
         ["sms_check"] | ["sms_check", ""] if seed_routes => seed(&m, Route::SeedCheck),
         _ => Err(ApiError::not_found(

@@ -82,10 +82,13 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
         match verify::send(app, session, &phone, locale, client, challenge_passed).await {
             Ok(sent) => {
                 born = sent.created;
-                json(
-                    StatusCode::ACCEPTED,
-                    &json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in }),
-                )
+                let mut body = json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in });
+                // Backends may follow the delivery (GET /v1/verifications/{id}); browsers have
+                // no use for it.
+                if let (true, Some(id)) = (backend, sent.delivery_id) {
+                    body["id"] = json!(id);
+                }
+                json(StatusCode::ACCEPTED, &body)
             }
             Err(e) => ApiError::from(e).into_response(),
         }

@@ -3,6 +3,7 @@
 //! provider that is down then costs one timeout per cool-down instead of one per request.
 
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -15,6 +16,15 @@ pub struct BreakerConfig {
     pub failures: u32,
     /// Seconds an open breaker skips the provider before one trial send.
     pub cooldown: u64,
+    /// Opens the breaker when at least this percentage of the delivery receipts of the last
+    /// `receipt_window` seconds say `failed`; 0 never does. Catches a gateway that accepts
+    /// every message and delivers none.
+    pub receipt_failure_percent: u8,
+    /// Seconds of final receipts the ratio looks at.
+    pub receipt_window: u64,
+    /// Final receipts the window must hold before the ratio counts: a few unlucky numbers
+    /// must not take a provider out.
+    pub receipt_min_samples: u32,
 }
 
 impl Default for BreakerConfig {
@@ -22,6 +32,9 @@ impl Default for BreakerConfig {
         Self {
             failures: 5,
             cooldown: 30,
+            receipt_failure_percent: 0,
+            receipt_window: 600,
+            receipt_min_samples: 20,
         }
     }
 }
@@ -77,6 +90,8 @@ enum Inner {
 pub struct Breaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Final receipts of the window: when each arrived and whether it said `failed`.
+    receipts: Mutex<VecDeque<(Instant, bool)>>,
 }
 
 impl Breaker {
@@ -84,6 +99,43 @@ impl Breaker {
         Self {
             config,
             inner: Mutex::new(Inner::Closed { failures: 0 }),
+            receipts: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Counts one final delivery receipt; opens the breaker when the window's failure ratio
+    /// reaches `receipt_failure_percent` over at least `receipt_min_samples` receipts. The
+    /// window starts empty again after that, so the provider is judged afresh after its trial.
+    pub fn record_receipt(&self, failed: bool) {
+        let c = &self.config;
+        if c.receipt_failure_percent == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let window = Duration::from_secs(c.receipt_window);
+        let mut receipts = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+        receipts.push_back((now, failed));
+        while receipts
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > window)
+        {
+            receipts.pop_front();
+        }
+        // Bounded memory whatever the receipt rate: only the proportion matters.
+        while receipts.len() > 10_000 {
+            receipts.pop_front();
+        }
+        let total = receipts.len() as u64;
+        let failures = receipts.iter().filter(|(_, f)| *f).count() as u64;
+        if total >= u64::from(c.receipt_min_samples.max(1))
+            && failures * 100 >= total * u64::from(c.receipt_failure_percent)
+        {
+            receipts.clear();
+            drop(receipts);
+            *self.lock() = Inner::Open {
+                until: now + self.cooldown(),
+                trial: false,
+            };
         }
     }
 
@@ -159,7 +211,54 @@ mod tests {
     use super::*;
 
     fn breaker(failures: u32, cooldown: u64) -> Breaker {
-        Breaker::new(BreakerConfig { failures, cooldown })
+        Breaker::new(BreakerConfig {
+            failures,
+            cooldown,
+            ..BreakerConfig::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn receipt_failure_ratio_opens_after_the_minimum_sample() {
+        let b = Breaker::new(BreakerConfig {
+            receipt_failure_percent: 50,
+            receipt_window: 60,
+            receipt_min_samples: 4,
+            ..BreakerConfig::default()
+        });
+        // Three failures of three: below the minimum sample, the provider stays in.
+        for _ in 0..3 {
+            b.record_receipt(true);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.record_receipt(false);
+        assert_eq!(b.state(), BreakerState::Open, "3 of 4 failed");
+        // After the cool-down a trial goes through and a healthy send closes it again.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(b.try_acquire());
+        b.record(Outcome::Healthy);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Old receipts leave the window: failures spread thinly over time do not add up.
+        for _ in 0..3 {
+            b.record_receipt(true);
+            tokio::time::advance(Duration::from_secs(61)).await;
+        }
+        b.record_receipt(false);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Mostly delivered: stays closed however many receipts arrive.
+        for i in 0..100 {
+            b.record_receipt(i % 3 == 0);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn receipt_ratio_is_off_by_default() {
+        let b = breaker(5, 30);
+        for _ in 0..100 {
+            b.record_receipt(true);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,7 @@ use super::metered::Metered;
 use super::mock::MockProvider;
 use super::routing::{DEFAULT_ROUTE, Instance, Router};
 use super::sns::{SnsConfig, SnsProvider};
+use super::tencent::{TencentConfig, TencentProvider};
 use crate::config::{Config, MockConfig, ProviderKind};
 use crate::metrics::Metrics;
 
@@ -44,6 +45,7 @@ pub struct NamedProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sns: Option<SnsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tencent: Option<TencentConfig>,
     pub http: Option<HttpConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook: Option<HookConfig>,
@@ -60,6 +62,7 @@ struct Spec<'a> {
     mock: Option<&'a MockConfig>,
     aliyun: Option<&'a AliyunConfig>,
     sns: Option<&'a SnsConfig>,
+    tencent: Option<&'a TencentConfig>,
     http: Option<&'a HttpConfig>,
     hook: Option<&'a HookConfig>,
 }
@@ -69,6 +72,7 @@ fn kind_name(kind: ProviderKind) -> &'static str {
         ProviderKind::Mock => "mock",
         ProviderKind::Aliyun => "aliyun",
         ProviderKind::Sns => "sns",
+        ProviderKind::Tencent => "tencent",
         ProviderKind::Http => "http",
         ProviderKind::Hook => "hook",
     }
@@ -88,6 +92,7 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             mock: Some(&p.mock),
             aliyun: Some(&p.aliyun),
             sns: Some(&p.sns),
+            tencent: Some(&p.tencent),
             http: Some(&p.http),
             hook: Some(&p.hook),
         };
@@ -105,6 +110,7 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             mock: p.mock.as_ref(),
             aliyun: p.aliyun.as_ref(),
             sns: p.sns.as_ref(),
+            tencent: p.tencent.as_ref(),
             http: p.http.as_ref(),
             hook: p.hook.as_ref(),
         })
@@ -176,6 +182,7 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             (ProviderKind::Mock, s.mock.is_some()),
             (ProviderKind::Aliyun, s.aliyun.is_some()),
             (ProviderKind::Sns, s.sns.is_some()),
+            (ProviderKind::Tencent, s.tencent.is_some()),
             (ProviderKind::Http, s.http.is_some()),
             (ProviderKind::Hook, s.hook.is_some()),
         ];
@@ -228,9 +235,18 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             let c = s.sns.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.sns"))?;
         }
+        ProviderKind::Tencent => {
+            let c = s.tencent.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
+            c.validate(&format!("{t}.tencent"))?;
+            within_timeout(t, "tencent", c.max_total_ms, s.timeout_ms)?;
+        }
         ProviderKind::Http => {
             let c = s.http.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.http"))?;
+            if let Some(url) = &c.twilio_status_callback {
+                crate::delivery::twilio::check_config(url, &s.name, c.secret.is_empty())
+                    .map_err(|e| (format!("{t}.http.twilio_status_callback"), e))?;
+            }
             within_timeout(t, "http", c.max_total_ms, s.timeout_ms)?;
         }
         ProviderKind::Hook => {
@@ -329,6 +345,10 @@ pub async fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Router, Bu
             ProviderKind::Aliyun => Arc::new(
                 AliyunProvider::new(s.aliyun.ok_or_else(missing)?)
                     .map_err(|e| BuildError(format!("{}: {e}", s.table)))?,
+            ),
+            ProviderKind::Tencent => Arc::new(
+                TencentProvider::new(s.tencent.ok_or_else(missing)?)
+                    .map_err(|e| BuildError(format!("{}.tencent.{e}", s.table)))?,
             ),
             ProviderKind::Sns => Arc::new(
                 SnsProvider::new(s.sns.ok_or_else(missing)?, &format!("{}.sns", s.table))

@@ -42,7 +42,11 @@ pub fn outcome(result: &Result<Receipt, ProviderError>) -> &'static str {
 impl Provider for Metered {
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let started = Instant::now();
-        let result = self.inner.send(msg).await;
+        // The receipt names the instance, not the kind: delivery receipts are matched to it.
+        let result = self.inner.send(msg).await.map(|mut r| {
+            r.provider.clone_from(&self.name);
+            r
+        });
         self.metrics
             .sms(&self.name, outcome(&result), started.elapsed());
         result

@@ -66,7 +66,14 @@ impl Provider for MockProvider {
         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         Ok(Receipt {
             provider: "mock".into(),
-            message_id: Some(format!("mock-{n}")),
+            // Random as well as counted, so that daemons sharing a store never repeat an id.
+            message_id: Some(format!("mock-{}-{n}", hex::encode(random_bytes()))),
         })
     }
+}
+
+fn random_bytes() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random generator is unavailable");
+    b
 }

@@ -19,6 +19,7 @@ pub mod routing;
 pub mod sms_length;
 pub mod sns;
 pub mod templates;
+pub mod tencent;
 
 /// One message to deliver.
 #[derive(Debug, Clone)]

@@ -172,6 +172,14 @@ impl Router {
         Err(last.unwrap_or_else(|| ProviderError::Configuration("no route for this number".into())))
     }
 
+    /// A final delivery receipt for a message `provider` accepted: feeds its breaker's
+    /// failure ratio. Unknown names (a receipt for a provider since removed) are ignored.
+    pub fn receipt(&self, provider: &str, failed: bool) {
+        if let Some(slot) = self.slots.iter().find(|s| s.name == provider) {
+            slot.breaker.record_receipt(failed);
+        }
+    }
+
     /// Each provider's name and breaker state, in configuration order.
     pub fn breaker_states(&self) -> Vec<(&str, BreakerState)> {
         self.slots
@@ -270,6 +278,7 @@ mod tests {
             breaker: BreakerConfig {
                 failures: 2,
                 cooldown: 30,
+                ..BreakerConfig::default()
             },
         }
     }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
 use crate::code::{CodeMac, CodeNonce};
+use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
@@ -386,6 +387,17 @@ pub trait Store: Send + Sync + 'static {
     /// per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;
+
+    /// Records a send a gateway accepted, in state `queued`. A second record with the same
+    /// provider and message id is ignored (the first one keeps its receipts).
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()>;
+
+    /// Applies one receipt atomically under the rank rule of [`crate::delivery`]: the state
+    /// only moves forward, a final state never changes, a repeat changes nothing.
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome>;
+
+    /// A delivery by its public id.
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>>;
 }
 
 /// Stored form of the headers kept with an idempotent answer (a JSON array of pairs).

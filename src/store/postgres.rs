@@ -16,6 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::code::{CodeMac, CodeNonce};
+use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
@@ -51,6 +52,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/postgres/0004_spent_challenges.sql"),
     ),
     (
+        5,
+        "0005_deliveries",
+        include_str!("../../migrations/postgres/0005_deliveries.sql"),
+    ),
+    (
         6,
         "0006_session_replace",
         include_str!("../../migrations/postgres/0006_session_replace.sql"),
@@ -61,6 +67,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/postgres/0007_same_code_resend.sql"),
     ),
 ];
+
+mod deliveries;
 
 /// Advisory lock keys ("verifyd" in ASCII plus a tag), one per job that must not run twice at once.
 const MIGRATE_LOCK: i64 = 0x7665_7269_6679_6401;
@@ -1061,6 +1069,18 @@ impl Store for PgStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
+        self.pg_record_delivery(d).await
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
+        self.pg_apply_receipt(r).await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        self.pg_delivery(id).await
     }
 
     async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {

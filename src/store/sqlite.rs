@@ -19,6 +19,7 @@ use super::{
     headers_from_json, headers_to_json, retry_after,
 };
 use crate::code::{CodeMac, CodeNonce};
+use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
@@ -48,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_spent_challenges.sql"),
     ),
     (
+        5,
+        "0005_deliveries",
+        include_str!("../../migrations/sqlite/0005_deliveries.sql"),
+    ),
+    (
         6,
         "0006_session_replace",
         include_str!("../../migrations/sqlite/0006_session_replace.sql"),
@@ -59,6 +65,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+mod deliveries;
 mod limits;
 
 /// Milliseconds of `d`, saturated to what the millisecond columns hold.
@@ -1077,6 +1084,23 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
+        let row = deliveries::Owned::from(d);
+        self.transaction(move |tx, now, _| deliveries::record(tx, &row, now))
+            .await
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
+        let r = r.clone();
+        self.transaction(move |tx, now, _| deliveries::apply(tx, &r, now))
+            .await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        let id = id.to_owned();
+        self.blocking(move |conn| deliveries::get(conn, &id)).await
     }
 
     async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {

@@ -12,6 +12,7 @@ pub mod fake_gateway;
 pub mod fake_siteverify;
 pub mod fake_sms_apis;
 pub mod fake_sns;
+pub mod fake_tencent;
 pub mod hook_receiver;
 pub mod logs;
 pub mod moto;

@@ -28,6 +28,10 @@ pub struct AliyunConfig {
     /// dysmsapi endpoint; tests point it at a local fake.
     pub endpoint: String,
     pub region_id: String,
+    /// The secret path segment of the `SmsReport` push URL (`/v1/receipts/<instance>/<token>`);
+    /// unset: no receipt endpoint.
+    pub receipt_token: Secret,
+    pub receipt_token_file: Option<PathBuf>,
     /// Milliseconds one attempt (connect, request, answer) may take.
     pub timeout_ms: u64,
     /// Milliseconds all attempts of one send may take together, pauses included.
@@ -45,6 +49,8 @@ impl Default for AliyunConfig {
             template_param_name: "code".into(),
             endpoint: "https://dysmsapi.aliyuncs.com/".into(),
             region_id: "cn-hangzhou".into(),
+            receipt_token: Secret::default(),
+            receipt_token_file: None,
             timeout_ms: 5000,
             max_total_ms: 10_000,
         }
@@ -87,6 +93,12 @@ impl AliyunConfig {
                     "must be an http:// or https:// URL".into(),
                 ));
             }
+        }
+        if !self.receipt_token.is_empty() && self.receipt_token.expose().len() < 16 {
+            return Err((
+                "provider.aliyun.receipt_token",
+                "must be at least 16 characters".into(),
+            ));
         }
         if self.timeout_ms == 0 {
             return Err(("provider.aliyun.timeout_ms", "must be positive".into()));
@@ -149,6 +161,10 @@ mod tests {
         assert_eq!(
             key(|c| c.endpoint = "ftp://x/".into()),
             "provider.aliyun.endpoint"
+        );
+        assert_eq!(
+            key(|c| c.receipt_token = Secret::new("short")),
+            "provider.aliyun.receipt_token"
         );
         assert_eq!(key(|c| c.timeout_ms = 0), "provider.aliyun.timeout_ms");
         assert_eq!(key(|c| c.max_total_ms = 1), "provider.aliyun.max_total_ms");

@@ -98,6 +98,10 @@ pub struct HttpConfig {
     pub message_id_pointer: Option<String>,
     /// Rules for answers that are not a success, in order.
     pub errors: Vec<ErrorRule>,
+    /// Twilio only: the public URL given to Twilio as `StatusCallback`
+    /// (`https://…/v1/receipts/<instance>/<any segment>`). Set, it opens that receipt endpoint,
+    /// authenticated by `X-Twilio-Signature` with `secret` (the Auth Token) as the key.
+    pub twilio_status_callback: Option<String>,
     /// Milliseconds one attempt may take.
     pub timeout_ms: u64,
     /// Milliseconds all attempts of one send may take together, pauses included.
@@ -122,6 +126,7 @@ impl Default for HttpConfig {
             success_value: None,
             message_id_pointer: None,
             errors: Vec::new(),
+            twilio_status_callback: None,
             timeout_ms: 5000,
             max_total_ms: 10_000,
         }

@@ -1,0 +1,122 @@
+//! `POST /v1/receipts/{provider}/{token}`: delivery receipts pushed by the gateways, and
+//! `GET /v1/verifications/{id}`: a send's delivery state for backends. A push is accepted only
+//! with the instance's secret token (compared in constant time); an unknown instance, an
+//! instance without receipts and a wrong token all get the same 404, so the path reveals
+//! nothing about which names exist.
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::request::Parts;
+use serde_json::json;
+use std::time::SystemTime;
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::delivery::receipts::{self, Auth, ParseError};
+use crate::delivery::twilio;
+use crate::delivery::{Delivery, DeliveryState, ReceiptOutcome};
+
+use super::caller::require_backend;
+use super::error::ApiError;
+use super::response::{Resp, json};
+
+fn no_endpoint() -> ApiError {
+    ApiError::not_found("not_found", "no such receipt endpoint")
+}
+
+/// `POST /v1/receipts/{provider}/{token}`
+pub async fn ingest(
+    app: &App,
+    parts: &Parts,
+    provider: &str,
+    token: &str,
+    body: &Bytes,
+) -> Result<Resp, ApiError> {
+    let Some((format, auth)) = receipts::source(&app.config, provider) else {
+        // Compared all the same, so that an unknown name answers in the time a known one does.
+        let _ = token.as_bytes().ct_eq(b"-no-endpoint-padding-");
+        return Err(no_endpoint());
+    };
+    let genuine = match auth {
+        Auth::Token(secret) => bool::from(token.as_bytes().ct_eq(secret.expose().as_bytes())),
+        Auth::Twilio { url, auth_token } => {
+            let signature = parts
+                .headers
+                .get("x-twilio-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+            // The signed URL is the configured one; the request must have come to its path.
+            let same_path = reqwest::Url::parse(url).is_ok_and(|u| u.path() == parts.uri.path());
+            same_path && twilio::verify(auth_token.expose(), url, &params, signature)
+        }
+    };
+    if !genuine {
+        tracing::warn!(provider, "receipt push without valid credentials refused");
+        return Err(no_endpoint());
+    }
+    let updates = receipts::parse(format, provider, body).map_err(|e| match e {
+        ParseError::TooMany => ApiError::bad_request("too_many_receipts", e.to_string()),
+        ParseError::Shape(_) => ApiError::bad_request("invalid_receipts", e.to_string()),
+    })?;
+    let m = &app.metrics.delivery;
+    for update in updates {
+        let Some(update) = update else {
+            m.ignored(provider, "unknown");
+            continue;
+        };
+        match app.store.apply_receipt(&update).await? {
+            ReceiptOutcome::Applied { delivery } => applied(app, &delivery),
+            ReceiptOutcome::Unknown => {
+                m.ignored(provider, "unknown");
+                tracing::info!(provider, "receipt for an unknown message id dropped");
+            }
+            ReceiptOutcome::Duplicate => m.ignored(provider, "duplicate"),
+            ReceiptOutcome::Stale => m.ignored(provider, "stale"),
+        }
+    }
+    Ok(json(StatusCode::OK, &format.ack()))
+}
+
+/// Counts a receipt that moved a delivery and feeds final ones to the provider's breaker.
+fn applied(app: &App, d: &Delivery) {
+    let elapsed = match (d.state, d.final_at) {
+        (DeliveryState::Delivered, Some(at)) => at.duration_since(d.queued_at).ok(),
+        _ => None,
+    };
+    app.metrics
+        .delivery
+        .moved(&d.provider, &d.country, d.state.as_str(), elapsed);
+    if d.state.is_final() {
+        app.provider
+            .receipt(&d.provider, d.state == DeliveryState::Failed);
+    }
+    tracing::info!(provider = %d.provider, state = d.state.as_str(), code = ?d.error_code, "delivery receipt");
+}
+
+/// `GET /v1/verifications/{id}` (API key): the delivery of one accepted send.
+pub async fn get(app: &App, parts: &Parts, id: &str) -> Result<Resp, ApiError> {
+    require_backend(app, parts)?;
+    let missing = || ApiError::not_found("not_found", "no such verification send");
+    if !crate::delivery::is_id(id) {
+        return Err(missing());
+    }
+    let d = app.store.delivery(id).await?.ok_or_else(missing)?;
+    let at = |t: Option<SystemTime>| t.map(crate::time::rfc3339);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "id": d.id,
+            "provider": d.provider,
+            "message_id": d.message_id,
+            "country": d.country,
+            "delivery": {
+                "state": d.state.as_str(),
+                "error_code": d.error_code,
+                "queued_at": crate::time::rfc3339(d.queued_at),
+                "sent_at": at(d.sent_at),
+                "final_at": at(d.final_at),
+            },
+        }),
+    ))
+}
