@@ -5,35 +5,18 @@
 
 mod common;
 
+use common::no_limits;
+
 use common::daemon::{Browser, TestDaemon};
 use common::fake_aliyun::{FakeAliyun, Mode};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
-use verifyd::config::{ChallengeMode, Config, OnTrip, ProviderKind};
+use verifyd::config::{Config, OnTrip, ProviderKind};
 use verifyd::secret::Secret;
 
 const CN: &str = "+8613800138000";
 const UK: &str = "+447400123456";
-
-/// Every abuse limit off, so that a test turns on only the one it is about.
-fn no_limits(c: &mut Config) {
-    c.per_phone.max_sends = 0;
-    c.per_phone.daily_max = 0;
-    c.per_phone.max_failed_checks = 0;
-    c.per_ip.max_sends = 0;
-    c.per_ip.max_checks = 0;
-    c.global.max_sends_per_hour = 0;
-    c.per_phone.hard_max_sends = 0;
-    c.per_phone.hard_daily_max = 0;
-    c.per_phone.network_max_sends = 0;
-    c.per_phone.network_daily_max = 0;
-    c.per_phone.network_max_failed_checks = 0;
-    c.per_ip.prefix_max_sends = 0;
-    c.pumping.enabled = false;
-    c.challenge.mode = ChallengeMode::Off;
-    c.verification.resend_interval = 1;
-}
 
 async fn post(
     d: &TestDaemon,

@@ -6,37 +6,20 @@
 
 mod common;
 
+use common::no_limits;
+
 use common::daemon::{API_KEY, Browser, TestDaemon};
 use common::fake_aliyun::{FakeAliyun, Mode};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use std::time::Duration;
-use verifyd::config::{ChallengeMode, Config, ProviderKind};
+use verifyd::config::ProviderKind;
 use verifyd::secret::Secret;
 
 const VICTIM: &str = "+8613800138000";
 const ATTACKER: &str = "+447400900123";
 const SHOP: &str = "https://shop.example";
-
-/// Every abuse limit off: these tests are about who may ask, not how often.
-fn no_limits(c: &mut Config) {
-    c.per_phone.max_sends = 0;
-    c.per_phone.daily_max = 0;
-    c.per_phone.max_failed_checks = 0;
-    c.per_ip.max_sends = 0;
-    c.per_ip.max_checks = 0;
-    c.global.max_sends_per_hour = 0;
-    c.per_phone.hard_max_sends = 0;
-    c.per_phone.hard_daily_max = 0;
-    c.per_phone.network_max_sends = 0;
-    c.per_phone.network_daily_max = 0;
-    c.per_phone.network_max_failed_checks = 0;
-    c.per_ip.prefix_max_sends = 0;
-    c.pumping.enabled = false;
-    c.challenge.mode = ChallengeMode::Off;
-    c.verification.resend_interval = 1;
-}
 
 /// A request carrying `b`'s cookie and `headers`; follows `Set-Cookie` like a browser.
 async fn call(

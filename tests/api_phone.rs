@@ -5,13 +5,15 @@
 
 mod common;
 
+use common::no_limits;
+
 use common::daemon::TestDaemon;
 use common::fake_aliyun::FakeAliyun;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use reqwest::StatusCode;
 use serde_json::json;
-use verifyd::config::{Backend, ChallengeMode, Config, ProviderKind};
+use verifyd::config::{Backend, Config, ProviderKind};
 use verifyd::secret::Secret;
 
 const CN: &str = "+8613800138000";
@@ -24,25 +26,6 @@ const BEHIND_PLUS_86: [&str; 4] = [
     "+86 8816 1234 5678",
     "+86 852 9123 4567",
 ];
-
-/// Every abuse limit off, so that a test turns on only the one it is about.
-fn no_limits(c: &mut Config) {
-    c.per_phone.max_sends = 0;
-    c.per_phone.daily_max = 0;
-    c.per_phone.max_failed_checks = 0;
-    c.per_ip.max_sends = 0;
-    c.per_ip.max_checks = 0;
-    c.global.max_sends_per_hour = 0;
-    c.per_phone.hard_max_sends = 0;
-    c.per_phone.hard_daily_max = 0;
-    c.per_phone.network_max_sends = 0;
-    c.per_phone.network_daily_max = 0;
-    c.per_phone.network_max_failed_checks = 0;
-    c.per_ip.prefix_max_sends = 0;
-    c.pumping.enabled = false;
-    c.challenge.mode = ChallengeMode::Off;
-    c.verification.resend_interval = 1;
-}
 
 on_both_stores! {
     async fn foreign_numbers_behind_plus_86_pass_no_list_and_spend_no_quota(backend: Backend) {

@@ -18,3 +18,23 @@ pub mod logs;
 pub mod moto;
 pub mod pg;
 pub mod process;
+
+/// Every abuse limit off (and a one-second resend interval), so that a test turns on only the
+/// limit it is about.
+pub fn no_limits(c: &mut verifyd::config::Config) {
+    c.per_phone.max_sends = 0;
+    c.per_phone.daily_max = 0;
+    c.per_phone.max_failed_checks = 0;
+    c.per_ip.max_sends = 0;
+    c.per_ip.max_checks = 0;
+    c.global.max_sends_per_hour = 0;
+    c.per_phone.hard_max_sends = 0;
+    c.per_phone.hard_daily_max = 0;
+    c.per_phone.network_max_sends = 0;
+    c.per_phone.network_daily_max = 0;
+    c.per_phone.network_max_failed_checks = 0;
+    c.per_ip.prefix_max_sends = 0;
+    c.pumping.enabled = false;
+    c.challenge.mode = verifyd::config::ChallengeMode::Off;
+    c.verification.resend_interval = 1;
+}
