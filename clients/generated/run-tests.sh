@@ -130,9 +130,11 @@ EOF
     echo "verifyd ($store) on $VERIFYD_URL"
 }
 
-# The daemon must have answered every request without a 5xx, an error log line or a panic.
+# The daemon must have answered every request without a 5xx, an error log line or a panic
+# (and must have logged the flows' requests, or the search below proves nothing).
 check_daemon() {
     kill -0 "$daemon_pid" 2>/dev/null || { cat "$run_dir/daemon.log" >&2; fail "verifyd died during the flows"; }
+    grep -q '"status":202' "$run_dir/daemon.log" || fail "the daemon log shows none of the flows' requests"
     if grep -E '"level":"ERROR"|panicked|"status":5[0-9][0-9]' "$run_dir/daemon.log" >&2; then
         fail "verifyd logged errors, panics or 5xx answers (above)"
     fi
