@@ -130,6 +130,13 @@ EOF
     echo "verifyd ($store) on $VERIFYD_URL"
 }
 
+# The daemon's side of a failed flow, before the cleanup deletes its log.
+flows_failed() {
+    echo "-- the daemon's log (last 40 lines):" >&2
+    tail -n 40 "$run_dir/daemon.log" >&2
+    fail "the $1 client's flows failed on $store"
+}
+
 # The daemon must have answered every request without a 5xx, an error log line or a panic
 # (and must have logged the flows' requests, or the search below proves nothing).
 check_daemon() {
@@ -143,8 +150,9 @@ check_daemon() {
 for store in sqlite postgres; do
     log "flows on $store"
     start_daemon "$store"
-    (cd "$here/python" && PYTHONPATH="$build/python" "$venv/bin/python" test_flows.py)
-    (cd "$here" && node --test "$build/js/flows.test.js")
+    (cd "$here/python" && PYTHONPATH="$build/python" "$venv/bin/python" test_flows.py) ||
+        flows_failed "Python"
+    (cd "$here" && node --test "$build/js/flows.test.js") || flows_failed "TypeScript"
     check_daemon
     stop_daemon
 done
