@@ -16,6 +16,12 @@ pg_admin=(psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -v ON_ERROR_STOP=1 -
 
 log() { printf '\n== %s\n' "$*"; }
 fail() { echo "run-tests.sh: $*" >&2; exit 1; }
+# Shows the end of the daemon's log (the cleanup deletes it), then fails.
+fail_with_log() {
+    echo "-- the daemon's log (last 40 lines):" >&2
+    tail -n 40 "$run_dir/daemon.log" >&2
+    fail "$*"
+}
 
 log "tools"
 mkdir -p "$work"
@@ -78,7 +84,8 @@ stop_daemon() {
 }
 trap stop_daemon EXIT
 
-# Starts verifyd on a free port with the mock provider, a fresh store and a random API key;
+# Starts verifyd on a free port with the mock provider, a fresh store, a random API key and the
+# seed routes;
 # sets VERIFYD_URL, VERIFYD_API_KEY and VERIFYD_OUTBOX for the flows.
 start_daemon() {
     local store="$1" store_toml addr=""
@@ -112,6 +119,8 @@ outbox = "$VERIFYD_OUTBOX"
 quiet = true
 [api.keys]
 clients = "$key_hash"
+[compat]
+seed_routes = true
 [log]
 format = "json"
 level = "info"
@@ -121,27 +130,21 @@ EOF
     for _ in $(seq 1 300); do
         addr=$(grep -o '"addr":"[^"]*"' "$run_dir/daemon.log" | head -n 1 | cut -d'"' -f4 || true)
         [ -n "$addr" ] && break
-        kill -0 "$daemon_pid" 2>/dev/null || { cat "$run_dir/daemon.log" >&2; fail "verifyd exited during start-up"; }
+        kill -0 "$daemon_pid" 2>/dev/null || fail_with_log "verifyd exited during start-up"
         sleep 0.1
     done
-    [ -n "$addr" ] || { cat "$run_dir/daemon.log" >&2; fail "verifyd did not report its address"; }
+    [ -n "$addr" ] || fail_with_log "verifyd did not report its address"
     VERIFYD_URL="http://$addr"
     export VERIFYD_URL VERIFYD_API_KEY VERIFYD_OUTBOX
     echo "verifyd ($store) on $VERIFYD_URL"
 }
 
-# The daemon's side of a failed flow, before the cleanup deletes its log.
-flows_failed() {
-    echo "-- the daemon's log (last 40 lines):" >&2
-    tail -n 40 "$run_dir/daemon.log" >&2
-    fail "the $1 client's flows failed on $store"
-}
-
 # The daemon must have answered every request without a 5xx, an error log line or a panic
 # (and must have logged the flows' requests, or the search below proves nothing).
 check_daemon() {
-    kill -0 "$daemon_pid" 2>/dev/null || { cat "$run_dir/daemon.log" >&2; fail "verifyd died during the flows"; }
-    grep -q '"status":202' "$run_dir/daemon.log" || fail "the daemon log shows none of the flows' requests"
+    kill -0 "$daemon_pid" 2>/dev/null || fail_with_log "verifyd died during the flows"
+    grep -q '"status":202' "$run_dir/daemon.log" ||
+        fail_with_log "the daemon log shows none of the flows' requests"
     if grep -E '"level":"ERROR"|panicked|"status":5[0-9][0-9]' "$run_dir/daemon.log" >&2; then
         fail "verifyd logged errors, panics or 5xx answers (above)"
     fi
@@ -151,8 +154,9 @@ for store in sqlite postgres; do
     log "flows on $store"
     start_daemon "$store"
     (cd "$here/python" && PYTHONPATH="$build/python" "$venv/bin/python" test_flows.py) ||
-        flows_failed "Python"
-    (cd "$here" && node --test "$build/js/flows.test.js") || flows_failed "TypeScript"
+        fail_with_log "the Python client's flows failed on $store"
+    (cd "$here" && node --test "$build/js/flows.test.js") ||
+        fail_with_log "the TypeScript client's flows failed on $store"
     check_daemon
     stop_daemon
 done

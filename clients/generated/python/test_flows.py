@@ -12,6 +12,7 @@ import sys
 import unittest
 
 from verifyd_client import AuthenticatedClient, Client
+from verifyd_client.api.seed_compatibility import seed_check_get_slash, seed_send_get_slash
 from verifyd_client.api.sessions import (
     create_session,
     delete_value,
@@ -28,6 +29,9 @@ from verifyd_client.models import (
     Deleted,
     Error,
     Pending,
+    SeedCheckResult,
+    SeedError,
+    SeedSendOk,
     SendAccepted,
     SendCode,
     Session,
@@ -45,6 +49,7 @@ COOKIE = "sessionid"
 # per-number limit links the runs.
 BROWSER_PHONE = "+8613800138001"
 BACKEND_PHONE = "+8613800138002"
+SEED_PHONE = "+8613800138005"
 
 
 def last_code(phone):
@@ -127,12 +132,42 @@ class Flows(unittest.TestCase):
             facts = self.expect(r, 200)
             self.assertEqual(facts.verified_phone, BROWSER_PHONE)
             verified_at = datetime.datetime.fromisoformat(facts.verified_at)
-            age = datetime.datetime.now(datetime.timezone.utc) - verified_at
+            age = datetime.datetime.now(datetime.UTC) - verified_at
             self.assertLess(abs(age.total_seconds()), 120, facts.verified_at)
 
         # The key planted before the approval is worthless now.
         with Client(base_url=URL, cookies={COOKIE: first_key}) as stale:
             self.expect_error(own_session.sync_detailed(client=stale), 404, "no_session")
+
+    def test_seed_routes_flow(self):
+        # The walkthrough's /sms_send/ and /sms_check/, with the seed's answer shapes.
+        with Client(base_url=URL) as browser:
+            r = seed_send_get_slash.sync_detailed(client=browser, phone="12")
+            refused = self.expect(r, 422, SeedError)
+            self.assertEqual((refused.code, bool(refused.message)), ("invalid_phone", True))
+
+            r = seed_send_get_slash.sync_detailed(client=browser, phone=SEED_PHONE)
+            ok = self.expect(r, 200, SeedSendOk)
+            self.assertEqual((ok.code, ok.message), ("OK", "OK"))
+            first_key = cookie_of(r)
+            self.assertIsNotNone(first_key)
+
+            r = seed_send_get_slash.sync_detailed(client=browser, phone=SEED_PHONE)
+            self.assertEqual(self.expect(r, 429, SeedError).code, "resend_too_soon")
+            self.assertGreater(int(r.headers["retry-after"]), 0)
+
+            code = last_code(SEED_PHONE)
+            r = seed_check_get_slash.sync_detailed(
+                client=browser, phone=SEED_PHONE, code=wrong(code)
+            )
+            self.assertEqual(self.expect(r, 200, SeedCheckResult).result, "False")
+            r = seed_check_get_slash.sync_detailed(client=browser, phone=SEED_PHONE, code=code)
+            self.assertEqual(self.expect(r, 200, SeedCheckResult).result, "OK")
+            self.assertEqual(r.content, b'{"result": "OK"}')
+            self.assertNotIn(cookie_of(r), (None, first_key))
+
+            facts = self.expect(own_session.sync_detailed(client=browser), 200)
+            self.assertEqual(facts.verified_phone, SEED_PHONE)
 
     def test_backend_session_flow(self):
         with AuthenticatedClient(base_url=URL, token=API_KEY) as backend:
@@ -221,6 +256,8 @@ class Flows(unittest.TestCase):
 
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=2).result
-    if not result.wasSuccessful() or result.skipped or result.testsRun != 2:
-        sys.exit(f"FAILED: {len(result.failures)} failures, {len(result.errors)} errors, "
-                 f"{len(result.skipped)} skipped, {result.testsRun} run")
+    if not result.wasSuccessful() or result.skipped or result.testsRun != 3:
+        sys.exit(
+            f"FAILED: {len(result.failures)} failures, {len(result.errors)} errors, "
+            f"{len(result.skipped)} skipped, {result.testsRun} run"
+        )

@@ -27,6 +27,7 @@ const COOKIE = "sessionid";
 // per-number limit links the runs.
 const BROWSER_PHONE = "+8613800138003";
 const BACKEND_PHONE = "+8613800138004";
+const SEED_PHONE = "+8613800138006";
 
 /** The newest code the mock provider delivered to `phone`. */
 function lastCode(phone: string): string {
@@ -135,6 +136,44 @@ test("browser flow: send, wrong code, right code, own session", async () => {
 
   // The key planted before the approval is worthless now.
   assertError(await browser(firstKey).client.GET("/v1/session"), 404, "no_session");
+});
+
+test("seed routes flow: the walkthrough's /sms_send/ and /sms_check/", async () => {
+  const { client, jar } = browser();
+  const send = () => client.GET("/sms_send/", { params: { query: { phone: SEED_PHONE } } });
+
+  const refused = await client.GET("/sms_send/", { params: { query: { phone: "12" } } });
+  assert.equal(refused.response.status, 422);
+  assert.ok(refused.error && "Code" in refused.error, JSON.stringify(refused.error));
+  assert.equal(refused.error.Code, "invalid_phone");
+  assert.ok(refused.error.Message);
+  assert.equal(jar.key, undefined, "a refused send makes no session");
+
+  const sent = await send();
+  assert.equal(sent.response.status, 200);
+  assert.deepEqual(sent.data, { Code: "OK", Message: "OK" });
+  const firstKey = jar.key;
+  assert.ok(firstKey);
+
+  const again = await send();
+  assert.equal(again.response.status, 429);
+  assert.ok(again.error && "Code" in again.error, JSON.stringify(again.error));
+  assert.equal(again.error.Code, "resend_too_soon");
+  assert.ok(Number(again.response.headers.get("retry-after")) > 0);
+
+  const code = lastCode(SEED_PHONE);
+  const check = (c: string) =>
+    client.GET("/sms_check/", { params: { query: { phone: SEED_PHONE, code: c } } });
+  const miss = await check(wrong(code));
+  assert.equal(miss.response.status, 200);
+  assert.deepEqual(miss.data, { result: "False" });
+  const hit = await check(code);
+  assert.equal(hit.response.status, 200);
+  assert.deepEqual(hit.data, { result: "OK" });
+  assert.ok(jar.key && jar.key !== firstKey, "approval cycles the key and re-sends the cookie");
+
+  const facts = await client.GET("/v1/session");
+  assert.equal(facts.data?.verified_phone, SEED_PHONE);
 });
 
 test("backend session flow: session API, send and check naming the session", async () => {
