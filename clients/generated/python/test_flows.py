@@ -12,7 +12,11 @@ import sys
 import unittest
 
 from verifyd_client import AuthenticatedClient, Client
-from verifyd_client.api.seed_compatibility import seed_check_get_slash, seed_send_get_slash
+from verifyd_client.api.seed_compatibility import (
+    seed_check_get_slash,
+    seed_send_get_slash,
+    seed_send_post,
+)
 from verifyd_client.api.sessions import (
     create_session,
     delete_value,
@@ -168,6 +172,11 @@ class Flows(unittest.TestCase):
 
             facts = self.expect(own_session.sync_detailed(client=browser), 200)
             self.assertEqual(facts.verified_phone, SEED_PHONE)
+
+        # A send another site's page makes is refused before the route runs: the usual shape.
+        with Client(base_url=URL, headers={"Sec-Fetch-Site": "cross-site"}) as forged:
+            r = seed_send_post.sync_detailed(client=forged, phone=SEED_PHONE)
+            self.expect_error(r, 403, "origin_not_allowed")
 
     def test_backend_session_flow(self):
         with AuthenticatedClient(base_url=URL, token=API_KEY) as backend:

@@ -174,6 +174,16 @@ test("seed routes flow: the walkthrough's /sms_send/ and /sms_check/", async () 
 
   const facts = await client.GET("/v1/session");
   assert.equal(facts.data?.verified_phone, SEED_PHONE);
+
+  // A send another site's page makes is refused before the route runs: the usual shape.
+  const forged = await client.POST("/sms_send", {
+    params: { query: { phone: SEED_PHONE } },
+    headers: { "Sec-Fetch-Site": "cross-site" },
+  });
+  assert.equal(forged.response.status, 403);
+  assert.ok(forged.error && "error" in forged.error, JSON.stringify(forged.error));
+  assert.equal(forged.error.error, "origin_not_allowed");
+  assert.ok(forged.error.message);
 });
 
 test("backend session flow: session API, send and check naming the session", async () => {
