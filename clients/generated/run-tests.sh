@@ -2,9 +2,10 @@
 # The proof that clients generated from openapi.json work, run by .ci/run: generates a Python
 # client (openapi-python-client) and TypeScript types (openapi-typescript, used through
 # openapi-fetch and type-checked with tsc --strict) from the openapi.json in the tree, then runs
-# the README's browser flow and the backend session flow through each against a real verifyd
-# (cargo-built, mock provider) on SQLite and on PostgreSQL. Nothing generated is kept between
-# runs, so a stale or broken document fails here. Any failure, error or skip fails the run.
+# the README's browser flow (with its seed routes) and the backend session flow through each
+# against a real verifyd (cargo-built, mock provider) on SQLite and on PostgreSQL. Nothing
+# generated is kept between runs, so a stale or broken document fails here. Any failure, error or
+# skip fails the run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

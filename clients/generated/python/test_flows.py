@@ -1,5 +1,6 @@
-"""The README's browser flow and the backend session flow, through the Python client that
-openapi-python-client generated from openapi.json a moment ago (package ``verifyd_client``).
+"""The README's browser flow (with its seed routes) and the backend session flow, through the
+Python client that openapi-python-client generated from openapi.json a moment ago (package
+``verifyd_client``).
 
 run-tests.sh starts the daemon and passes VERIFYD_URL, VERIFYD_API_KEY and VERIFYD_OUTBOX (the
 mock provider's outbox, one JSON line per message). Every step checks the status code, the

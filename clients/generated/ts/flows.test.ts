@@ -1,7 +1,8 @@
 /**
- * The README's browser flow and the backend session flow, through openapi-fetch typed by the
- * `paths` that openapi-typescript generated from openapi.json a moment ago (build/schema.d.ts).
- * tsc --strict checks every call against the document before node runs them.
+ * The README's browser flow (with its seed routes) and the backend session flow, through
+ * openapi-fetch typed by the `paths` that openapi-typescript generated from openapi.json a moment
+ * ago (build/schema.d.ts). tsc --strict checks every call against the document before node runs
+ * them.
  *
  * run-tests.sh starts the daemon and passes VERIFYD_URL, VERIFYD_API_KEY and VERIFYD_OUTBOX (the
  * mock provider's outbox, one JSON line per message).
