@@ -65,7 +65,7 @@ log "tsc --strict"
 (cd "$here" && npx --no-install tsc -p tsconfig.json)
 
 (cd "$root" && cargo build --quiet --bin verifyd)
-binary="$root/target/debug/verifyd"
+binary="${CARGO_TARGET_DIR:-$root/target}/debug/verifyd"
 
 daemon_pid=""
 run_dir=""
