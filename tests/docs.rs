@@ -35,10 +35,12 @@ fn name(path: &Path) -> String {
     path.strip_prefix(root()).unwrap().display().to_string()
 }
 
-/// A fenced code block: its language, whether it is marked `runnable`, where it starts.
+/// A fenced code block: its language, whether it is marked `runnable` (run it) or `fragment`
+/// (a piece of an example before it, not complete on its own), where it starts.
 struct Block {
     lang: String,
     runnable: bool,
+    fragment: bool,
     line: usize,
     text: String,
 }
@@ -49,10 +51,11 @@ fn blocks(text: &str) -> Vec<Block> {
     for (i, line) in text.lines().enumerate() {
         match (&mut open, line.strip_prefix("```")) {
             (None, Some(info)) => {
-                let mut words = info.split_whitespace();
+                let words: Vec<&str> = info.split_whitespace().collect();
                 open = Some(Block {
-                    lang: words.next().unwrap_or_default().to_owned(),
-                    runnable: words.any(|w| w == "runnable"),
+                    lang: words.first().copied().unwrap_or_default().to_owned(),
+                    runnable: words.contains(&"runnable"),
+                    fragment: words.contains(&"fragment"),
                     line: i + 1,
                     text: String::new(),
                 });
@@ -279,6 +282,7 @@ async fn a_wrong_example_fails() {
         let block = Block {
             lang: "sh".into(),
             runnable: true,
+            fragment: false,
             line: 1,
             text: text.into(),
         };
@@ -438,6 +442,70 @@ fn the_errors_table_lists_every_error_code() {
         stale.is_empty(),
         "docs/api.md's Errors table lists codes the daemon never answers: {stale:?}"
     );
+}
+
+/// A stand-in for a secret the documents leave to a credential, in the shape its key needs.
+fn example_secret(key: &str) -> &'static str {
+    if key.ends_with("hook.secret") {
+        "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    } else {
+        "docs-example-secret-0123456789"
+    }
+}
+
+fn set_dotted(table: &mut toml::Table, key: &str, value: &str) {
+    let (parents, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut t = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        t = t
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+    }
+    t.insert(leaf.to_owned(), value.into());
+}
+
+/// Every TOML example is a configuration the daemon accepts as it is, once given the secrets
+/// the documents keep in credentials; only a block marked `fragment` is exempt.
+#[test]
+fn every_toml_example_loads_as_a_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let mut failures = Vec::new();
+    let mut loaded = 0;
+    for path in documents() {
+        for b in blocks(&read(&path))
+            .iter()
+            .filter(|b| b.lang == "toml" && !b.fragment)
+        {
+            let at = format!("{}:{}", name(&path), b.line);
+            let mut table: toml::Table = match toml::from_str(&b.text) {
+                Ok(t) => t,
+                Err(e) => {
+                    failures.push(format!("{at}: not TOML: {e}"));
+                    continue;
+                }
+            };
+            let mut given = BTreeSet::new();
+            loop {
+                std::fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
+                let Err(e) = Config::load(Some(&file), true) else {
+                    loaded += 1;
+                    break;
+                };
+                let message = e.to_string();
+                let key = message.split('`').nth(1).unwrap_or_default().to_owned();
+                if !verifyd::credentials::is_secret_key(&key) || !given.insert(key.clone()) {
+                    failures.push(format!("{at}: {message}"));
+                    break;
+                }
+                set_dotted(&mut table, &key, example_secret(&key));
+            }
+        }
+    }
+    assert!(loaded >= 10, "only {loaded} TOML examples were found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------------
