@@ -107,6 +107,15 @@ fn have(program: &str, args: &[&str]) -> bool {
     ok
 }
 
+/// +1 for a line that opens a shell loop or `if`, -1 for one that closes it.
+fn nesting(line: &str) -> i32 {
+    match line.split_whitespace().next().unwrap_or_default() {
+        "for" | "while" | "until" | "if" => 1,
+        "done" | "fi" | "done;" | "fi;" => -1,
+        _ => 0,
+    }
+}
+
 /// One file's shell blocks as one bash script: blocks run in order and share variables; a
 /// command followed by `# <output>` comment lines must print that output (`…` matches any text).
 fn shell_script(file: &str, blocks: &[&Block]) -> String {
@@ -119,9 +128,12 @@ fn shell_script(file: &str, blocks: &[&Block]) -> String {
         let lines: Vec<&str> = b.text.lines().collect();
         let mut i = 0;
         while i < lines.len() {
+            // A command runs on over `\` line ends and to the end of a loop or `if` it opens.
+            let mut depth = nesting(lines[i]);
             let mut command = vec![lines[i]];
-            while command.last().unwrap().ends_with('\\') && i + 1 < lines.len() {
+            while (command.last().unwrap().ends_with('\\') || depth > 0) && i + 1 < lines.len() {
                 i += 1;
+                depth += nesting(lines[i]);
                 command.push(lines[i]);
             }
             i += 1;
@@ -278,6 +290,11 @@ async fn a_wrong_example_fails() {
         ("false\necho never\n", false),
         ("x=$(false)\n", false),
         ("echo \"it's\" \\\n  fine\n# it's fine\n", true),
+        ("for i in 1 2; do\n  printf '%s ' $i\ndone\n# 1 2 \n", true),
+        (
+            "for i in 1 2; do\n  printf '%s ' $i\ndone\n# 1 2 3 \n",
+            false,
+        ),
     ] {
         let block = Block {
             lang: "sh".into(),
