@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Debian package with cargo-deb (installing cargo-deb when missing) and checks what it
-# holds: the binary, the unit, the default config as a conffile, the README, and maintainer
+# holds: the binary, the unit, the default config as a conffile, the README and docs/, and maintainer
 # scripts that enable and start the service. Prints the package's path on success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,8 @@ fail() { echo "deb-check: $*" >&2; exit 1; }
 
 contents=$(dpkg-deb -c "$deb")
 echo "$contents"
-for path in ./usr/bin/verifyd ./etc/verifyd/config.toml ./usr/share/doc/verifyd/README.md; do
+for path in ./usr/bin/verifyd ./etc/verifyd/config.toml ./usr/share/doc/verifyd/README.md \
+    ./usr/share/doc/verifyd/docs/operations.md ./usr/share/doc/verifyd/docs/configuration.md; do
     grep -qE " $path\$" <<<"$contents" || fail "$path missing"
 done
 grep -qE ' \./(usr/)?lib/systemd/system/verifyd\.service$' <<<"$contents" || fail "unit missing"

@@ -89,6 +89,38 @@ async fn concurrent_migrations_on_a_fresh_database_apply_once() {
     assert!(s.expires_at.is_some());
 }
 
+/// A daemon starting on a migrated database (every start but the first) logs nothing from
+/// PostgreSQL: the driver logs server NOTICEs at INFO, and "relation already exists" on each
+/// start was noise in every operator's journal.
+#[tokio::test]
+async fn migrating_a_migrated_database_logs_no_notice() {
+    let logs = common::logs::capture("info");
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    store(&db.url).migrate().await.expect("migrate again");
+    assert!(
+        !logs.text().contains("schema_migrations\" already exists"),
+        "{}",
+        logs.text()
+    );
+    // The capture does see notices: the statement the migration no longer runs logs one.
+    sql(&db.url)
+        .await
+        .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logs.text().contains("schema_migrations\" already exists") {
+        assert!(
+            Instant::now() < deadline,
+            "no NOTICE captured: {}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn sweep_steps_aside_while_another_sweeper_holds_the_lock() {
     let Some(db) = TestDb::create().await else {

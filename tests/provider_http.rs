@@ -1,5 +1,5 @@
-//! `kind = "http"` end to end: the README's recipes (Twilio, Vonage, a plain JSON gateway), read
-//! from the README itself, run in a real daemon against fakes that check what each API documents;
+//! `kind = "http"` end to end: the recipes of docs/providers.md (Twilio, Vonage, a plain JSON gateway), read
+//! from the document itself, run in a real daemon against fakes that check what each API documents;
 //! each error class as the client sees it; retries; failover between two HTTP providers; bad
 //! templates stopping the daemon at start-up; and nothing secret reaching the logs.
 
@@ -18,13 +18,13 @@ const US: &str = "+12015550123";
 /// Answers a fake is told to give, one per request.
 type Answers = Vec<(u16, Value)>;
 
-/// The ```toml block of the README that starts with `# recipe: <name>`.
+/// The ```toml block of docs/providers.md that starts with `# recipe: <name>`.
 fn recipe(name: &str) -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/providers.md");
     let marker = format!("```toml\n# recipe: {name}\n");
     let start = readme
         .find(&marker)
-        .unwrap_or_else(|| panic!("README has no {name} recipe"))
+        .unwrap_or_else(|| panic!("docs/providers.md has no {name} recipe"))
         + "```toml\n".len();
     let len = readme[start..].find("```").unwrap();
     readme[start..start + len].to_owned()

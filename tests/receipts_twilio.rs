@@ -19,9 +19,12 @@ use verifyd::config::{Backend, Config};
 const PUBLIC: &str = "https://verify.example.com/v1/receipts/twilio/status";
 
 fn recipe() -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/providers.md");
     let marker = "```toml\n# recipe: twilio\n";
-    let start = readme.find(marker).expect("README has the twilio recipe") + "```toml\n".len();
+    let start = readme
+        .find(marker)
+        .expect("docs/providers.md has the twilio recipe")
+        + "```toml\n".len();
     let len = readme[start..].find("```").unwrap();
     readme[start..start + len].to_owned()
 }

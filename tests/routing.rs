@@ -528,10 +528,10 @@ fn templates_too_long_for_one_sms_are_refused() {
     );
 }
 
-/// The first TOML block after `heading` in the README.
+/// The first TOML block after `heading` in docs/providers.md.
 fn readme_example(heading: &str) -> String {
-    let readme = include_str!("../README.md");
-    let section = &readme[readme.find(heading).expect("heading in README")..];
+    let readme = include_str!("../docs/providers.md");
+    let section = &readme[readme.find(heading).expect("heading in docs/providers.md")..];
     let start = section.find("```toml\n").expect("a TOML block") + "```toml\n".len();
     let len = section[start..].find("```").unwrap();
     section[start..start + len].to_owned()

@@ -454,14 +454,23 @@ impl Store for PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
                 .await
                 .map_err(db_error)?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                     version    INTEGER PRIMARY KEY,
-                     name       TEXT NOT NULL,
-                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            )
-            .await
-            .map_err(db_error)?;
+            // Checked rather than `CREATE TABLE IF NOT EXISTS`, whose NOTICE about the existing
+            // table the driver would log at INFO on every start.
+            let bookkept: bool = tx
+                .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+                .await
+                .map_err(db_error)?
+                .get(0);
+            if !bookkept {
+                tx.batch_execute(
+                    "CREATE TABLE schema_migrations (
+                         version    INTEGER PRIMARY KEY,
+                         name       TEXT NOT NULL,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(db_error)?;
+            }
             let applied = tx
                 .query_opt(
                     "SELECT 1 FROM schema_migrations WHERE version = $1",
