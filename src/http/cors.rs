@@ -13,15 +13,7 @@ use super::error::ApiError;
 use super::response::{Resp, json};
 use super::router::Route;
 
-/// `scheme://host[:port]` with no path: the form browsers send in `Origin`.
-pub fn is_origin(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return false;
-    };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', '?', '#', '@', ' '])
-}
+pub use crate::net::is_origin;
 
 /// The routes a browser script may call.
 pub fn browser_path(path: &str) -> Option<&'static str> {
