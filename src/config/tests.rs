@@ -179,3 +179,51 @@ fn secrets_are_redacted_when_printed() {
         "{text}"
     );
 }
+
+#[test]
+fn parsed_values_name_their_own_key_and_file() {
+    Jail::expect_with(|jail| {
+        let hash = "a".repeat(64);
+        let bad = [
+            ("[http]\nheader_timeout = 0\n", "http.header_timeout"),
+            ("[http]\nrequest_timeout = 0\n", "http.request_timeout"),
+            (
+                "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+                "http.trusted_proxies",
+            ),
+            (
+                "[http.cors]\nallowed_origins = [\"https://shop.example/\"]\n",
+                "http.cors.allowed_origins",
+            ),
+            ("[api.keys]\nshop = \"not-hex\"\n", "api.keys.shop"),
+            ("[pumping]\nwindow = 0\n", "pumping.window"),
+            (
+                "[per_phone]\nfailed_checks_window = 0\n",
+                "per_phone.failed_checks_window",
+            ),
+        ];
+        for (i, (text, key)) in bad.iter().enumerate() {
+            let name = format!("bad{i}.toml");
+            jail.create_file(&name, text)?;
+            let err = Config::load(Some(Path::new(&name)), true)
+                .unwrap_err()
+                .to_string();
+            // A list names the entry too: `http.trusted_proxies.1`.
+            assert!(err.contains(&format!("`{key}")), "{text}: {err}");
+            assert!(err.contains(&name), "{text}: {err}");
+        }
+        jail.create_file(
+            "ok.toml",
+            &format!(
+                "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::1\"]\n\
+                 [http.cors]\nallowed_origins = [\"https://shop.example\"]\n\
+                 [api.keys]\nshop = \"{hash}\"\n"
+            ),
+        )?;
+        let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+        assert!(c.http.trusted_proxies[1].contains("fd00::1".parse().unwrap()));
+        assert!(&c.http.cors.allowed_origins[0] == "https://shop.example");
+        assert_eq!(c.api.keys["shop"].to_string(), hash);
+        Ok(())
+    });
+}

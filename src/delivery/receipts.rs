@@ -1,6 +1,7 @@
-//! The receipt pushes verifyd accepts, parsed into [`ReceiptUpdate`]s, and which configured
-//! instance may push them with which secret. Aliyun's `SmsReport` and Tencent's status callback
-//! carry no signature of their own, so each instance has a secret path token instead.
+//! The receipt pushes verifyd accepts, parsed into [`ReceiptUpdate`]s, and how a push proves
+//! where it comes from (which configured instance may push with which secret is the provider
+//! settings' to say: `ProviderSet::receipt_source`). Aliyun's `SmsReport` and Tencent's status
+//! callback carry no signature of their own, so each instance has a secret path token instead.
 
 use serde::Deserialize;
 
