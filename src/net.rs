@@ -168,6 +168,7 @@ mod tests {
             "https://shop.example/",
             "ftp://shop.example",
             "https://user@shop.example",
+            "null",
         ] {
             assert!(!is_origin(bad), "{bad}");
             assert!(Origin::try_from(bad.to_owned()).is_err(), "{bad}");

@@ -143,19 +143,6 @@ mod tests {
     }
 
     #[test]
-    fn cidr_parsing_and_matching() {
-        let c = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(c.contains(ip("10.200.3.4")) && !c.contains(ip("11.0.0.1")));
-        assert!(c.contains(ip("::ffff:10.1.1.1")));
-        let c6 = Cidr::parse("2001:db8::/33").unwrap();
-        assert!(c6.contains(ip("2001:db8:7fff::1")) && !c6.contains(ip("2001:db8:8000::1")));
-        assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
-        for bad in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
-            assert!(Cidr::parse(bad).is_none(), "{bad}");
-        }
-    }
-
-    #[test]
     fn forwarded_for_only_from_trusted_peers() {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
         let mut h = HeaderMap::new();
