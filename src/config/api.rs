@@ -16,11 +16,12 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     /// The name of the API key `presented`, comparing against every hash in constant time.
+    /// The key is taken exactly as presented: a request's key is not tidied up.
     pub fn key_name(&self, presented: &str) -> Option<&str> {
-        let digest = ApiKeyHash::of(presented);
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for (name, hash) in &self.keys {
-            if bool::from(hash.0.ct_eq(&digest.0)) {
+            if bool::from(hash.0.ct_eq(&digest)) {
                 found = Some(name.as_str());
             }
         }
@@ -34,7 +35,7 @@ impl ApiConfig {
 pub struct ApiKeyHash([u8; 32]);
 
 impl ApiKeyHash {
-    /// The hash of `key` as presented (surrounding white space is not part of a key).
+    /// The hash of a key typed by an operator (surrounding white space is not part of a key).
     pub fn of(key: &str) -> ApiKeyHash {
         ApiKeyHash(Sha256::digest(key.trim().as_bytes()).into())
     }
@@ -44,7 +45,7 @@ impl TryFrom<String> for ApiKeyHash {
     type Error = String;
     fn try_from(hex_hash: String) -> Result<ApiKeyHash, String> {
         let mut h = [0u8; 32];
-        match hex::decode_to_slice(hex_hash.trim(), &mut h) {
+        match hex::decode_to_slice(&hex_hash, &mut h) {
             Ok(()) => Ok(ApiKeyHash(h)),
             Err(_) => Err(
                 "must be the 64-hex-digit SHA-256 of the API key (`verifyd hash-api-key`)".into(),
@@ -82,7 +83,9 @@ mod tests {
         let parsed = ApiKeyHash::try_from(hash.to_string()).unwrap();
         assert_eq!(parsed, hash);
         api.keys.insert("shop".into(), parsed);
-        assert_eq!(api.key_name(" k3y\n"), Some("shop"));
+        assert_eq!(ApiKeyHash::of(" k3y\n"), hash, "typed keys are trimmed");
+        assert_eq!(api.key_name("k3y"), Some("shop"));
+        assert_eq!(api.key_name(" k3y"), None, "presented keys are not");
         assert_eq!(api.key_name("k3y2"), None);
     }
 
