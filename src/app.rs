@@ -4,12 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-
 use crate::challenge::Challenges;
 use crate::code::{Code, CodeKey};
-use crate::config::{Backend, Config};
+use crate::config::{ApiKeyHash, Backend, Config};
 use crate::metrics::Metrics;
 use crate::phone::PhoneParser;
 use crate::provider::routing::Router;
@@ -33,8 +30,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Fixed codes for test numbers, by E.164 number.
     pub test_numbers: HashMap<String, Code>,
-    /// (name, SHA-256 of the key) for each backend API key.
-    api_keys: Vec<(String, [u8; 32])>,
 }
 
 impl App {
@@ -52,40 +47,17 @@ impl App {
         let challenges =
             Challenges::build(&config.challenge, &secret).map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new());
-        let provider = Arc::new(crate::provider::instances::build(&config, &metrics).await?);
+        let provider =
+            Arc::new(crate::provider::instances::build(config.provider_set(), &metrics).await?);
         let templates = Templates::new(
             &config.verification.template,
             &config.verification.templates,
             config.verification.otp_domain.as_deref(),
         );
-        let phones = config
-            .verification
-            .phone_parser()
-            .map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
-        // Keyed by the canonical form, which is what requests look up: a test number written
-        // with spaces in the config must not be sent real messages.
-        let test_numbers = config
-            .verification
-            .test_numbers
-            .iter()
-            .filter_map(|(number, code)| {
-                let phone = phones.parse(number).ok()?;
-                Some((
-                    phone.as_str().to_owned(),
-                    Code::parse_in(code, config.verification.alphabet)?,
-                ))
-            })
-            .collect();
-        let api_keys = config
-            .api
-            .keys
-            .iter()
-            .filter_map(|(name, hex_hash)| {
-                let mut h = [0u8; 32];
-                hex::decode_to_slice(hex_hash, &mut h).ok()?;
-                Some((name.clone(), h))
-            })
-            .collect();
+        let verification = &config.verification;
+        let invalid = |(key, e): (&str, String)| anyhow::anyhow!("{key}: {e}");
+        let phones = verification.phone_parser().map_err(invalid)?;
+        let test_numbers = verification.fixed_codes(&phones).map_err(invalid)?;
         Ok(App {
             store,
             provider,
@@ -95,27 +67,33 @@ impl App {
             phones,
             metrics,
             test_numbers,
-            api_keys,
             config,
         })
     }
 
     /// The name of the API key `presented`, comparing hashes in constant time.
     pub fn api_key_name(&self, presented: &str) -> Option<&str> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for (name, hash) in &self.api_keys {
-            if bool::from(hash.ct_eq(&digest)) {
-                found = Some(name.as_str());
-            }
+        self.config.api.key_name(presented)
+    }
+
+    /// What the verification flow may use.
+    pub fn flow(&self) -> crate::verify::Context<'_> {
+        crate::verify::Context {
+            store: self.store.as_ref(),
+            provider: &self.provider,
+            templates: &self.templates,
+            code_key: &self.code_key,
+            metrics: &self.metrics,
+            test_numbers: &self.test_numbers,
+            verification: &self.config.verification,
+            limits: self.config.limits(),
         }
-        found
     }
 }
 
-/// Hex SHA-256 of an API key: the form `api.keys` holds.
-pub fn hash_api_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.trim().as_bytes()))
+/// The SHA-256 of an API key: the form `api.keys` holds (printed as hex).
+pub fn hash_api_key(key: &str) -> ApiKeyHash {
+    ApiKeyHash::of(key)
 }
 
 /// Builds the configured store without touching the network or the disk beyond opening a file.

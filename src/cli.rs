@@ -30,7 +30,12 @@ pub enum Command {
     /// Delete expired sessions and finished verifications once, print how many.
     ClearSessions,
     /// Load and validate the configuration, print it with secrets redacted.
-    CheckConfig,
+    CheckConfig {
+        /// Print each effective setting with where it came from: the default, a file, a
+        /// systemd credential or an environment variable.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Print the SHA-256 to put in `api.keys` for an API key (read from stdin when not given).
     HashApiKey { key: Option<String> },
     /// Make a new random API key; prints the key and its `api.keys` hash.
@@ -68,9 +73,15 @@ pub fn run() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let config = load(&cli)?;
-    if command == Command::CheckConfig {
-        print!("{}", toml::to_string_pretty(&config)?);
+    let (path, explicit) = config_path(&cli);
+    let figment = Config::figment(path.as_deref(), explicit)?;
+    let config = Config::from_figment(figment.clone())?;
+    if let Command::CheckConfig { explain } = command {
+        if explain {
+            print!("{}", crate::config::explain(&figment, &config));
+        } else {
+            print!("{}", toml::to_string_pretty(&config)?);
+        }
         eprintln!("configuration OK");
         return Ok(());
     }
@@ -131,15 +142,15 @@ pub fn run() -> anyhow::Result<()> {
     })
 }
 
-fn load(cli: &Cli) -> anyhow::Result<Config> {
-    let (path, explicit) = match &cli.config {
+/// The configuration file to read, and whether it was asked for (then it must exist).
+fn config_path(cli: &Cli) -> (Option<PathBuf>, bool) {
+    match &cli.config {
         Some(p) => (Some(p.clone()), true),
         None => {
             let default = PathBuf::from("config.toml");
             (default.exists().then_some(default), false)
         }
-    };
-    Ok(Config::load(path.as_deref(), explicit)?)
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

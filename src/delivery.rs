@@ -5,7 +5,6 @@
 use serde::Serialize;
 use std::time::SystemTime;
 
-pub mod metrics;
 pub mod receipts;
 pub mod twilio;
 

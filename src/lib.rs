@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod phone;
 pub mod private_file;
 pub mod provider;
@@ -29,3 +30,6 @@ pub mod sweeper;
 pub mod systemd;
 pub mod time;
 pub mod verify;
+
+#[cfg(test)]
+mod layer_check;

@@ -4,11 +4,19 @@
 
 use std::time::Duration;
 
-use crate::app::App;
-use crate::code::{Code, CodeMac, CodeNonce};
-use crate::config::ResendMode;
+use crate::code::{Code, CodeKey, CodeMac, CodeNonce};
+use crate::config::{ResendMode, VerificationConfig};
 use crate::phone::PhoneNumber;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
+
+/// What drawing and binding codes needs: where live codes are kept, the key codes derive from,
+/// and the code settings.
+#[derive(Clone, Copy)]
+pub struct Codes<'a> {
+    pub store: &'a dyn Store,
+    pub key: &'a CodeKey,
+    pub settings: &'a VerificationConfig,
+}
 
 /// A resend keeps the code only if it stays valid this long at least, so that the send and
 /// the store's transaction cannot straddle its expiry.
@@ -32,17 +40,17 @@ pub struct Drawn {
 /// `same_code` mode the live code of an existing session while it may be resent (see
 /// [`crate::store::Store::live_code`]); else a new code from a fresh nonce.
 pub async fn draw(
-    app: &App,
+    codes: Codes<'_>,
     session_id: i64,
     existing_session: bool,
     phone: &PhoneNumber,
     fixed: Option<&Code>,
 ) -> StoreResult<Drawn> {
-    let v = &app.config.verification;
+    let v = codes.settings;
     let ttl = Duration::from_secs(v.ttl);
     let nonce = CodeNonce::generate();
     if let Some(code) = fixed {
-        let mac = app.code_key.mac(session_id, phone, code);
+        let mac = codes.key.mac(session_id, phone, code);
         return Ok(Drawn {
             code: code.clone(),
             mac,
@@ -53,15 +61,15 @@ pub async fn draw(
         });
     }
     if v.resend == ResendMode::SameCode && existing_session {
-        if let Some(live) = app
+        if let Some(live) = codes
             .store
             .live_code(session_id, phone, MARGIN, ttl / 2)
             .await?
         {
-            let code =
-                app.code_key
-                    .derive(session_id, phone, &live.nonce, v.code_length, v.alphabet);
-            let mac = app.code_key.mac(session_id, phone, &code);
+            let code = codes
+                .key
+                .derive(session_id, phone, &live.nonce, v.code_length, v.alphabet);
+            let mac = codes.key.mac(session_id, phone, &code);
             let ttl = ttl.min(live.keep_left);
             return Ok(Drawn {
                 code,
@@ -73,10 +81,10 @@ pub async fn draw(
             });
         }
     }
-    let code = app
-        .code_key
+    let code = codes
+        .key
         .derive(session_id, phone, &nonce, v.code_length, v.alphabet);
-    let mac = app.code_key.mac(session_id, phone, &code);
+    let mac = codes.key.mac(session_id, phone, &code);
     Ok(Drawn {
         code,
         mac,
@@ -93,18 +101,18 @@ pub async fn draw(
 /// code is replaced by a fresh one first, so that no code ever serves two verifications. Returns
 /// what to deliver.
 pub async fn bind(
-    app: &App,
+    codes: Codes<'_>,
     session_id: i64,
     phone: &PhoneNumber,
     drawn: Drawn,
     resend: bool,
 ) -> StoreResult<Drawn> {
-    let v = &app.config.verification;
+    let v = codes.settings;
     if drawn.fixed || v.resend == ResendMode::NewCode {
         return Ok(drawn);
     }
     let cap = Duration::from_secs(v.max_code_lifetime());
-    let store = &app.store;
+    let store = codes.store;
     if !drawn.reused {
         store
             .bind_code(
@@ -132,10 +140,10 @@ pub async fn bind(
         return Ok(drawn);
     }
     let nonce = CodeNonce::generate();
-    let code = app
-        .code_key
+    let code = codes
+        .key
         .derive(session_id, phone, &nonce, v.code_length, v.alphabet);
-    let mac = app.code_key.mac(session_id, phone, &code);
+    let mac = codes.key.mac(session_id, phone, &code);
     if !store
         .bind_code(session_id, phone, &drawn.mac, &mac, &nonce, Some(cap))
         .await?

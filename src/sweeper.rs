@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SweepSample};
 use crate::store::{Store, StoreResult, SweepReport};
 
 /// One sweep, logged.
@@ -45,7 +45,12 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => break,
             result = sweep_once(store.as_ref(), batch) => match result {
-                Ok(report) => metrics.sweep(Ok(&report)),
+                Ok(report) => metrics.sweep(Ok(SweepSample {
+                    ran: report.ran,
+                    sessions: report.sessions,
+                    verifications: report.verifications,
+                    limits: report.limits,
+                })),
                 Err(e) => {
                     metrics.sweep(Err(()));
                     tracing::warn!(error = %e, "sweep failed; will retry");

@@ -2,20 +2,49 @@
 //! seed's `sms_send`/`sms_check` views live now, with their weaknesses fixed.
 
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::app::App;
-use crate::code::Code;
+use crate::code::{Code, CodeKey};
+use crate::config::VerificationConfig;
+use crate::metrics::Metrics;
 use crate::phone::PhoneNumber;
+use crate::provider::routing::Router;
+use crate::provider::templates::Templates;
 use crate::provider::{OutgoingCode, ProviderError};
-use crate::quota::{CheckGuard, Refusal, SendGuard};
-use crate::resend;
+use crate::quota::{CheckGuard, Limits, Refusal, SendGuard};
+use crate::resend::{self, Codes};
 use crate::session::{Expiry, Session, SessionKey};
 use crate::store::{
-    Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification,
+    Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification, Store,
     StoreError,
 };
+
+/// What the flow works with, borrowed from the application: the store, the providers behind
+/// their router, the code key, the settings and limits. Nothing else is in reach.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub store: &'a dyn Store,
+    pub provider: &'a Router,
+    pub templates: &'a Templates,
+    pub code_key: &'a CodeKey,
+    pub metrics: &'a Metrics,
+    /// Fixed codes for test numbers, by E.164 number.
+    pub test_numbers: &'a HashMap<String, Code>,
+    pub verification: &'a VerificationConfig,
+    pub limits: Limits<'a>,
+}
+
+impl<'a> Context<'a> {
+    fn codes(&self) -> Codes<'a> {
+        Codes {
+            store: self.store,
+            key: self.code_key,
+            settings: self.verification,
+        }
+    }
+}
 
 /// A code is on its way.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,13 +97,6 @@ pub enum Checked {
     },
 }
 
-/// Whether `countries.allow` / `countries.deny` let codes go to calling code `country`.
-fn served(app: &App, country: &str) -> bool {
-    let c = &app.config.countries;
-    (c.allow.is_empty() || c.allow.iter().any(|a| a == country))
-        && !c.deny.iter().any(|d| d == country)
-}
-
 /// Generates a code for `phone`, records its MAC under the session, and delivers it.
 /// Test numbers get their fixed code and nothing is sent. `session` is `None` for a browser
 /// without one: a session is then created in the same store transaction as the code, and only
@@ -83,7 +105,7 @@ fn served(app: &App, country: &str) -> bool {
 /// (never challenged). The abuse limits and the need for a challenge are decided in the same
 /// store transaction as the code.
 pub async fn send(
-    app: &App,
+    cx: &Context<'_>,
     session: Option<&Session>,
     phone: &PhoneNumber,
     locale: Option<String>,
@@ -91,18 +113,18 @@ pub async fn send(
     challenge_passed: bool,
 ) -> Result<Sent, SendError> {
     let country = crate::country::calling_code(phone);
-    if !served(app, country) {
+    if !cx.limits.serves(country) {
         return Err(SendError::Denied);
     }
     let mut guard = SendGuard::build(
-        &app.config,
+        &cx.limits,
         phone.as_str(),
         country,
         client,
         challenge_passed,
     );
-    let v = &app.config.verification;
-    let fixed = app.test_numbers.get(phone.as_str());
+    let v = cx.verification;
+    let fixed = cx.test_numbers.get(phone.as_str());
     if fixed.is_some() {
         // Test numbers cost nothing and their codes are public: they stay out of the breaker.
         guard.pumping = None;
@@ -110,11 +132,11 @@ pub async fn send(
     let (session_id, new_key) = match session {
         Some(s) => (s.id, None),
         None => (
-            app.store.reserve_session_id().await?,
+            cx.store.reserve_session_id().await?,
             Some(SessionKey::generate()),
         ),
     };
-    let drawn = resend::draw(app, session_id, new_key.is_none(), phone, fixed).await?;
+    let drawn = resend::draw(cx.codes(), session_id, new_key.is_none(), phone, fixed).await?;
     let req = StartVerification {
         session_id,
         phone,
@@ -127,32 +149,32 @@ pub async fn send(
             expiry: Expiry::Default,
         }),
     };
-    let drawn = match app.store.start_send(&req, &guard).await? {
+    let drawn = match cx.store.start_send(&req, &guard).await? {
         StartOutcome::Issued { resend, attempts } => {
             if new_key.is_some() {
-                app.metrics.session_created();
+                cx.metrics.session_created();
             }
-            app.metrics.verification_started();
+            cx.metrics.verification_started();
             tracing::info!(phone = %phone, resend, attempts, "verification code issued");
-            resend::bind(app, session_id, phone, drawn, resend).await?
+            resend::bind(cx.codes(), session_id, phone, drawn, resend).await?
         }
         StartOutcome::TooSoon { retry_after } => {
-            app.metrics.quota_refused("resend_too_soon");
+            cx.metrics.quota_refused("resend_too_soon");
             return Err(SendError::TooSoon(retry_after));
         }
         StartOutcome::Exhausted { retry_after } => {
-            app.metrics.quota_refused("too_many_attempts");
+            cx.metrics.quota_refused("too_many_attempts");
             return Err(SendError::Exhausted(retry_after));
         }
         StartOutcome::Refused {
             by: Refusal::Challenge,
             ..
         } => {
-            app.metrics.quota_refused(Refusal::Challenge.code());
+            cx.metrics.quota_refused(Refusal::Challenge.code());
             return Err(SendError::Refused(Refusal::Challenge, Duration::ZERO));
         }
         StartOutcome::Refused { by, retry_after } => {
-            app.metrics.quota_refused(by.code());
+            cx.metrics.quota_refused(by.code());
             tracing::info!(phone = %phone, refusal = ?by, "send refused by an abuse limit");
             return Err(SendError::Refused(by, retry_after));
         }
@@ -162,19 +184,19 @@ pub async fn send(
     if fixed.is_none() {
         let msg = OutgoingCode {
             to: phone.clone(),
-            text: app
+            text: cx
                 .templates
                 .render(phone, locale.as_deref(), &drawn.code, ttl),
             code: drawn.code,
             lifetime: ttl,
             locale,
         };
-        match app.provider.send(&msg).await {
+        match cx.provider.send(&msg).await {
             Ok(receipt) => {
                 tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
                 if let Some(message_id) = receipt.message_id.as_deref() {
                     delivery_id =
-                        record_delivery(app, session_id, &receipt.provider, message_id, country)
+                        record_delivery(cx, session_id, &receipt.provider, message_id, country)
                             .await;
                 }
             }
@@ -182,7 +204,7 @@ pub async fn send(
                 tracing::warn!(phone = %phone, error = %e, "code delivery failed");
                 // Nothing went out: the cooldown is lifted and the quotas and the breaker
                 // get this send back, so an outage does not use up people's allowances.
-                if let Err(undo) = app
+                if let Err(undo) = cx
                     .store
                     .abandon_send(session_id, phone, &code_mac, &guard)
                     .await
@@ -192,7 +214,7 @@ pub async fn send(
                 // A session born with this send goes with it: otherwise numbers the provider
                 // refuses would mint sessions for free (the quotas were just given back).
                 if let Some(key) = &new_key {
-                    if let Err(undo) = app.store.flush(&key.hash()).await {
+                    if let Err(undo) = cx.store.flush(&key.hash()).await {
                         tracing::warn!(error = %undo, "could not remove the failed send's session");
                     }
                 }
@@ -205,7 +227,7 @@ pub async fn send(
     let created = match new_key {
         None => None,
         Some(key) => {
-            let session = app.store.touch_session(&key.hash()).await?.ok_or_else(|| {
+            let session = cx.store.touch_session(&key.hash()).await?.ok_or_else(|| {
                 StoreError::Internal("the session created with a send is gone".into())
             })?;
             Some((key, session))
@@ -222,7 +244,7 @@ pub async fn send(
 /// Records the accepted send for its receipts. The code is already on its way, so a store
 /// failure here is logged and the send still succeeds, only without a delivery record.
 async fn record_delivery(
-    app: &App,
+    cx: &Context<'_>,
     session_id: i64,
     provider: &str,
     message_id: &str,
@@ -236,7 +258,7 @@ async fn record_delivery(
         message_id,
         country,
     };
-    match app.store.record_delivery(&new).await {
+    match cx.store.record_delivery(&new).await {
         Ok(()) => Some(id),
         Err(e) => {
             tracing::warn!(error = %e, provider, "could not record the delivery");
@@ -248,14 +270,14 @@ async fn record_delivery(
 /// Checks `code` for (session, phone); on approval the session's key is cycled and it gains
 /// `verified_phone` and `verified_at`, in the same transaction.
 pub async fn check(
-    app: &App,
+    cx: &Context<'_>,
     session: &Session,
     phone: &PhoneNumber,
     code: &Code,
     client: Option<IpAddr>,
 ) -> Result<Checked, StoreError> {
-    let mut guard = CheckGuard::build(&app.config, crate::country::calling_code(phone), client);
-    if app.test_numbers.contains_key(phone.as_str()) {
+    let mut guard = CheckGuard::build(&cx.limits, crate::country::calling_code(phone), client);
+    if cx.test_numbers.contains_key(phone.as_str()) {
         // Anyone can approve a test number (its code is fixed and public): such approvals
         // must not lift the conversion rate that the pumping breaker watches.
         guard.pumping = None;
@@ -273,18 +295,18 @@ pub async fn check(
     let req = CheckVerification {
         session_id: session.id,
         phone,
-        code_mac: app.code_key.mac(session.id, phone, code),
-        max_attempts: app.config.verification.max_attempts,
+        code_mac: cx.code_key.mac(session.id, phone, code),
+        max_attempts: cx.verification.max_attempts,
         on_approve: Approval {
             new_key: new_key.hash(),
             data: &data,
         },
     };
-    let outcome = app.store.check_guarded(&req, &guard).await?;
+    let outcome = cx.store.check_guarded(&req, &guard).await?;
     let name = outcome_name(&outcome);
-    app.metrics.verification_checked(name);
+    cx.metrics.verification_checked(name);
     if let CheckOutcome::Refused { by, .. } = &outcome {
-        app.metrics.quota_refused(by.code());
+        cx.metrics.quota_refused(by.code());
     }
     tracing::info!(phone = %phone, outcome = name, "verification checked");
     Ok(match outcome {

@@ -401,7 +401,7 @@ on_both_stores! {
     async fn cors_for_browser_routes_only(backend: Backend) {
         let Some(d) = TestDaemon::start(backend, |c| {
             no_limits(c);
-            c.http.cors.allowed_origins = vec!["https://shop.example".into()];
+            c.http.cors.allowed_origins = vec!["https://shop.example".parse().unwrap()];
         })
         .await
         else {
@@ -455,7 +455,7 @@ on_both_stores! {
                 c.per_ip.max_sends = 2;
                 c.per_ip.max_checks = 3;
                 if trust {
-                    c.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+                    c.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
                 }
             }
         };

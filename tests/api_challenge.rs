@@ -512,7 +512,7 @@ async fn the_captcha_secret_can_come_from_a_file() {
 async fn pages_on_allowed_origins_may_fetch_challenges() {
     let d = TestDaemon::start(Backend::Sqlite, |c| {
         altcha(c);
-        c.http.cors.allowed_origins = vec!["https://shop.example".into()];
+        c.http.cors.allowed_origins = vec!["https://shop.example".parse().unwrap()];
     })
     .await
     .unwrap();

@@ -157,7 +157,7 @@ on_both_stores! {
     async fn other_sites_cannot_send_or_bind_a_number_through_the_victims_session(backend: Backend) {
         let Some(d) = TestDaemon::start(backend, |c| {
             no_limits(c);
-            c.http.cors.allowed_origins = vec![SHOP.into()];
+            c.http.cors.allowed_origins = vec![SHOP.parse().unwrap()];
         })
         .await
         else {
@@ -227,7 +227,7 @@ on_both_stores! {
     async fn requests_that_are_not_another_sites_pass(backend: Backend) {
         let Some(d) = TestDaemon::start(backend, |c| {
             no_limits(c);
-            c.http.cors.allowed_origins = vec![SHOP.into()];
+            c.http.cors.allowed_origins = vec![SHOP.parse().unwrap()];
         })
         .await
         else {
@@ -289,7 +289,7 @@ on_both_stores! {
         let Some(d) = TestDaemon::start(backend, |c| {
             no_limits(c);
             c.per_ip.max_sends = 2;
-            c.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+            c.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
         })
         .await
         else {

@@ -29,7 +29,7 @@ fn open_door(c: &mut Config) {
     c.global.max_sends_per_hour = 0;
     c.pumping.enabled = false;
     c.challenge.mode = ChallengeMode::Off;
-    c.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+    c.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
 }
 
 struct Reply {

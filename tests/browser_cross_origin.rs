@@ -138,7 +138,7 @@ async fn another_sites_image_and_link_cannot_send_codes() {
     let to: Vec<_> = d.messages().iter().map(|m| m["to"].clone()).collect();
     assert_eq!(to, [victim], "only the victim's own code was sent");
     // Both the image and the link reached verifyd and were refused there.
-    let metrics = d.daemon.as_ref().unwrap().app.metrics.render(None, &[]);
+    let metrics = d.daemon.as_ref().unwrap().app.metrics.render(None, []);
     let refused = r#"verifyd_http_requests_total{method="GET",route="/sms_send/",status="403"} 2"#;
     assert!(metrics.lines().any(|l| l == refused), "{metrics}");
     site_task.abort();

@@ -232,6 +232,74 @@ fn check_config_prints_the_configuration_with_secrets_redacted() {
 }
 
 #[test]
+fn check_config_explain_names_the_source_of_every_value_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "good.toml",
+        "[session]\ndefault_age = 777\n\
+         [store.postgres]\nurl = \"postgres://verifyd:pa55word@db.internal/verifyd\"\n\
+         [http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    );
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    write(&creds, "verification.secret", "cr3dential-secret");
+    let (ok, stdout, stderr) = run(verifyd(dir.path())
+        .args(["check-config", "--explain", "--config"])
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VERIFYD_HTTP__MAX_BODY_BYTES", "4321"));
+    assert!(ok, "{stderr}");
+    for secret in ["pa55word", "db.internal", "cr3dential"] {
+        assert!(!stdout.contains(secret), "{secret} printed: {stdout}");
+        assert!(!stderr.contains(secret), "{secret} printed: {stderr}");
+    }
+    let line = |key: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in\n{stdout}"))
+            .to_owned()
+    };
+    let file = path.display().to_string();
+    assert_eq!(
+        line("session.default_age"),
+        format!("session.default_age = 777  # file {file}")
+    );
+    assert_eq!(
+        line("http.trusted_proxies"),
+        format!("http.trusted_proxies = [\"10.0.0.0/8\"]  # file {file}")
+    );
+    assert_eq!(
+        line("store.postgres.url"),
+        format!("store.postgres.url = \"<redacted>\"  # file {file}")
+    );
+    assert_eq!(
+        line("http.max_body_bytes"),
+        "http.max_body_bytes = 4321  # environment VERIFYD_HTTP__MAX_BODY_BYTES"
+    );
+    assert_eq!(
+        line("verification.secret"),
+        format!(
+            "verification.secret = \"<redacted>\"  # credential {}",
+            creds.join("verification.secret").display()
+        )
+    );
+    assert_eq!(
+        line("http.request_timeout"),
+        "http.request_timeout = 30  # default"
+    );
+    // Every setting has a line with a source.
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.contains(" = ") && l.contains("  # ")),
+        "{stdout}"
+    );
+    assert!(stdout.lines().count() > 100, "{stdout}");
+}
+
+#[test]
 fn a_missing_config_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere").join("verifyd.toml");

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::process::Command;
 use verifyd::config::{Backend, ProviderKind};
-use verifyd::provider::instances::NamedProvider;
+use verifyd::provider::config::NamedProvider;
 use verifyd::provider::tencent::{TencentConfig, sign};
 use verifyd::secret::Secret;
 

@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use verifyd::config::{Config, ProviderKind};
 use verifyd::provider::breaker::BreakerConfig;
-use verifyd::provider::instances::NamedProvider;
+use verifyd::provider::config::NamedProvider;
 use verifyd::provider::tencent::TencentConfig;
 use verifyd::secret::Secret;
 

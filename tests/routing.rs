@@ -15,7 +15,7 @@ use std::path::Path;
 use verifyd::config::{Backend, Config, MockConfig, ProviderKind};
 use verifyd::provider::aliyun::AliyunConfig;
 use verifyd::provider::breaker::BreakerConfig;
-use verifyd::provider::instances::NamedProvider;
+use verifyd::provider::config::NamedProvider;
 use verifyd::provider::sns::SnsConfig;
 use verifyd::secret::Secret;
 

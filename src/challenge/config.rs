@@ -5,20 +5,7 @@ use std::path::PathBuf;
 
 use crate::secret::Secret;
 
-/// `challenge.mode`: when a browser send must carry a solved challenge. Whatever the mode, a
-/// tripped breaker with `pumping.on_trip = "challenge"` asks for a challenge, and so does a spent
-/// per-number budget unless the mode is `off`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ChallengeMode {
-    /// No challenge beyond the breaker's; spent per-number budgets refuse outright.
-    Off,
-    /// Every browser send.
-    Always,
-    /// Browser sends that look like abuse (see `crate::quota::ChallengeRule`).
-    #[default]
-    WhenSuspicious,
-}
+pub use crate::quota::ChallengeMode;
 
 /// Which challenge guards sends.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,11 +1,11 @@
-//! The receipt pushes verifyd accepts, parsed into [`ReceiptUpdate`]s, and which configured
-//! instance may push them with which secret. Aliyun's `SmsReport` and Tencent's status callback
-//! carry no signature of their own, so each instance has a secret path token instead.
+//! The receipt pushes verifyd accepts, parsed into [`ReceiptUpdate`]s, and how a push proves
+//! where it comes from (which configured instance may push with which secret is the provider
+//! settings' to say: `ProviderSet::receipt_source`). Aliyun's `SmsReport` and Tencent's status
+//! callback carry no signature of their own, so each instance has a secret path token instead.
 
 use serde::Deserialize;
 
 use super::{DeliveryState, ReceiptUpdate};
-use crate::config::{Config, ProviderKind};
 use crate::secret::Secret;
 
 /// At most this many receipts in one push; both gateways batch far fewer.
@@ -43,50 +43,6 @@ impl Format {
             Format::Twilio => serde_json::json!({}),
         }
     }
-}
-
-/// The receipt endpoint of instance `name`, if it has one: its push format and how pushes
-/// authenticate. The single `[provider]` is named after its kind.
-pub fn source<'a>(config: &'a Config, name: &str) -> Option<(Format, Auth<'a>)> {
-    let (kind, aliyun, tencent, http) = if config.providers.is_empty() {
-        let p = &config.provider;
-        let own_name = match p.kind {
-            ProviderKind::Aliyun => "aliyun",
-            ProviderKind::Tencent => "tencent",
-            ProviderKind::Http => "http",
-            _ => return None,
-        };
-        if name != own_name {
-            return None;
-        }
-        (p.kind, Some(&p.aliyun), Some(&p.tencent), Some(&p.http))
-    } else {
-        let p = config.providers.get(name)?;
-        (
-            p.kind,
-            p.aliyun.as_ref(),
-            p.tencent.as_ref(),
-            p.http.as_ref(),
-        )
-    };
-    let (format, token) = match kind {
-        ProviderKind::Aliyun => (Format::Aliyun, &aliyun?.receipt_token),
-        ProviderKind::Tencent => (Format::Tencent, &tencent?.receipt_token),
-        ProviderKind::Http => {
-            let h = http?;
-            let url = h.twilio_status_callback.as_deref()?;
-            return (!h.secret.is_empty()).then_some((
-                Format::Twilio,
-                Auth::Twilio {
-                    url,
-                    auth_token: &h.secret,
-                },
-            ));
-        }
-        _ => return None,
-    };
-    // No token configured: no endpoint (an empty token must never match an empty segment).
-    (!token.is_empty()).then_some((format, Auth::Token(token)))
 }
 
 #[derive(Deserialize)]

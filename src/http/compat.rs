@@ -60,7 +60,16 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         .await
         .map_err(|e| (e, cookie.clone()))?;
     let locale = super::accept_language::locale(&app.templates, parts, None);
-    match verify::send(app, session, &phone, locale, client, challenge_passed).await {
+    match verify::send(
+        &app.flow(),
+        session,
+        &phone,
+        locale,
+        client,
+        challenge_passed,
+    )
+    .await
+    {
         Ok(sent) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
             let cookie = match sent.created {
@@ -98,7 +107,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
     };
     let mut resp;
     let client = super::client_ip::browser(app, parts, false);
-    match verify::check(app, &caller.session, &phone, &code, client).await? {
+    match verify::check(&app.flow(), &caller.session, &phone, &code, client).await? {
         Checked::Approved { session, new_key } => {
             resp = raw_json(StatusCode::OK, OK);
             let c = cookies::set_cookie(&app.config.session, &new_key, &session);

@@ -13,15 +13,7 @@ use super::error::ApiError;
 use super::response::{Resp, json};
 use super::router::Route;
 
-/// `scheme://host[:port]` with no path: the form browsers send in `Origin`.
-pub fn is_origin(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return false;
-    };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', '?', '#', '@', ' '])
-}
+pub use crate::net::is_origin;
 
 /// The routes a browser script may call.
 pub fn browser_path(path: &str) -> Option<&'static str> {
@@ -223,20 +215,6 @@ pub fn decorate(app: &App, route: &Route, headers: &HeaderMap, resp: &mut Resp) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origins() {
-        assert!(is_origin("https://shop.example") && is_origin("http://127.0.0.1:8080"));
-        for bad in [
-            "shop.example",
-            "https://shop.example/",
-            "ftp://x",
-            "https://",
-            "null",
-        ] {
-            assert!(!is_origin(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn same_origin_compares_host_and_port() {

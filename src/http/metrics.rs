@@ -59,9 +59,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
 /// those gauges out rather than failing the scrape.
 pub async fn scrape(app: &App) -> String {
     let pumping = app.store.pumping_states().await.unwrap_or_default();
+    let breakers = app.provider.breaker_states();
     app.metrics
-        .set_provider_states(app.provider.breaker_states());
-    app.metrics.render(app.store.pool_usage(), &pumping)
+        .set_provider_states(breakers.iter().map(|(name, s)| (*name, s.as_str())));
+    app.metrics.render(
+        app.store.pool_usage().map(Into::into),
+        pumping.iter().map(Into::into),
+    )
 }
 
 async fn answer(app: &App, req: &Request<Incoming>) -> Resp {

@@ -32,7 +32,7 @@ pub async fn ingest(
     token: &str,
     body: &Bytes,
 ) -> Result<Resp, ApiError> {
-    let Some((format, auth)) = receipts::source(&app.config, provider) else {
+    let Some((format, auth)) = app.config.provider_set().receipt_source(provider) else {
         // Compared all the same, so that an unknown name answers in the time a known one does.
         let _ = token.as_bytes().ct_eq(b"-no-endpoint-padding-");
         return Err(no_endpoint());

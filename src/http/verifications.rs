@@ -79,7 +79,16 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
                 Ok(passed) => passed,
                 Err(e) => return e.into_response(),
             };
-        match verify::send(app, session, &phone, locale, client, challenge_passed).await {
+        match verify::send(
+            &app.flow(),
+            session,
+            &phone,
+            locale,
+            client,
+            challenge_passed,
+        )
+        .await
+        {
             Ok(sent) => {
                 born = sent.created;
                 let mut body = json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in });
@@ -139,7 +148,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
     };
     let mut cookie = caller.set_cookie;
     let client = client_ip::browser(app, parts, caller.backend);
-    let mut resp = match verify::check(app, &caller.session, &phone, &code, client).await? {
+    let mut resp = match verify::check(&app.flow(), &caller.session, &phone, &code, client).await? {
         Checked::Approved { session, new_key } => {
             let mut body = json!({ "status": "approved", "verified_phone": phone.as_str() });
             if caller.backend {

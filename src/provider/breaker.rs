@@ -52,12 +52,9 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// The state's label in `/metrics`, where every state is listed (in declaration order).
     pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
+        crate::metrics::BREAKER_STATES[self as usize]
     }
 }
 
@@ -209,6 +206,17 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_labels_are_the_names_readyz_shows() {
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 
     fn breaker(failures: u32, cooldown: u64) -> Breaker {
         Breaker::new(BreakerConfig {

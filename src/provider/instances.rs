@@ -2,7 +2,6 @@
 //! its kind, routed for every number) or named `[providers.<name>]` tables with `[routes]`.
 //! Both shapes are checked here at start-up, naming the offending key.
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use super::Provider;
 use super::aliyun::{AliyunConfig, AliyunProvider};
 use super::breaker::BreakerConfig;
+use super::config::{MockConfig, ProviderKind, ProviderSet};
 use super::hook::{HookConfig, HookProvider};
 use super::http::{HttpConfig, HttpProvider};
 use super::metered::Metered;
@@ -17,39 +17,7 @@ use super::mock::MockProvider;
 use super::routing::{DEFAULT_ROUTE, Instance, Router};
 use super::sns::{SnsConfig, SnsProvider};
 use super::tencent::{TencentConfig, TencentProvider};
-use crate::config::{Config, MockConfig, ProviderKind};
 use crate::metrics::Metrics;
-
-/// Default cap on one send through one provider, its own retries included.
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-
-pub fn default_timeout_ms() -> u64 {
-    DEFAULT_TIMEOUT_MS
-}
-
-/// `[providers.<name>]`: one provider instance. `kind` is required; the table of that kind
-/// (`[providers.<name>.aliyun]`, `.sns`, `.mock`) holds its settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NamedProvider {
-    pub kind: ProviderKind,
-    /// Milliseconds one send through this provider may take before the router moves on.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub breaker: BreakerConfig,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mock: Option<MockConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aliyun: Option<AliyunConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sns: Option<SnsConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tencent: Option<TencentConfig>,
-    pub http: Option<HttpConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hook: Option<HookConfig>,
-}
 
 /// One instance as configured, whichever shape it came from.
 struct Spec<'a> {
@@ -67,22 +35,11 @@ struct Spec<'a> {
     hook: Option<&'a HookConfig>,
 }
 
-fn kind_name(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Mock => "mock",
-        ProviderKind::Aliyun => "aliyun",
-        ProviderKind::Sns => "sns",
-        ProviderKind::Tencent => "tencent",
-        ProviderKind::Http => "http",
-        ProviderKind::Hook => "hook",
-    }
-}
-
 /// The instances and routes the configuration describes.
-fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
-    if config.providers.is_empty() {
-        let p = &config.provider;
-        let name = kind_name(p.kind).to_owned();
+fn specs<'a>(set: ProviderSet<'a>) -> (Vec<Spec<'a>>, Vec<(String, Vec<String>)>) {
+    if set.named.is_empty() {
+        let p = set.single;
+        let name = p.kind.as_str().to_owned();
         let spec = Spec {
             name: name.clone(),
             table: "provider".into(),
@@ -98,8 +55,8 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
         };
         return (vec![spec], vec![(DEFAULT_ROUTE.to_owned(), vec![name])]);
     }
-    let specs = config
-        .providers
+    let specs = set
+        .named
         .iter()
         .map(|(name, p)| Spec {
             name: name.clone(),
@@ -115,7 +72,7 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
             hook: p.hook.as_ref(),
         })
         .collect();
-    let routes = config
+    let routes = set
         .routes
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -125,22 +82,22 @@ fn specs(config: &Config) -> (Vec<Spec<'_>>, Vec<(String, Vec<String>)>) {
 
 /// Checks providers and routes: names, kinds and their tables, each kind's own settings, route
 /// keys and lists, and that a route's providers can all be tried within `http.request_timeout`.
-pub fn validate(config: &Config) -> Result<(), (String, String)> {
-    let named = !config.providers.is_empty();
-    if !named && !config.routes.is_empty() {
+pub fn validate(set: ProviderSet<'_>, request_timeout_secs: u64) -> Result<(), (String, String)> {
+    let named = !set.named.is_empty();
+    if !named && !set.routes.is_empty() {
         return Err((
             "routes".into(),
             "routes need named providers ([providers.<name>] tables)".into(),
         ));
     }
-    let (specs, routes) = specs(config);
+    let (specs, routes) = specs(set);
     for s in &specs {
         validate_spec(s, named)?;
     }
     if named {
-        validate_routes(&config.routes, &specs)?;
+        validate_routes(set.routes, &specs)?;
     }
-    let budget_ms = config.http.request_timeout.saturating_mul(1000);
+    let budget_ms = request_timeout_secs.saturating_mul(1000);
     for (prefix, names) in &routes {
         let total: u64 = names
             .iter()
@@ -187,11 +144,11 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             (ProviderKind::Hook, s.hook.is_some()),
         ];
         for (kind, present) in tables {
-            let name = kind_name(kind);
+            let name = kind.as_str();
             if present && kind != s.kind {
                 return Err((
                     format!("{t}.{name}"),
-                    format!("this provider is kind = {:?}", kind_name(s.kind)),
+                    format!("this provider is kind = {:?}", s.kind.as_str()),
                 ));
             }
             if !present && kind == s.kind && kind != ProviderKind::Mock {
@@ -321,8 +278,8 @@ fn validate_routes(
 pub struct BuildError(String);
 
 /// Builds every provider instance and the router over them.
-pub async fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Router, BuildError> {
-    let (specs, routes) = specs(config);
+pub async fn build(set: ProviderSet<'_>, metrics: &Arc<Metrics>) -> Result<Router, BuildError> {
+    let (specs, routes) = specs(set);
     let mut instances = Vec::new();
     for s in specs {
         let missing = || {
@@ -330,7 +287,7 @@ pub async fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Router, Bu
                 "{}: no [{}.{}] table",
                 s.table,
                 s.table,
-                kind_name(s.kind)
+                s.kind.as_str()
             ))
         };
         let provider: Arc<dyn Provider> = match s.kind {

@@ -10,6 +10,7 @@ use crate::phone::PhoneNumber;
 
 pub mod aliyun;
 pub mod breaker;
+pub mod config;
 pub mod hook;
 pub mod http;
 pub mod instances;

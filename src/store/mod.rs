@@ -180,6 +180,16 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
+impl From<PoolStatus> for crate::metrics::PoolSample {
+    fn from(p: PoolStatus) -> Self {
+        crate::metrics::PoolSample {
+            in_use: p.in_use,
+            idle: p.idle,
+            waiting: p.waiting,
+        }
+    }
+}
+
 /// Everything verifyd keeps. Implementations own their clock: PostgreSQL uses the database's
 /// `now()` (one clock for all daemons), SQLite the process clock.
 ///

@@ -5,6 +5,12 @@
 
 use std::time::{Duration, SystemTime};
 
+pub mod config;
+pub use config::{
+    ChallengeMode, CountriesConfig, GlobalConfig, Limits, OnTrip, PerIpConfig, PerPhoneConfig,
+    PumpingConfig,
+};
+
 /// What a counter counts. The string form is the `scope` column of `quota_counters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
@@ -183,6 +189,17 @@ pub struct PumpingState {
     pub window_ends: SystemTime,
 }
 
+impl<'a> From<&'a PumpingState> for crate::metrics::PumpingSample<'a> {
+    fn from(p: &'a PumpingState) -> Self {
+        crate::metrics::PumpingSample {
+            country: &p.country,
+            sends: p.sends,
+            approvals: p.approvals,
+            tripped: p.tripped,
+        }
+    }
+}
+
 /// Why a request was refused by a limit, and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -235,7 +252,7 @@ pub fn net_key(ip: std::net::IpAddr) -> String {
 }
 
 fn prefix_key(ip: std::net::IpAddr, v4_bits: u32, v6_bits: u32) -> String {
-    match crate::http::client_ip::canonical(ip) {
+    match crate::net::canonical(ip) {
         std::net::IpAddr::V4(v4) if v4_bits >= 32 => v4.to_string(),
         std::net::IpAddr::V4(v4) => {
             let net = std::net::Ipv4Addr::from(u32::from(v4) & (u32::MAX << (32 - v4_bits)));
@@ -258,8 +275,8 @@ fn quota(scope: Scope, key: impl Into<String>, limit: u32, window: u64) -> Optio
     })
 }
 
-fn pumping_rule(config: &crate::config::Config, country: &str) -> Option<PumpingRule> {
-    let p = &config.pumping;
+fn pumping_rule(limits: &Limits<'_>, country: &str) -> Option<PumpingRule> {
+    let p = limits.pumping;
     p.enabled.then(|| PumpingRule {
         country: country.to_owned(),
         window: Duration::from_secs(p.window),
@@ -277,14 +294,13 @@ impl SendGuard {
     /// The limits of a send to `phone` (calling code `country`) from `client` (browsers only;
     /// `None` for backends). `challenge_passed`: the caller solved a challenge, or is a backend.
     pub fn build(
-        config: &crate::config::Config,
+        limits: &Limits<'_>,
         phone: &str,
         country: &str,
         client: Option<std::net::IpAddr>,
         challenge_passed: bool,
     ) -> SendGuard {
-        use crate::config::{ChallengeMode, OnTrip};
-        let (pp, ip, c) = (&config.per_phone, &config.per_ip, &config.countries);
+        let (pp, ip, c) = (limits.per_phone, limits.per_ip, limits.countries);
         let per_country = c.limits.get(country).or_else(|| c.limits.get("*"));
         let net = client.map(net_key);
         let hard = [
@@ -309,14 +325,14 @@ impl SendGuard {
                     86_400,
                 )
             }),
-            quota(Scope::Global, "*", config.global.max_sends_per_hour, 3600),
+            quota(Scope::Global, "*", limits.global.max_sends_per_hour, 3600),
             per_country.and_then(|&n| quota(Scope::Country, country, n, 3600)),
         ];
         let soft = [
             quota(Scope::PhoneSends, phone, pp.max_sends, pp.window),
             quota(Scope::PhoneDaily, phone, pp.daily_max, 86_400),
         ];
-        let mode = config.challenge.mode;
+        let mode = limits.challenge;
         let mut quotas: Vec<Quota> = hard.into_iter().flatten().collect();
         let mut soft: Vec<Quota> = soft.into_iter().flatten().collect();
         if mode == ChallengeMode::Off {
@@ -326,12 +342,12 @@ impl SendGuard {
         SendGuard {
             quotas,
             soft,
-            pumping: pumping_rule(config, country),
+            pumping: pumping_rule(limits, country),
             challenge: ChallengeRule {
                 passed: challenge_passed,
                 always: mode == ChallengeMode::Always,
                 when_suspicious: mode == ChallengeMode::WhenSuspicious,
-                on_trip: config.pumping.on_trip == OnTrip::Challenge,
+                on_trip: limits.pumping.on_trip == OnTrip::Challenge,
             },
         }
     }
@@ -341,11 +357,11 @@ impl CheckGuard {
     /// The limits of a check for a number of calling code `country` from `client` (browsers
     /// only).
     pub fn build(
-        config: &crate::config::Config,
+        limits: &Limits<'_>,
         country: &str,
         client: Option<std::net::IpAddr>,
     ) -> CheckGuard {
-        let (pp, ip) = (&config.per_phone, &config.per_ip);
+        let (pp, ip) = (limits.per_phone, limits.per_ip);
         let limit = |max| {
             (max > 0).then(|| FailureLimit {
                 max,
@@ -361,7 +377,7 @@ impl CheckGuard {
             failures: limit(pp.max_failed_checks),
             network_failures: client
                 .and_then(|a| Some((net_key(a), limit(pp.network_max_failed_checks)?))),
-            pumping: pumping_rule(config, country),
+            pumping: pumping_rule(limits, country),
         }
     }
 }
@@ -404,10 +420,29 @@ mod tests {
 
     #[test]
     fn guards_follow_the_configuration() {
-        let mut c = crate::config::Config::default();
-        c.countries.limits.insert("*".into(), 7);
-        c.countries.limits.insert("+86".into(), 9);
-        c.per_ip.max_sends = 0;
+        let (per_phone, global) = (PerPhoneConfig::default(), GlobalConfig::default());
+        let per_ip = PerIpConfig {
+            max_sends: 0,
+            ..PerIpConfig::default()
+        };
+        let mut countries = CountriesConfig::default();
+        countries.limits.insert("*".into(), 7);
+        countries.limits.insert("+86".into(), 9);
+        let (pumping, blocking) = (
+            PumpingConfig::default(),
+            PumpingConfig {
+                on_trip: OnTrip::Block,
+                ..PumpingConfig::default()
+            },
+        );
+        let mut c = Limits {
+            per_phone: &per_phone,
+            per_ip: &per_ip,
+            global: &global,
+            countries: &countries,
+            pumping: &pumping,
+            challenge: ChallengeMode::default(),
+        };
         let g = SendGuard::build(
             &c,
             "+8613800138000",
@@ -441,8 +476,8 @@ mod tests {
         );
         assert_eq!(g.pumping.map(|p| p.country), Some("+44".into()));
         assert!(g.challenge.passed);
-        c.challenge.mode = crate::config::ChallengeMode::Off;
-        c.pumping.on_trip = crate::config::OnTrip::Block;
+        c.challenge = ChallengeMode::Off;
+        c.pumping = &blocking;
         let g = SendGuard::build(&c, "+447400123456", "+44", None, false);
         assert!(
             g.soft.is_empty() && g.quotas.len() == 6,

@@ -10,9 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
-use crate::provider::breaker::BreakerState;
-use crate::quota::PumpingState;
-use crate::store::{PoolStatus, SweepReport};
+pub mod delivery;
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -73,12 +71,36 @@ struct BreakerLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Every breaker state, so that the current one reads 1 and the others 0.
-const BREAKER_STATES: [BreakerState; 3] = [
-    BreakerState::Closed,
-    BreakerState::Open,
-    BreakerState::HalfOpen,
-];
+/// Every circuit-breaker state's label, so that the current one reads 1 and the others 0
+/// (`provider::breaker` checks that its states are these).
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
+/// One background sweep that ran or was skipped, as the store reported it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SweepSample {
+    /// False when another daemon held the sweep lock.
+    pub ran: bool,
+    pub sessions: u64,
+    pub verifications: u64,
+    pub limits: u64,
+}
+
+/// The store's connection pool at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSample {
+    pub in_use: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+/// One country's SMS-pumping window at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpingSample<'a> {
+    pub country: &'a str,
+    pub sends: u32,
+    pub approvals: u32,
+    pub tripped: bool,
+}
 
 /// Every metric verifyd exports. Methods are named after the event they record.
 pub struct Metrics {
@@ -101,8 +123,8 @@ pub struct Metrics {
     pumping_tripped: Family<CountryLabels, Gauge>,
     pumping_sends: Family<CountryLabels, Gauge>,
     pumping_approvals: Family<CountryLabels, Gauge>,
-    /// Delivery receipts (crate::delivery::metrics).
-    pub delivery: crate::delivery::metrics::DeliveryMetrics,
+    /// Delivery receipts ([`delivery`]).
+    pub delivery: delivery::DeliveryMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -138,7 +160,7 @@ impl Metrics {
             pumping_tripped: Family::default(),
             pumping_sends: Family::default(),
             pumping_approvals: Family::default(),
-            delivery: crate::delivery::metrics::DeliveryMetrics::register(&mut r),
+            delivery: delivery::DeliveryMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(
@@ -305,7 +327,7 @@ impl Metrics {
     }
 
     /// One background sweep; `Err(())` when it failed.
-    pub fn sweep(&self, result: Result<&SweepReport, ()>) {
+    pub fn sweep(&self, result: Result<SweepSample, ()>) {
         let outcome = match result {
             Ok(r) if r.ran => "ok",
             Ok(_) => "skipped",
@@ -329,16 +351,14 @@ impl Metrics {
 
     /// Replaces the reported circuit-breaker states: one `(provider name, state)` per provider.
     /// The hook for provider failover: call it whenever a breaker changes state.
-    pub fn set_provider_states<'a>(
-        &self,
-        states: impl IntoIterator<Item = (&'a str, BreakerState)>,
-    ) {
+    /// States are labels from [`BREAKER_STATES`].
+    pub fn set_provider_states<'a>(&self, states: impl IntoIterator<Item = (&'a str, &'a str)>) {
         for (provider, current) in states {
             for s in BREAKER_STATES {
                 self.breakers
                     .get_or_create(&BreakerLabels {
                         provider: provider.to_owned(),
-                        state: s.as_str(),
+                        state: s,
                     })
                     .set(i64::from(s == current));
             }
@@ -346,14 +366,18 @@ impl Metrics {
     }
 
     /// The text for `/metrics`; `pool` is sampled by the caller at scrape time.
-    pub fn render(&self, pool: Option<PoolStatus>, pumping: &[PumpingState]) -> String {
+    pub fn render<'a>(
+        &self,
+        pool: Option<PoolSample>,
+        pumping: impl IntoIterator<Item = PumpingSample<'a>>,
+    ) -> String {
         // Countries whose window ended drop out of the store's answer: start from nothing.
         self.pumping_tripped.clear();
         self.pumping_sends.clear();
         self.pumping_approvals.clear();
         for p in pumping {
             let labels = CountryLabels {
-                country: p.country.clone(),
+                country: p.country.to_owned(),
             };
             self.pumping_tripped
                 .get_or_create(&labels)
@@ -412,26 +436,25 @@ mod tests {
         m.request("POST", "/v1/verifications", 202, Duration::from_millis(3));
         m.verification_checked("approved");
         m.quota_refused("resend_too_soon");
-        m.sweep(Ok(&SweepReport {
+        m.sweep(Ok(SweepSample {
             sessions: 4,
             verifications: 1,
             limits: 2,
             ran: true,
         }));
-        let pumping = [PumpingState {
-            country: "+86".into(),
+        let pumping = [PumpingSample {
+            country: "+86",
             sends: 60,
             approvals: 3,
             tripped: true,
-            window_ends: std::time::SystemTime::now(),
         }];
         let text = m.render(
-            Some(PoolStatus {
+            Some(PoolSample {
                 in_use: 2,
                 idle: 3,
                 waiting: 1,
             }),
-            &pumping,
+            pumping,
         );
         for line in [
             "verifyd_http_requests_total{method=\"POST\",route=\"/v1/verifications\",status=\"202\"} 1",
@@ -467,7 +490,7 @@ mod tests {
         }
         m.request("get", "?", 404, Duration::ZERO);
         m.request("GET", "/healthz", 200, Duration::ZERO);
-        let text = m.render(None, &[]);
+        let text = m.render(None, []);
         let mut series: Vec<_> = text
             .lines()
             .filter(|l| l.starts_with("verifyd_http_requests_total"))
@@ -488,9 +511,9 @@ mod tests {
     #[test]
     fn breaker_states_are_one_hot() {
         let m = Metrics::new();
-        m.set_provider_states([("aliyun", BreakerState::Open)]);
-        m.set_provider_states([("aliyun", BreakerState::Closed)]);
-        let text = m.render(None, &[]);
+        m.set_provider_states([("aliyun", "open")]);
+        m.set_provider_states([("aliyun", "closed")]);
+        let text = m.render(None, []);
         let value = |state: &str| {
             let prefix =
                 format!("verifyd_provider_circuit_state{{provider=\"aliyun\",state=\"{state}\"}} ");

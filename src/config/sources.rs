@@ -1,0 +1,81 @@
+//! Where a setting came from: the environment layer, and figment's errors turned into one line
+//! per problem naming the key and the file, credential or variable that set it.
+
+use figment::providers::Env;
+use figment::{Figment, Metadata};
+
+use super::ConfigError;
+
+/// `VERIFYD_SECTION__KEY=value`; variables without `__` (such as `VERIFYD_CONFIG`) are not keys.
+pub(super) fn env_provider() -> Env {
+    Env::prefixed("VERIFYD_")
+        .filter(|k| k.as_str().contains("__"))
+        .split("__")
+}
+
+/// The variable `env_provider` reads `keys` from: `VERIFYD_HTTP__LISTEN` for `http.listen`.
+pub(super) fn env_var(keys: &[String]) -> String {
+    format!("VERIFYD_{}", keys.join("__").to_ascii_uppercase())
+}
+
+pub(super) fn source_name(md: &Metadata) -> String {
+    match &md.source {
+        Some(figment::Source::File(p)) => format!("{} {}", md.name, p.display()),
+        Some(src) => format!("{} ({src})", md.name),
+        None => md.name.to_string(),
+    }
+}
+
+/// Turns figment's errors into one message per problem, each naming key and source.
+pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(source_name)
+                .or_else(|| fig.find_metadata(&key).map(source_name))
+                .unwrap_or_else(|| "the defaults".into());
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(field, _) => {
+                    // figment's path sometimes already ends with the field, sometimes not.
+                    let full = if key.is_empty() {
+                        field.clone()
+                    } else if key == *field || key.ends_with(&format!(".{field}")) {
+                        key.clone()
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                    return format!("unknown key `{full}` in {source}");
+                }
+                kind => kind.to_string(),
+            };
+            if key.is_empty() {
+                format!("{what} (in {source})")
+            } else {
+                format!("invalid value for key `{key}` (from {source}): {what}")
+            }
+        })
+        .collect();
+    ConfigError(lines.join("\n"))
+}
+
+/// A value serde accepted but a later check refused, reported with the source of the nearest
+/// key figment knows (`routes."+86"` is found as `routes`).
+pub(super) fn invalid(fig: &Figment, key: &str, msg: String) -> ConfigError {
+    let mut probe = key;
+    let source = loop {
+        if let Some(md) = fig.find_metadata(probe) {
+            break source_name(md);
+        }
+        match probe.rfind('.') {
+            Some(i) => probe = &probe[..i],
+            None => break "the defaults".into(),
+        }
+    };
+    ConfigError(format!(
+        "invalid value for key `{key}` (from {source}): {msg}"
+    ))
+}

@@ -1,0 +1,229 @@
+//! Loading the whole configuration: layering, and errors that name the key and its source.
+
+use super::*;
+use crate::secret::Secret;
+use figment::Jail;
+use std::path::Path;
+
+#[test]
+fn defaults_are_valid() {
+    Jail::expect_with(|_| {
+        let c = Config::load(None, false).map_err(|e| e.to_string())?;
+        assert_eq!(c, Config::default());
+        Ok(())
+    });
+}
+
+#[test]
+fn file_then_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "c.toml",
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[session]\ndefault_age = 10\n",
+        )?;
+        jail.set_env("VERIFYD_SESSION__DEFAULT_AGE", "20");
+        jail.set_env("VERIFYD_CONFIG", "ignored-not-a-key");
+        let c = Config::load(Some(Path::new("c.toml")), true).map_err(|e| e.to_string())?;
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.session.default_age, 20);
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[http]\nlisten_addr = \"127.0.0.1:9000\"\n")?;
+        let err = Config::load(Some(Path::new("c.toml")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen_addr"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn wrong_type_names_key_and_source() {
+    Jail::expect_with(|jail| {
+        jail.set_env("VERIFYD_VERIFICATION__MAX_ATTEMPTS", "lots");
+        let err = Config::load(None, false).unwrap_err().to_string();
+        assert!(err.contains("verification.max_attempts"), "{err}");
+        assert!(err.contains("VERIFYD_"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_value_names_key_and_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[verification]\ncode_length = 3\n")?;
+        let err = Config::load(Some(Path::new("c.toml")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verification.code_length"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+        jail.create_file("d.toml", "[verification]\nresend_interval = 400\n")?;
+        let err = Config::load(Some(Path::new("d.toml")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verification.resend_interval"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn code_options_are_checked_and_named() {
+    Jail::expect_with(|jail| {
+        let bad = [
+            (
+                "otp_domain = \"https://example.com\"",
+                "verification.otp_domain",
+            ),
+            ("otp_domain = \"Example.com\"", "verification.otp_domain"),
+            ("max_code_lifetime = 100", "verification.max_code_lifetime"),
+            (
+                "max_code_lifetime = 90000",
+                "verification.max_code_lifetime",
+            ),
+            ("resend = \"sometimes\"", "verification.resend"),
+            ("alphabet = \"hex\"", "verification.alphabet"),
+            // Letter codes cannot hold 0 or 1; digit codes no letters.
+            (
+                "alphabet = \"alphanumeric\"\n[verification.test_numbers]\n\"+12015550123\" = \"000000\"",
+                "verification.test_numbers",
+            ),
+            (
+                "[verification.test_numbers]\n\"+12015550123\" = \"ABCDEF\"",
+                "verification.test_numbers",
+            ),
+        ];
+        for (i, (text, key)) in bad.iter().enumerate() {
+            let name = format!("bad{i}.toml");
+            jail.create_file(&name, &format!("[verification]\n{text}\n"))?;
+            let err = Config::load(Some(Path::new(&name)), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        jail.create_file(
+            "ok.toml",
+            "[verification]\nresend = \"new_code\"\nalphabet = \"alphanumeric\"\n\
+             otp_domain = \"login.example.com\"\nmax_code_lifetime = 600\n\
+             [verification.test_numbers]\n\"+12015550123\" = \"abc234\"\n",
+        )?;
+        let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+        let v = &c.verification;
+        assert_eq!(v.resend, ResendMode::NewCode);
+        assert_eq!(v.alphabet, crate::code::Alphabet::Alphanumeric);
+        assert_eq!(v.otp_domain.as_deref(), Some("login.example.com"));
+        assert_eq!(v.max_code_lifetime(), 600);
+        assert_eq!(VerificationConfig::default().max_code_lifetime(), 900);
+        assert_eq!(VerificationConfig::default().resend, ResendMode::SameCode);
+        Ok(())
+    });
+}
+
+#[test]
+fn host_prefix_needs_secure_root_path_and_no_domain() {
+    Jail::expect_with(|jail| {
+        jail.create_file("ok.toml", "[session]\ncookie_host_prefix = true\n")?;
+        let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+        assert_eq!(c.session.full_cookie_name(), "__Host-sessionid");
+        for (file, body) in [
+            ("a.toml", "cookie_secure = false"),
+            ("b.toml", "cookie_path = \"/app\""),
+            ("c.toml", "cookie_domain = \"example.com\""),
+        ] {
+            jail.create_file(
+                file,
+                &format!("[session]\ncookie_host_prefix = true\n{body}\n"),
+            )?;
+            let err = Config::load(Some(Path::new(file)), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("session.cookie_host_prefix"), "{err}");
+            assert!(err.contains(file), "{err}");
+        }
+        jail.create_file("d.toml", "[session]\ncookie_name = \"__Host-sid\"\n")?;
+        let err = Config::load(Some(Path::new("d.toml")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("session.cookie_name") && err.contains("cookie_host_prefix"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_explicit_file_is_an_error() {
+    Jail::expect_with(|_| {
+        let err = Config::load(Some(Path::new("nope.toml")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_are_redacted_when_printed() {
+    let mut c = Config::default();
+    c.verification.secret = Secret::new("topsecret");
+    c.store.postgres.url = Secret::new("postgres://u:pw@h/db");
+    let text = toml::to_string(&c).unwrap();
+    assert!(
+        !text.contains("topsecret") && !text.contains("pw@"),
+        "{text}"
+    );
+}
+
+#[test]
+fn parsed_values_name_their_own_key_and_file() {
+    Jail::expect_with(|jail| {
+        let hash = "a".repeat(64);
+        let bad = [
+            ("[http]\nheader_timeout = 0\n", "http.header_timeout"),
+            ("[http]\nrequest_timeout = 0\n", "http.request_timeout"),
+            (
+                "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+                "http.trusted_proxies",
+            ),
+            (
+                "[http.cors]\nallowed_origins = [\"https://shop.example/\"]\n",
+                "http.cors.allowed_origins",
+            ),
+            ("[api.keys]\nshop = \"not-hex\"\n", "api.keys.shop"),
+            ("[pumping]\nwindow = 0\n", "pumping.window"),
+            (
+                "[per_phone]\nfailed_checks_window = 0\n",
+                "per_phone.failed_checks_window",
+            ),
+        ];
+        for (i, (text, key)) in bad.iter().enumerate() {
+            let name = format!("bad{i}.toml");
+            jail.create_file(&name, text)?;
+            let err = Config::load(Some(Path::new(&name)), true)
+                .unwrap_err()
+                .to_string();
+            // A list names the entry too: `http.trusted_proxies.1`.
+            assert!(err.contains(&format!("`{key}")), "{text}: {err}");
+            assert!(err.contains(&name), "{text}: {err}");
+        }
+        jail.create_file(
+            "ok.toml",
+            &format!(
+                "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::1\"]\n\
+                 [http.cors]\nallowed_origins = [\"https://shop.example\"]\n\
+                 [api.keys]\nshop = \"{hash}\"\n"
+            ),
+        )?;
+        let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+        assert!(c.http.trusted_proxies[1].contains("fd00::1".parse().unwrap()));
+        assert!(&c.http.cors.allowed_origins[0] == "https://shop.example");
+        assert_eq!(c.api.keys["shop"].to_string(), hash);
+        Ok(())
+    });
+}
