@@ -11,13 +11,13 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use http::{Method, Request, Uri};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::Value;
-use verifyd::code::Code;
-use verifyd::config::Config;
+use std::sync::Arc;
 use tower::ServiceExt;
 use verifyd::app::App;
+use verifyd::code::Code;
+use verifyd::config::Config;
 use verifyd::http::HttpService;
 use verifyd::phone::{NumberType, PhoneNumber, PhoneParser};
 use verifyd::session::{Expiry, SessionKey};
@@ -255,7 +255,10 @@ async fn api(dir: &tempfile::TempDir, optional_routes: bool) -> HttpService {
 fn routing_never_panics() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let services = [rt.block_on(api(&dirs[0], false)), rt.block_on(api(&dirs[1], true))];
+    let services = [
+        rt.block_on(api(&dirs[0], false)),
+        rt.block_on(api(&dirs[1], true)),
+    ];
     let config = ProptestConfig::with_cases(CASES);
     proptest!(config, |(m in method(), p in path(), optional in any::<bool>())| {
         let uri: Uri = utf8_percent_encode(&p, NOT_IN_PATH).to_string().parse().unwrap();

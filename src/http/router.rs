@@ -41,7 +41,10 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
             ));
         browser = browser.merge(seed);
     }
+    // Before the layers: the 405 fallback replaces the route's own, and CORS must wrap it too,
+    // so that a preflight (which no route serves as a method) reaches CORS.
     let browser = browser
+        .method_not_allowed_fallback(stack::method_not_allowed)
         .layer(cors::layer(app))
         .layer(middleware::from_fn(cors::preflight_answer));
 
@@ -70,16 +73,17 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
     if cfg.http.demo_page {
         backend = backend.route("/", get(demo::get));
     }
-    let backend = backend.route_layer(middleware::from_fn_with_state(
-        (app.clone(), Guard::Api),
-        cors::refuse_foreign,
-    ));
+    let backend = backend
+        .method_not_allowed_fallback(stack::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            (app.clone(), Guard::Api),
+            cors::refuse_foreign,
+        ));
 
     browser
         .merge(backend)
         .route_layer(middleware::from_fn(label))
         .fallback(stack::not_found)
-        .method_not_allowed_fallback(stack::method_not_allowed)
 }
 
 /// Hands the route's path to the request log and metrics, which run outside the router: only
