@@ -26,14 +26,19 @@ fn no_endpoint() -> ApiError {
     ApiError::not_found("not_found", "no such receipt endpoint")
 }
 
-/// `POST /v1/receipts/{provider}/{token}`
+/// `POST /v1/receipts/{provider}/{token}`. Both segments are taken as sent, not
+/// percent-decoded: the token is a secret compared byte for byte, and an encoded spelling of
+/// it is another string.
 pub async fn ingest(
     State(app): State<Arc<App>>,
-    PathParams((provider, token)): PathParams<(String, String)>,
     parts: Parts,
     Body(body): Body,
 ) -> Result<Resp, ApiError> {
-    let Some((format, auth)) = receipts::source(&app.config, &provider) else {
+    // axum's path parameters come decoded, so the segments are read off the path itself.
+    let mut segments = parts.uri.path().rsplit('/');
+    let token = segments.next().unwrap_or_default();
+    let provider = segments.next().unwrap_or_default();
+    let Some((format, auth)) = receipts::source(&app.config, provider) else {
         // Compared all the same, so that an unknown name answers in the time a known one does.
         let _ = token.as_bytes().ct_eq(b"-no-endpoint-padding-");
         return Err(no_endpoint());
@@ -54,27 +59,27 @@ pub async fn ingest(
         }
     };
     if !genuine {
-        tracing::warn!(%provider, "receipt push without valid credentials refused");
+        tracing::warn!(provider, "receipt push without valid credentials refused");
         return Err(no_endpoint());
     }
-    let updates = receipts::parse(format, &provider, &body).map_err(|e| match e {
+    let updates = receipts::parse(format, provider, &body).map_err(|e| match e {
         ParseError::TooMany => ApiError::bad_request("too_many_receipts", e.to_string()),
         ParseError::Shape(_) => ApiError::bad_request("invalid_receipts", e.to_string()),
     })?;
     let m = &app.metrics.delivery;
     for update in updates {
         let Some(update) = update else {
-            m.ignored(&provider, "unknown");
+            m.ignored(provider, "unknown");
             continue;
         };
         match app.store.apply_receipt(&update).await? {
             ReceiptOutcome::Applied { delivery } => applied(&app, &delivery),
             ReceiptOutcome::Unknown => {
-                m.ignored(&provider, "unknown");
-                tracing::info!(%provider, "receipt for an unknown message id dropped");
+                m.ignored(provider, "unknown");
+                tracing::info!(provider, "receipt for an unknown message id dropped");
             }
-            ReceiptOutcome::Duplicate => m.ignored(&provider, "duplicate"),
-            ReceiptOutcome::Stale => m.ignored(&provider, "stale"),
+            ReceiptOutcome::Duplicate => m.ignored(provider, "duplicate"),
+            ReceiptOutcome::Stale => m.ignored(provider, "stale"),
         }
     }
     Ok(json(StatusCode::OK, &format.ack()))
