@@ -18,10 +18,10 @@ mod own_session;
 mod receipts;
 mod request;
 pub mod response;
-pub mod router;
-pub mod serve;
+mod router;
+mod serve;
 mod sessions;
-pub mod stack;
+mod stack;
 mod status;
 mod verifications;
 

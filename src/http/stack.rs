@@ -2,6 +2,7 @@
 //! every answer carries, the time limit, the panic guard, the refusal of `HEAD`, JSON answers
 //! for unknown paths and methods, and the request log line and metrics.
 
+use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -35,8 +36,13 @@ static UNSERVED: LazyLock<Method> =
 
 /// The API as one service: the route table inside the layers every request shares.
 pub fn api(app: Arc<App>) -> HttpService {
+    let routes = router::routes(&app);
+    layered(app, routes)
+}
+
+fn layered(app: Arc<App>, routes: Router<Arc<App>>) -> HttpService {
     let limit = Duration::from_secs(app.config.http.request_timeout);
-    let routes = router::routes(&app).with_state(app.clone());
+    let routes = routes.with_state(app.clone());
     let proxy_warning = Arc::new(ProxyWarning::default());
     let service = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(
@@ -176,4 +182,90 @@ async fn explain_405(resp: Resp) -> Resp {
         .filter(|m| !m.is_empty() && *m != "HEAD")
         .collect();
     ApiError::method_not_allowed(allow.join(", ")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn panics() -> &'static str {
+        panic!("a bug")
+    }
+
+    /// Routes that misbehave, behind the real layers, with a one-second time limit.
+    async fn misbehaving() -> (HttpService, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::default();
+        config.store.sqlite.path = dir.path().join("verifyd.db");
+        config.http.request_timeout = 1;
+        let app = Arc::new(App::build(config, true).await.unwrap());
+        let routes = Router::new()
+            .route("/panics", get(panics))
+            .route(
+                "/hangs",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "too late"
+                }),
+            )
+            .method_not_allowed_fallback(method_not_allowed);
+        (layered(app, routes), dir)
+    }
+
+    async fn call(service: &HttpService, method: Method, path: &str) -> (Resp, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let resp = service.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or_default();
+        (Resp::from_parts(parts, Body::empty()), json)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_the_standard_500() {
+        let (service, _dir) = misbehaving().await;
+        let (resp, body) = call(&service, Method::GET, "/panics").await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"], "internal");
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(resp.headers().contains_key(X_REQUEST_ID));
+        // The service survives it.
+        let (resp, _) = call(&service, Method::GET, "/panics").await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn a_request_over_its_time_answers_503_timeout() {
+        let (service, _dir) = misbehaving().await;
+        let started = Instant::now();
+        let (resp, body) = call(&service, Method::GET, "/hangs").await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "timeout");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn head_never_runs_a_get_handler() {
+        let (service, _dir) = misbehaving().await;
+        let (resp, body) = call(&service, Method::HEAD, "/panics").await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[header::ALLOW], "GET");
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+
+    #[test]
+    fn request_ids_are_short_visible_ascii() {
+        assert!(acceptable_id(b"abc-123_XYZ"));
+        for bad in [&b""[..], b"a b", b"\xff", &[b'a'; 129]] {
+            assert!(!acceptable_id(bad), "{bad:?}");
+        }
+    }
 }
