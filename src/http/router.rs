@@ -48,7 +48,9 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .layer(cors::layer(app))
         .layer(middleware::from_fn(cors::preflight_answer));
 
-    let mut backend = Router::new()
+    // No CORS here: the backend API, the probes, the description and the demo page (which
+    // calls only its own origin).
+    let mut without_cors = Router::new()
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/openapi.json", get(status::openapi))
@@ -71,9 +73,9 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/v1/verifications/{id}", get(receipts::get))
         .route("/v1/receipts/{provider}/{token}", post(receipts::ingest));
     if cfg.http.demo_page {
-        backend = backend.route("/", get(demo::get));
+        without_cors = without_cors.route("/", get(demo::get));
     }
-    let backend = backend
+    let without_cors = without_cors
         .method_not_allowed_fallback(stack::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Guard::Api),
@@ -81,7 +83,7 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         ));
 
     browser
-        .merge(backend)
+        .merge(without_cors)
         .route_layer(middleware::from_fn(label))
         .fallback(stack::not_found)
 }
