@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::http::{Limits, serve};
 
 pub struct Daemon {
     pub addr: SocketAddr,
@@ -42,17 +43,27 @@ impl Daemon {
             None => None,
         };
         let stop = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(crate::http::serve(
-            app.clone(),
+        let http = &app.config.http;
+        let api_limits = Limits {
+            header_timeout: Duration::from_secs(http.header_timeout),
+            max_connections: Some(http.max_connections),
+            shutdown_grace: Duration::from_secs(http.shutdown_grace),
+        };
+        let mut tasks = vec![tokio::spawn(serve(
             listener,
+            crate::http::api(app.clone()),
+            api_limits,
             stop.clone(),
         ))];
         if let Some(l) = metrics_listener {
-            tasks.push(tokio::spawn(crate::http::metrics::serve(
-                app.clone(),
-                l,
-                stop.clone(),
-            )));
+            // Scrapes are small and quick; a stuck scraper must not hold up shutdown for long.
+            let limits = Limits {
+                max_connections: None,
+                shutdown_grace: Duration::from_secs(1),
+                ..api_limits
+            };
+            let service = crate::http::metrics::service(app.clone());
+            tasks.push(tokio::spawn(serve(l, service, limits, stop.clone())));
         }
         let sw = &app.config.sweeper;
         if sw.enabled {

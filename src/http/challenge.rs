@@ -1,8 +1,10 @@
 //! `GET /v1/challenge` and the challenge check of the send routes: what a page fetches when a
 //! send answers `challenge_required`, and what the send then carries back.
 
+use axum::extract::State;
 use http::StatusCode;
 use http::request::Parts;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::app::App;
@@ -14,7 +16,7 @@ use super::response::{Resp, json};
 /// `GET /v1/challenge`: a fresh ALTCHA challenge (the widget's JSON, plus `kind` and `field`),
 /// or the kind and site key of the configured CAPTCHA. Issuing writes nothing anywhere, so
 /// fetching many costs the server only a hash and an HMAC each.
-pub fn get(app: &App) -> Resp {
+pub async fn get(State(app): State<Arc<App>>) -> Resp {
     json(StatusCode::OK, &app.challenges.describe(SystemTime::now()))
 }
 

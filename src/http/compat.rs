@@ -1,10 +1,12 @@
 //! The seed application's routes (`/sms_send/`, `/sms_check/`), answered the way its clients
 //! expect, on top of the same verification flow. Enabled by `compat.seed_routes`.
 
+use axum::extract::State;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{StatusCode, header};
 use serde_json::json;
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::challenge::Submitted;
@@ -13,12 +15,12 @@ use crate::verify::{self, Checked};
 use super::caller::browser_session;
 use super::cookies;
 use super::error::ApiError;
-use super::request::form_params;
+use super::request::{Body, form_params};
 use super::response::{Resp, json, raw_json};
 
 /// `GET|POST /sms_send/?phone=…` → `{"Code":"OK","Message":"OK"}` or `{"Code":<error>,…}`.
-pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Resp {
-    match try_send(app, parts, body).await {
+pub async fn send(State(app): State<Arc<App>>, parts: Parts, Body(body): Body) -> Resp {
+    match try_send(&app, &parts, &body).await {
         Ok(resp) => resp,
         Err((e, cookie)) => {
             let mut resp = json(e.status, &json!({ "Code": e.code, "Message": e.message }));
@@ -90,8 +92,12 @@ const OK: &str = r#"{"result": "OK"}"#;
 const FALSE: &str = r#"{"result": "False"}"#;
 
 /// `GET|POST /sms_check/?phone=…&code=…` → `{"result": "OK"}` or `{"result": "False"}`.
-pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiError> {
-    let params = form_params(parts, body)?;
+pub async fn check(
+    State(app): State<Arc<App>>,
+    parts: Parts,
+    Body(body): Body,
+) -> Result<Resp, ApiError> {
+    let params = form_params(&parts, &body)?;
     let no = || Ok(raw_json(StatusCode::OK, FALSE));
     let (Some(raw_phone), Some(raw_code)) = (params.get("phone"), params.get("code")) else {
         return no();
@@ -102,11 +108,11 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
     ) else {
         return no();
     };
-    let Some(caller) = browser_session(app, parts, false).await? else {
+    let Some(caller) = browser_session(&app, &parts, false).await? else {
         return no();
     };
     let mut resp;
-    let client = super::client_ip::browser(app, parts, false);
+    let client = super::client_ip::browser(&app, &parts, false);
     match verify::check(&app.flow(), &caller.session, &phone, &code, client).await? {
         Checked::Approved { session, new_key } => {
             resp = raw_json(StatusCode::OK, OK);

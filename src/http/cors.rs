@@ -4,105 +4,78 @@
 //! an allowed one. Backend (API-key) routes never answer CORS, so no browser script can read
 //! them.
 
-use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::App;
 
 use super::error::ApiError;
-use super::response::{Resp, json};
-use super::router::Route;
+use super::response::Resp;
 
 pub use crate::net::is_origin;
 
-/// The routes a browser script may call.
-pub fn browser_path(path: &str) -> Option<&'static str> {
-    match path.trim_end_matches('/') {
-        "/v1/verifications" | "/v1/verifications/check" => Some("POST"),
-        "/sms_send" | "/sms_check" => Some("GET, POST"),
-        "/v1/session" | "/v1/challenge" => Some("GET"),
-        _ => None,
+/// CORS for the browser-facing routes: `http.cors.allowed_origins` may read the answers, cookies
+/// included. The `Vary` header is left to [`preflight_answer`], which names only `Origin`: the
+/// other preflight headers do not change what this daemon answers.
+pub fn layer(app: &App) -> CorsLayer {
+    let origins = app.config.http.cors.allowed_origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| origins.iter().any(|allowed| allowed == o))
+        }))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600))
+        .vary([])
+}
+
+/// Around [`layer`]: a preflight is answered 204 (it has no content), and every answer of a
+/// browser-facing route varies with `Origin`, so that no cache hands one site's answer to another.
+pub async fn preflight_answer(req: Request, next: Next) -> Resp {
+    let preflight = req.method() == Method::OPTIONS;
+    let mut resp = next.run(req).await;
+    if preflight {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
     }
+    resp.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Origin"));
+    resp
 }
 
-fn browser_route(route: &Route) -> bool {
-    matches!(
-        route,
-        Route::SendCode
-            | Route::CheckCode
-            | Route::SeedSend
-            | Route::SeedCheck
-            | Route::OwnSession
-            | Route::Challenge
-    )
+/// Which CSRF rule a group of routes follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Only methods other than `GET` change state, and an API key marks a backend's request.
+    Api,
+    /// The seed's routes: `GET` sends a code too, and an API key means nothing there.
+    Seed,
 }
 
-fn allowed<'a>(app: &App, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
-    let origin = headers.get(header::ORIGIN)?;
-    let text = origin.to_str().ok()?;
-    app.config
-        .http
-        .cors
-        .allowed_origins
-        .iter()
-        .any(|o| o == text)
-        .then_some(origin)
-}
-
-/// Lets `origin` read the answer, cookies included.
-fn allow_origin(h: &mut HeaderMap, origin: &HeaderValue) {
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-}
-
-/// Answers a preflight (`OPTIONS`) for a browser-facing path; `None` leaves the request to the
-/// router (which refuses `OPTIONS` elsewhere with 405).
-pub fn preflight(app: &App, method: &Method, path: &str, headers: &HeaderMap) -> Option<Resp> {
-    if method != Method::OPTIONS {
-        return None;
-    }
-    let methods = browser_path(path)?;
-    let mut resp = json(StatusCode::NO_CONTENT, &serde_json::Value::Null);
-    *resp.body_mut() = Default::default();
-    resp.headers_mut().remove(header::CONTENT_TYPE);
-    let h = resp.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = allowed(app, headers) {
-        allow_origin(h, origin);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(methods),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, idempotency-key, x-request-id"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-    }
-    Some(resp)
-}
-
-/// Routes that change something (a code sent, a session bound or edited), whatever the method:
-/// the seed routes do it on `GET`, which `SameSite=Lax` cookies follow from any site's links.
-fn changes_state(route: &Route) -> bool {
-    !matches!(
-        route,
-        Route::Healthz
-            | Route::Readyz
-            | Route::OpenApi
-            | Route::DemoPage
-            | Route::OwnSession
-            | Route::Metrics
-            | Route::Challenge
-            | Route::GetSession { .. }
-            | Route::GetValue { .. }
-    )
+/// Middleware: refuses a cross-site browser request to a state-changing route before the
+/// handler sees it (see [`check_origin`]).
+pub async fn refuse_foreign(
+    State((app, guard)): State<(Arc<App>, Guard)>,
+    req: Request,
+    next: Next,
+) -> Result<Resp, ApiError> {
+    check_origin(&app, guard, req.method(), req.headers())?;
+    Ok(next.run(req).await)
 }
 
 /// Where a browser says a request comes from, strongest signal first.
@@ -153,15 +126,19 @@ fn referer_origin(referer: &str) -> Option<String> {
 /// of these headers is not a browser's cross-site request and passes; so does a backend call
 /// with an API key (no page can add an `Authorization` header to another site's request
 /// without a CORS preflight, which backend routes refuse).
-pub fn check_origin(app: &App, route: &Route, parts: &Parts) -> Result<(), ApiError> {
-    // An API key makes a request a backend's, except on the seed routes, which ignore it.
-    let backend = parts.headers.contains_key(header::AUTHORIZATION)
-        && !matches!(route, Route::SeedSend | Route::SeedCheck);
-    if !changes_state(route) || backend {
+fn check_origin(
+    app: &App,
+    guard: Guard,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let changes_state = guard == Guard::Seed || method != Method::GET;
+    let backend = guard == Guard::Api && headers.contains_key(header::AUTHORIZATION);
+    if !changes_state || backend {
         return Ok(());
     }
-    let ours = |origin: &str| is_allowed(app, origin) || same_origin(origin, &parts.headers);
-    let ok = match provenance(&parts.headers) {
+    let ours = |origin: &str| is_allowed(app, origin) || same_origin(origin, headers);
+    let ok = match provenance(headers) {
         Provenance::Own | Provenance::Unknown => true,
         Provenance::SameSite(origin) => origin.is_some_and(|o| is_allowed(app, o)),
         Provenance::CrossSite => false,
@@ -194,22 +171,6 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
     origin
         .split_once("://")
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-}
-
-/// Adds the CORS headers of an actual response on a browser-facing route.
-pub fn decorate(app: &App, route: &Route, headers: &HeaderMap, resp: &mut Resp) {
-    if !browser_route(route) {
-        return;
-    }
-    let h = resp.headers_mut();
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = allowed(app, headers) {
-        allow_origin(h, origin);
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after, x-request-id, idempotent-replayed"),
-        );
-    }
 }
 
 #[cfg(test)]

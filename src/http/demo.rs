@@ -3,15 +3,16 @@
 //! inline `<script>`; the Content-Security-Policy allows exactly those two by their SHA-256, and
 //! nothing else but calls back to this origin.
 
+use axum::extract::State;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use super::response::Resp;
+use crate::app::App;
 use crate::code::Alphabet;
 
 /// The page, as shipped.
@@ -36,13 +37,18 @@ const LETTERS_FIELD: &str = r#"inputmode="text" autocapitalize="characters" spel
 static LETTERS_PAGE: LazyLock<Bytes> =
     LazyLock::new(|| Bytes::from(PAGE.replacen(NUMERIC_FIELD, LETTERS_FIELD, 1)));
 
+/// `GET /`
+pub async fn get(State(app): State<Arc<App>>) -> Resp {
+    page(app.config.verification.alphabet)
+}
+
 /// The page with its security headers, its code field suited to `alphabet`.
-pub fn page(alphabet: Alphabet) -> Resp {
+fn page(alphabet: Alphabet) -> Resp {
     let body = match alphabet {
         Alphabet::Digits => Bytes::from_static(PAGE.as_bytes()),
         Alphabet::Alphanumeric => LETTERS_PAGE.clone(),
     };
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Resp::new(body.into());
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(

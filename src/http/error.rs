@@ -1,6 +1,7 @@
 //! The one place where errors become HTTP responses: every failure the client can see has a
 //! status, a stable snake_case `error` code and a message, as `{"error": …, "message": …}`.
 
+use axum::response::IntoResponse;
 use http::{HeaderValue, StatusCode, header};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     retry_after: Option<Duration>,
-    allow: Option<&'static str>,
+    allow: Option<String>,
     /// Where to get a challenge, for `challenge_required`.
     challenge: Option<&'static str>,
 }
@@ -64,7 +65,8 @@ impl ApiError {
         )
     }
 
-    pub fn method_not_allowed(allow: &'static str) -> Self {
+    /// 405 naming the methods the route does accept (`allow`, as in the `Allow` header).
+    pub fn method_not_allowed(allow: String) -> Self {
         let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -127,8 +129,10 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after.map(|d| d.as_secs().max(1))
     }
+}
 
-    pub fn into_response(self) -> Resp {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Resp {
         let mut body = serde_json::json!({ "error": self.code, "message": self.message });
         if let Some(path) = self.challenge {
             body["challenge"] = path.into();
@@ -141,8 +145,8 @@ impl ApiError {
         if let Some(secs) = self.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(allow) = self.allow {
-            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(allow) = self.allow.and_then(|a| HeaderValue::try_from(a).ok()) {
+            h.insert(header::ALLOW, allow);
         }
         resp
     }

@@ -2,9 +2,11 @@
 //! facts leave the server; the rest of the data is the backend's (carts, user ids, flags) and
 //! stays out of reach of scripts running in the page.
 
+use axum::extract::State;
 use http::request::Parts;
 use http::{StatusCode, header};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::session::Session;
@@ -18,8 +20,8 @@ const VISIBLE: [&str; 2] = ["verified_phone", "verified_at"];
 
 /// `GET /v1/session`: `{"verified_phone": …, "verified_at": …}` (both `null` until a number is
 /// verified), or 404 `no_session` when the request carries no live session cookie.
-pub async fn get(app: &App, parts: &Parts) -> Result<Resp, ApiError> {
-    let Some(caller) = from_cookie(app, parts).await? else {
+pub async fn get(State(app): State<Arc<App>>, parts: Parts) -> Result<Resp, ApiError> {
+    let Some(caller) = from_cookie(&app, &parts).await? else {
         return Err(ApiError::not_found(
             "no_session",
             "this browser has no session; one starts with the first code sent",

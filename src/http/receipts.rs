@@ -4,10 +4,11 @@
 //! instance without receipts and a wrong token all get the same 404, so the path reveals
 //! nothing about which names exist.
 
-use bytes::Bytes;
+use axum::extract::State;
 use http::StatusCode;
 use http::request::Parts;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
@@ -18,20 +19,25 @@ use crate::delivery::{Delivery, DeliveryState, ReceiptOutcome};
 
 use super::caller::require_backend;
 use super::error::ApiError;
+use super::request::{Body, PathParams};
 use super::response::{Resp, json};
 
 fn no_endpoint() -> ApiError {
     ApiError::not_found("not_found", "no such receipt endpoint")
 }
 
-/// `POST /v1/receipts/{provider}/{token}`
+/// `POST /v1/receipts/{provider}/{token}`. Both segments are taken as sent, not
+/// percent-decoded: the token is a secret compared byte for byte, and an encoded spelling of
+/// it is another string.
 pub async fn ingest(
-    app: &App,
-    parts: &Parts,
-    provider: &str,
-    token: &str,
-    body: &Bytes,
+    State(app): State<Arc<App>>,
+    parts: Parts,
+    Body(body): Body,
 ) -> Result<Resp, ApiError> {
+    // axum's path parameters come decoded, so the segments are read off the path itself.
+    let mut segments = parts.uri.path().rsplit('/');
+    let token = segments.next().unwrap_or_default();
+    let provider = segments.next().unwrap_or_default();
     let Some((format, auth)) = app.config.provider_set().receipt_source(provider) else {
         // Compared all the same, so that an unknown name answers in the time a known one does.
         let _ = token.as_bytes().ct_eq(b"-no-endpoint-padding-");
@@ -45,7 +51,8 @@ pub async fn ingest(
                 .get("x-twilio-signature")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+            let params: Vec<(String, String)> =
+                form_urlencoded::parse(&body).into_owned().collect();
             // The signed URL is the configured one; the request must have come to its path.
             let same_path = reqwest::Url::parse(url).is_ok_and(|u| u.path() == parts.uri.path());
             same_path && twilio::verify(auth_token.expose(), url, &params, signature)
@@ -55,7 +62,7 @@ pub async fn ingest(
         tracing::warn!(provider, "receipt push without valid credentials refused");
         return Err(no_endpoint());
     }
-    let updates = receipts::parse(format, provider, body).map_err(|e| match e {
+    let updates = receipts::parse(format, provider, &body).map_err(|e| match e {
         ParseError::TooMany => ApiError::bad_request("too_many_receipts", e.to_string()),
         ParseError::Shape(_) => ApiError::bad_request("invalid_receipts", e.to_string()),
     })?;
@@ -66,7 +73,7 @@ pub async fn ingest(
             continue;
         };
         match app.store.apply_receipt(&update).await? {
-            ReceiptOutcome::Applied { delivery } => applied(app, &delivery),
+            ReceiptOutcome::Applied { delivery } => applied(&app, &delivery),
             ReceiptOutcome::Unknown => {
                 m.ignored(provider, "unknown");
                 tracing::info!(provider, "receipt for an unknown message id dropped");
@@ -95,13 +102,17 @@ fn applied(app: &App, d: &Delivery) {
 }
 
 /// `GET /v1/verifications/{id}` (API key): the delivery of one accepted send.
-pub async fn get(app: &App, parts: &Parts, id: &str) -> Result<Resp, ApiError> {
-    require_backend(app, parts)?;
+pub async fn get(
+    State(app): State<Arc<App>>,
+    PathParams(id): PathParams<String>,
+    parts: Parts,
+) -> Result<Resp, ApiError> {
+    require_backend(&app, &parts)?;
     let missing = || ApiError::not_found("not_found", "no such verification send");
-    if !crate::delivery::is_id(id) {
+    if !crate::delivery::is_id(&id) {
         return Err(missing());
     }
-    let d = app.store.delivery(id).await?.ok_or_else(missing)?;
+    let d = app.store.delivery(&id).await?.ok_or_else(missing)?;
     let at = |t: Option<SystemTime>| t.map(crate::time::rfc3339);
     Ok(json(
         StatusCode::OK,

@@ -1,42 +1,74 @@
-//! Reading requests: bounded bodies, content types, JSON and form parameters.
+//! Reading requests: bounded bodies, path parameters, content types, JSON and form parameters.
 
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use bytes::Bytes;
+use http::header;
 use http::request::Parts;
-use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::app::App;
 
 use super::error::ApiError;
 
-/// Collects at most `limit` bytes of body; more is 413 without reading the rest.
-pub async fn read_body(
-    body: Incoming,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+/// The request body, collected up to `http.max_body_bytes`: more is 413 without reading the
+/// rest, and a declared `Content-Length` over the limit is refused before a byte is read.
+pub struct Body(pub Bytes);
+
+impl FromRequest<Arc<App>> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let limit = app.config.http.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request bodies are limited to {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => Ok(Body(collected.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(_) => Err(ApiError::bad_request(
+                "bad_body",
+                "the request body could not be read",
+            )),
+        }
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ApiError::bad_request(
-            "bad_body",
-            "the request body could not be read",
-        )),
+}
+
+/// Path parameters, percent-decoded; a segment that does not decode to UTF-8 is 400.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(PathParams(params)),
+            Err(e) => {
+                tracing::debug!(error = %e, "path parameters refused");
+                Err(ApiError::bad_request(
+                    "invalid_path",
+                    "path segments must be UTF-8",
+                ))
+            }
+        }
     }
 }
 

@@ -1,11 +1,11 @@
-//! Building responses: JSON bodies and the headers every response carries.
+//! Building responses: JSON bodies with their content type.
 
+use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = axum::response::Response;
 
 /// A JSON response with the given status.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
@@ -15,24 +15,11 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
 
 /// A response whose JSON body is already encoded (the seed's byte-exact answers).
 pub fn raw_json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Resp::new(Body::from(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// Headers every response gets: nothing here may be cached, nothing sniffed.
-pub fn add_standard_headers(resp: &mut Resp, request_id: &str) {
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-request-id", v);
-    }
 }

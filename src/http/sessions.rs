@@ -1,11 +1,12 @@
 //! The backend session API (`/v1/sessions/…`): Django's session operations over HTTP, for
 //! application servers holding an API key.
 
-use bytes::Bytes;
+use axum::extract::State;
 use http::StatusCode;
 use http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::app::App;
@@ -16,7 +17,7 @@ use crate::store::{DeleteOutcome, ReplaceOutcome, StoreError};
 use super::caller::{require_backend, session_by_key};
 use super::cookies;
 use super::error::ApiError;
-use super::request::{json_body, query, require_json};
+use super::request::{Body, PathParams, json_body, query, require_json};
 use super::response::{Resp, json};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -95,25 +96,29 @@ fn default_expiry() -> Expiry {
 }
 
 /// `POST /v1/sessions`
-pub async fn create(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let req: Option<CreateBody> = json_body(parts, body, true)?;
+pub async fn create(State(app): State<Arc<App>>, parts: Parts, Body(body): Body) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let req: Option<CreateBody> = json_body(&parts, &body, true)?;
     let (data, expiry) = match req {
         Some(b) => (b.data, b.expiry),
         None => (Map::new(), Expiry::Default),
     };
-    check_integers(body)?;
+    check_integers(&body)?;
     check_data(&data)?;
-    let (key, s) = new_session(app, &data, expiry).await?;
-    Ok(with_etag(app, &key, &s, StatusCode::CREATED))
+    let (key, s) = new_session(&app, &data, expiry).await?;
+    Ok(with_etag(&app, &key, &s, StatusCode::CREATED))
 }
 
 /// `GET /v1/sessions/{key}`
-pub async fn get(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let k = parse_key(key)?;
-    let s = session_by_key(app, key).await?;
-    Ok(with_etag(app, &k, &s, StatusCode::OK))
+pub async fn get(
+    State(app): State<Arc<App>>,
+    PathParams(key): PathParams<String>,
+    parts: Parts,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let k = parse_key(&key)?;
+    let s = session_by_key(&app, &key).await?;
+    Ok(with_etag(&app, &k, &s, StatusCode::OK))
 }
 
 #[derive(Deserialize)]
@@ -125,19 +130,24 @@ struct ReplaceBody {
 
 /// `PUT /v1/sessions/{key}` with `{"data": {…}, "expiry": …}`: Django's whole-session `save()`
 /// as one store operation, optionally guarded by `If-Match`.
-pub async fn replace(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let req: ReplaceBody = require_json(parts, body)?;
-    check_integers(body)?;
+pub async fn replace(
+    State(app): State<Arc<App>>,
+    PathParams(key): PathParams<String>,
+    parts: Parts,
+    Body(body): Body,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let req: ReplaceBody = require_json(&parts, &body)?;
+    check_integers(&body)?;
     check_data(&req.data)?;
-    let k = parse_key(key)?;
-    let wanted = if_match(parts)?;
+    let k = parse_key(&key)?;
+    let wanted = if_match(&parts)?;
     match app
         .store
         .replace_session(&k.hash(), &req.data, req.expiry, wanted)
         .await?
     {
-        ReplaceOutcome::Replaced(s) => Ok(with_etag(app, &k, &s, StatusCode::OK)),
+        ReplaceOutcome::Replaced(s) => Ok(with_etag(&app, &k, &s, StatusCode::OK)),
         ReplaceOutcome::NoSession => Err(missing()),
         ReplaceOutcome::VersionMismatch(now) => Err(ApiError::precondition_failed(
             "version_mismatch",
@@ -150,17 +160,21 @@ pub async fn replace(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Resul
 }
 
 /// `GET /v1/sessions/{key}/data/{name}[?default=JSON]`
-pub async fn get_value(app: &App, parts: &Parts, key: &str, name: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    check_name(name)?;
-    let default = match query(parts).get("default") {
+pub async fn get_value(
+    State(app): State<Arc<App>>,
+    PathParams((key, name)): PathParams<(String, String)>,
+    parts: Parts,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    check_name(&name)?;
+    let default = match query(&parts).get("default") {
         Some(raw) => Some(serde_json::from_str::<Value>(raw).map_err(|e| {
             ApiError::bad_request("invalid_query", format!("`default` must be JSON: {e}"))
         })?),
         None => None,
     };
-    let s = session_by_key(app, key).await?;
-    let value = s.data.get(name).cloned().or(default).ok_or_else(|| {
+    let s = session_by_key(&app, &key).await?;
+    let value = s.data.get(&name).cloned().or(default).ok_or_else(|| {
         ApiError::not_found("key_not_found", format!("the session has no {name:?}"))
     })?;
     Ok(json(
@@ -177,20 +191,19 @@ struct SetBody {
 
 /// `PUT /v1/sessions/{key}/data/{name}` with `{"value": …}`
 pub async fn set_value(
-    app: &App,
-    parts: &Parts,
-    body: &Bytes,
-    key: &str,
-    name: &str,
+    State(app): State<Arc<App>>,
+    PathParams((key, name)): PathParams<(String, String)>,
+    parts: Parts,
+    Body(body): Body,
 ) -> Result<Resp> {
-    require_backend(app, parts)?;
-    check_name(name)?;
-    let req: SetBody = require_json(parts, body)?;
-    check_integers(body)?;
-    check_value(name, &req.value)?;
-    let k = parse_key(key)?;
+    require_backend(&app, &parts)?;
+    check_name(&name)?;
+    let req: SetBody = require_json(&parts, &body)?;
+    check_integers(&body)?;
+    check_value(&name, &req.value)?;
+    let k = parse_key(&key)?;
     app.store
-        .set_value(&k.hash(), name, &req.value)
+        .set_value(&k.hash(), &name, &req.value)
         .await?
         .ok_or_else(missing)?;
     Ok(json(
@@ -200,11 +213,15 @@ pub async fn set_value(
 }
 
 /// `DELETE /v1/sessions/{key}/data/{name}`
-pub async fn delete_value(app: &App, parts: &Parts, key: &str, name: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    check_name(name)?;
-    let k = parse_key(key)?;
-    match app.store.delete_value(&k.hash(), name).await? {
+pub async fn delete_value(
+    State(app): State<Arc<App>>,
+    PathParams((key, name)): PathParams<(String, String)>,
+    parts: Parts,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    check_name(&name)?;
+    let k = parse_key(&key)?;
+    match app.store.delete_value(&k.hash(), &name).await? {
         DeleteOutcome::NoSession => Err(missing()),
         DeleteOutcome::NoSuchKey => Err(ApiError::not_found(
             "key_not_found",
@@ -218,17 +235,25 @@ pub async fn delete_value(app: &App, parts: &Parts, key: &str, name: &str) -> Re
 }
 
 /// `POST /v1/sessions/{key}/clear`
-pub async fn clear(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let k = parse_key(key)?;
+pub async fn clear(
+    State(app): State<Arc<App>>,
+    PathParams(key): PathParams<String>,
+    parts: Parts,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let k = parse_key(&key)?;
     let s = app.store.clear(&k.hash()).await?.ok_or_else(missing)?;
-    Ok(with_etag(app, &k, &s, StatusCode::OK))
+    Ok(with_etag(&app, &k, &s, StatusCode::OK))
 }
 
 /// `POST /v1/sessions/{key}/flush`
-pub async fn flush(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let k = parse_key(key)?;
+pub async fn flush(
+    State(app): State<Arc<App>>,
+    PathParams(key): PathParams<String>,
+    parts: Parts,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let k = parse_key(&key)?;
     if !app.store.flush(&k.hash()).await? {
         return Err(missing());
     }
@@ -241,22 +266,31 @@ pub async fn flush(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
 }
 
 /// `POST /v1/sessions/{key}/cycle`
-pub async fn cycle(app: &App, parts: &Parts, key: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let k = parse_key(key)?;
+pub async fn cycle(
+    State(app): State<Arc<App>>,
+    PathParams(key): PathParams<String>,
+    parts: Parts,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let k = parse_key(&key)?;
     let new_key = SessionKey::generate();
     let s = app
         .store
         .cycle(&k.hash(), &new_key.hash())
         .await?
         .ok_or_else(missing)?;
-    Ok(with_etag(app, &new_key, &s, StatusCode::OK))
+    Ok(with_etag(&app, &new_key, &s, StatusCode::OK))
 }
 
 /// `PUT /v1/sessions/{key}/expiry` with `{"expiry": N | 0 | null | "default" | {"at": …}}`
-pub async fn set_expiry(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Result<Resp> {
-    require_backend(app, parts)?;
-    let mut req: Map<String, Value> = require_json(parts, body)?;
+pub async fn set_expiry(
+    State(app): State<Arc<App>>,
+    PathParams(key): PathParams<String>,
+    parts: Parts,
+    Body(body): Body,
+) -> Result<Resp> {
+    require_backend(&app, &parts)?;
+    let mut req: Map<String, Value> = require_json(&parts, &body)?;
     let raw = req
         .remove("expiry")
         .ok_or_else(|| ApiError::unprocessable("invalid_field", "missing field `expiry`"))?;
@@ -268,13 +302,13 @@ pub async fn set_expiry(app: &App, parts: &Parts, body: &Bytes, key: &str) -> Re
     }
     let expiry: Expiry = serde_json::from_value(raw)
         .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))?;
-    let k = parse_key(key)?;
+    let k = parse_key(&key)?;
     let s = app
         .store
         .set_expiry(&k.hash(), expiry)
         .await?
         .ok_or_else(missing)?;
-    Ok(with_etag(app, &k, &s, StatusCode::OK))
+    Ok(with_etag(&app, &k, &s, StatusCode::OK))
 }
 
 /// Creates a session under a fresh key, for the session API. (A browser's session is born

@@ -1,11 +1,13 @@
 //! `POST /v1/verifications` and `POST /v1/verifications/check`: the verification API for
 //! browsers (session cookie) and backends (API key plus an explicit session).
 
-use bytes::Bytes;
+use axum::extract::State;
+use axum::response::IntoResponse;
 use http::request::Parts;
 use http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::challenge::Submitted;
@@ -18,8 +20,8 @@ use super::client_ip;
 use super::cookies;
 use super::error::ApiError;
 use super::idempotency;
-use super::request::bearer;
 use super::request::require_json;
+use super::request::{Body, bearer};
 use super::response::{Resp, json};
 
 #[derive(Deserialize)]
@@ -53,17 +55,24 @@ pub fn parse_code(app: &App, raw: &str) -> Result<Code, ApiError> {
 }
 
 /// `POST /v1/verifications`
-pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiError> {
-    let req: SendBody = require_json(parts, body)?;
+pub async fn send(
+    State(app): State<Arc<App>>,
+    parts: Parts,
+    Body(body): Body,
+) -> Result<Resp, ApiError> {
+    let req: SendBody = require_json(&parts, &body)?;
     let phone = app.phones.parse(&req.phone)?;
-    let locale =
-        super::accept_language::locale(&app.templates, parts, req.locale.filter(|l| l.len() <= 35));
-    let idempotency_key = idempotency::key(parts)?;
+    let locale = super::accept_language::locale(
+        &app.templates,
+        &parts,
+        req.locale.filter(|l| l.len() <= 35),
+    );
+    let idempotency_key = idempotency::key(&parts)?;
     // A browser without a session gets one only with an accepted send (verify::send creates
     // it in the send's transaction), so refused requests cost the store nothing lasting.
-    let caller = resolve(app, parts, req.session.as_deref(), false).await?;
+    let caller = resolve(&app, &parts, req.session.as_deref(), false).await?;
     let backend = caller.as_ref().is_some_and(|c| c.backend);
-    let client = client_ip::browser(app, parts, backend);
+    let client = client_ip::browser(&app, &parts, backend);
     let submitted = Submitted {
         altcha: req.altcha.as_deref(),
         turnstile: req.turnstile.as_deref(),
@@ -75,7 +84,7 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
         // Backends are never challenged; a browser passes with a valid solution (checked, and
         // spent, before anything is sent), and a bad one ends the request here.
         let challenge_passed = backend
-            || match challenge::passed(app, parts, submitted, backend).await {
+            || match challenge::passed(&app, &parts, submitted, backend).await {
                 Ok(passed) => passed,
                 Err(e) => return e.into_response(),
             };
@@ -102,13 +111,15 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
             Err(e) => ApiError::from(e).into_response(),
         }
     };
-    let owner = match (bearer(parts).and_then(|t| app.api_key_name(t)), session) {
+    let owner = match (bearer(&parts).and_then(|t| app.api_key_name(t)), session) {
         (Some(name), _) => Some(format!("k:{name}")),
         (None, Some(s)) => Some(format!("s:{}", s.id)),
         (None, None) => None,
     };
     let mut resp = match (idempotency_key, owner) {
-        (Some(key), Some(owner)) => idempotency::once(app, &owner, &key, parts, body, work).await?,
+        (Some(key), Some(owner)) => {
+            idempotency::once(&app, &owner, &key, &parts, &body, work).await?
+        }
         (None, _) => work.await,
         // A browser without a session: the key is recorded only under the session its
         // accepted send created (so that a retry with the new cookie is a replay); a refused
@@ -118,7 +129,7 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
             match &born {
                 Some((_, s)) => {
                     let owner = format!("s:{}", s.id);
-                    idempotency::once(app, &owner, &key, parts, body, async { resp }).await?
+                    idempotency::once(&app, &owner, &key, &parts, &body, async { resp }).await?
                 }
                 None => resp,
             }
@@ -135,11 +146,15 @@ pub async fn send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiErr
 }
 
 /// `POST /v1/verifications/check`
-pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiError> {
-    let req: CheckBody = require_json(parts, body)?;
+pub async fn check(
+    State(app): State<Arc<App>>,
+    parts: Parts,
+    Body(body): Body,
+) -> Result<Resp, ApiError> {
+    let req: CheckBody = require_json(&parts, &body)?;
     let phone = app.phones.parse(&req.phone)?;
-    let code = parse_code(app, &req.code)?;
-    let Some(caller) = resolve(app, parts, req.session.as_deref(), false).await? else {
+    let code = parse_code(&app, &req.code)?;
+    let Some(caller) = resolve(&app, &parts, req.session.as_deref(), false).await? else {
         // No session, so no code to compare with; the MAC is computed all the same, so that
         // the only thing this answer's timing can tell is what the caller knows: it has no
         // session.
@@ -147,7 +162,7 @@ pub async fn check(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, ApiEr
         return Ok(not_found());
     };
     let mut cookie = caller.set_cookie;
-    let client = client_ip::browser(app, parts, caller.backend);
+    let client = client_ip::browser(&app, &parts, caller.backend);
     let mut resp = match verify::check(&app.flow(), &caller.session, &phone, &code, client).await? {
         Checked::Approved { session, new_key } => {
             let mut body = json!({ "status": "approved", "verified_phone": phone.as_str() });

@@ -18,7 +18,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
-    route: &'static str,
+    route: String,
     status: u16,
 }
 
@@ -29,7 +29,7 @@ struct CountryLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: &'static str,
+    route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -259,19 +259,22 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
-    /// One answered HTTP request (`route` is the template, `?` when nothing matched). Every
-    /// label takes one of a few known values whatever the client sent: a label per unknown
-    /// method, path or status would let anyone grow the registry (and each scrape) without bound.
-    pub fn request(&self, method: &str, route: &'static str, status: u16, elapsed: Duration) {
+    /// One answered HTTP request (`route` is the route table's template, `?` when nothing
+    /// matched, never the request's own path). Every label takes one of a few known values
+    /// whatever the client sent: a label per unknown method, path or status would let anyone
+    /// grow the registry (and each scrape) without bound.
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
                 method: method_label(method),
-                route,
+                route: route.to_owned(),
                 status: status_label(status),
             })
             .inc();
         self.request_seconds
-            .get_or_create(&RouteLabels { route })
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
