@@ -47,6 +47,8 @@ pub struct Config {
     /// Challenges (proof-of-work or CAPTCHA) before sends.
     pub challenge: ChallengeConfig,
     pub metrics: MetricsConfig,
+    /// Verification events posted to webhook endpoints.
+    pub events: crate::events::EventsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -646,6 +648,10 @@ impl Config {
             ));
         }
         crate::provider::instances::validate(&config).map_err(|(key, msg)| invalid(&key, msg))?;
+        config
+            .events
+            .validate()
+            .map_err(|(key, msg)| invalid(&key, msg))?;
         Ok(config)
     }
 
@@ -746,6 +752,7 @@ impl Config {
                 ));
             }
         }
+        slots.extend(self.events.secret_slots());
         slots
     }
 

@@ -35,11 +35,18 @@ pub const INSTANCE_SECRET_KEYS: &[&str] = &[
     "hook.secret",
 ];
 
-/// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
-/// `providers.<name>.<secret>` for an instance name of the allowed shape.
+/// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`],
+/// `providers.<name>.<secret>` for an instance name of the allowed shape, or an event
+/// endpoint's `events.endpoints.<name>.secret`.
 pub fn is_secret_key(name: &str) -> bool {
     if SECRET_KEYS.contains(&name) {
         return true;
+    }
+    if let Some(endpoint) = name
+        .strip_prefix("events.endpoints.")
+        .and_then(|rest| rest.strip_suffix(".secret"))
+    {
+        return crate::events::config::is_endpoint_name(endpoint);
     }
     let Some(rest) = name.strip_prefix("providers.") else {
         return false;
@@ -95,8 +102,8 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Credential>, String> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !is_secret_key(&name) {
             return Err(format!(
-                "credential {}: not a secret verifyd knows (expected one of: {}, or \
-                 providers.<name>.{})",
+                "credential {}: not a secret verifyd knows (expected one of: {}, \
+                 events.endpoints.<name>.secret, or providers.<name>.{})",
                 path.display(),
                 SECRET_KEYS.join(", "),
                 INSTANCE_SECRET_KEYS.join(" / providers.<name>.")
@@ -222,6 +229,7 @@ access_key_id = "AKIA"
             "provider.hook.secret",
             "providers.twilio.http.secret",
             "providers.app.hook.secret",
+            "events.endpoints.crm.secret",
         ] {
             assert!(is_secret_key(ok), "{ok}");
         }
@@ -236,6 +244,9 @@ access_key_id = "AKIA"
             "providers.gw.http.secret_file",
             "providers.app.hook.url",
             "verification.secret_file",
+            "events.endpoints.CRM.secret",
+            "events.endpoints.crm.url",
+            "events.endpoints..secret",
         ] {
             assert!(!is_secret_key(bad), "{bad}");
         }
@@ -259,6 +270,7 @@ kind = "http"
 [providers.app]
 kind = "hook"
 [providers.app.hook]
+[events.endpoints.crm]
 "#;
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
@@ -277,6 +289,7 @@ kind = "hook"
         assert!(keys.contains(&"providers.tc.tencent.receipt_token".to_owned()));
         assert!(keys.contains(&"providers.gw.http.secret".to_owned()));
         assert!(keys.contains(&"providers.app.hook.secret".to_owned()));
+        assert!(keys.contains(&"events.endpoints.crm.secret".to_owned()));
         for key in INSTANCE_SECRET_KEYS {
             assert!(
                 keys.iter()

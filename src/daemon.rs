@@ -21,7 +21,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the store (migrating when configured), binds, and starts serving and sweeping.
+    /// Opens the store (migrating when configured), binds, and starts serving, sweeping and, with
+    /// event endpoints, delivering events.
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         let migrate = config.store.migrate_on_start;
         let app = Arc::new(App::build(config, migrate).await?);
@@ -41,6 +42,15 @@ impl Daemon {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        let events = crate::events::worker::Worker::new(
+            &app.config.events,
+            app.config.verification.max_attempts,
+            app.store.clone(),
+            app.metrics.clone(),
+        )?;
+        if let Some(w) = &events {
+            w.start_recording().await;
+        }
         let stop = CancellationToken::new();
         let mut tasks = vec![tokio::spawn(crate::http::serve(
             app.clone(),
@@ -64,6 +74,9 @@ impl Daemon {
                 stop.clone(),
             )));
         }
+        if let Some(w) = events {
+            tasks.push(tokio::spawn(w.run(stop.clone())));
+        }
         tracing::info!(%addr, metrics = ?metrics_addr, store = ?app.config.store.backend, "verifyd listening");
         Ok(Daemon {
             addr,
@@ -74,7 +87,8 @@ impl Daemon {
         })
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded), stops the sweeper, joins all.
+    /// Stops accepting, lets in-flight requests finish (bounded), stops the sweeper and the events
+    /// worker (which finishes its round, bounded by `events.timeout_ms`), joins all.
     pub async fn stop(self) {
         self.stop.cancel();
         for t in self.tasks {

@@ -103,6 +103,8 @@ pub struct Metrics {
     pumping_approvals: Family<CountryLabels, Gauge>,
     /// Delivery receipts (crate::delivery::metrics).
     pub delivery: crate::delivery::metrics::DeliveryMetrics,
+    /// Webhook events (crate::events::metrics).
+    pub events: crate::events::metrics::EventMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -139,6 +141,7 @@ impl Metrics {
             pumping_sends: Family::default(),
             pumping_approvals: Family::default(),
             delivery: crate::delivery::metrics::DeliveryMetrics::register(&mut r),
+            events: crate::events::metrics::EventMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(

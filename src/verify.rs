@@ -137,22 +137,22 @@ pub async fn send(
             resend::bind(app, session_id, phone, drawn, resend).await?
         }
         StartOutcome::TooSoon { retry_after } => {
-            app.metrics.quota_refused("resend_too_soon");
+            refused(app, session_id, phone, "send", "resend_too_soon").await;
             return Err(SendError::TooSoon(retry_after));
         }
         StartOutcome::Exhausted { retry_after } => {
-            app.metrics.quota_refused("too_many_attempts");
+            refused(app, session_id, phone, "send", "too_many_attempts").await;
             return Err(SendError::Exhausted(retry_after));
         }
         StartOutcome::Refused {
             by: Refusal::Challenge,
             ..
         } => {
-            app.metrics.quota_refused(Refusal::Challenge.code());
+            refused(app, session_id, phone, "send", Refusal::Challenge.code()).await;
             return Err(SendError::Refused(Refusal::Challenge, Duration::ZERO));
         }
         StartOutcome::Refused { by, retry_after } => {
-            app.metrics.quota_refused(by.code());
+            refused(app, session_id, phone, "send", by.code()).await;
             tracing::info!(phone = %phone, refusal = ?by, "send refused by an abuse limit");
             return Err(SendError::Refused(by, retry_after));
         }
@@ -217,6 +217,20 @@ pub async fn send(
         delivery_id,
         created,
     })
+}
+
+/// Counts a refusal and reports it as a `verification.refused` event (recorded only while some
+/// daemon delivers events). A refusal writes no state, so there is no change for a trigger to
+/// see; a store failure here costs only the event, the refusal stands.
+async fn refused(app: &App, session_id: i64, phone: &PhoneNumber, operation: &str, limit: &str) {
+    app.metrics.quota_refused(limit);
+    if let Err(e) = app
+        .store
+        .record_refusal(session_id, phone.as_str(), operation, limit)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the refusal event");
+    }
 }
 
 /// Records the accepted send for its receipts. The code is already on its way, so a store
@@ -284,7 +298,7 @@ pub async fn check(
     let name = outcome_name(&outcome);
     app.metrics.verification_checked(name);
     if let CheckOutcome::Refused { by, .. } = &outcome {
-        app.metrics.quota_refused(by.code());
+        refused(app, session.id, phone, "check", by.code()).await;
     }
     tracing::info!(phone = %phone, outcome = name, "verification checked");
     Ok(match outcome {

@@ -11,9 +11,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{PgStore, db_error};
 use crate::store::StoreResult;
-use crate::store::events::{
-    EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive,
-};
+use crate::store::events::{EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive};
 
 const KEEPALIVE: &str = "
     INSERT INTO outbox_state (id, record_until)

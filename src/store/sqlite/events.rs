@@ -7,11 +7,9 @@ use rusqlite::{OptionalExtension, params};
 use std::time::Duration;
 
 use super::{SqliteStore, duration_millis};
-use crate::store::StoreResult;
-use crate::store::events::{
-    EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive,
-};
 use crate::store::StoreError;
+use crate::store::StoreResult;
+use crate::store::events::{EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive};
 use crate::time::from_millis;
 
 fn json_error(e: serde_json::Error) -> StoreError {
