@@ -5,8 +5,9 @@
 
 -- Whether anybody consumes events: a daemon with endpoints keeps `record_until` in the future
 -- (crate::events::worker). While it is in the past, every trigger below is skipped by its WHEN
--- clause before its function is called, so a deployment without webhooks pays one lookup of
--- this one-row table per changed row and writes nothing.
+-- clause before its function is called. The triggers themselves are created only by the first
+-- daemon with endpoints (verifyd_events_keepalive), so a database that never had webhooks pays
+-- nothing at all on the send and check path.
 CREATE TABLE outbox_state (
     id           SMALLINT    PRIMARY KEY CHECK (id = 1),
     record_until TIMESTAMPTZ NOT NULL
@@ -90,10 +91,6 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER verifications_events
-AFTER INSERT OR UPDATE OR DELETE ON verifications
-FOR EACH ROW WHEN (verifyd_events_on())
-EXECUTE FUNCTION verifyd_verification_events();
 
 CREATE FUNCTION verifyd_pumping_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -110,10 +107,6 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER pumping_events
-AFTER INSERT OR UPDATE ON pumping
-FOR EACH ROW WHEN (verifyd_events_on())
-EXECUTE FUNCTION verifyd_pumping_events();
 
 CREATE FUNCTION verifyd_delivery_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -129,7 +122,35 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER deliveries_events
-AFTER UPDATE ON deliveries
-FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state AND verifyd_events_on())
-EXECUTE FUNCTION verifyd_delivery_events();
+-- Turns recording on for `p_secs` from now, creating the triggers the first time. The advisory
+-- lock (MIGRATE_LOCK of store/postgres.rs: this is schema work) keeps two daemons starting
+-- together from both creating them.
+CREATE FUNCTION verifyd_events_keepalive(p_secs FLOAT8) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'deliveries_events'
+                                              AND tgrelid = 'deliveries'::regclass) THEN
+        PERFORM pg_advisory_xact_lock(8531350866139636737);
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'deliveries_events'
+                                                  AND tgrelid = 'deliveries'::regclass) THEN
+            CREATE TRIGGER verifications_events
+            AFTER INSERT OR UPDATE OR DELETE ON verifications
+            FOR EACH ROW WHEN (verifyd_events_on())
+            EXECUTE FUNCTION verifyd_verification_events();
+            CREATE TRIGGER pumping_events
+            AFTER INSERT OR UPDATE ON pumping
+            FOR EACH ROW WHEN (verifyd_events_on())
+            EXECUTE FUNCTION verifyd_pumping_events();
+            -- Last: its presence says all three exist.
+            CREATE TRIGGER deliveries_events
+            AFTER UPDATE ON deliveries
+            FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state AND verifyd_events_on())
+            EXECUTE FUNCTION verifyd_delivery_events();
+        END IF;
+    END IF;
+    INSERT INTO outbox_state (id, record_until)
+    VALUES (1, now() + make_interval(secs => p_secs))
+    ON CONFLICT (id) DO UPDATE SET record_until = greatest(outbox_state.record_until,
+                                                           excluded.record_until);
+END
+$$;

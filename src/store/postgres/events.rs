@@ -13,11 +13,8 @@ use super::{PgStore, db_error};
 use crate::store::StoreResult;
 use crate::store::events::{EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive};
 
-const KEEPALIVE: &str = "
-    INSERT INTO outbox_state (id, record_until)
-    VALUES (1, now() + make_interval(secs => $1::float8))
-    ON CONFLICT (id) DO UPDATE SET record_until = greatest(outbox_state.record_until,
-                                                           excluded.record_until)";
+/// Creates the triggers the first time (see migrations/postgres/0009_events.sql).
+const KEEPALIVE: &str = "SELECT verifyd_events_keepalive($1)";
 
 const REFUSAL: &str = "
     INSERT INTO outbox (type, data)
@@ -115,7 +112,7 @@ fn summary(row: &Row) -> StoreResult<EventSummary> {
 #[async_trait]
 impl EventStore for PgStore {
     async fn events_keepalive(&self, ttl: Duration) -> StoreResult<()> {
-        self.execute(KEEPALIVE, &[&ttl.as_secs_f64()]).await?;
+        self.query_opt(KEEPALIVE, &[&ttl.as_secs_f64()]).await?;
         Ok(())
     }
 
