@@ -154,6 +154,7 @@ on_both_stores! {
         let refused = of_kind(&got, "verification.refused")[0];
         assert_eq!(refused["payload"]["data"]["limit"], "resend_too_soon", "{refused}");
         assert_eq!(refused["payload"]["data"]["operation"], "send", "{refused}");
+        assert_eq!(refused["payload"]["data"]["error"], "resend_too_soon", "{refused}");
         let failed = of_kind(&got, "verification.failed")[0];
         assert_eq!(failed["payload"]["data"]["attempts"], 1, "{failed}");
         assert_eq!(failed["payload"]["data"]["attempts_left"], 1, "{failed}");

@@ -49,6 +49,21 @@ pub struct EventSummary {
     pub last_error: Option<String>,
 }
 
+/// A refused send or check, for [`EventStore::record_refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused<'a> {
+    pub session_id: i64,
+    /// E.164.
+    pub phone: &'a str,
+    /// `send` or `check`.
+    pub operation: &'a str,
+    /// Which limit: a quota's scope (`phone_sends`), `breaker`, `locked`, `challenge`,
+    /// `resend_too_soon` or `too_many_attempts`.
+    pub limit: &'a str,
+    /// The `error` code the client got.
+    pub error: &'a str,
+}
+
 /// Which dead events `verifyd events redrive` gives a new retry period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redrive {
@@ -72,13 +87,7 @@ pub trait EventStore: Send + Sync {
 
     /// Records `verification.refused` when events are being recorded. A refusal changes no
     /// state, so this is a transaction of its own.
-    async fn record_refusal(
-        &self,
-        session_id: i64,
-        phone: &str,
-        operation: &str,
-        limit: &str,
-    ) -> StoreResult<()>;
+    async fn record_refusal(&self, refusal: &Refused<'_>) -> StoreResult<()>;
 
     /// Up to `limit` due events, oldest due first, each made not due for `lease`: until the
     /// claimer reports back or the lease runs out, no other caller (in any daemon) gets them.

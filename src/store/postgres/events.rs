@@ -11,7 +11,9 @@ use tokio_postgres::types::ToSql;
 
 use super::{PgStore, db_error};
 use crate::store::StoreResult;
-use crate::store::events::{EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive};
+use crate::store::events::{
+    EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive, Refused,
+};
 
 /// Creates the triggers the first time (see migrations/postgres/0009_events.sql).
 const KEEPALIVE: &str = "SELECT verifyd_events_keepalive($1)";
@@ -20,7 +22,7 @@ const REFUSAL: &str = "
     INSERT INTO outbox (type, data)
     SELECT 'verification.refused',
            jsonb_build_object('session_id', $1::bigint, 'phone', $2::text,
-                              'operation', $3::text, 'limit', $4::text)
+                              'operation', $3::text, 'limit', $4::text, 'error', $5::text)
     WHERE verifyd_events_on()";
 
 const CLAIM: &str = "
@@ -116,15 +118,12 @@ impl EventStore for PgStore {
         Ok(())
     }
 
-    async fn record_refusal(
-        &self,
-        session_id: i64,
-        phone: &str,
-        operation: &str,
-        limit: &str,
-    ) -> StoreResult<()> {
-        self.execute(REFUSAL, &[&session_id, &phone, &operation, &limit])
-            .await?;
+    async fn record_refusal(&self, r: &Refused<'_>) -> StoreResult<()> {
+        self.execute(
+            REFUSAL,
+            &[&r.session_id, &r.phone, &r.operation, &r.limit, &r.error],
+        )
+        .await?;
         Ok(())
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::{SqliteStore, duration_millis};
 use crate::store::StoreError;
 use crate::store::StoreResult;
-use crate::store::events::{EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive};
+use crate::store::events::{
+    EventStore, EventSummary, Failure, OutboxCounts, OutboxEvent, Redrive, Refused,
+};
 use crate::time::from_millis;
 
 fn json_error(e: serde_json::Error) -> StoreError {
@@ -32,22 +34,23 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn record_refusal(
-        &self,
-        session_id: i64,
-        phone: &str,
-        operation: &str,
-        limit: &str,
-    ) -> StoreResult<()> {
-        let (phone, operation, limit) = (phone.to_owned(), operation.to_owned(), limit.to_owned());
+    async fn record_refusal(&self, r: &Refused<'_>) -> StoreResult<()> {
+        let (id, phone, operation, limit, error) = (
+            r.session_id,
+            r.phone.to_owned(),
+            r.operation.to_owned(),
+            r.limit.to_owned(),
+            r.error.to_owned(),
+        );
         self.transaction(move |tx, _, _| {
             tx.prepare_cached(
                 "INSERT INTO outbox (type, data)
                  SELECT 'verification.refused', json_object('session_id', ?1, 'phone', ?2,
-                                                            'operation', ?3, 'limit', ?4)
+                                                            'operation', ?3, 'limit', ?4,
+                                                            'error', ?5)
                  WHERE EXISTS (SELECT 1 FROM outbox_recording)",
             )?
-            .execute(params![session_id, phone, operation, limit])?;
+            .execute(params![id, phone, operation, limit, error])?;
             Ok(())
         })
         .await
