@@ -30,6 +30,14 @@ fn endpoint(url: &str, secret: &str) -> EndpointConfig {
     }
 }
 
+/// An endpoint for `verification.sent` only: one event per send.
+fn sent_only(url: &str) -> EndpointConfig {
+    EndpointConfig {
+        events: Some(vec![EventKind::VerificationSent]),
+        ..endpoint(url, SECRET)
+    }
+}
+
 /// No limits, quick polling and retries, and the given endpoints.
 fn with_endpoints(c: &mut Config, endpoints: Vec<(&str, EndpointConfig)>) {
     common::no_limits(c);
@@ -185,9 +193,7 @@ on_both_stores! {
     async fn a_receiver_failing_for_a_while_gets_the_event_later_with_the_same_id(backend: Backend) {
         let Some(r) = HookReceiver::start(SECRET, &[500, 500, 503]) else { return };
         let Some(d) = TestDaemon::start(backend, |c| {
-            let mut sent_only = endpoint(&r.url, SECRET);
-            sent_only.events = Some(vec![EventKind::VerificationSent]);
-            with_endpoints(c, vec![("app", sent_only)]);
+            with_endpoints(c, vec![("app", sent_only(&r.url))]);
         })
         .await
         else {
@@ -214,9 +220,7 @@ on_both_stores! {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}/hooks/sms");
         let Some(d) = TestDaemon::start(backend, |c| {
-            let mut sent_only = endpoint(&url, SECRET);
-            sent_only.events = Some(vec![EventKind::VerificationSent]);
-            with_endpoints(c, vec![("app", sent_only)]);
+            with_endpoints(c, vec![("app", sent_only(&url))]);
             c.events.retry_for = 1;
         })
         .await
@@ -388,9 +392,7 @@ async fn two_daemons_on_one_postgresql_deliver_each_event_once() {
         return;
     };
     let Some(a) = TestDaemon::start(Backend::Postgres, |c| {
-        let mut sent_only = endpoint(&r.url, SECRET);
-        sent_only.events = Some(vec![EventKind::VerificationSent]);
-        with_endpoints(c, vec![("app", sent_only)]);
+        with_endpoints(c, vec![("app", sent_only(&r.url))]);
         c.events.poll_interval_ms = 10;
     })
     .await

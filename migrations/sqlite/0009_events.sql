@@ -59,21 +59,15 @@ BEGIN
                             THEN 'true' ELSE 'false' END)));
 END;
 
-CREATE TRIGGER verifications_approved AFTER UPDATE ON verifications
-WHEN NOT NEW.sent_at > OLD.sent_at AND NEW.state = 1 AND OLD.state <> 1
+CREATE TRIGGER verifications_checked AFTER UPDATE ON verifications
+WHEN NOT NEW.sent_at > OLD.sent_at
+     AND ((NEW.state = 1 AND OLD.state <> 1) OR NEW.attempts > OLD.attempts)
      AND EXISTS (SELECT 1 FROM outbox_recording)
 BEGIN
-    INSERT INTO outbox (type, data) VALUES ('verification.approved', json_object(
-        'session_id', NEW.session_id, 'phone', NEW.phone, 'attempts', NEW.attempts,
-        'expires_at', strftime('%Y-%m-%dT%H:%M:%fZ', NEW.expires_at / 1000.0, 'unixepoch')));
-END;
-
-CREATE TRIGGER verifications_wrong AFTER UPDATE ON verifications
-WHEN NOT NEW.sent_at > OLD.sent_at AND NOT (NEW.state = 1 AND OLD.state <> 1)
-     AND NEW.attempts > OLD.attempts AND EXISTS (SELECT 1 FROM outbox_recording)
-BEGIN
     INSERT INTO outbox (type, data) VALUES (
-        CASE WHEN NEW.state = 2 THEN 'verification.max_attempts' ELSE 'verification.failed' END,
+        CASE WHEN NEW.state = 1 AND OLD.state <> 1 THEN 'verification.approved'
+             WHEN NEW.state = 2 THEN 'verification.max_attempts'
+             ELSE 'verification.failed' END,
         json_object(
             'session_id', NEW.session_id, 'phone', NEW.phone, 'attempts', NEW.attempts,
             'expires_at', strftime('%Y-%m-%dT%H:%M:%fZ', NEW.expires_at / 1000.0, 'unixepoch')));
