@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use verifyd::config::{Backend, Config};
 use verifyd::events::{EndpointConfig, EventKind};
 use verifyd::secret::Secret;
+use verifyd::store::events::{Failure, Redrive};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OTHER_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3ItdGhlLWNybS1ob29r";
@@ -331,6 +332,43 @@ on_both_stores! {
         assert_eq!(status, StatusCode::ACCEPTED);
         let counts = d.daemon.as_ref().unwrap().app.store.outbox_counts().await.unwrap();
         assert_eq!(counts.pending + counts.dead, 0);
+        d.stop().await;
+    }
+
+    // The outbox contract on its own: a claim hides an event from other claimers until its
+    // lease runs out (a crashed worker's claim comes back), failures keep it, dead ones wait for
+    // a redrive, a delivered one is gone.
+    async fn a_claim_whose_worker_died_falls_due_after_its_lease(backend: Backend) {
+        let Some(d) = TestDaemon::start(backend, common::no_limits).await else { return };
+        let store = d.daemon.as_ref().unwrap().app.store.clone();
+        store.events_keepalive(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(d.browser().send_code(PHONE).await.0, StatusCode::ACCEPTED);
+        let lease = Duration::from_millis(800);
+        let first = store.claim_events(10, lease).await.unwrap();
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].kind, "verification.sent");
+        assert_eq!(first[0].data["phone"], PHONE);
+        assert!(store.claim_events(10, lease).await.unwrap().is_empty(), "claimed twice");
+        tokio::time::sleep(lease + Duration::from_millis(300)).await;
+        let again = store.claim_events(10, lease).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].seq, &again[0].id), (first[0].seq, &first[0].id));
+
+        let done = vec!["a".to_owned()];
+        store.event_failed(again[0].seq, &done, Failure::Dead, "b: HTTP 500").await.unwrap();
+        assert!(store.claim_events(10, lease).await.unwrap().is_empty(), "dead is never due");
+        let dead = store.list_events(true, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("b: HTTP 500"));
+        assert_eq!(dead[0].attempts, 1);
+        assert_eq!(store.redrive_events(&Redrive::Id(dead[0].id.clone())).await.unwrap(), 1);
+        let redriven = store.claim_events(10, lease).await.unwrap();
+        assert_eq!(redriven.len(), 1);
+        assert_eq!(redriven[0].done, done, "endpoints that had it are remembered");
+        assert!(redriven[0].age < Duration::from_secs(1), "a fresh retry period");
+        store.event_delivered(redriven[0].seq).await.unwrap();
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!((counts.pending, counts.dead), (0, 0));
         d.stop().await;
     }
 
