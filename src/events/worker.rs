@@ -99,7 +99,7 @@ impl Worker {
     /// Delivers until `stop`; the round in progress is finished first (bounded by the POST
     /// timeout), and anything it did not settle is retried when its lease runs out.
     pub async fn run(self, stop: CancellationToken) {
-        let mut kept_alive = Some(Instant::now());
+        let mut kept_alive: Option<Instant> = None;
         while !stop.is_cancelled() {
             if kept_alive.is_none_or(|t| t.elapsed() >= KEEPALIVE_EVERY) {
                 kept_alive = match self.store.events_keepalive(RECORD_FOR).await {
@@ -140,7 +140,12 @@ impl Worker {
         let targets: Vec<&Endpoint> = self
             .endpoints
             .iter()
-            .filter(|e| kind.is_some_and(|k| e.config.wants(k)) && !event.done.contains(&e.name))
+            // A type this version does not know (written by a newer daemon) still reaches the
+            // endpoints that take every type, rather than being dropped.
+            .filter(|e| {
+                kind.map_or(e.config.events.is_none(), |k| e.config.wants(k))
+                    && !event.done.contains(&e.name)
+            })
             .collect();
         let results = join_all(targets.iter().map(|e| self.post(e, &event))).await;
         let mut done = event.done.clone();
