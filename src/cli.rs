@@ -1,5 +1,6 @@
-//! Command line: `serve` (the default), `migrate`, `clear-sessions`, `check-config` and the API
-//! key helpers. Each command loads the same configuration the daemon would.
+//! Command line: `serve` (the default), `migrate`, `clear-sessions`, `check-config`, the API
+//! key helpers and the operator's commands (`pumping-*`, `events`). Each command loads the same
+//! configuration the daemon would.
 
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
@@ -44,6 +45,27 @@ pub enum Command {
     PumpingStatus,
     /// Close the SMS-pumping breaker of a calling code (e.g. +86) and start a new window.
     PumpingReset { country: String },
+    /// Webhook events in the outbox: list pending or dead ones, or redrive them.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum EventsCommand {
+    /// Print events waiting for delivery (or, with --dead, given up on), oldest first.
+    List {
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Deliver again, with a fresh retry period: one event by id, or every dead one.
+    Redrive {
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<String>,
+        #[arg(long)]
+        all_dead: bool,
+    },
 }
 
 /// Parses arguments and runs the command; the error, if any, is for `main` to print.
@@ -137,9 +159,48 @@ pub fn run() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Command::Events(c) => events(&config, c).await,
             _ => unreachable!("handled above"),
         }
     })
+}
+
+async fn events(config: &Config, command: EventsCommand) -> anyhow::Result<()> {
+    use crate::store::events::Redrive;
+    let store = crate::app::open_store(config)?;
+    match command {
+        EventsCommand::List { dead, limit } => {
+            let now = std::time::SystemTime::now();
+            for e in store.list_events(dead, limit).await? {
+                let when = match e.dead_at {
+                    Some(t) => format!("dead since {}", crate::time::rfc3339(t)),
+                    None => format!("next try in {} s", crate::time::secs_until(e.next_at, now)),
+                };
+                println!(
+                    "{}\t{}\t{}\tattempts={}\t{}\t{}",
+                    e.id,
+                    e.kind,
+                    crate::time::rfc3339(e.created_at),
+                    e.attempts,
+                    when,
+                    e.last_error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        EventsCommand::Redrive { id, all_dead } => {
+            let which = match id {
+                Some(id) if !all_dead => Redrive::Id(id),
+                _ => Redrive::AllDead,
+            };
+            let n = store.redrive_events(&which).await?;
+            if let Redrive::Id(id) = &which {
+                anyhow::ensure!(n > 0, "no event {id:?} in the outbox");
+            }
+            tracing::info!(events = n, "events redriven by the operator");
+            println!("{n} events will be delivered again");
+        }
+    }
+    Ok(())
 }
 
 /// The configuration file to read, and whether it was asked for (then it must exist).

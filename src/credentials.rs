@@ -35,11 +35,18 @@ pub const INSTANCE_SECRET_KEYS: &[&str] = &[
     "hook.secret",
 ];
 
-/// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`], or
-/// `providers.<name>.<secret>` for an instance name of the allowed shape.
+/// Whether a credential named `name` sets a secret: one of [`SECRET_KEYS`],
+/// `providers.<name>.<secret>` for an instance name of the allowed shape, or an event
+/// endpoint's `events.endpoints.<name>.secret`.
 pub fn is_secret_key(name: &str) -> bool {
     if SECRET_KEYS.contains(&name) {
         return true;
+    }
+    if let Some(endpoint) = name
+        .strip_prefix("events.endpoints.")
+        .and_then(|rest| rest.strip_suffix(".secret"))
+    {
+        return is_table_name(endpoint);
     }
     let Some(rest) = name.strip_prefix("providers.") else {
         return false;
@@ -47,14 +54,19 @@ pub fn is_secret_key(name: &str) -> bool {
     INSTANCE_SECRET_KEYS.iter().any(|secret| {
         rest.strip_suffix(secret)
             .and_then(|n| n.strip_suffix('.'))
-            .is_some_and(|n| {
-                !n.is_empty()
-                    && n.len() <= 32
-                    && n.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                    })
-            })
+            .is_some_and(is_table_name)
     })
+}
+
+/// The shape of a name the operator gives a table (`[providers.<name>]`,
+/// `[events.endpoints.<name>]`): 1 to 32 of a-z, 0-9, '_' and '-'. Credential file names are
+/// built from it, so it must not hold a dot or a path separator.
+pub fn is_table_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// One credential file, as a configuration layer that names its file in error messages.
@@ -95,8 +107,8 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Credential>, String> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !is_secret_key(&name) {
             return Err(format!(
-                "credential {}: not a secret verifyd knows (expected one of: {}, or \
-                 providers.<name>.{})",
+                "credential {}: not a secret verifyd knows (expected one of: {}, \
+                 events.endpoints.<name>.secret, or providers.<name>.{})",
                 path.display(),
                 SECRET_KEYS.join(", "),
                 INSTANCE_SECRET_KEYS.join(" / providers.<name>.")
@@ -222,6 +234,7 @@ access_key_id = "AKIA"
             "provider.hook.secret",
             "providers.twilio.http.secret",
             "providers.app.hook.secret",
+            "events.endpoints.crm.secret",
         ] {
             assert!(is_secret_key(ok), "{ok}");
         }
@@ -236,6 +249,9 @@ access_key_id = "AKIA"
             "providers.gw.http.secret_file",
             "providers.app.hook.url",
             "verification.secret_file",
+            "events.endpoints.CRM.secret",
+            "events.endpoints.crm.url",
+            "events.endpoints..secret",
         ] {
             assert!(!is_secret_key(bad), "{bad}");
         }
@@ -259,6 +275,7 @@ kind = "http"
 [providers.app]
 kind = "hook"
 [providers.app.hook]
+[events.endpoints.crm]
 "#;
         let mut c: Config = Figment::from(Toml::string(toml)).extract().unwrap();
         let keys: Vec<String> = c.secret_slots().into_iter().map(|s| s.key).collect();
@@ -277,6 +294,7 @@ kind = "hook"
         assert!(keys.contains(&"providers.tc.tencent.receipt_token".to_owned()));
         assert!(keys.contains(&"providers.gw.http.secret".to_owned()));
         assert!(keys.contains(&"providers.app.hook.secret".to_owned()));
+        assert!(keys.contains(&"events.endpoints.crm.secret".to_owned()));
         for key in INSTANCE_SECRET_KEYS {
             assert!(
                 keys.iter()

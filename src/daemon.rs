@@ -22,7 +22,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the store (migrating when configured), binds, and starts serving and sweeping.
+    /// Opens the store (migrating when configured), binds, and starts serving, sweeping and, with
+    /// event endpoints, delivering events.
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         let migrate = config.store.migrate_on_start;
         let app = Arc::new(App::build(config, migrate).await?);
@@ -42,6 +43,15 @@ impl Daemon {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        let events = crate::events::worker::Worker::new(
+            &app.config.events,
+            app.config.verification.max_attempts,
+            app.store.clone(),
+            app.metrics.clone(),
+        )?;
+        if let Some(w) = &events {
+            w.start_recording().await;
+        }
         let stop = CancellationToken::new();
         let http = &app.config.http;
         let api_limits = Limits {
@@ -75,6 +85,9 @@ impl Daemon {
                 stop.clone(),
             )));
         }
+        if let Some(w) = events {
+            tasks.push(tokio::spawn(w.run(stop.clone())));
+        }
         tracing::info!(%addr, metrics = ?metrics_addr, store = ?app.config.store.backend, "verifyd listening");
         Ok(Daemon {
             addr,
@@ -85,7 +98,8 @@ impl Daemon {
         })
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded), stops the sweeper, joins all.
+    /// Stops accepting, lets in-flight requests finish (bounded), stops the sweeper and the events
+    /// worker (which finishes its round, bounded by `events.timeout_ms`), joins all.
     pub async fn stop(self) {
         self.stop.cancel();
         for t in self.tasks {

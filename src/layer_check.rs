@@ -16,7 +16,17 @@ const LAYERS: &[(u8, &[&str])] = &[
     (4, &["app"]),
     (3, &["verify", "resend", "sweeper", "logging"]),
     (2, &["config"]),
-    (1, &["store", "provider", "quota", "challenge", "delivery"]),
+    (
+        1,
+        &[
+            "store",
+            "provider",
+            "quota",
+            "challenge",
+            "delivery",
+            "events",
+        ],
+    ),
     (
         0,
         &[
@@ -31,6 +41,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "secret_file",
             "session",
             "session_data",
+            "standard_webhooks",
             "systemd",
             "time",
         ],

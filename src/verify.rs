@@ -16,6 +16,7 @@ use crate::provider::{OutgoingCode, ProviderError};
 use crate::quota::{CheckGuard, Limits, Refusal, SendGuard};
 use crate::resend::{self, Codes};
 use crate::session::{Expiry, Session, SessionKey};
+use crate::store::events::Refused;
 use crate::store::{
     Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification, Store,
     StoreError,
@@ -159,22 +160,46 @@ pub async fn send(
             resend::bind(cx.codes(), session_id, phone, drawn, resend).await?
         }
         StartOutcome::TooSoon { retry_after } => {
-            cx.metrics.quota_refused("resend_too_soon");
+            refused(
+                cx,
+                session_id,
+                phone,
+                "send",
+                "resend_too_soon",
+                "resend_too_soon",
+            )
+            .await;
             return Err(SendError::TooSoon(retry_after));
         }
         StartOutcome::Exhausted { retry_after } => {
-            cx.metrics.quota_refused("too_many_attempts");
+            refused(
+                cx,
+                session_id,
+                phone,
+                "send",
+                "too_many_attempts",
+                "too_many_attempts",
+            )
+            .await;
             return Err(SendError::Exhausted(retry_after));
         }
         StartOutcome::Refused {
             by: Refusal::Challenge,
             ..
         } => {
-            cx.metrics.quota_refused(Refusal::Challenge.code());
+            refused(
+                cx,
+                session_id,
+                phone,
+                "send",
+                Refusal::Challenge.code(),
+                "challenge",
+            )
+            .await;
             return Err(SendError::Refused(Refusal::Challenge, Duration::ZERO));
         }
         StartOutcome::Refused { by, retry_after } => {
-            cx.metrics.quota_refused(by.code());
+            refused(cx, session_id, phone, "send", by.code(), limit_name(by)).await;
             tracing::info!(phone = %phone, refusal = ?by, "send refused by an abuse limit");
             return Err(SendError::Refused(by, retry_after));
         }
@@ -239,6 +264,41 @@ pub async fn send(
         delivery_id,
         created,
     })
+}
+
+/// Counts a refusal (by the client's `error` code) and reports it as a `verification.refused`
+/// event naming the limit (recorded only while some daemon delivers events). A refusal writes
+/// no state, so there is no change for a trigger to see; a store failure here costs only the
+/// event, the refusal stands.
+async fn refused(
+    cx: &Context<'_>,
+    session_id: i64,
+    phone: &PhoneNumber,
+    operation: &str,
+    error: &str,
+    limit: &str,
+) {
+    cx.metrics.quota_refused(error);
+    let event = Refused {
+        session_id,
+        phone: phone.as_str(),
+        operation,
+        limit,
+        error,
+    };
+    if let Err(e) = cx.store.record_refusal(&event).await {
+        tracing::warn!(error = %e, "could not record the refusal event");
+    }
+}
+
+/// Which limit refused, finer than the client's `error` code: the quota's scope.
+fn limit_name(by: Refusal) -> &'static str {
+    match by {
+        Refusal::Quota(scope) => scope.as_str(),
+        Refusal::Locked => "locked",
+        Refusal::Breaker => "breaker",
+        Refusal::Challenge => "challenge",
+    }
 }
 
 /// Records the accepted send for its receipts. The code is already on its way, so a store
@@ -306,7 +366,7 @@ pub async fn check(
     let name = outcome_name(&outcome);
     cx.metrics.verification_checked(name);
     if let CheckOutcome::Refused { by, .. } = &outcome {
-        cx.metrics.quota_refused(by.code());
+        refused(cx, session.id, phone, "check", by.code(), limit_name(*by)).await;
     }
     tracing::info!(phone = %phone, outcome = name, "verification checked");
     Ok(match outcome {

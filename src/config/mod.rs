@@ -67,6 +67,8 @@ pub struct Config {
     /// Challenges (proof-of-work or CAPTCHA) before sends.
     pub challenge: ChallengeConfig,
     pub metrics: MetricsConfig,
+    /// Verification events posted to webhook endpoints.
+    pub events: crate::events::config::EventsConfig,
 }
 
 /// A configuration that could not be loaded, with the key and where it came from.
@@ -118,6 +120,10 @@ impl Config {
             ));
         }
         crate::provider::instances::validate(config.provider_set(), config.http.request_timeout)
+            .map_err(|(key, msg)| invalid(&key, msg))?;
+        config
+            .events
+            .validate()
             .map_err(|(key, msg)| invalid(&key, msg))?;
         Ok(config)
     }

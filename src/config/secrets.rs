@@ -101,6 +101,7 @@ impl Config {
                 ));
             }
         }
+        slots.extend(self.events.secret_slots());
         slots
     }
 }

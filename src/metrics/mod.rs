@@ -11,6 +11,7 @@ use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
 pub mod delivery;
+pub mod events;
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -125,6 +126,8 @@ pub struct Metrics {
     pumping_approvals: Family<CountryLabels, Gauge>,
     /// Delivery receipts ([`delivery`]).
     pub delivery: delivery::DeliveryMetrics,
+    /// Webhook events ([`events`]).
+    pub events: events::EventMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -161,6 +164,7 @@ impl Metrics {
             pumping_sends: Family::default(),
             pumping_approvals: Family::default(),
             delivery: delivery::DeliveryMetrics::register(&mut r),
+            events: events::EventMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(

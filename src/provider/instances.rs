@@ -124,12 +124,7 @@ pub fn validate(set: ProviderSet<'_>, request_timeout_secs: u64) -> Result<(), (
 fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
     let t = &s.table;
     if named {
-        let ok = !s.name.is_empty()
-            && s.name.len() <= 32
-            && s.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
+        if !crate::credentials::is_table_name(&s.name) {
             return Err((
                 t.clone(),
                 "provider names are 1 to 32 of a-z, 0-9, '_' and '-'".into(),

@@ -14,6 +14,7 @@ use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
 
+pub mod events;
 pub mod pg_hosts;
 pub mod pg_tls;
 pub mod postgres;
@@ -203,7 +204,7 @@ impl From<PoolStatus> for crate::metrics::PoolSample {
 ///   passed since the last slide, and then report `refreshed = true`; writes always slide it and
 ///   report `refreshed = true`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: events::EventStore + Send + Sync + 'static {
     /// Creates the schema or brings it up to date (idempotent, safe with concurrent callers).
     async fn migrate(&self) -> StoreResult<()>;
 

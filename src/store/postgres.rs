@@ -66,9 +66,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_same_code_resend",
         include_str!("../../migrations/postgres/0007_same_code_resend.sql"),
     ),
+    (
+        9,
+        "0009_events",
+        include_str!("../../migrations/postgres/0009_events.sql"),
+    ),
 ];
 
 mod deliveries;
+mod events;
 
 /// Advisory lock keys ("verifyd" in ASCII plus a tag), one per job that must not run twice at once.
 const MIGRATE_LOCK: i64 = 0x7665_7269_6679_6401;

@@ -63,9 +63,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_same_code_resend",
         include_str!("../../migrations/sqlite/0007_same_code_resend.sql"),
     ),
+    (
+        9,
+        "0009_events",
+        include_str!("../../migrations/sqlite/0009_events.sql"),
+    ),
 ];
 
 mod deliveries;
+mod events;
 mod limits;
 
 /// Milliseconds of `d`, saturated to what the millisecond columns hold.

@@ -36,6 +36,8 @@ class Handler(BaseHTTPRequestHandler):
         ok, payload = verifies(body, headers)
         # The same headers over a body with one character changed must not verify.
         tampered = body.replace(b'"code":"', b'"code":"9', 1)
+        if tampered == body:
+            tampered = body.replace(b'"', b"'", 1)
         tampered_ok, _ = verifies(tampered, headers) if tampered != body else (None, None)
         with lock:
             status = answers.pop(0) if answers else (204 if ok else 401)
@@ -55,7 +57,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", "0")
         self.end_headers()
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), Handler)
 print(json.dumps({"port": server.server_address[1]}), flush=True)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 sys.stdin.read()
@@ -82,6 +84,12 @@ impl HookReceiver {
     /// Starts a receiver that verifies with `secret` and answers `first` statuses before its
     /// own verdict (204 when verified, 401 otherwise). `None` outside CI without the package.
     pub fn start(secret: &str, first: &[u16]) -> Option<HookReceiver> {
+        Self::start_on(secret, first, 0)
+    }
+
+    /// [`HookReceiver::start`] on a given port (0 picks one), so that a test can bring a
+    /// receiver up at an address a daemon already posts to.
+    pub fn start_on(secret: &str, first: &[u16], port: u16) -> Option<HookReceiver> {
         if !installed() {
             if std::env::var_os("CI").is_some() {
                 panic!(
@@ -95,7 +103,13 @@ impl HookReceiver {
         }
         let answers: Vec<String> = first.iter().map(u16::to_string).collect();
         let mut child = Command::new("python3")
-            .args(["-c", RECEIVER, secret, &answers.join(",")])
+            .args([
+                "-c",
+                RECEIVER,
+                secret,
+                &answers.join(","),
+                &port.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,11 +1,11 @@
 //! `[provider.hook]` / `[providers.<name>.hook]`: where the application receives codes to
 //! deliver itself, and the Standard Webhooks secret verifyd signs them with.
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 use crate::secret::Secret;
+use crate::standard_webhooks::SECRET_SHAPE;
 
 /// `[provider.hook]`. `Debug` and serialization redact the secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,14 +35,6 @@ impl Default for HookConfig {
     }
 }
 
-/// The signing key inside a `whsec_` secret.
-pub(super) fn key_bytes(secret: &Secret) -> Option<Vec<u8>> {
-    let b64 = secret.expose().strip_prefix("whsec_")?;
-    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    // Standard Webhooks asks for 24 to 64 bytes of key.
-    (24..=64).contains(&key.len()).then_some(key)
-}
-
 impl HookConfig {
     /// The offending key (under `table`, e.g. `providers.app.hook`) and why.
     pub fn validate(&self, table: &str) -> Result<(), (String, String)> {
@@ -65,11 +57,8 @@ impl HookConfig {
                 ),
             ));
         }
-        if key_bytes(&self.secret).is_none() {
-            return Err((
-                key("secret"),
-                "must be \"whsec_\" followed by the base64 of 24 to 64 random bytes".into(),
-            ));
+        if crate::standard_webhooks::key_bytes(&self.secret).is_none() {
+            return Err((key("secret"), SECRET_SHAPE.into()));
         }
         if self.timeout_ms == 0 {
             return Err((key("timeout_ms"), "must be positive".into()));

@@ -3,7 +3,6 @@
 //! the application can tell verifyd's messages from anyone else's.
 
 mod config;
-mod sign;
 
 pub use config::HookConfig;
 
@@ -41,7 +40,8 @@ impl HookProvider {
             .map_err(|(k, m)| SetupError::Config(k, m))?;
         let bad = |m: &str| SetupError::Config(table.to_owned(), m.to_owned());
         let url = reqwest::Url::parse(&cfg.url).map_err(|_| bad("url is not a URL"))?;
-        let key = config::key_bytes(&cfg.secret).ok_or_else(|| bad("bad secret"))?;
+        let key =
+            crate::standard_webhooks::key_bytes(&cfg.secret).ok_or_else(|| bad("bad secret"))?;
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
@@ -71,7 +71,7 @@ impl HookProvider {
             .header("webhook-timestamp", now.to_string())
             .header(
                 "webhook-signature",
-                sign::signature(&self.key, id, now, body),
+                crate::standard_webhooks::signature(&self.key, id, now, body),
             )
             .body(body.to_owned());
         let exchange = async {
