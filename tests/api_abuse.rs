@@ -94,13 +94,9 @@ on_both_stores! {
         d1.stop().await;
     }
 
-    async fn shared_budgets_hold_within_their_bound_across_two_daemons(backend: Backend) {
-        // PostgreSQL counts the deployment-wide budgets in shards (migration 0008): at most
-        // SHARDS - 1 sends get past one. SQLite has one writer and is exact.
-        let bound = match backend {
-            verifyd::config::Backend::Sqlite => 0,
-            verifyd::config::Backend::Postgres => verifyd::store::postgres::SHARDS as usize - 1,
-        };
+    async fn shared_budgets_are_exact_across_two_daemons(backend: Backend) {
+        // PostgreSQL counts the deployment-wide budgets in shards (migration 0008) and waits for
+        // the sends in flight only near a limit: the budgets stay exact however sends race.
         let Some(d1) = TestDaemon::start(backend, |c| {
             no_limits(c);
             c.global.max_sends_per_hour = 40;
@@ -134,14 +130,9 @@ on_both_stores! {
                 accepted
             }
         };
-        let uk = race("+447400123").await;
-        assert!((10..=10 + bound).contains(&uk), "{uk} sends to +44 (cap 10, bound {bound})");
-        let us = race("+12015550").await;
-        assert!(
-            (40..=40 + bound).contains(&(uk + us)),
-            "{uk} + {us} sends (global cap 40, bound {bound})"
-        );
-        assert_eq!(d1.messages().len(), uk + us, "every accepted send went out, no other");
+        assert_eq!(race("+447400123").await, 10, "the +44 budget");
+        assert_eq!(race("+12015550").await, 30, "what the global budget of 40 had left");
+        assert_eq!(d1.messages().len(), 40, "every accepted send went out, no other");
         d2.stop().await;
         d1.stop().await;
     }

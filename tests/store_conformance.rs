@@ -122,7 +122,7 @@ macro_rules! conformance {
             refused_sends_record_nothing,
             failed_checks_lock_the_number,
             pumping_breaker_trips_and_resets,
-            pumping_breaker_trips_within_its_bound_under_concurrent_sends,
+            pumping_breaker_is_exact_under_concurrent_sends,
             abandoned_sends_give_back_quotas_and_breaker_counts,
             checks_write_the_same_whatever_the_number_history,
             wrong_and_missing_codes_take_comparable_time,
@@ -1507,7 +1507,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     assert_eq!((states[0].sends, states[0].approvals), (1, 1));
 }
 
-async fn pumping_breaker_trips_within_its_bound_under_concurrent_sends(h: Harness) {
+async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
     let guard = SendGuard {
         quotas: vec![],
         pumping: Some(PumpingRule {
@@ -1562,22 +1562,13 @@ async fn pumping_breaker_trips_within_its_bound_under_concurrent_sends(h: Harnes
             other => panic!("{other:?}"),
         }
     }
-    // SQLite's single writer trips it at exactly the sample; PostgreSQL's sharded counts
-    // (migration 0008) let at most SHARDS - 1 more through.
-    let bound = match h.place {
-        Place::Sqlite(_) => 0,
-        Place::Postgres(_) => verifyd::store::postgres::SHARDS - 1,
-    };
-    assert!(
-        (5..=5 + bound).contains(&issued_sends),
-        "{issued_sends} sends passed a breaker of sample 5 (bound {bound})"
+    assert_eq!(
+        issued_sends, 5,
+        "the send that trips the breaker is the last one"
     );
     let states = h.store.pumping_states().await.unwrap();
     assert_eq!(states.len(), 1);
-    assert!(
-        states[0].tripped && states[0].sends == issued_sends,
-        "{states:?}"
-    );
+    assert!(states[0].tripped && states[0].sends == 5, "{states:?}");
     // Another country is not affected.
     let mut uk = guard.clone();
     if let Some(p) = uk.pumping.as_mut() {

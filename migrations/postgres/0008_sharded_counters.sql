@@ -5,11 +5,13 @@
 -- each; a send adds one to the shard of its connection, then decides on the sum of the shards.
 -- The per-number, per-address and per-network counters stay single rows, locked and exact.
 --
--- Exactness kept (the proof is in docs/performance.md): a send increments its shard *before* it
--- reads the sum, and holds that shard's row lock until it commits. The last passing send to read
--- a sum saw every passing send committed before that read; a passing send it did not see was
--- still running and held the lock of another shard. So at most SHARDS - 1 sends get past a cap
--- or a breaker threshold, across all daemons (15 with the 16 shards below).
+-- The caps and the breaker stay exact (the argument is in docs/performance.md). A send adds
+-- itself to its shard *before* it reads the sum and holds that shard's row lock until it
+-- commits, so at most SHARDS - 1 sends it cannot see are in flight: when no limit or threshold
+-- lies within that distance of the sum, the sum decides exactly, and nothing waits. Near one, the
+-- send takes its increment back (a subtransaction, so the shard's lock goes too), locks every
+-- shard of the counter in shard order, waiting for the sends in flight, and decides on the exact
+-- count: only sends near a mark queue, and only behind each other.
 --
 -- Also here (issue 11 item 5): verification states by name instead of bare 0/1/2; a live
 -- verification whose attempts reached a lowered `max_attempts` is exhausted for sends as it is
@@ -62,7 +64,8 @@ SELECT country, 0, expires_at, sends, approvals FROM pumping WHERE expires_at > 
 UPDATE pumping SET sends = 0, approvals = 0;
 
 -- The end of the running window of a shared quota, opening a new one when the last is over.
--- The window row is locked only while it is renewed, once per window.
+-- No statement here locks a window row that is still running (an `ON CONFLICT DO UPDATE` would,
+-- even when its WHERE refuses the update): the row is locked once per window, by its renewal.
 CREATE FUNCTION verifyd_quota_window(p_scope TEXT, p_key TEXT, p_window FLOAT8)
 RETURNS TIMESTAMPTZ
 LANGUAGE plpgsql AS $$
@@ -73,13 +76,17 @@ BEGIN
     IF v_end > now() THEN
         RETURN v_end;
     END IF;
-    INSERT INTO quota_counters AS c (scope, key, count, expires_at)
+    INSERT INTO quota_counters (scope, key, count, expires_at)
     VALUES (p_scope, p_key, 0, now() + make_interval(secs => p_window))
-    ON CONFLICT (scope, key) DO UPDATE SET count = 0, expires_at = excluded.expires_at
-    WHERE c.expires_at <= now()
+    ON CONFLICT (scope, key) DO NOTHING
     RETURNING expires_at INTO v_end;
     IF v_end IS NULL THEN
-        -- Another send opened it first (and committed: the upsert waited for it).
+        UPDATE quota_counters SET count = 0, expires_at = now() + make_interval(secs => p_window)
+        WHERE scope = p_scope AND key = p_key AND expires_at <= now()
+        RETURNING expires_at INTO v_end;
+    END IF;
+    IF v_end IS NULL THEN
+        -- Another send opened it first (and committed: the statements above waited for it).
         SELECT expires_at INTO v_end FROM quota_counters WHERE scope = p_scope AND key = p_key;
     END IF;
     RETURN v_end;
@@ -95,11 +102,15 @@ BEGIN
     IF o_end > now() THEN
         RETURN;
     END IF;
-    INSERT INTO pumping AS p (country, sends, approvals, tripped, expires_at)
+    INSERT INTO pumping (country, sends, approvals, tripped, expires_at)
     VALUES (p_country, 0, 0, false, now() + make_interval(secs => p_window))
-    ON CONFLICT (country) DO UPDATE SET tripped = false, expires_at = excluded.expires_at
-    WHERE p.expires_at <= now()
+    ON CONFLICT (country) DO NOTHING
     RETURNING expires_at, tripped INTO o_end, o_tripped;
+    IF o_end IS NULL THEN
+        UPDATE pumping SET tripped = false, expires_at = now() + make_interval(secs => p_window)
+        WHERE country = p_country AND expires_at <= now()
+        RETURNING expires_at, tripped INTO o_end, o_tripped;
+    END IF;
     IF o_end IS NULL THEN
         SELECT expires_at, tripped INTO o_end, o_tripped FROM pumping WHERE country = p_country;
     END IF;
@@ -160,9 +171,64 @@ CREATE FUNCTION verifyd_pumping_trips(p_sends INTEGER, p_approvals INTEGER, p_sa
 RETURNS BOOLEAN LANGUAGE sql IMMUTABLE
 AS $$ SELECT p_sends >= p_sample AND p_approvals < p_conversion * p_sends $$;
 
+-- Counts this send in a shared quota and returns the count before it, exact as far as any of
+-- `p_marks` is concerned (a count c is at or past mark m when c >= m): from the shards' sum when
+-- the sends it cannot see could not carry it across a mark, else after waiting for them.
+CREATE FUNCTION verifyd_quota_count(p_scope TEXT, p_key TEXT, p_end TIMESTAMPTZ,
+                                    p_marks INTEGER[])
+RETURNS INTEGER
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sum INTEGER;
+BEGIN
+    BEGIN
+        v_sum := verifyd_quota_add(p_scope, p_key, p_end, 1);
+        IF NOT EXISTS (SELECT 1 FROM unnest(p_marks) AS m
+                       WHERE m > v_sum - 1 AND m <= v_sum - 1 + 15) THEN
+            RETURN v_sum - 1;
+        END IF;
+        RAISE SQLSTATE 'VDNEA';
+    EXCEPTION WHEN SQLSTATE 'VDNEA' THEN
+        -- The increment and its row lock are gone with the subtransaction.
+    END;
+    INSERT INTO quota_shards (scope, key, shard, window_ends, count)
+    SELECT p_scope, p_key, g, p_end, 0 FROM generate_series(0, 15) AS g
+    ON CONFLICT (scope, key, shard) DO NOTHING;
+    PERFORM 1 FROM quota_shards WHERE scope = p_scope AND key = p_key ORDER BY shard FOR UPDATE;
+    RETURN verifyd_quota_add(p_scope, p_key, p_end, 1) - 1;
+END
+$$;
+
+-- The breaker's counterpart: counts this send and returns the sends before it and the
+-- approvals, exact as far as the trip rule is concerned. The sends and approvals it cannot see
+-- number at most 15 together (one per other shard), and only unseen sends can trip it.
+CREATE FUNCTION verifyd_pumping_count(p_country TEXT, p_end TIMESTAMPTZ, p_sample INTEGER,
+                                      p_conversion FLOAT8,
+                                      OUT o_sends INTEGER, OUT o_approvals INTEGER)
+LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        SELECT a.o_sends - 1, a.o_approvals INTO o_sends, o_approvals
+        FROM verifyd_pumping_add(p_country, p_end, 1, 0) a;
+        IF NOT verifyd_pumping_trips(o_sends + 15, o_approvals, p_sample, p_conversion) THEN
+            RETURN;
+        END IF;
+        RAISE SQLSTATE 'VDNEA';
+    EXCEPTION WHEN SQLSTATE 'VDNEA' THEN
+    END;
+    INSERT INTO pumping_shards (country, shard, window_ends, sends, approvals)
+    SELECT p_country, g, p_end, 0, 0 FROM generate_series(0, 15) AS g
+    ON CONFLICT (country, shard) DO NOTHING;
+    PERFORM 1 FROM pumping_shards WHERE country = p_country ORDER BY shard FOR UPDATE;
+    SELECT a.o_sends - 1, a.o_approvals INTO o_sends, o_approvals
+    FROM verifyd_pumping_add(p_country, p_end, 1, 0) a;
+END
+$$;
+
 -- Sets the flag, unless another transaction holds the window row (it is opening a new window or
--- setting the flag itself): waiting for it while holding a shard could deadlock, and the next
--- send will see the counts anyway.
+-- setting the flag itself): waiting for it while holding a shard could deadlock. The decisions
+-- do not depend on it (sends also judge the counts, and a send refused by them sets the flag),
+-- only what `verifyd pumping-status` shows, which may then lag by a send.
 CREATE FUNCTION verifyd_pumping_flag(p_country TEXT, p_end TIMESTAMPTZ, p_tripped BOOLEAN)
 RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
@@ -244,6 +310,7 @@ DECLARE
     v_sh_end    TIMESTAMPTZ[] := '{}';
     v_sh_sum    INTEGER[] := '{}';
     v_end       TIMESTAMPTZ;
+    v_counted   BOOLEAN := false;
     i           INTEGER;
 BEGIN
     o_tripped := false;
@@ -268,14 +335,23 @@ BEGIN
     IF p_country IS NOT NULL THEN
         SELECT w.o_end, w.o_tripped INTO v_pump_end, v_tripped
         FROM verifyd_pumping_window(p_country, p_pump_window) w;
-        SELECT a.o_sends, a.o_approvals INTO v_sends, v_approvals
-        FROM verifyd_pumping_add(p_country, v_pump_end, 1, 0) a;
+        -- A tripped flag refuses before anything is counted (the sends of an attack).
+        IF NOT (v_tripped AND NOT p_on_trip) THEN
+            SELECT c.o_sends, c.o_approvals INTO v_sends, v_approvals
+            FROM verifyd_pumping_count(p_country, v_pump_end, p_pump_sample,
+                                       p_pump_conversion) c;
+            v_counted := true;
+            -- Tripped by the counts before this send, though no send has set the flag yet.
+            v_tripped := v_tripped OR verifyd_pumping_trips(v_sends, v_approvals, p_pump_sample,
+                                                           p_pump_conversion);
+        END IF;
         o_now := clock_timestamp();
-        -- Tripped by the flag, or by the counts before this send.
-        v_tripped := v_tripped OR verifyd_pumping_trips(v_sends - 1, v_approvals, p_pump_sample,
-                                                       p_pump_conversion);
         IF v_tripped AND NOT p_on_trip THEN
-            PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
+            IF v_counted THEN
+                PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
+                -- The send that tripped it may have found the flag's row busy.
+                PERFORM verifyd_pumping_flag(p_country, v_pump_end, true);
+            END IF;
             o_outcome := 'breaker';
             o_retry_at := v_pump_end;
             RETURN;
@@ -286,7 +362,9 @@ BEGIN
             v_end := verifyd_quota_window(v_all_s[i], v_all_k[i], v_all_w[i]);
             v_sh_i := v_sh_i || i;
             v_sh_end := v_sh_end || v_end;
-            v_sh_sum := v_sh_sum || verifyd_quota_add(v_all_s[i], v_all_k[i], v_end, 1);
+            -- The marks: the limit, and for the suspicion rule the first count past it.
+            v_sh_sum := v_sh_sum || (1 + verifyd_quota_count(v_all_s[i], v_all_k[i], v_end,
+                ARRAY[v_all_l[i], v_all_l[i] / 2 + 1, (v_all_l[i]::bigint * 3 + 3) / 4]::integer[]));
         ELSE
             v_scopes := v_scopes || v_all_s[i];
             v_keys := v_keys || v_all_k[i];
@@ -341,7 +419,7 @@ BEGIN
         FOR i IN 1 .. coalesce(cardinality(v_sh_i), 0) LOOP
             PERFORM verifyd_quota_add(v_all_s[v_sh_i[i]], v_all_k[v_sh_i[i]], v_sh_end[i], -1);
         END LOOP;
-        IF p_country IS NOT NULL THEN
+        IF v_counted THEN
             PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
         END IF;
         RETURN;
@@ -373,8 +451,8 @@ BEGIN
         created_at = CASE WHEN v_live THEN v.created_at ELSE now() END,
         sent_at = now(),
         expires_at = excluded.expires_at;
-    IF p_country IS NOT NULL
-       AND verifyd_pumping_trips(v_sends, v_approvals, p_pump_sample, p_pump_conversion) THEN
+    IF v_counted
+       AND verifyd_pumping_trips(v_sends + 1, v_approvals, p_pump_sample, p_pump_conversion) THEN
         o_tripped := verifyd_pumping_flag(p_country, v_pump_end, true);
     END IF;
     o_outcome := 'issued';
