@@ -28,9 +28,19 @@ CREATE FUNCTION verifyd_exhausted() RETURNS SMALLINT LANGUAGE sql IMMUTABLE AS '
 CREATE FUNCTION verifyd_shard() RETURNS SMALLINT LANGUAGE sql STABLE
 AS 'SELECT (pg_backend_pid() % 16)::smallint';
 
--- Which quota scopes are sharded: the ones every send of a deployment or a country shares.
-CREATE FUNCTION verifyd_is_shared(p_scope TEXT) RETURNS BOOLEAN LANGUAGE sql IMMUTABLE
-AS $$ SELECT p_scope IN ('global', 'country') $$;
+-- Which quotas are sharded: the ones every send of a deployment or a country shares, and a
+-- client address's or network's when its limit is large (at least 1024, 64 × the shards):
+-- only then can many sends from one address be expected at once (a carrier's NAT, a proxy),
+-- and the sum is far from the limit for all but its last few percent. Small per-address limits
+-- (the shipped 20 and 200 per hour) keep one exact row each: a shard row per connection would
+-- cost more than the rare wait. A limit changed across 1024 during a window starts that
+-- counter afresh (its counts are in the other form).
+CREATE FUNCTION verifyd_is_shared(p_scope TEXT, p_limit INTEGER) RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT p_scope IN ('global', 'country')
+        OR (p_scope IN ('ip_sends', 'prefix_sends', 'ip_checks') AND p_limit >= 1024)
+$$;
 
 -- Counts of a shared quota. The window itself stays in `quota_counters` (its `count` is 0 for
 -- these scopes): a shard's count belongs to the window ending at `window_ends`, and a count of
@@ -57,8 +67,8 @@ CREATE TABLE pumping_shards (
 -- Running windows keep what they counted.
 INSERT INTO quota_shards (scope, key, shard, window_ends, count)
 SELECT scope, key, 0, expires_at, count FROM quota_counters
-WHERE verifyd_is_shared(scope) AND expires_at > now();
-UPDATE quota_counters SET count = 0 WHERE verifyd_is_shared(scope);
+WHERE scope IN ('global', 'country') AND expires_at > now();
+UPDATE quota_counters SET count = 0 WHERE scope IN ('global', 'country');
 INSERT INTO pumping_shards (country, shard, window_ends, sends, approvals)
 SELECT country, 0, expires_at, sends, approvals FROM pumping WHERE expires_at > now();
 UPDATE pumping SET sends = 0, approvals = 0;
@@ -358,7 +368,7 @@ BEGIN
         END IF;
     END IF;
     FOR i IN 1 .. coalesce(cardinality(v_all_s), 0) LOOP
-        IF verifyd_is_shared(v_all_s[i]) THEN
+        IF verifyd_is_shared(v_all_s[i], v_all_l[i]) THEN
             v_end := verifyd_quota_window(v_all_s[i], v_all_k[i], v_all_w[i]);
             v_sh_i := v_sh_i || i;
             v_sh_end := v_sh_end || v_end;
@@ -381,7 +391,7 @@ BEGIN
         FROM quota_counters c
             JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l)
                 ON c.scope = q.s AND c.key = q.k
-        WHERE NOT verifyd_is_shared(c.scope) AND c.expires_at > now() AND c.count >= q.l
+        WHERE NOT verifyd_is_shared(c.scope, q.l) AND c.expires_at > now() AND c.count >= q.l
         UNION ALL
         SELECT v_all_s[x.i], v_all_k[x.i], x.e
         FROM unnest(v_sh_i, v_sh_end, v_sh_sum) AS x (i, e, n)
@@ -397,7 +407,7 @@ BEGIN
                 SELECT 1 FROM quota_counters c
                     JOIN unnest(v_all_s, v_all_k, v_all_l) AS q (s, k, l)
                         ON c.scope = q.s AND c.key = q.k
-                WHERE NOT verifyd_is_shared(c.scope) AND c.expires_at > now()
+                WHERE NOT verifyd_is_shared(c.scope, q.l) AND c.expires_at > now()
                   AND verifyd_suspicious_at(c.scope, c.count, q.l))
             OR EXISTS (
                 SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
@@ -406,7 +416,7 @@ BEGIN
             SELECT 1 FROM quota_counters c
                 JOIN unnest(p_soft_scopes, p_soft_keys, p_soft_limits) AS q (s, k, l)
                     ON c.scope = q.s AND c.key = q.k
-            WHERE NOT verifyd_is_shared(c.scope) AND c.expires_at > now() AND c.count >= q.l)
+            WHERE NOT verifyd_is_shared(c.scope, q.l) AND c.expires_at > now() AND c.count >= q.l)
         OR EXISTS (
             SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
             WHERE x.i > v_hard AND x.n - 1 >= v_all_l[x.i]))
@@ -470,6 +480,7 @@ CREATE FUNCTION verifyd_abandon_send(
     p_mac             BYTEA,
     p_scopes          TEXT[],
     p_keys            TEXT[],
+    p_limits          INTEGER[],
     p_country         TEXT,
     p_pump_sample     INTEGER,
     p_pump_conversion FLOAT8
@@ -513,22 +524,23 @@ BEGIN
     FROM (
         SELECT DISTINCT ON (sh.scope, sh.key) sh.scope, sh.key, sh.shard
         FROM quota_shards sh
-            JOIN unnest(p_scopes, p_keys) AS q (s, k) ON sh.scope = q.s AND sh.key = q.k
+            JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l)
+                ON sh.scope = q.s AND sh.key = q.k
             JOIN quota_counters c ON c.scope = sh.scope AND c.key = sh.key
-        WHERE verifyd_is_shared(q.s) AND c.expires_at > now()
+        WHERE verifyd_is_shared(q.s, q.l) AND c.expires_at > now()
           AND sh.window_ends = c.expires_at AND sh.count > 0
         ORDER BY sh.scope, sh.key, sh.shard = verifyd_shard() DESC, sh.shard
     ) AS pick
     WHERE s.scope = pick.scope AND s.key = pick.key AND s.shard = pick.shard AND s.count > 0;
     PERFORM 1 FROM quota_counters c
-        JOIN unnest(p_scopes, p_keys) AS q (s, k) ON c.scope = q.s AND c.key = q.k
-        WHERE NOT verifyd_is_shared(c.scope)
+        JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l) ON c.scope = q.s AND c.key = q.k
+        WHERE NOT verifyd_is_shared(c.scope, q.l)
         ORDER BY c.scope, c.key
         FOR UPDATE OF c;
     UPDATE quota_counters c
     SET count = c.count - 1
-    FROM unnest(p_scopes, p_keys) AS q (s, k)
-    WHERE c.scope = q.s AND c.key = q.k AND NOT verifyd_is_shared(c.scope)
+    FROM unnest(p_scopes, p_keys, p_limits) AS q (s, k, l)
+    WHERE c.scope = q.s AND c.key = q.k AND NOT verifyd_is_shared(c.scope, q.l)
       AND c.expires_at > now() AND c.count > 0;
 END
 $$;
@@ -580,9 +592,43 @@ DECLARE
     v_tripped   BOOLEAN;
     v_sends     INTEGER;
     v_approvals INTEGER;
+    v_scopes    TEXT[] := '{}';
+    v_keys      TEXT[] := '{}';
+    v_limits    INTEGER[] := '{}';
+    v_windows   FLOAT8[] := '{}';
+    v_sh_i      INTEGER[] := '{}';
+    v_sh_end    TIMESTAMPTZ[] := '{}';
+    v_end       TIMESTAMPTZ;
+    i           INTEGER;
 BEGIN
-    SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
-    FROM verifyd_take_quotas(p_scopes, p_keys, p_limits, p_windows) q;
+    -- Shared quotas (a client's large check budget) are counted first, then the exact ones
+    -- taken; a refusal by either gives the shared counts back.
+    FOR i IN 1 .. coalesce(cardinality(p_scopes), 0) LOOP
+        IF verifyd_is_shared(p_scopes[i], p_limits[i]) THEN
+            v_end := verifyd_quota_window(p_scopes[i], p_keys[i], p_windows[i]);
+            v_sh_i := v_sh_i || i;
+            v_sh_end := v_sh_end || v_end;
+            IF verifyd_quota_count(p_scopes[i], p_keys[i], v_end, ARRAY[p_limits[i]])
+                   >= p_limits[i] AND o_refused IS NULL THEN
+                o_refused := p_scopes[i];
+                o_retry_at := v_end;
+            END IF;
+        ELSE
+            v_scopes := v_scopes || p_scopes[i];
+            v_keys := v_keys || p_keys[i];
+            v_limits := v_limits || p_limits[i];
+            v_windows := v_windows || p_windows[i];
+        END IF;
+    END LOOP;
+    IF o_refused IS NULL THEN
+        SELECT q.o_refused, q.o_retry_at INTO o_refused, o_retry_at
+        FROM verifyd_take_quotas(v_scopes, v_keys, v_limits, v_windows) q;
+    END IF;
+    IF o_refused IS NOT NULL THEN
+        FOR i IN 1 .. coalesce(cardinality(v_sh_i), 0) LOOP
+            PERFORM verifyd_quota_add(p_scopes[v_sh_i[i]], p_keys[v_sh_i[i]], v_sh_end[i], -1);
+        END LOOP;
+    END IF;
     -- Waits are reported from the current clock (a lock may have been waited for behind the
     -- request that opened the window), so that they never exceed the window.
     o_now := clock_timestamp();

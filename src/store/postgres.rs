@@ -346,8 +346,8 @@ const DELETE_VALUE: &str = "
            upd.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
 
-/// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0002).
-const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0008).
+const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// Inserts the secret unless one exists, and returns the stored one. Under a concurrent first
 /// call the insert waits, does nothing, and the snapshot misses the winner's row: no row comes
@@ -829,7 +829,7 @@ impl Store for PgStore {
         guard: &SendGuard,
     ) -> StoreResult<()> {
         let all: Vec<Quota> = guard.all_quotas().cloned().collect();
-        let (scopes, keys, _, _) = quota_arrays(&all);
+        let (scopes, keys, limits, _) = quota_arrays(&all);
         let pumping = guard.pumping.as_ref();
         let country = pumping.map(|p| p.country.as_str());
         let pump_sample = pumping.map_or(0, |p| i32::try_from(p.min_sample).unwrap_or(i32::MAX));
@@ -842,6 +842,7 @@ impl Store for PgStore {
                 &code_mac.0.as_slice(),
                 &scopes,
                 &keys,
+                &limits,
                 &country,
                 &pump_sample,
                 &pump_conversion,
