@@ -6,7 +6,8 @@
 -- constant of the right size. With the limits off the guard is empty: no quota arrays, no
 -- country for the pumping breaker (`SendGuard::build`, `PgStore::start_send`).
 \set i random(0, 999)
-\set ph random(0, 9999999)
+\set d random(5, 9)
+\set ph random(0, 999999)
 WITH slid AS (
     UPDATE sessions
     SET touched_at = now(),
@@ -25,7 +26,7 @@ WHERE key_hash = sha256(('s' || lpad(:i::text, 31, '0'))::bytea)
 \gset
 SELECT * FROM verifyd_start_send(
     :id,                                        -- session id (from TOUCH)
-    '+1555' || lpad(:ph::text, 7, '0'),         -- phone, E.164
+    '+1201' || :d || lpad(:ph::text, 6, '0'),         -- phone, E.164
     '\x0102030405060708091011121314151617181920212223242526272829303132'::bytea,  -- code MAC
     3600::float8,                               -- verification.ttl
     1::float8,                                  -- verification.resend_interval
