@@ -4,10 +4,10 @@ migrated it), so that the measured runs need no set-up requests.
 
 Session keys are deterministic so the wrk scripts and pgbench can name them without a file:
   s<31 digits>  SESSIONS plain sessions (send, session get/set)
-  w<31 digits>  WRONG sessions, each with a pending code for its own number (+15551<6 digits>)
+  w<31 digits>  WRONG sessions, each with a pending code for its own number (+12016<6 digits>)
                 whose MAC matches no code
   r<31 digits>  RIGHT sessions, each with a pending code CODE for its own number
-                (+15552<6 digits>), one approval each
+                (+12017<6 digits>), one approval each
 Every session verifies its own number, as real traffic does: a check locks the number's
 failure counter (`quota_counters`, scope phone_failed_checks, schema version 2), so one number
 shared by all sessions would serialise every check on one row. bench/lua/common.lua
@@ -28,7 +28,7 @@ import sys
 import time
 
 SECRET = b"bench-secret-not-for-production"
-PHONE_PREFIX = {"w": "+15551", "r": "+15552"}
+PHONE_PREFIX = {"w": "+12016", "r": "+12017"}
 CODE = "123456"
 SESSIONS = 1000
 WRONG = 5000

@@ -94,6 +94,49 @@ on_both_stores! {
         d1.stop().await;
     }
 
+    async fn shared_budgets_are_exact_across_two_daemons(backend: Backend) {
+        // PostgreSQL counts the deployment-wide budgets in shards (migration 0008) and waits for
+        // the sends in flight only near a limit: the budgets stay exact however sends race.
+        let Some(d1) = TestDaemon::start(backend, |c| {
+            no_limits(c);
+            c.global.max_sends_per_hour = 40;
+            c.countries.limits.insert("+44".into(), 10);
+        })
+        .await
+        else {
+            return;
+        };
+        let d2 = d1.sibling().await;
+        // Fresh browsers and numbers, half on each daemon, all at once: only the budgets bind.
+        let race = |prefix: &'static str| {
+            let tasks: Vec<_> = (0..60)
+                .map(|i| {
+                    let mut b = if i % 2 == 0 { d1.browser() } else { d2.browser() };
+                    tokio::spawn(async move { b.send_code(&format!("{prefix}{i:03}")).await })
+                })
+                .collect();
+            async move {
+                let mut accepted = 0;
+                for t in tasks {
+                    let (status, body) = t.await.unwrap();
+                    match status {
+                        StatusCode::ACCEPTED => accepted += 1,
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert_eq!(body["error"], "budget_exhausted")
+                        }
+                        other => panic!("unexpected {other}: {body}"),
+                    }
+                }
+                accepted
+            }
+        };
+        assert_eq!(race("+447400123").await, 10, "the +44 budget");
+        assert_eq!(race("+12015550").await, 30, "what the global budget of 40 had left");
+        assert_eq!(d1.messages().len(), 40, "every accepted send went out, no other");
+        d2.stop().await;
+        d1.stop().await;
+    }
+
     async fn daily_global_and_country_budgets(backend: Backend) {
         let Some(d) = TestDaemon::start(backend, |c| {
             no_limits(c);

@@ -405,3 +405,131 @@ async fn unreachable_database_is_unavailable_fast() {
     let bad = PgStore::new("postgres://[::1", &opts, policy);
     assert!(matches!(bad, Err(StoreError::Internal(m)) if m.contains("invalid PostgreSQL URL")));
 }
+
+/// Counts `count` in one shard of the running hour of (`scope`, "192.0.2.7").
+async fn prefill_shard(url: &str, scope: &str, count: i32) {
+    sql(url)
+        .await
+        .execute(
+            "WITH w AS (
+                 INSERT INTO quota_counters VALUES ($1, '192.0.2.7', 0, now() + interval '1 hour')
+                 RETURNING expires_at)
+             INSERT INTO quota_shards SELECT $1, '192.0.2.7', 3, expires_at, $2 FROM w",
+            &[&scope, &count],
+        )
+        .await
+        .unwrap();
+}
+
+/// A large per-address budget is sharded (migration 0008) and still exact: 1 020 of 1 024 are
+/// already counted (in one shard, as earlier sends on one connection would leave them), and 24
+/// sends racing through the pool's connections get exactly the 4 that are left.
+#[tokio::test]
+async fn a_large_address_budget_is_sharded_and_exact_near_its_limit() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let st = std::sync::Arc::new(store(&db.url));
+    prefill_shard(&db.url, "ip_sends", 1020).await;
+    let guard = verifyd::quota::SendGuard {
+        quotas: vec![verifyd::quota::Quota {
+            scope: verifyd::quota::Scope::IpSends,
+            key: "192.0.2.7".into(),
+            limit: 1024,
+            window: Duration::from_secs(3600),
+        }],
+        ..Default::default()
+    };
+    let mut sessions = vec![];
+    for n in 0..24u8 {
+        let s = st
+            .create_session(&key(n), &Map::new(), Expiry::Default)
+            .await;
+        sessions.push(s.unwrap().id);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(sessions.len()));
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|sid| {
+            let (st, guard, barrier) = (st.clone(), guard.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let p = phone();
+                barrier.wait().await;
+                st.start_send(&send(sid, &p, 1), &guard).await.unwrap()
+            })
+        })
+        .collect();
+    let mut issued = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StartOutcome::Issued { .. } => issued += 1,
+            StartOutcome::Refused {
+                by: verifyd::quota::Refusal::Quota(verifyd::quota::Scope::IpSends),
+                ..
+            } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(issued, 4);
+    let counted: i64 = sql(&db.url)
+        .await
+        .query_one("SELECT sum(count)::bigint FROM quota_shards", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 1024, "refused sends gave their counts back");
+}
+
+/// The check's side: a large per-address check budget is sharded too, and exact near its limit.
+#[tokio::test]
+async fn a_large_address_check_budget_is_sharded_and_exact_near_its_limit() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let st = std::sync::Arc::new(store(&db.url));
+    prefill_shard(&db.url, "ip_checks", 1022).await;
+    let guard = verifyd::quota::CheckGuard {
+        quotas: vec![verifyd::quota::Quota {
+            scope: verifyd::quota::Scope::IpChecks,
+            key: "192.0.2.7".into(),
+            limit: 1024,
+            window: Duration::from_secs(3600),
+        }],
+        ..Default::default()
+    };
+    let s = st
+        .create_session(&key(1), &Map::new(), Expiry::Default)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..12u8)
+        .map(|i| {
+            let (st, guard) = (st.clone(), guard.clone());
+            tokio::spawn(async move {
+                let (p, data) = (phone(), Map::new());
+                let req = CheckVerification {
+                    session_id: s.id,
+                    phone: &p,
+                    code_mac: CodeMac([i; 32]),
+                    max_attempts: 5,
+                    on_approve: Approval {
+                        new_key: key(100 + i),
+                        data: &data,
+                    },
+                };
+                st.check_guarded(&req, &guard).await.unwrap()
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CheckOutcome::NotFound => answered += 1,
+            CheckOutcome::Refused {
+                by: verifyd::quota::Refusal::Quota(verifyd::quota::Scope::IpChecks),
+                ..
+            } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, 2, "the two checks left in the budget");
+}

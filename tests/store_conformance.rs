@@ -143,6 +143,10 @@ macro_rules! conformance {
             network_failures_lock_out_that_network_only,
             live_codes_are_found_only_while_they_may_be_resent,
             binding_a_code_follows_its_mac,
+            a_lowered_max_attempts_exhausts_sends_and_checks_alike,
+            abandon_send_leaves_a_finished_code_alone,
+            a_dead_sessions_code_is_not_found_right_or_wrong,
+            the_secret_has_one_name_in_both_stores,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -3022,4 +3026,120 @@ async fn challenges_are_spent_once_until_swept(h: Harness) {
         s.spend_challenge(&dead, now - secs(1)).await.unwrap(),
         "its record was swept"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The twins agree (issue 11 item 5): rules where the PL/pgSQL functions and the Rust of the
+// embedded store once differed.
+
+/// One integer from the raw tables (`pg` on PostgreSQL, `sqlite` on SQLite), for rules that no
+/// trait method shows.
+async fn raw_int(h: &Harness, pg: &str, sqlite: &str) -> i64 {
+    match &h.place {
+        Place::Sqlite(dir) => {
+            let path = dir.path().join("data").join("verifyd.db");
+            let c = rusqlite::Connection::open(path).expect("open the SQLite file");
+            c.query_row(sqlite, [], |r| r.get(0)).expect(sqlite)
+        }
+        Place::Postgres(db) => {
+            let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            c.query_one(pg, &[]).await.expect(pg).get(0)
+        }
+    }
+}
+
+async fn a_lowered_max_attempts_exhausts_sends_and_checks_alike(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    let p = phone();
+    assert_eq!(
+        send(s, sess.id, &p, "111111", secs(60), secs(0), 5).await,
+        issued(0, false)
+    );
+    for left in [4, 3] {
+        assert_eq!(
+            check_with(s, sess.id, &p, "999999", 5, key()).await,
+            CheckOutcome::Wrong {
+                attempts_left: left
+            }
+        );
+    }
+    // The operator lowers `max_attempts` to 2: the two wrong tries used it up.
+    assert!(matches!(
+        send(s, sess.id, &p, "222222", secs(60), secs(0), 2).await,
+        StartOutcome::Exhausted { .. }
+    ));
+    assert_eq!(
+        check_with(s, sess.id, &p, "111111", 2, key()).await,
+        CheckOutcome::Exhausted,
+        "even the right code"
+    );
+    // Raised again, the verification goes on where it was.
+    assert!(matches!(
+        check_with(s, sess.id, &p, "111111", 5, key()).await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+async fn abandon_send_leaves_a_finished_code_alone(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
+    for _ in 0..3 {
+        check(s, sess.id, "999999").await;
+    }
+    // A delivery failure reported after the code was exhausted changes nothing.
+    s.abandon_send(
+        sess.id,
+        &phone(),
+        &mac(sess.id, &phone(), "111111"),
+        &SendGuard::default(),
+    )
+    .await
+    .unwrap();
+    let epoch_sends = raw_int(
+        &h,
+        "SELECT count(*) FROM verifications WHERE sent_at = 'epoch'",
+        "SELECT count(*) FROM verifications WHERE sent_at = 0",
+    )
+    .await;
+    assert_eq!(epoch_sends, 0, "the exhausted code's send time stays");
+    assert!(matches!(
+        send_default(s, sess.id, "222222").await,
+        StartOutcome::Exhausted { .. }
+    ));
+}
+
+async fn a_dead_sessions_code_is_not_found_right_or_wrong(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Idle(1)).await;
+    assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(check(s, sess.id, "999999").await, CheckOutcome::NotFound);
+    assert_eq!(check(s, sess.id, "111111").await, CheckOutcome::NotFound);
+    let attempts = raw_int(
+        &h,
+        "SELECT attempts::bigint FROM verifications",
+        "SELECT attempts FROM verifications",
+    )
+    .await;
+    assert_eq!(
+        attempts, 0,
+        "no attempt was counted against the dead session's code"
+    );
+}
+
+async fn the_secret_has_one_name_in_both_stores(h: Harness) {
+    let secret = h.store.server_secret().await.unwrap();
+    assert_eq!(h.reopen().await.server_secret().await.unwrap(), secret);
+    let named = raw_int(
+        &h,
+        "SELECT count(*) FROM verifyd_meta WHERE name = 'code_mac_key'",
+        "SELECT count(*) FROM verifyd_meta WHERE name = 'code_mac_key'",
+    )
+    .await;
+    assert_eq!(named, 1);
 }

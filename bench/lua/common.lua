@@ -16,7 +16,7 @@ end
 -- The number of a seeded verification: one per session, as real traffic has (the check locks a
 -- per-number failure counter, so one shared number would serialise every check). Must match
 -- bench/seed.py and bench/pgbench/check.sql.
-local prefix = { w = "+15551", r = "+15552" }
+local prefix = { w = "+12016", r = "+12017" }
 function phone_of(kind, i)
   return prefix[kind] .. string.format("%06d", i)
 end

@@ -4,6 +4,6 @@ dofile(os.getenv("BENCH_DIR") .. "/lua/common.lua")
 
 function request()
   local s = key("s", math.random(0, 999))
-  local p = string.format("+1555%07d", math.random(0, 9999999))
+  local p = string.format("+1201%d%06d", math.random(5, 9), math.random(0, 999999))
   return wrk.format("POST", "/v1/verifications", json_headers(s), '{"phone":"' .. p .. '"}')
 end

@@ -28,12 +28,13 @@ SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
        o_created_at AS created_at, o_expires_at AS expires_at
 FROM verifyd_check(
     :id,                                        -- session id (from TOUCH)
-    '+15551' || lpad(:i::text, 6, '0'),         -- the session's own number (bench/seed.py)
+    '+12016' || lpad(:i::text, 6, '0'),         -- the session's own number (bench/seed.py)
     '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,  -- wrong MAC
     100,                                        -- verification.max_attempts
     '\x0102030405060708091011121314151617181920212223242526272829303132'::bytea,  -- new key hash
-    '{"verified_phone": "+15551000000", "verified_at": "2026-01-01T00:00:00Z"}'::jsonb,
+    '{"verified_phone": "+12016000000", "verified_at": "2026-01-01T00:00:00Z"}'::jsonb,
     1209600::bigint, NULL::bigint,              -- session.default_age, max_lifetime (none)
     '{}'::text[], '{}'::text[], '{}'::integer[], '{}'::float8[],  -- quotas: none (limits off)
     0, 3600::float8, 0::float8,                 -- failure limit off: max 0, window, lockout
-    NULL::text, 0::float8);                     -- country: none (pumping.enabled = false)
+    NULL::text, 0::float8,                      -- country: none (pumping.enabled = false)
+    NULL::text, 0);                             -- client network: none (limits off), its limit

@@ -36,6 +36,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Name of the server secret's row in `verifyd_meta`, the same in both stores.
+const SECRET_NAME: &str = "code_mac_key";
+
 /// What a send asks the store to record, atomically with the resend and attempt rules.
 #[derive(Debug, Clone)]
 pub struct StartVerification<'a> {

@@ -25,8 +25,8 @@ use crate::store::pg_hosts::HostByHost;
 use crate::store::pg_tls;
 use crate::store::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, PoolStatus,
-    ReplaceOutcome, StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
-    headers_from_json, headers_to_json, retry_after,
+    ReplaceOutcome, SECRET_NAME, StartOutcome, StartVerification, Store, StoreError, StoreResult,
+    SweepReport, headers_from_json, headers_to_json, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/postgres/0007_same_code_resend.sql"),
     ),
     (
+        8,
+        "0008_sharded_counters",
+        include_str!("../../migrations/postgres/0008_sharded_counters.sql"),
+    ),
+    (
         9,
         "0009_events",
         include_str!("../../migrations/postgres/0009_events.sql"),
@@ -76,6 +81,12 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 mod deliveries;
 mod events;
 
+/// Rows each deployment-wide counter (the global and per-country caps, the pumping breaker's
+/// counts) is split into: `verifyd_shard()` in migrations/postgres/0008 picks one of this many.
+/// A send can miss at most `SHARDS - 1` sends in flight, so near a limit it waits for them and
+/// the caps stay exact (docs/performance.md has the proof).
+pub const SHARDS: u32 = 16;
+
 /// Advisory lock keys ("verifyd" in ASCII plus a tag), one per job that must not run twice at once.
 const MIGRATE_LOCK: i64 = 0x7665_7269_6679_6401;
 const SWEEP_LOCK: i64 = 0x7665_7269_6679_6402;
@@ -83,9 +94,6 @@ const SWEEP_LOCK: i64 = 0x7665_7269_6679_6402;
 /// A statement that saw a row its own snapshot did not (a concurrent commit) is re-run; each
 /// re-run sees at least one more commit, so a handful always suffices in practice.
 const MAX_RERUNS: usize = 8;
-
-/// Name of the server secret in `verifyd_meta`.
-const SECRET_NAME: &str = "code_mac_key";
 
 /// Connection settings. Every wait is bounded so that a sick database yields `Unavailable`
 /// quickly instead of hanging requests.
@@ -344,8 +352,8 @@ const DELETE_VALUE: &str = "
            upd.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
 
-/// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0002).
-const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0008).
+const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// Inserts the secret unless one exists, and returns the stored one. Under a concurrent first
 /// call the insert waits, does nothing, and the snapshot misses the winner's row: no row comes
@@ -372,11 +380,11 @@ const SWEEP_VERIFICATIONS: &str = "
         WHERE expires_at < now() ORDER BY expires_at LIMIT $1)";
 
 /// One send: the verification rules, every abuse limit and the challenge, and a browser's
-/// first session (see migrations/postgres/0003).
+/// first session (see migrations/postgres/0008).
 const START_SEND: &str = "
     SELECT * FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
                                      $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
-                                     $25, $26)";
+                                     $25, $26, $27)";
 
 /// An id from the sessions' own sequence: no row is written, and `create_session` never
 /// hands it out.
@@ -405,9 +413,17 @@ const BIND_CODE: &str = "
         keep_until = coalesce(now() + make_interval(secs => $6::float8), keep_until)
     WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
 
+/// The counts are the sums of the window's shards (migrations/postgres/0008).
 const PUMPING_STATES: &str = "
-    SELECT country, sends, approvals, tripped, expires_at FROM pumping
-    WHERE expires_at > now() ORDER BY country";
+    SELECT p.country,
+           least(coalesce(sum(s.sends), 0), 2147483647)::integer AS sends,
+           least(coalesce(sum(s.approvals), 0), 2147483647)::integer AS approvals,
+           p.tripped, p.expires_at
+    FROM pumping p
+        LEFT JOIN pumping_shards s ON s.country = p.country AND s.window_ends = p.expires_at
+    WHERE p.expires_at > now()
+    GROUP BY p.country, p.tripped, p.expires_at
+    ORDER BY p.country";
 
 /// Ends the window: the next send to the country starts a fresh one.
 const PUMPING_RESET: &str = "
@@ -442,6 +458,12 @@ const SWEEP_LIMITS: &[&str] = &[
          ORDER BY expires_at LIMIT $1)",
     "DELETE FROM pumping WHERE expires_at < now() AND country IN (
          SELECT country FROM pumping WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
+    "DELETE FROM quota_shards WHERE window_ends < now() AND (scope, key, shard) IN (
+         SELECT scope, key, shard FROM quota_shards WHERE window_ends < now()
+         ORDER BY window_ends LIMIT $1)",
+    "DELETE FROM pumping_shards WHERE window_ends < now() AND (country, shard) IN (
+         SELECT country, shard FROM pumping_shards WHERE window_ends < now()
+         ORDER BY window_ends LIMIT $1)",
     "DELETE FROM idempotency_keys WHERE expires_at < now() AND (owner, key) IN (
          SELECT owner, key FROM idempotency_keys WHERE expires_at < now()
          ORDER BY expires_at LIMIT $1)",
@@ -753,6 +775,7 @@ impl Store for PgStore {
                     &req.code_mac.0.as_slice(),
                     &req.ttl.as_secs_f64(),
                     &req.resend_interval.as_secs_f64(),
+                    &i32::try_from(req.max_attempts).unwrap_or(i32::MAX),
                     &scopes,
                     &keys,
                     &limits,
@@ -821,7 +844,7 @@ impl Store for PgStore {
         guard: &SendGuard,
     ) -> StoreResult<()> {
         let all: Vec<Quota> = guard.all_quotas().cloned().collect();
-        let (scopes, keys, _, _) = quota_arrays(&all);
+        let (scopes, keys, limits, _) = quota_arrays(&all);
         let pumping = guard.pumping.as_ref();
         let country = pumping.map(|p| p.country.as_str());
         let pump_sample = pumping.map_or(0, |p| i32::try_from(p.min_sample).unwrap_or(i32::MAX));
@@ -834,6 +857,7 @@ impl Store for PgStore {
                 &code_mac.0.as_slice(),
                 &scopes,
                 &keys,
+                &limits,
                 &country,
                 &pump_sample,
                 &pump_conversion,

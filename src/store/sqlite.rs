@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::{
     CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, ReplaceOutcome,
-    StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
+    SECRET_NAME, StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
     headers_from_json, headers_to_json, retry_after,
 };
 use crate::code::{CodeMac, CodeNonce};
@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "0007_same_code_resend",
         include_str!("../../migrations/sqlite/0007_same_code_resend.sql"),
+    ),
+    (
+        8,
+        "0008_secret_name",
+        include_str!("../../migrations/sqlite/0008_secret_name.sql"),
     ),
     (
         9,
@@ -469,13 +474,11 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
         self.transaction(move |tx, _, _| {
             // The first caller's value wins; everyone reads back the stored one.
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO verifyd_meta (name, value) VALUES ('server_secret', ?1)",
-            )?
-            .execute([&fresh[..]])?;
+            tx.prepare_cached("INSERT OR IGNORE INTO verifyd_meta (name, value) VALUES (?1, ?2)")?
+                .execute(params![SECRET_NAME, &fresh[..]])?;
             Ok(tx
-                .prepare_cached("SELECT value FROM verifyd_meta WHERE name = 'server_secret'")?
-                .query_row([], |r| r.get(0))?)
+                .prepare_cached("SELECT value FROM verifyd_meta WHERE name = ?1")?
+                .query_row([SECRET_NAME], |r| r.get(0))?)
         })
         .await
     }
@@ -909,9 +912,12 @@ impl Store for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
+            // A session that died after its code was sent has no code to check (right or wrong).
+            let session = load_by_id(tx, session_id, now)?;
             // Every answer that is not about a live code the session holds: the lock on the
             // number is not revealed, and the counter write a wrong code makes is made anyway.
             let settled = match &current {
+                _ if session.is_none() => Some(CheckOutcome::NotFound),
                 None => Some(CheckOutcome::NotFound),
                 Some((_, state, _, _)) if *state == APPROVED => Some(CheckOutcome::NotFound),
                 Some((_, _, _, expires)) if *expires <= now => Some(CheckOutcome::Expired),
@@ -936,7 +942,7 @@ impl Store for SqliteStore {
                 return Ok(settled.unwrap_or(CheckOutcome::NotFound));
             };
             if matches {
-                let Some(mut row) = load_by_id(tx, session_id, now)? else {
+                let Some(mut row) = session else {
                     return Ok(CheckOutcome::NotFound);
                 };
                 row.data.extend(approval);
