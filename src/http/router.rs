@@ -36,7 +36,7 @@ pub enum Route {
 /// Every (method, path template) pair the router serves, the seed routes with and without their
 /// trailing slash (served only when `compat.seed_routes` is on) and the demo page (only when
 /// `http.demo_page` is on). `openapi.json` documents exactly
-/// these; `tests/openapi.rs` keeps the two in step.
+/// these; `tests/api/openapi.rs` keeps the two in step.
 pub const ALL_ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
