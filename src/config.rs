@@ -312,7 +312,6 @@ impl VerificationConfig {
 
     pub fn phone_parser(&self) -> Result<crate::phone::PhoneParser, (&'static str, String)> {
         crate::phone::PhoneParser::new(self.default_region.as_deref(), &self.number_types)
-            .map_err(|e| ("verification.default_region", e))
     }
 }
 
