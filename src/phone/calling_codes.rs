@@ -315,6 +315,23 @@ mod tests {
         assert!(!is_assigned(0) && !is_assigned(28) && !is_assigned(999));
     }
 
+    #[cfg(not(feature = "national-numbers"))]
+    #[test]
+    fn settings_that_need_the_metadata_are_refused_by_name() {
+        use super::super::PhoneParser;
+        let (key, why) = PhoneParser::new(Some("CN"), &NumberType::defaults()).unwrap_err();
+        assert_eq!(key, "verification.default_region");
+        assert!(why.contains("national-numbers"), "{why}");
+        let (key, _) = PhoneParser::new(None, &[NumberType::Mobile]).unwrap_err();
+        assert_eq!(key, "verification.number_types");
+        let p = PhoneParser::new(None, &NumberType::defaults()).unwrap();
+        assert_eq!(
+            p.parse("+86 138 0013 8000").unwrap().as_str(),
+            "+8613800138000"
+        );
+        assert_eq!(p.parse("13800138000"), Err(PhoneError::NotE164));
+    }
+
     /// Recomputes every row from the metadata the default build carries, so that a newer
     /// libphonenumber cannot leave the table behind unnoticed.
     #[cfg(feature = "national-numbers")]
