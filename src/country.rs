@@ -21,7 +21,7 @@ pub fn is_calling_code(s: &str) -> bool {
     syntax
         && digits
             .parse::<u16>()
-            .is_ok_and(|code| phonenumber::metadata::DATABASE.region(&code).is_some())
+            .is_ok_and(crate::phone::is_assigned_calling_code)
 }
 
 #[cfg(test)]

@@ -186,6 +186,7 @@ mod tests {
         assert!(from_dir(dir.path()).unwrap_err().contains("empty"));
     }
 
+    #[cfg(feature = "sns")]
     #[test]
     fn provider_instances_take_their_secrets_from_credentials() {
         let dir = tempfile::tempdir().unwrap();

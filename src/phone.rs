@@ -1,11 +1,19 @@
 //! `PhoneNumber`: a destination parsed once at the edge with libphonenumber's metadata, so
 //! everything inside handles one canonical E.164 string per number and knows its country.
+//! Built without the `national-numbers` feature, only `+` numbers are read, by the simpler rule
+//! of `phone/calling_codes.rs`.
 
+#[cfg(feature = "national-numbers")]
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "national-numbers")]
 use std::collections::BTreeMap;
 use std::fmt;
+#[cfg(feature = "national-numbers")]
 use std::sync::{Arc, Mutex, PoisonError};
+
+#[cfg(any(test, not(feature = "national-numbers")))]
+mod calling_codes;
 
 /// Longest input looked at: a written number with generous grouping fits easily, and nothing
 /// longer reaches the metadata's regular expressions.
@@ -90,6 +98,7 @@ pub enum PhoneError {
 /// accepted.
 #[derive(Debug, Clone)]
 pub struct PhoneParser {
+    #[cfg(feature = "national-numbers")]
     default_region: Option<phonenumber::country::Id>,
     types: Vec<NumberType>,
 }
@@ -97,6 +106,7 @@ pub struct PhoneParser {
 impl Default for PhoneParser {
     fn default() -> Self {
         Self {
+            #[cfg(feature = "national-numbers")]
             default_region: None,
             types: NumberType::defaults(),
         }
@@ -105,16 +115,20 @@ impl Default for PhoneParser {
 
 impl PhoneParser {
     /// `region` is an ISO 3166-1 alpha-2 code such as `CN`; `None` accepts `+` numbers only.
-    pub fn new(region: Option<&str>, types: &[NumberType]) -> Result<Self, String> {
+    /// An error names the setting at fault (`verification.default_region` or
+    /// `verification.number_types`) and why.
+    #[cfg(feature = "national-numbers")]
+    pub fn new(region: Option<&str>, types: &[NumberType]) -> Result<Self, (&'static str, String)> {
         let default_region = match region {
             None => None,
             Some(r) => Some(
                 r.to_ascii_uppercase()
                     .parse::<phonenumber::country::Id>()
                     .map_err(|_| {
-                        format!(
+                        let why = format!(
                             "unknown region code {r:?} (expected ISO 3166-1 alpha-2, e.g. \"CN\")"
-                        )
+                        );
+                        ("verification.default_region", why)
                     })?,
             ),
         };
@@ -127,9 +141,31 @@ impl PhoneParser {
         })
     }
 
+    /// Without libphonenumber's metadata there is no region to read national numbers in and no
+    /// line type to check, so both settings must be left at their defaults.
+    #[cfg(not(feature = "national-numbers"))]
+    pub fn new(region: Option<&str>, types: &[NumberType]) -> Result<Self, (&'static str, String)> {
+        const WHY: &str = "needs libphonenumber's metadata, which this build of verifyd leaves \
+                           out (cargo feature `national-numbers`)";
+        if region.is_some() {
+            return Err((
+                "verification.default_region",
+                format!("must be unset: {WHY}"),
+            ));
+        }
+        if types != NumberType::defaults() {
+            return Err((
+                "verification.number_types",
+                format!("must be left at its default: {WHY}"),
+            ));
+        }
+        Ok(Self::default())
+    }
+
     /// Parses user input into a valid number of an accepted type.
     pub fn parse(&self, input: &str) -> Result<PhoneNumber, PhoneError> {
         let written = normalise(input).ok_or(PhoneError::NotE164)?;
+        #[cfg(feature = "national-numbers")]
         let phone = if written.starts_with('+') {
             PhoneNumber::from_written(None, &written)?
         } else {
@@ -137,6 +173,8 @@ impl PhoneParser {
             PhoneNumber::from_written(Some(region), &written)
                 .map_err(|_| PhoneError::InvalidForRegion(region.as_ref().to_string()))?
         };
+        #[cfg(not(feature = "national-numbers"))]
+        let phone = calling_codes::read(&written)?;
         if !self.types.contains(&phone.kind) {
             return Err(PhoneError::UnsupportedType(phone.kind));
         }
@@ -165,12 +203,14 @@ fn normalise(input: &str) -> Option<String> {
     out.bytes().any(|b| b.is_ascii_digit()).then_some(out)
 }
 
+#[cfg(feature = "national-numbers")]
 /// One number pattern of the metadata, compiled for whole-string matches.
 struct Pattern {
     lengths: &'static [u16],
     re: regex::Regex,
 }
 
+#[cfg(feature = "national-numbers")]
 impl Pattern {
     /// `None` when absent or when it does not compile (never with the shipped metadata); a
     /// number is then simply not of that type.
@@ -195,6 +235,7 @@ impl Pattern {
     }
 }
 
+#[cfg(feature = "national-numbers")]
 /// A region's patterns. The crate's own regular expressions share one cache of 100 behind a
 /// global lock and are compiled with Unicode classes, so numbers from many countries in turn
 /// would recompile them on every request (milliseconds each, under that lock). ASCII-only
@@ -210,6 +251,7 @@ struct RegionPatterns {
     same_fixed_and_mobile: bool,
 }
 
+#[cfg(feature = "national-numbers")]
 impl RegionPatterns {
     fn new(meta: &'static Metadata) -> Self {
         let d = meta.descriptors();
@@ -265,10 +307,12 @@ impl RegionPatterns {
     }
 }
 
+#[cfg(feature = "national-numbers")]
 /// Compiled patterns by (calling code, region); at most one entry per region of the metadata.
 static PATTERNS: Mutex<BTreeMap<(u16, &'static str), Arc<RegionPatterns>>> =
     Mutex::new(BTreeMap::new());
 
+#[cfg(feature = "national-numbers")]
 fn patterns(meta: &'static Metadata) -> Arc<RegionPatterns> {
     let key = (meta.country_code(), meta.id());
     let cached = PATTERNS
@@ -288,6 +332,7 @@ fn patterns(meta: &'static Metadata) -> Arc<RegionPatterns> {
     })
 }
 
+#[cfg(feature = "national-numbers")]
 /// The region `nsn` belongs to under `code` and its type there, as libphonenumber picks it: the
 /// only region, or among regions sharing a code (`+1`, `+7`, `+44`) the first whose leading
 /// digits or number patterns fit. `None`: an unassigned code or an invalid number.
@@ -322,9 +367,13 @@ impl PhoneNumber {
         if !written.starts_with('+') {
             return Err(PhoneError::NotE164);
         }
-        Self::from_written(None, &written)
+        #[cfg(feature = "national-numbers")]
+        return Self::from_written(None, &written);
+        #[cfg(not(feature = "national-numbers"))]
+        return calling_codes::read(&written);
     }
 
+    #[cfg(feature = "national-numbers")]
     /// `written` is normalised; libphonenumber strips national prefixes and international
     /// dialling prefixes, then the result must fit one of the metadata's number patterns.
     fn from_written(
@@ -412,6 +461,14 @@ impl PhoneNumber {
     }
 }
 
+/// Whether `code` is a country calling code assigned to a country or a non-geographic service.
+pub fn is_assigned_calling_code(code: u16) -> bool {
+    #[cfg(feature = "national-numbers")]
+    return DATABASE.region(&code).is_some();
+    #[cfg(not(feature = "national-numbers"))]
+    return calling_codes::is_assigned(code);
+}
+
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
@@ -428,6 +485,7 @@ impl fmt::Debug for PhoneNumber {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "national-numbers")]
     fn any_type() -> PhoneParser {
         let all = [
             NumberType::Mobile,
@@ -445,6 +503,7 @@ mod tests {
         PhoneParser::new(None, &all).unwrap()
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn one_canonical_form_however_written() {
         let p = PhoneParser::default();
@@ -466,6 +525,7 @@ mod tests {
         assert_eq!(uk.as_str(), "+447400123456");
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn parts_come_from_the_metadata() {
         let cn = PhoneNumber::parse_e164("+8613800138000").unwrap();
@@ -496,6 +556,7 @@ mod tests {
         assert_eq!(it.number_type(), NumberType::FixedLine);
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn numbers_that_only_look_right_are_invalid() {
         let p = any_type();
@@ -520,7 +581,7 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_written_number() {
-        let p = any_type();
+        let p = PhoneParser::default();
         for bad in [
             "",
             "+",
@@ -538,6 +599,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn only_the_accepted_types_pass() {
         let p = PhoneParser::default();
@@ -562,6 +624,7 @@ mod tests {
         assert!(fixed.parse("+8613800138000").is_err());
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn every_regions_example_numbers_are_valid_there() {
         let mut checked = 0;
@@ -602,6 +665,7 @@ mod tests {
         assert!(!short.masked().contains("729"), "{}", short.masked());
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn national_numbers_need_a_region() {
         assert_eq!(

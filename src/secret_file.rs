@@ -91,6 +91,7 @@ secret_access_key_file = "SNS"
 "*" = ["global"]
 "#;
 
+    #[cfg(feature = "sns")]
     #[test]
     fn every_secret_setting_reads_its_file() {
         let dir = tempfile::tempdir().unwrap();

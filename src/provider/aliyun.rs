@@ -230,6 +230,7 @@ mod tests {
         AliyunProvider::new(&c).unwrap()
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn formats_phone_numbers_for_aliyun() {
         let p = |s| phone_numbers(&PhoneNumber::parse_e164(s).unwrap());

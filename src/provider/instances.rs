@@ -15,7 +15,9 @@ use super::http::{HttpConfig, HttpProvider};
 use super::metered::Metered;
 use super::mock::MockProvider;
 use super::routing::{DEFAULT_ROUTE, Instance, Router};
-use super::sns::{SnsConfig, SnsProvider};
+use super::sns::SnsConfig;
+#[cfg(feature = "sns")]
+use super::sns::SnsProvider;
 use super::tencent::{TencentConfig, TencentProvider};
 use crate::metrics::Metrics;
 
@@ -184,6 +186,14 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             }
         }
         ProviderKind::Sns => {
+            if !cfg!(feature = "sns") {
+                return Err((
+                    format!("{t}.kind"),
+                    "\"sns\" needs the AWS SDK, which this build of verifyd leaves out (cargo \
+                     feature `sns`)"
+                        .into(),
+                ));
+            }
             let c = s.sns.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.sns"))?;
         }
@@ -302,11 +312,20 @@ pub async fn build(set: ProviderSet<'_>, metrics: &Arc<Metrics>) -> Result<Route
                 TencentProvider::new(s.tencent.ok_or_else(missing)?)
                     .map_err(|e| BuildError(format!("{}.tencent.{e}", s.table)))?,
             ),
+            #[cfg(feature = "sns")]
             ProviderKind::Sns => Arc::new(
                 SnsProvider::new(s.sns.ok_or_else(missing)?, &format!("{}.sns", s.table))
                     .await
                     .map_err(|e| BuildError(e.to_string()))?,
             ),
+            // Refused by `validate` already.
+            #[cfg(not(feature = "sns"))]
+            ProviderKind::Sns => {
+                return Err(BuildError(format!(
+                    "{}.kind: \"sns\" is not built in",
+                    s.table
+                )));
+            }
             ProviderKind::Http => Arc::new(
                 HttpProvider::new(s.http.ok_or_else(missing)?, &format!("{}.http", s.table))
                     .map_err(|e| BuildError(e.to_string()))?,

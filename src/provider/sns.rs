@@ -3,25 +3,39 @@
 //! throttled Publish, which AWS refused before sending anything.
 
 mod config;
+// Without the `sns` feature only the configuration is here: a config naming SNS is refused
+// (`provider::instances`), and the AWS SDK is not built.
+#[cfg(feature = "sns")]
 mod errors;
 
 pub use config::SnsConfig;
 
+#[cfg(feature = "sns")]
 use async_trait::async_trait;
+#[cfg(feature = "sns")]
 use aws_sdk_sns::config::retry::RetryConfig;
+#[cfg(feature = "sns")]
 use aws_sdk_sns::config::timeout::TimeoutConfig;
+#[cfg(feature = "sns")]
 use aws_sdk_sns::config::{BehaviorVersion, Credentials, Region};
+#[cfg(feature = "sns")]
 use aws_sdk_sns::types::MessageAttributeValue;
+#[cfg(feature = "sns")]
 use std::collections::HashMap;
+#[cfg(feature = "sns")]
 use std::time::Duration;
 
+#[cfg(feature = "sns")]
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
+#[cfg(feature = "sns")]
 use errors::Failure;
 
 /// Pause before the second attempt after throttling; it doubles for each further one.
+#[cfg(feature = "sns")]
 const THROTTLE_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Why the provider could not be built at start-up.
+#[cfg(feature = "sns")]
 #[derive(Debug, thiserror::Error)]
 #[error("{table}: {message}")]
 pub struct SetupError {
@@ -30,12 +44,14 @@ pub struct SetupError {
 }
 
 /// Sends codes as SNS SMS messages.
+#[cfg(feature = "sns")]
 pub struct SnsProvider {
     client: aws_sdk_sns::Client,
     attributes: HashMap<String, MessageAttributeValue>,
     max_attempts: u32,
 }
 
+#[cfg(feature = "sns")]
 impl SnsProvider {
     /// Builds the SDK client: static credentials when configured, otherwise the standard AWS
     /// chain (resolved lazily, at the first send). `table` names the config table for errors.
@@ -86,6 +102,7 @@ impl SnsProvider {
 
 /// The message attributes every Publish carries: always `Transactional` (SNS then prefers
 /// reliable routes over cheap ones), plus the optional sender settings.
+#[cfg(feature = "sns")]
 fn attributes(
     cfg: &SnsConfig,
 ) -> Result<HashMap<String, MessageAttributeValue>, aws_sdk_sns::error::BuildError> {
@@ -116,10 +133,12 @@ fn attributes(
 }
 
 /// SNS wants E.164: `+`, calling code, national significant number, from the parsed parts.
+#[cfg(feature = "sns")]
 fn destination(phone: &crate::phone::PhoneNumber) -> String {
     format!("+{}{}", phone.calling_code(), phone.national())
 }
 
+#[cfg(feature = "sns")]
 #[async_trait]
 impl Provider for SnsProvider {
     /// One Publish; a throttled one is repeated (up to `max_attempts`) after a short pause.
@@ -160,7 +179,7 @@ impl Provider for SnsProvider {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sns"))]
 mod tests {
     use super::*;
 
@@ -188,11 +207,33 @@ mod tests {
         assert_eq!(minimal.len(), 1);
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn destination_is_e164_from_the_parsed_parts() {
         let d = |s| destination(&crate::phone::PhoneNumber::parse_e164(s).unwrap());
         assert_eq!(d("+86 0 138 0013 8000"), "+8613800138000");
         assert_eq!(d("+44 07400 123456"), "+447400123456");
         assert_eq!(d("+39 06 6988 1234"), "+390669881234");
+    }
+}
+
+#[cfg(all(test, not(feature = "sns")))]
+mod not_built_in {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    #[test]
+    fn a_config_naming_sns_is_refused_with_the_key_and_the_feature() {
+        for toml in [
+            "[provider]\nkind = \"sns\"\n[provider.sns]\nregion = \"us-east-1\"\n",
+            "[providers.global]\nkind = \"sns\"\n[providers.global.sns]\nregion = \"us-east-1\"\n\
+             [routes]\n\"*\" = [\"global\"]\n",
+        ] {
+            let err = crate::config::Config::from_figment(Figment::from(Toml::string(toml)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kind"), "{err}");
+            assert!(err.contains("feature `sns`"), "{err}");
+        }
     }
 }

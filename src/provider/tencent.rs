@@ -203,6 +203,7 @@ mod tests {
         .unwrap()
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn numbers_are_e164_with_plus() {
         let p = |s| phone_number(&PhoneNumber::parse_e164(s).unwrap());

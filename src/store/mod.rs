@@ -1,5 +1,5 @@
 //! The storage boundary: one trait, two complete implementations (PostgreSQL and an embedded
-//! SQLite file), both held to the same conformance suite in `tests/store_conformance.rs`.
+//! SQLite file), both held to the same conformance suite in `tests/store/conformance.rs`.
 //!
 //! Every operation is one atomic statement or one transaction, so racing requests — in one
 //! daemon or in several sharing a database — get the answer a single server would give.

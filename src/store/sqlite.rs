@@ -84,6 +84,17 @@ fn duration_millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A new session id. SQLite has no sequence to draw from without a write (and daemons sharing
+/// the file share no counter), so the id is random in [2^62, 2^63): with 2^62 values a clash with
+/// any existing id is as likely as guessing a 62-bit secret, and would only fail that one write
+/// (the primary key refuses it).
+fn random_session_id() -> StoreResult<i64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
+    Ok((i64::from_le_bytes(bytes) & (i64::MAX >> 1)) | (1 << 62))
+}
+
 /// `verifications.state` values.
 const PENDING: i64 = 0;
 const APPROVED: i64 = 1;
@@ -498,13 +509,16 @@ impl Store for SqliteStore {
             let expires = expires_at(policy, expiry, now, now);
             let (kind, idle) = expiry.to_parts();
             let text = to_json(&data)?;
-            let id: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO sessions
-                         (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) RETURNING id",
-                )?
-                .query_row(params![&key.0[..], text, kind, idle, now, expires], |r| r.get(0))?;
+            // Not SQLite's next rowid: that reuses the id of the newest session once it is
+            // deleted, and an id names its owner elsewhere (idempotency records, sends still in
+            // flight), as PostgreSQL's identity column, which never reuses one, guarantees.
+            let id = random_session_id()?;
+            tx.prepare_cached(
+                "INSERT INTO sessions
+                     (id, key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+            )?
+            .execute(params![id, &key.0[..], text, kind, idle, now, expires])?;
             let row = Row {
                 id,
                 data,
@@ -652,14 +666,7 @@ impl Store for SqliteStore {
     }
 
     async fn reserve_session_id(&self) -> StoreResult<i64> {
-        // SQLite has no sequence to draw from without a write (and daemons sharing the file
-        // share no counter), so the id is random in [2^62, 2^63): with 2^62 values a clash
-        // with any existing id is as likely as guessing a 62-bit secret, and would only fail
-        // that one send (the primary key refuses it).
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
-        Ok((i64::from_le_bytes(bytes) & (i64::MAX >> 1)) | (1 << 62))
+        random_session_id()
     }
 
     async fn start_send(

@@ -111,6 +111,12 @@ impl TestDaemon {
             .map(|m| m["code"].as_str().unwrap().to_owned())
     }
 
+    /// The newest code sent to `phone`; panics when none was.
+    pub fn code_for(&self, phone: &str) -> String {
+        self.last_code(phone)
+            .unwrap_or_else(|| panic!("no code was sent to {phone}"))
+    }
+
     /// A request with the backend API key.
     pub async fn api(
         &self,
@@ -144,6 +150,13 @@ impl TestDaemon {
             d.stop().await;
         }
     }
+}
+
+/// A digit code of the same length that is certainly not `code`.
+pub fn wrong_code(code: &str) -> String {
+    let last = code.as_bytes()[code.len() - 1];
+    let other = if last == b'2' { '3' } else { '2' };
+    format!("{}{other}", &code[..code.len() - 1])
 }
 
 /// Status and JSON body of a response (`Value::Null` for an empty or non-JSON body).

@@ -7,17 +7,14 @@
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::fake_server::FakeServer;
 
 /// How the fake answers requests that pass every check.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,16 +69,13 @@ struct Shared {
 }
 
 pub struct FakeAliyun {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
 }
 
 impl FakeAliyun {
     /// Starts a fake that knows one AccessKey (`id`, `secret`), in [`Mode::Ok`].
     pub async fn start(id: &str, secret: &str) -> FakeAliyun {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             id: id.to_owned(),
             secret: secret.to_owned(),
@@ -92,24 +86,13 @@ impl FakeAliyun {
                 messages: Vec::new(),
             }),
         });
-        let accepting = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = accepting.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(shared.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        FakeAliyun { addr, shared, task }
+        let server = FakeServer::start(shared.clone(), handle).await;
+        FakeAliyun { server, shared }
     }
 
     /// The endpoint to configure: `http://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("http://{}/", self.server.addr)
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -124,12 +107,6 @@ impl FakeAliyun {
     /// Every request received, oldest first.
     pub fn requests_seen(&self) -> Vec<SeenRequest> {
         self.shared.state.lock().unwrap().seen.clone()
-    }
-}
-
-impl Drop for FakeAliyun {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

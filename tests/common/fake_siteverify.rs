@@ -7,18 +7,15 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::fake_server::FakeServer;
 
 /// Which provider the fake plays; they differ in field and error-code names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +63,8 @@ struct Shared {
 }
 
 pub struct FakeSiteverify {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -78,8 +74,6 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 impl FakeSiteverify {
     pub async fn start(provider: Provider, secret: &str, site_key: &str) -> FakeSiteverify {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             provider,
             secret: secret.to_owned(),
@@ -90,24 +84,13 @@ impl FakeSiteverify {
                 seen: Vec::new(),
             }),
         });
-        let accepting = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = accepting.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(shared.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        FakeSiteverify { addr, shared, task }
+        let server = FakeServer::start(shared.clone(), handle).await;
+        FakeSiteverify { server, shared }
     }
 
     /// The URL to configure as `challenge.siteverify_url`.
     pub fn url(&self) -> String {
-        format!("http://{}/siteverify", self.addr)
+        format!("http://{}/siteverify", self.server.addr)
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -131,12 +114,6 @@ impl FakeSiteverify {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.state.lock().unwrap().seen.clone()
-    }
-}
-
-impl Drop for FakeSiteverify {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

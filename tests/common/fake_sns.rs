@@ -5,16 +5,13 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::fake_server::FakeServer;
 
 /// How the fake answers one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,38 +32,24 @@ struct State {
 }
 
 pub struct FakeSns {
-    addr: SocketAddr,
+    server: FakeServer,
     state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
 }
 
 impl FakeSns {
     /// Starts a fake that answers with `script` in order, repeating the last answer.
     pub async fn start(script: Vec<Answer>) -> FakeSns {
         assert!(!script.is_empty());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             script,
             seen: Vec::new(),
         }));
-        let accepting = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = accepting.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        FakeSns { addr, state, task }
+        let server = FakeServer::start(state.clone(), handle).await;
+        FakeSns { server, state }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// The decoded form of every request, oldest first.
@@ -92,12 +75,6 @@ impl FakeSns {
             );
         }
         out
-    }
-}
-
-impl Drop for FakeSns {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -8,18 +8,15 @@
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::fake_server::FakeServer;
 
 /// How the fake answers requests that pass every check.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,16 +67,13 @@ struct Shared {
 }
 
 pub struct FakeTencent {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
 }
 
 impl FakeTencent {
     /// A fake that knows one key pair and one SMS application.
     pub async fn start(id: &str, key: &str, app_id: &str) -> FakeTencent {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             id: id.into(),
             key: key.into(),
@@ -87,28 +81,17 @@ impl FakeTencent {
             serial: AtomicU64::new(1),
             state: Mutex::new((Mode::Ok, Vec::new(), Vec::new())),
         });
-        let accepting = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = accepting.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(shared.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        FakeTencent { addr, shared, task }
+        let server = FakeServer::start(shared.clone(), handle).await;
+        FakeTencent { server, shared }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("http://{}/", self.server.addr)
     }
 
     /// `127.0.0.1:PORT`, the endpoint form the Python SDK takes.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.server.addr.to_string()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -121,12 +104,6 @@ impl FakeTencent {
 
     pub fn messages(&self) -> Vec<FakeMessage> {
         self.shared.state.lock().unwrap().2.clone()
-    }
-}
-
-impl Drop for FakeTencent {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -30,7 +30,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 }
 
 /// Installs (once per test binary) a global subscriber with `filter` that records every event;
-/// later calls return the same capture whatever their filter.
+/// later calls return the same capture whatever their filter, so every test of one binary asks
+/// for the same filter. The capture holds every test's lines: a test looks for its own.
 pub fn capture(filter: &str) -> Capture {
     static LOGS: OnceLock<Capture> = OnceLock::new();
     LOGS.get_or_init(|| {

@@ -6,9 +6,11 @@ pub mod altcha_py;
 pub mod browser;
 pub mod certs;
 pub mod cluster;
+#[macro_use]
 pub mod daemon;
 pub mod fake_aliyun;
 pub mod fake_gateway;
+pub mod fake_server;
 pub mod fake_siteverify;
 pub mod fake_sms_apis;
 pub mod fake_sns;
@@ -16,8 +18,10 @@ pub mod fake_tencent;
 pub mod hook_receiver;
 pub mod logs;
 pub mod moto;
+pub mod openmetrics;
 pub mod pg;
 pub mod process;
+pub mod reply;
 
 /// Every abuse limit off (and a one-second resend interval), so that a test turns on only the
 /// limit it is about.

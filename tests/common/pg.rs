@@ -85,6 +85,13 @@ fn admin_url() -> String {
     std::env::var("VERIFYD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
 }
 
+/// A plain connection to `url`, for SQL a test runs beside the store.
+pub async fn client(url: &str) -> Client {
+    connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
 async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     let mut cfg: tokio_postgres::Config = url.parse()?;
     cfg.connect_timeout(Duration::from_secs(3));

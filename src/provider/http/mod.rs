@@ -209,6 +209,7 @@ mod tests {
         String::from_utf8(r.body().unwrap().as_bytes().unwrap().to_vec()).unwrap()
     }
 
+    #[cfg(feature = "national-numbers")]
     #[test]
     fn json_bodies_escape_what_they_insert() {
         let p = provider(
