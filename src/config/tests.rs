@@ -227,3 +227,23 @@ fn parsed_values_name_their_own_key_and_file() {
         Ok(())
     });
 }
+
+/// A build without the `sns` feature refuses a configuration that asks for SNS, naming the key
+/// and the feature, instead of starting without a provider.
+#[cfg(not(feature = "sns"))]
+#[test]
+fn a_config_naming_sns_is_refused_with_the_key_and_the_feature() {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+    for toml in [
+        "[provider]\nkind = \"sns\"\n[provider.sns]\nregion = \"us-east-1\"\n",
+        "[providers.global]\nkind = \"sns\"\n[providers.global.sns]\nregion = \"us-east-1\"\n\
+         [routes]\n\"*\" = [\"global\"]\n",
+    ] {
+        let err = Config::from_figment(Figment::from(Toml::string(toml)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kind"), "{err}");
+        assert!(err.contains("feature `sns`"), "{err}");
+    }
+}

@@ -216,24 +216,3 @@ mod tests {
         assert_eq!(d("+39 06 6988 1234"), "+390669881234");
     }
 }
-
-#[cfg(all(test, not(feature = "sns")))]
-mod not_built_in {
-    use figment::Figment;
-    use figment::providers::{Format, Toml};
-
-    #[test]
-    fn a_config_naming_sns_is_refused_with_the_key_and_the_feature() {
-        for toml in [
-            "[provider]\nkind = \"sns\"\n[provider.sns]\nregion = \"us-east-1\"\n",
-            "[providers.global]\nkind = \"sns\"\n[providers.global.sns]\nregion = \"us-east-1\"\n\
-             [routes]\n\"*\" = [\"global\"]\n",
-        ] {
-            let err = crate::config::Config::from_figment(Figment::from(Toml::string(toml)))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("kind"), "{err}");
-            assert!(err.contains("feature `sns`"), "{err}");
-        }
-    }
-}
