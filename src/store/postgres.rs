@@ -690,14 +690,15 @@ impl Store for PgStore {
     }
 
     async fn flush(&self, key: &KeyHash) -> StoreResult<bool> {
-        let deleted = self
-            .execute(
-                "DELETE FROM sessions
-                 WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())",
+        // An expired row goes too (as on SQLite), but only a live one counts as a flush.
+        let row = self
+            .query_opt(
+                "DELETE FROM sessions WHERE key_hash = $1
+                 RETURNING expires_at IS NULL OR expires_at > now()",
                 &[&key.0.as_slice()],
             )
             .await?;
-        Ok(deleted > 0)
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     async fn cycle(&self, key: &KeyHash, new_key: &KeyHash) -> StoreResult<Option<Session>> {
