@@ -21,12 +21,14 @@ use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::session::{Expiry, KeyHash, Session, SessionPolicy};
 use crate::session_data::data_bytes;
+use crate::store::idempotency::{headers_from_json, headers_to_json};
+use crate::store::maintenance::SECRET_NAME;
 use crate::store::pg_hosts::HostByHost;
 use crate::store::pg_tls;
 use crate::store::{
-    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, PoolStatus,
-    ReplaceOutcome, SECRET_NAME, StartOutcome, StartVerification, Store, StoreError, StoreResult,
-    SweepReport, headers_from_json, headers_to_json, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, IdempotencyStore, LiveCode,
+    Maintenance, PoolStatus, ReplaceOutcome, SessionStore, StartOutcome, StartVerification,
+    StoreError, StoreResult, SweepReport, VerificationStore, retry_after,
 };
 
 /// The schema files, applied in order; the number is the version recorded in `schema_migrations`.
@@ -173,12 +175,6 @@ impl PgStore {
             policy,
             deadline: deadline + Duration::from_secs(1),
         })
-    }
-
-    /// Connections (in use, idle) and requests waiting for one, for metrics.
-    pub fn pool_status(&self) -> (usize, usize, usize) {
-        let s = self.pool.status();
-        (s.size.saturating_sub(s.available), s.available, s.waiting)
     }
 
     async fn conn(&self) -> StoreResult<Object> {
@@ -472,86 +468,7 @@ const SWEEP_LIMITS: &[&str] = &[
 ];
 
 #[async_trait]
-impl Store for PgStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        let mut c = self.conn().await?;
-        for &(version, name, sql) in MIGRATIONS {
-            let tx = c.transaction().await.map_err(db_error)?;
-            // Taken before anything else, so concurrent daemons apply each file exactly once
-            // and never race on creating the bookkeeping table.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
-                .await
-                .map_err(db_error)?;
-            // Checked rather than `CREATE TABLE IF NOT EXISTS`, whose NOTICE about the existing
-            // table the driver would log at INFO on every start.
-            let bookkept: bool = tx
-                .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
-                .await
-                .map_err(db_error)?
-                .get(0);
-            if !bookkept {
-                tx.batch_execute(
-                    "CREATE TABLE schema_migrations (
-                         version    INTEGER PRIMARY KEY,
-                         name       TEXT NOT NULL,
-                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-                )
-                .await
-                .map_err(db_error)?;
-            }
-            let applied = tx
-                .query_opt(
-                    "SELECT 1 FROM schema_migrations WHERE version = $1",
-                    &[&version],
-                )
-                .await
-                .map_err(db_error)?
-                .is_some();
-            if !applied {
-                tx.batch_execute(sql).await.map_err(db_error)?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    &[&version, &name],
-                )
-                .await
-                .map_err(db_error)?;
-                tracing::info!(version, name, "applied PostgreSQL migration");
-            }
-            tx.commit().await.map_err(db_error)?;
-        }
-        Ok(())
-    }
-
-    fn pool_usage(&self) -> Option<PoolStatus> {
-        let (in_use, idle, waiting) = self.pool_status();
-        Some(PoolStatus {
-            in_use,
-            idle,
-            waiting,
-        })
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.query_opt("SELECT 1", &[]).await.map(drop)
-    }
-
-    async fn server_secret(&self) -> StoreResult<Vec<u8>> {
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh)
-            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
-        for _ in 0..MAX_RERUNS {
-            if let Some(row) = self
-                .query_opt(SERVER_SECRET, &[&SECRET_NAME, &fresh.as_slice()])
-                .await?
-            {
-                return row.try_get("value").map_err(db_error);
-            }
-        }
-        Err(StoreError::Internal(
-            "the server secret could not be read back".into(),
-        ))
-    }
-
+impl SessionStore for PgStore {
     async fn create_session(
         &self,
         key: &KeyHash,
@@ -749,7 +666,10 @@ impl Store for PgStore {
             .ok_or_else(|| StoreError::Internal("nextval returned no row".into()))?;
         row.try_get(0).map_err(db_error)
     }
+}
 
+#[async_trait]
+impl VerificationStore for PgStore {
     async fn start_send(
         &self,
         req: &StartVerification<'_>,
@@ -1028,6 +948,21 @@ impl Store for PgStore {
         Ok(self.execute(PUMPING_RESET, &[&country]).await? > 0)
     }
 
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
+        self.pg_record_delivery(d).await
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
+        self.pg_apply_receipt(r).await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        self.pg_delivery(id).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgStore {
     async fn idempotency_begin(
         &self,
         owner: &str,
@@ -1110,18 +1045,6 @@ impl Store for PgStore {
         .map(drop)
     }
 
-    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
-        self.pg_record_delivery(d).await
-    }
-
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
-        self.pg_apply_receipt(r).await
-    }
-
-    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
-        self.pg_delivery(id).await
-    }
-
     async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {
         // One statement: of two daemons racing with the same challenge, exactly one inserts.
         let n = self
@@ -1132,6 +1055,88 @@ impl Store for PgStore {
             )
             .await?;
         Ok(n == 1)
+    }
+}
+
+#[async_trait]
+impl Maintenance for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        for &(version, name, sql) in MIGRATIONS {
+            let tx = c.transaction().await.map_err(db_error)?;
+            // Taken before anything else, so concurrent daemons apply each file exactly once
+            // and never race on creating the bookkeeping table.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+                .await
+                .map_err(db_error)?;
+            // Checked rather than `CREATE TABLE IF NOT EXISTS`, whose NOTICE about the existing
+            // table the driver would log at INFO on every start.
+            let bookkept: bool = tx
+                .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+                .await
+                .map_err(db_error)?
+                .get(0);
+            if !bookkept {
+                tx.batch_execute(
+                    "CREATE TABLE schema_migrations (
+                         version    INTEGER PRIMARY KEY,
+                         name       TEXT NOT NULL,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(db_error)?;
+            }
+            let applied = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[&version],
+                )
+                .await
+                .map_err(db_error)?
+                .is_some();
+            if !applied {
+                tx.batch_execute(sql).await.map_err(db_error)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    &[&version, &name],
+                )
+                .await
+                .map_err(db_error)?;
+                tracing::info!(version, name, "applied PostgreSQL migration");
+            }
+            tx.commit().await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.query_opt("SELECT 1", &[]).await.map(drop)
+    }
+
+    fn pool_usage(&self) -> Option<PoolStatus> {
+        let s = self.pool.status();
+        Some(PoolStatus {
+            in_use: s.size.saturating_sub(s.available),
+            idle: s.available,
+            waiting: s.waiting,
+        })
+    }
+
+    async fn server_secret(&self) -> StoreResult<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
+        for _ in 0..MAX_RERUNS {
+            if let Some(row) = self
+                .query_opt(SERVER_SECRET, &[&SECRET_NAME, &fresh.as_slice()])
+                .await?
+            {
+                return row.try_get("value").map_err(db_error);
+            }
+        }
+        Err(StoreError::Internal(
+            "the server secret could not be read back".into(),
+        ))
     }
 
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {

@@ -14,9 +14,12 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::{
-    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, LiveCode, ReplaceOutcome,
-    SECRET_NAME, StartOutcome, StartVerification, Store, StoreError, StoreResult, SweepReport,
-    headers_from_json, headers_to_json, retry_after,
+    CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, IdempotencyStore, LiveCode,
+    Maintenance, ReplaceOutcome, SessionStore, StartOutcome, StartVerification, StoreError,
+    StoreResult, SweepReport, VerificationStore,
+    idempotency::{headers_from_json, headers_to_json},
+    maintenance::SECRET_NAME,
+    retry_after,
 };
 use crate::code::{CodeMac, CodeNonce};
 use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
@@ -444,56 +447,7 @@ fn limits_refuse(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        self.blocking(|conn| {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-            )?;
-            for &(version, name, sql) in MIGRATIONS {
-                // Checked inside the write lock, so concurrent callers apply each file once.
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let applied = tx
-                    .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| {
-                        Ok(())
-                    })
-                    .optional()?
-                    .is_some();
-                if !applied {
-                    tx.execute_batch(sql)?;
-                    tx.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                        params![version, name, to_millis(SystemTime::now())],
-                    )?;
-                }
-                tx.commit()?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.blocking(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?))
-            .await
-    }
-
-    async fn server_secret(&self) -> StoreResult<Vec<u8>> {
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh)
-            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
-        self.transaction(move |tx, _, _| {
-            // The first caller's value wins; everyone reads back the stored one.
-            tx.prepare_cached("INSERT OR IGNORE INTO verifyd_meta (name, value) VALUES (?1, ?2)")?
-                .execute(params![SECRET_NAME, &fresh[..]])?;
-            Ok(tx
-                .prepare_cached("SELECT value FROM verifyd_meta WHERE name = ?1")?
-                .query_row([SECRET_NAME], |r| r.get(0))?)
-        })
-        .await
-    }
-
+impl SessionStore for SqliteStore {
     async fn create_session(
         &self,
         key: &KeyHash,
@@ -668,7 +622,10 @@ impl Store for SqliteStore {
     async fn reserve_session_id(&self) -> StoreResult<i64> {
         random_session_id()
     }
+}
 
+#[async_trait]
+impl VerificationStore for SqliteStore {
     async fn start_send(
         &self,
         req: &StartVerification<'_>,
@@ -1023,6 +980,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
+        let row = deliveries::Owned::from(d);
+        self.transaction(move |tx, now, _| deliveries::record(tx, &row, now))
+            .await
+    }
+
+    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
+        let r = r.clone();
+        self.transaction(move |tx, now, _| deliveries::apply(tx, &r, now))
+            .await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        let id = id.to_owned();
+        self.blocking(move |conn| deliveries::get(conn, &id)).await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(
         &self,
         owner: &str,
@@ -1105,23 +1082,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<()> {
-        let row = deliveries::Owned::from(d);
-        self.transaction(move |tx, now, _| deliveries::record(tx, &row, now))
-            .await
-    }
-
-    async fn apply_receipt(&self, r: &ReceiptUpdate) -> StoreResult<ReceiptOutcome> {
-        let r = r.clone();
-        self.transaction(move |tx, now, _| deliveries::apply(tx, &r, now))
-            .await
-    }
-
-    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
-        let id = id.to_owned();
-        self.blocking(move |conn| deliveries::get(conn, &id)).await
-    }
-
     async fn spend_challenge(&self, id: &[u8; 32], expires_at: SystemTime) -> StoreResult<bool> {
         let (id, expires_at) = (*id, to_millis(expires_at));
         self.blocking(move |conn| {
@@ -1132,6 +1092,58 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![&id[..], expires_at])?;
             Ok(n == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.blocking(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )?;
+            for &(version, name, sql) in MIGRATIONS {
+                // Checked inside the write lock, so concurrent callers apply each file once.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let applied = tx
+                    .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| {
+                        Ok(())
+                    })
+                    .optional()?
+                    .is_some();
+                if !applied {
+                    tx.execute_batch(sql)?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                        params![version, name, to_millis(SystemTime::now())],
+                    )?;
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.blocking(|conn| Ok(conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?))
+            .await
+    }
+
+    async fn server_secret(&self) -> StoreResult<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
+        self.transaction(move |tx, _, _| {
+            // The first caller's value wins; everyone reads back the stored one.
+            tx.prepare_cached("INSERT OR IGNORE INTO verifyd_meta (name, value) VALUES (?1, ?2)")?
+                .execute(params![SECRET_NAME, &fresh[..]])?;
+            Ok(tx
+                .prepare_cached("SELECT value FROM verifyd_meta WHERE name = ?1")?
+                .query_row([SECRET_NAME], |r| r.get(0))?)
         })
         .await
     }
