@@ -38,7 +38,7 @@ pub struct Drawn {
 
 /// Picks the code for a send to (`session_id`, `phone`): the test number's fixed code; in
 /// `same_code` mode the live code of an existing session while it may be resent (see
-/// [`crate::store::Store::live_code`]); else a new code from a fresh nonce.
+/// [`crate::store::VerificationStore::live_code`]); else a new code from a fresh nonce.
 pub async fn draw(
     codes: Codes<'_>,
     session_id: i64,

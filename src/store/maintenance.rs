@@ -38,7 +38,8 @@ impl From<PoolStatus> for crate::metrics::PoolSample {
     }
 }
 
-/// Keeping a store usable: callers are `App::build`, `/readyz`, `/metrics` and the sweeper.
+/// Keeping a store usable; called at start-up and by `verifyd migrate`, `/readyz`, `/metrics`
+/// and the sweeper.
 #[async_trait]
 pub trait Maintenance: Send + Sync {
     /// Creates the schema or brings it up to date (idempotent, safe with concurrent callers).
@@ -57,8 +58,8 @@ pub trait Maintenance: Send + Sync {
     async fn server_secret(&self) -> StoreResult<Vec<u8>>;
 
     /// Deletes expired sessions, finished verifications, ended quota windows, expired
-    /// idempotency records and spent challenges past their expiry in batches of at most `batch` rows
-    /// per statement, until none are left. Only one caller sweeps a database at a time; the
+    /// idempotency records and spent challenges past their expiry in batches of at most `batch`
+    /// rows per statement, until none are left. Only one caller sweeps a database at a time; the
     /// others return `ran = false` at once.
     async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;
 }

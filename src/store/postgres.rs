@@ -100,7 +100,7 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
 }
 
-/// A [`Store`] on a pool of PostgreSQL connections.
+/// A [`Store`](crate::store::Store) on a pool of PostgreSQL connections.
 pub struct PgStore {
     pool: Pool,
     policy: SessionPolicy,

@@ -93,7 +93,7 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
 }
 
-/// [`Store`] on one SQLite file; the process clock is the clock.
+/// [`Store`](crate::store::Store) on one SQLite file; the process clock is the clock.
 pub struct SqliteStore {
     /// A single connection: SQLite admits one writer at a time anyway. A std `Mutex` suits
     /// because it is only ever taken on a blocking thread and never held across an `.await`.

@@ -132,10 +132,10 @@ pub trait VerificationStore: Send + Sync {
 
     /// Undoes a send whose delivery failed, in one transaction: lifts its resend cooldown so
     /// the person can retry at once (only while the stored MAC is still `code_mac`: a later
-    /// send wins), and gives back what [`VerificationStore::start_send`] took under `guard` — one unit of
-    /// each quota whose window is still running, and the send's count in the breaker window of
-    /// `guard.pumping` (closing the breaker again if that send tripped it). No SMS went out, so
-    /// none is charged. `guard` must be the one the send passed (soft quotas are given back too).
+    /// send wins), and gives back what [`VerificationStore::start_send`] took under `guard` —
+    /// one unit of each quota whose window is still running, and the send's count in the breaker
+    /// window of `guard.pumping` (closing the breaker again if that send tripped it). No SMS went
+    /// out, so none is charged. `guard` must be the one the send passed (soft quotas are given back too).
     async fn abandon_send(
         &self,
         session_id: i64,
@@ -145,9 +145,9 @@ pub trait VerificationStore: Send + Sync {
     ) -> StoreResult<()>;
 
     /// The pending code of (session, phone) when a resend may send it again: not approved or
-    /// exhausted, bound to its nonce ([`VerificationStore::bind_code`] with this very MAC: a code replaced
-    /// since is not its nonce's), valid for at least `margin`
-    /// more, and with at least `min_keep` left before its lifetime cap. `None` otherwise.
+    /// exhausted, bound to its nonce ([`VerificationStore::bind_code`] with this very MAC: a code
+    /// replaced since is not its nonce's), valid for at least `margin` more, and with at least
+    /// `min_keep` left before its lifetime cap. `None` otherwise.
     async fn live_code(
         &self,
         session_id: i64,

@@ -37,7 +37,8 @@ fn retry_after_ms(t: i64, now: i64) -> Duration {
 }
 
 /// What the abuse limits say about a send the verification's rules allow, in the order of
-/// [`Store::start_send`]: `None` when it may go out. Reads only; the caller takes the quotas.
+/// [`VerificationStore::start_send`]: `None` when it may go out. Reads only; the caller takes
+/// the quotas.
 fn limits_refuse(
     tx: &Transaction<'_>,
     guard: &SendGuard,
