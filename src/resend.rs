@@ -7,13 +7,13 @@ use std::time::Duration;
 use crate::code::{Code, CodeKey, CodeMac, CodeNonce};
 use crate::config::{ResendMode, VerificationConfig};
 use crate::phone::PhoneNumber;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, VerificationStore};
 
 /// What drawing and binding codes needs: where live codes are kept, the key codes derive from,
 /// and the code settings.
 #[derive(Clone, Copy)]
 pub struct Codes<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn VerificationStore,
     pub key: &'a CodeKey,
     pub settings: &'a VerificationConfig,
 }
