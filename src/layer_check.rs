@@ -134,13 +134,18 @@ fn is_char_literal(chars: &[char], i: usize) -> bool {
     )
 }
 
-/// Removes each item that follows `#[cfg(test)]`: up to its matching `}` or its `;`.
+/// Attributes that compile the item after them only into tests: `all(test, …)` narrows a test
+/// item further (a feature-gated test module), so it is test code too.
+const TEST_ONLY: [&str; 2] = ["#[cfg(test)]", "#[cfg(all(test,"];
+
+/// Removes each item that follows a [`TEST_ONLY`] attribute: up to its matching `}` or its `;`.
 fn drop_test_items(code: &str) -> String {
     let mut out = String::with_capacity(code.len());
     let mut rest = code;
-    while let Some(at) = rest.find("#[cfg(test)]") {
+    while let Some(at) = TEST_ONLY.iter().filter_map(|a| rest.find(a)).min() {
         out.push_str(&rest[..at]);
-        rest = &rest[at + "#[cfg(test)]".len()..];
+        let attribute_end = rest[at..].find(']').map_or(rest.len(), |j| at + j + 1);
+        rest = &rest[attribute_end..];
         let mut depth = 0usize;
         let mut end = rest.len();
         for (j, ch) in rest.char_indices() {
@@ -349,9 +354,11 @@ mod tests {
              use crate::{code::Code, time::{now, Clock}};\n\
              let x = crate::secret::Secret::new(\"x\");\n\
              #[cfg(test)]\nuse crate::config::Config;\n\
-             #[cfg(test)]\nmod tests { use crate::cli; fn g() { if true { crate::daemon::x(); } } }\n",
+             #[cfg(test)]\nmod tests { use crate::cli; fn g() { if true { crate::daemon::x(); } } }\n\
+             #[cfg(all(test, feature = \"sns\"))]\nmod gated { use crate::config::C; }\n\
+             #[cfg(any(test, unix))]\nuse crate::net::Cidr;\n",
         );
         let found: Vec<String> = imported_modules(&code).into_iter().collect();
-        assert_eq!(found, ["code", "phone", "secret", "time"]);
+        assert_eq!(found, ["code", "net", "phone", "secret", "time"]);
     }
 }

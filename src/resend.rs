@@ -7,13 +7,13 @@ use std::time::Duration;
 use crate::code::{Code, CodeKey, CodeMac, CodeNonce};
 use crate::config::{ResendMode, VerificationConfig};
 use crate::phone::PhoneNumber;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, VerificationStore};
 
 /// What drawing and binding codes needs: where live codes are kept, the key codes derive from,
 /// and the code settings.
 #[derive(Clone, Copy)]
 pub struct Codes<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn VerificationStore,
     pub key: &'a CodeKey,
     pub settings: &'a VerificationConfig,
 }
@@ -38,7 +38,7 @@ pub struct Drawn {
 
 /// Picks the code for a send to (`session_id`, `phone`): the test number's fixed code; in
 /// `same_code` mode the live code of an existing session while it may be resent (see
-/// [`crate::store::Store::live_code`]); else a new code from a fresh nonce.
+/// [`crate::store::VerificationStore::live_code`]); else a new code from a fresh nonce.
 pub async fn draw(
     codes: Codes<'_>,
     session_id: i64,

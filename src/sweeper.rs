@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, SweepSample};
-use crate::store::{Store, StoreResult, SweepReport};
+use crate::store::{Maintenance, StoreResult, SweepReport};
 
 /// One sweep, logged.
-pub async fn sweep_once(store: &dyn Store, batch: u32) -> StoreResult<SweepReport> {
+pub async fn sweep_once(store: &dyn Maintenance, batch: u32) -> StoreResult<SweepReport> {
     let started = Instant::now();
     let report = store.sweep(batch).await?;
     if report.ran {
@@ -29,7 +29,7 @@ pub async fn sweep_once(store: &dyn Store, batch: u32) -> StoreResult<SweepRepor
 /// in progress is abandoned at cancellation (each batch is its own statement, so nothing is left
 /// half-done).
 pub async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Maintenance>,
     metrics: Arc<Metrics>,
     interval: Duration,
     batch: u32,

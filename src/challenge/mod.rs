@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::secret::Secret;
-use crate::store::{Store, StoreError};
+use crate::store::{IdempotencyStore, StoreError};
 use altcha::{AltchaError, AltchaKey};
 use config::{ChallengeConfig, ChallengeKind};
 use siteverify::{Siteverify, SiteverifyError};
@@ -141,7 +141,7 @@ impl Challenges {
     /// when it is valid (and, for ALTCHA, now spent in the store for every daemon).
     pub async fn check(
         &self,
-        store: &dyn Store,
+        store: &dyn IdempotencyStore,
         submitted: Submitted<'_>,
         client: Option<IpAddr>,
         now: SystemTime,

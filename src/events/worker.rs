@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EventKind, EventsConfig};
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::store::events::{Failure, OutboxEvent};
+use crate::store::events::{EventStore, Failure, OutboxEvent};
 
 /// Events claimed per round; a full round is followed by the next without pausing.
 const BATCH: u32 = 32;
@@ -32,7 +31,7 @@ struct Endpoint {
 
 /// Everything the loop needs, built once from the configuration.
 pub struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn EventStore>,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
     endpoints: Vec<Endpoint>,
@@ -51,7 +50,7 @@ impl Worker {
     pub fn new(
         cfg: &EventsConfig,
         max_attempts: u32,
-        store: Arc<dyn Store>,
+        store: Arc<dyn EventStore>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Option<Worker>> {
         if cfg.endpoints.is_empty() {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::App;
-use crate::store::{IdempotencyBegin, Store};
+use crate::store::{IdempotencyBegin, IdempotencyStore};
 
 use super::error::ApiError;
 use super::response::{Resp, raw_json};
@@ -174,7 +174,7 @@ where
 /// on its own task; `idempotency_abandon` deletes only records without an answer, so a late
 /// delete never removes a stored one.
 struct Release {
-    store: Arc<dyn Store>,
+    store: Arc<dyn IdempotencyStore>,
     owner: String,
     key: String,
     armed: bool,

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 use verifyd::session::SessionPolicy;
-use verifyd::store::Store;
+use verifyd::store::Maintenance;
 use verifyd::store::postgres::{PgOptions, PgStore};
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

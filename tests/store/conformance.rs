@@ -186,7 +186,7 @@ async fn send(
         max_attempts,
         new_session: None,
     };
-    store.start_verification(&req).await.unwrap()
+    store.start_send(&req, &SendGuard::default()).await.unwrap()
 }
 
 /// Sends with a 60 s lifetime, a 60 s cooldown and 3 attempts.
@@ -218,7 +218,10 @@ async fn check_with(
             data: &data,
         },
     };
-    store.check_verification(&req).await.unwrap()
+    store
+        .check_guarded(&req, &CheckGuard::default())
+        .await
+        .unwrap()
 }
 
 /// Checks `code` for the default phone with 3 attempts.

@@ -9,10 +9,12 @@ use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
 use verifyd::code::CodeMac;
 use verifyd::phone::PhoneNumber;
+use verifyd::quota::{CheckGuard, SendGuard};
 use verifyd::session::{Expiry, KeyHash, SessionPolicy};
 use verifyd::store::postgres::{PgOptions, PgStore};
 use verifyd::store::{
-    Approval, CheckOutcome, CheckVerification, StartOutcome, StartVerification, Store, StoreError,
+    Approval, CheckOutcome, CheckVerification, Maintenance, SessionStore, StartOutcome,
+    StartVerification, StoreError, VerificationStore,
 };
 
 /// Must match the sweep lock key in `src/store/postgres.rs`.
@@ -158,7 +160,9 @@ async fn sweep_deletes_expired_rows_in_batches_and_spares_live_ones() {
         .await
         .unwrap();
     let p = phone();
-    st.start_verification(&send(live.id, &p, 7)).await.unwrap();
+    st.start_send(&send(live.id, &p, 7), &SendGuard::default())
+        .await
+        .unwrap();
 
     let c = sql(&db.url).await;
     c.batch_execute(
@@ -212,7 +216,9 @@ async fn concurrent_right_codes_approve_exactly_once() {
         .await
         .unwrap();
     let p = phone();
-    st.start_verification(&send(s.id, &p, 7)).await.unwrap();
+    st.start_send(&send(s.id, &p, 7), &SendGuard::default())
+        .await
+        .unwrap();
 
     let tasks: Vec<_> = (0..16u8)
         .map(|i| {
@@ -222,16 +228,19 @@ async fn concurrent_right_codes_approve_exactly_once() {
                 let data: Map<String, Value> = [("verified_phone".to_owned(), json!(p.as_str()))]
                     .into_iter()
                     .collect();
-                st.check_verification(&CheckVerification {
-                    session_id: s.id,
-                    phone: &p,
-                    code_mac: CodeMac([7; 32]),
-                    max_attempts: 5,
-                    on_approve: Approval {
-                        new_key: key(100 + i),
-                        data: &data,
+                st.check_guarded(
+                    &CheckVerification {
+                        session_id: s.id,
+                        phone: &p,
+                        code_mac: CodeMac([7; 32]),
+                        max_attempts: 5,
+                        on_approve: Approval {
+                            new_key: key(100 + i),
+                            data: &data,
+                        },
                     },
-                })
+                    &CheckGuard::default(),
+                )
                 .await
                 .unwrap()
             })
@@ -265,20 +274,25 @@ async fn concurrent_wrong_codes_all_count() {
         .await
         .unwrap();
     let p = phone();
-    st.start_verification(&send(s.id, &p, 7)).await.unwrap();
+    st.start_send(&send(s.id, &p, 7), &SendGuard::default())
+        .await
+        .unwrap();
 
     let data = Map::new();
     let check = |st: std::sync::Arc<PgStore>, p: PhoneNumber, data: Map<String, Value>| async move {
-        st.check_verification(&CheckVerification {
-            session_id: s.id,
-            phone: &p,
-            code_mac: CodeMac([8; 32]),
-            max_attempts: 5,
-            on_approve: Approval {
-                new_key: key(9),
-                data: &data,
+        st.check_guarded(
+            &CheckVerification {
+                session_id: s.id,
+                phone: &p,
+                code_mac: CodeMac([8; 32]),
+                max_attempts: 5,
+                on_approve: Approval {
+                    new_key: key(9),
+                    data: &data,
+                },
             },
-        })
+            &CheckGuard::default(),
+        )
         .await
         .unwrap()
     };
@@ -305,7 +319,9 @@ async fn concurrent_wrong_codes_all_count() {
         assert_eq!(task.await.unwrap(), CheckOutcome::Exhausted);
     }
     assert!(matches!(
-        st.start_verification(&send(s.id, &p, 9)).await.unwrap(),
+        st.start_send(&send(s.id, &p, 9), &SendGuard::default())
+            .await
+            .unwrap(),
         StartOutcome::Exhausted { .. }
     ));
 }
@@ -325,7 +341,9 @@ async fn concurrent_sends_issue_one_code() {
             let st = st.clone();
             tokio::spawn(async move {
                 let p = phone();
-                st.start_verification(&send(s.id, &p, i)).await.unwrap()
+                st.start_send(&send(s.id, &p, i), &SendGuard::default())
+                    .await
+                    .unwrap()
             })
         })
         .collect();
@@ -366,7 +384,7 @@ async fn broken_connections_are_replaced() {
     st.ping()
         .await
         .expect("a new connection replaces the broken one");
-    assert_eq!(st.pool_status().2, 0);
+    assert_eq!(st.pool_usage().map(|p| p.waiting), Some(0));
 }
 
 #[tokio::test]
