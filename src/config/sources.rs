@@ -66,6 +66,10 @@ pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
 /// key figment knows (`routes."+86"` is found as `routes`).
 pub(super) fn invalid(fig: &Figment, key: &str, msg: String) -> ConfigError {
     let mut probe = key;
+    let old = super::renamed::predecessor(fig, key);
+    if let Some(old) = &old {
+        probe = old;
+    }
     let source = loop {
         if let Some(md) = fig.find_metadata(probe) {
             break source_name(md);

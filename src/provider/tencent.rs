@@ -57,7 +57,7 @@ impl TencentProvider {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(SetupError::Endpoint("no host".into())),
         };
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout.duration();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             // A redirect of a signed, non-idempotent POST is never what we want to follow.
@@ -77,7 +77,7 @@ impl TencentProvider {
             template_params: cfg.template_params.clone(),
             region: cfg.region.clone(),
             timeout,
-            max_total: Duration::from_millis(cfg.max_total_ms),
+            max_total: cfg.max_total.duration(),
         })
     }
 

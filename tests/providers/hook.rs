@@ -3,6 +3,7 @@
 //! headers over a tampered body); the receiver's statuses map onto the failure classes.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::hook_receiver::HookReceiver;
@@ -23,8 +24,8 @@ async fn daemon(url: &str, secret: &str) -> TestDaemon {
         c.provider.hook = HookConfig {
             url,
             secret: Secret::new(secret),
-            timeout_ms: 1000,
-            max_total_ms: 3000,
+            timeout: Seconds::from_millis(1000),
+            max_total: Seconds::from_millis(3000),
             ..HookConfig::default()
         };
     })

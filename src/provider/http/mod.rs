@@ -41,7 +41,7 @@ impl HttpProvider {
         let plan = cfg
             .compile(table)
             .map_err(|(k, m)| SetupError::Config(k, m))?;
-        let timeout = Duration::from_millis(plan.timeout_ms);
+        let timeout = plan.timeout.duration();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             // A redirect would replay the credentials and the code to wherever it points.
@@ -51,7 +51,7 @@ impl HttpProvider {
             .map_err(|e| SetupError::Client(table.to_owned(), e))?;
         Ok(Self {
             http,
-            max_total: Duration::from_millis(plan.max_total_ms),
+            max_total: plan.max_total.duration(),
             plan,
             timeout,
         })
