@@ -112,8 +112,12 @@ impl Config {
 
     /// Extracts and validates; used by `load` and by tests that build their own figment.
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let (fig, deprecations) = renamed::convert(&fig)?;
-        let mut config: Config = fig.extract().map_err(|e| sources::describe(&fig, e))?;
+        // `fig` still knows where each deprecated key was written; `converted` holds its
+        // value in seconds, under the old name that the field's serde alias accepts.
+        let (converted, deprecations) = renamed::convert(&fig)?;
+        let mut config: Config = converted
+            .extract()
+            .map_err(|e| sources::describe(&fig, e))?;
         config.deprecations = deprecations;
         let invalid = |key: &str, msg: String| sources::invalid(&fig, key, msg);
         // Before validation, which checks that the secrets a provider needs are there.

@@ -113,8 +113,11 @@ pub(super) fn convert(fig: &Figment) -> Result<(Figment, Vec<String>), ConfigErr
 
 /// A deprecated key's value: whole milliseconds, as the old key always took them.
 fn milliseconds(value: &Value) -> Result<Seconds, String> {
+    // TOML integers arrive signed, environment values unsigned.
     let ms = match value {
-        Value::Num(_, n) => n.to_u128(),
+        Value::Num(_, n) => n
+            .to_u128()
+            .or(n.to_i128().and_then(|i| u128::try_from(i).ok())),
         _ => None,
     };
     let ms = ms.ok_or("expected a whole, non-negative number of milliseconds")?;
@@ -134,8 +137,157 @@ fn collect(path: &mut Vec<String>, dict: &Dict, out: &mut Vec<(Vec<String>, Valu
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its (large) error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use figment::Jail;
+    use std::path::Path;
+
+    fn load(jail_setup: impl FnOnce(&mut Jail) -> figment::Result<()>) -> Result<Config, String> {
+        let mut out = None;
+        Jail::expect_with(|jail| {
+            jail_setup(jail)?;
+            out = Some(Config::load(Some(Path::new("c.toml")), false).map_err(|e| e.to_string()));
+            Ok(())
+        });
+        out.expect("the jail ran")
+    }
+
+    fn file(text: &'static str) -> impl FnOnce(&mut Jail) -> figment::Result<()> {
+        move |jail| jail.create_file("c.toml", text).map(drop)
+    }
+
+    #[test]
+    fn old_keys_still_work_and_each_says_what_to_write_instead() {
+        let c = load(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[store.sqlite]\nbusy_timeout_ms = 250\n\
+                 [providers.cn]\nkind = \"mock\"\ntimeout_ms = 3000\n[routes]\n\"*\" = [\"cn\"]\n",
+            )?;
+            jail.set_env("VERIFYD_EVENTS__POLL_INTERVAL_MS", "1500");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(c.store.sqlite.busy_timeout, Seconds::from_millis(250));
+        assert_eq!(c.providers["cn"].timeout, Seconds::from_secs(3));
+        assert_eq!(c.events.poll_interval, Seconds::from_millis(1500));
+        let notes = c.deprecations.join("\n");
+        assert_eq!(c.deprecations.len(), 3, "{notes}");
+        for expected in [
+            "`store.sqlite.busy_timeout_ms` (from file c.toml) is deprecated: write `store.sqlite.busy_timeout = 0.25`",
+            "`providers.cn.timeout_ms` (from file c.toml) is deprecated: write `providers.cn.timeout = 3`",
+            "`events.poll_interval_ms` (from environment VERIFYD_EVENTS__POLL_INTERVAL_MS) is deprecated: write `events.poll_interval = 1.5`",
+        ] {
+            assert!(notes.contains(expected), "{expected} not in:\n{notes}");
+        }
+    }
+
+    #[test]
+    fn new_keys_take_seconds_and_fractions_without_a_note() {
+        let c = load(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[store.sqlite]\nbusy_timeout = 0.25\n[provider.aliyun]\nmax_total = 7\n",
+            )?;
+            jail.set_env("VERIFYD_EVENTS__POLL_INTERVAL", "2");
+            jail.set_env("VERIFYD_CHALLENGE__TIMEOUT", "0.5");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(c.store.sqlite.busy_timeout, Seconds::from_millis(250));
+        assert_eq!(c.provider.aliyun.max_total, Seconds::from_secs(7));
+        assert_eq!(c.events.poll_interval, Seconds::from_secs(2));
+        assert_eq!(c.challenge.timeout, Seconds::from_millis(500));
+        assert!(c.deprecations.is_empty(), "{:?}", c.deprecations);
+    }
+
+    #[test]
+    fn old_and_new_key_together_are_refused_naming_both() {
+        let err = load(file(
+            "[store.postgres]\nstatement_timeout_ms = 5000\nstatement_timeout = 5\n",
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("both `store.postgres.statement_timeout_ms` (from file c.toml) and `store.postgres.statement_timeout` (from file c.toml)"),
+            "{err}"
+        );
+        let err = load(|jail| {
+            jail.create_file("c.toml", "[provider.http]\nmax_total_ms = 9000\n")?;
+            jail.set_env("VERIFYD_PROVIDER__HTTP__MAX_TOTAL", "9");
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("`provider.http.max_total_ms` (from file c.toml)"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "`provider.http.max_total` (from environment VERIFYD_PROVIDER__HTTP__MAX_TOTAL)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_as_written_and_its_source() {
+        for (text, key) in [
+            (
+                "[events]\ntimeout_ms = -5\n",
+                "value for key `events.timeout_ms`",
+            ),
+            (
+                "[events]\ntimeout_ms = 1.5\n",
+                "value for key `events.timeout_ms`",
+            ),
+            (
+                "[events]\ntimeout_ms = \"soon\"\n",
+                "value for key `events.timeout_ms`",
+            ),
+            (
+                "[events]\ntimeout = \"soon\"\n",
+                "value for key `events.timeout`",
+            ),
+            ("[events]\ntimeout = -1\n", "value for key `events.timeout`"),
+            (
+                "[events]\ntimeout = 1e12\n",
+                "value for key `events.timeout`",
+            ),
+            ("[events]\ntimeout = 61\n", "value for key `events.timeout`"),
+            // A range check after conversion still points at the line the operator wrote.
+            (
+                "[events]\ntimeout_ms = 120000\n",
+                "written as `events.timeout_ms`",
+            ),
+            // Only the listed tables had millisecond keys; elsewhere `_ms` stays unknown.
+            ("[http]\ntimeout_ms = 5\n", "unknown key `http.timeout_ms`"),
+        ] {
+            let err = load(file(text)).unwrap_err();
+            assert!(err.contains(key) && err.contains("c.toml"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn explain_shows_the_new_key_and_where_its_old_name_was_set() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[challenge]\ntimeout_ms = 700\n")?;
+            let fig =
+                Config::figment(Some(Path::new("c.toml")), true).map_err(|e| e.to_string())?;
+            let config = Config::from_figment(fig.clone()).map_err(|e| e.to_string())?;
+            let text = crate::config::explain(&fig, &config);
+            assert!(
+                text.contains(
+                    "challenge.timeout = 0.7  # file c.toml as deprecated `challenge.timeout_ms`"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("timeout_ms ="), "{text}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn only_the_listed_keys_are_deprecated() {

@@ -601,14 +601,14 @@ errors = [{ status = [400], pointer = "/code", values = ["21211"], class = "reci
                 "pointer",
             ),
             (
-                "url = \"https://x/\"\ntimeout_ms = 0",
-                "providers.gw.http.timeout_ms",
+                "url = \"https://x/\"\ntimeout = 0",
+                "providers.gw.http.timeout",
                 "positive",
             ),
             (
-                "url = \"https://x/\"\nmax_total_ms = 10",
-                "providers.gw.http.max_total_ms",
-                "timeout_ms",
+                "url = \"https://x/\"\nmax_total = 0.01",
+                "providers.gw.http.max_total",
+                "timeout",
             ),
         ] {
             let (k, msg) = parse(text).unwrap_err();
