@@ -518,10 +518,7 @@ fn odd_event_settings_are_refused_naming_the_key() {
             format!("[events]\nretry_for = 0\n{good}"),
             "events.retry_for",
         ),
-        (
-            format!("[events]\ntimeout_ms = 600000\n{good}"),
-            "events.timeout_ms",
-        ),
+        (format!("[events]\ntimeout = 600\n{good}"), "events.timeout"),
     ] {
         let err = Config::from_figment(Figment::from(Toml::string(&toml)))
             .unwrap_err()

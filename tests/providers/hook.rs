@@ -162,8 +162,8 @@ fn a_bad_hook_config_names_the_key() {
             "providers.app.hook",
         ),
         (
-            "[providers.app]\nkind = \"hook\"\n[providers.app.hook]\nurl = \"https://a.example/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nmax_total_ms = 20000\n[routes]\n\"*\" = [\"app\"]\n",
-            "providers.app.hook.max_total_ms",
+            "[providers.app]\nkind = \"hook\"\n[providers.app.hook]\nurl = \"https://a.example/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nmax_total = 20\n[routes]\n\"*\" = [\"app\"]\n",
+            "providers.app.hook.max_total",
         ),
     ] {
         let err = verifyd::config::Config::from_figment(Figment::from(Toml::string(toml)))
