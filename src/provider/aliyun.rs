@@ -124,7 +124,7 @@ impl AliyunProvider {
 #[async_trait]
 impl Provider for AliyunProvider {
     /// Retries transient failures with exponential backoff, jitter and a fresh nonce and
-    /// timestamp, while the `max_total_ms` budget lasts.
+    /// timestamp, while the `max_total` budget lasts.
     ///
     /// SendSms is not idempotent (it has no idempotency key): when an attempt times out after
     /// Aliyun accepted it, the retry delivers a second SMS. We still retry because a code that

@@ -149,7 +149,7 @@ impl TencentProvider {
 #[async_trait]
 impl Provider for TencentProvider {
     /// Retries transient failures with backoff and a fresh timestamp and signature while the
-    /// `max_total_ms` budget lasts. Like Aliyun's, `SendSms` has no idempotency key, so a retry
+    /// `max_total` budget lasts. Like Aliyun's, `SendSms` has no idempotency key, so a retry
     /// after a lost answer may deliver a second copy of the same code; the budget bounds it.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let body = self.body(msg);

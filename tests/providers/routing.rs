@@ -452,8 +452,8 @@ fn routing_config_errors_name_the_key() {
             "providers.ali.aliyun.signname",
         ),
         (
-            "[providers.extra]\nkind = \"mock\"\ntimeout = 5\n[routes]\n\"*\" = [\"cn\"]\n",
-            "providers.extra.timeout",
+            "[providers.extra]\nkind = \"mock\"\ntimeout_s = 5\n[routes]\n\"*\" = [\"cn\"]\n",
+            "providers.extra.timeout_s",
         ),
         (
             "[providers.dev.breaker]\nfailure = 5\n[routes]\n\"*\" = [\"cn\"]\n",
@@ -466,7 +466,7 @@ fn routing_config_errors_name_the_key() {
         // Timeouts that could not all run within one request.
         (
             "[providers.slow]\nkind = \"mock\"\ntimeout_ms = 25000\n[routes]\n\"*\" = [\"cn\", \"slow\"]\n",
-            "add up to 33000 ms",
+            "add up to 33 s",
         ),
     ];
     for (extra, expected) in cases {

@@ -141,7 +141,7 @@ fn payload(msg: &OutgoingCode, request_id: &str) -> String {
 
 #[async_trait]
 impl Provider for HookProvider {
-    /// Retries while `max_total_ms` lasts, with the same `webhook-id` each time: Standard
+    /// Retries while `max_total` lasts, with the same `webhook-id` each time: Standard
     /// Webhooks receivers deduplicate on it, so a retry after a lost answer is not a second SMS.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let request_id = nonce();

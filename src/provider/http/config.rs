@@ -49,7 +49,7 @@ pub enum Class {
     RateLimited,
     /// The operator must fix something; the next provider is tried.
     Configuration,
-    /// Retried within `max_total_ms`, then the next provider.
+    /// Retried within `max_total`, then the next provider.
     Transient,
 }
 

@@ -1,6 +1,6 @@
 //! `kind = "http"`: any SMS gateway with an HTTP API, described in configuration (method, URL,
 //! headers, body, auth, success and error rules) rather than in code. Retries follow the Aliyun
-//! provider's policy: transient failures are retried with backoff within `max_total_ms`.
+//! provider's policy: transient failures are retried with backoff within `max_total`.
 
 mod config;
 pub(crate) mod rules;
@@ -145,7 +145,7 @@ fn json_value(v: &BodyValue, vars: &Vars<'_>) -> serde_json::Value {
 
 #[async_trait]
 impl Provider for HttpProvider {
-    /// Retries transient failures while `max_total_ms` lasts, with the same `{request_id}` each
+    /// Retries transient failures while `max_total` lasts, with the same `{request_id}` each
     /// time so a gateway that deduplicates on it can. Like Aliyun's SendSms, most gateways have
     /// no idempotency key: a retry after a timeout may deliver twice, with the same code.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
