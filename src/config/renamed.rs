@@ -2,6 +2,11 @@
 //! configuration breaks: each is converted to the seconds its successor takes (`timeout = 5`),
 //! and noted so the operator is told, once, which key to write instead. Setting both the old
 //! and the new key is refused, since it is not clear which one the operator meant.
+//!
+//! The conversion happens on the figment, before serde sees the values; each new field carries
+//! `#[serde(alias = "…_ms")]` only so that the converted value is accepted under its old name.
+//! A `Config` deserialized without [`super::Config::from_figment`] would therefore read an old
+//! key's milliseconds as seconds.
 
 use figment::Figment;
 use figment::providers::Serialized;
