@@ -104,7 +104,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let c = &config.store.sqlite;
             let opts = SqliteOptions {
                 synchronous: c.synchronous,
-                busy_timeout: Duration::from_millis(c.busy_timeout_ms),
+                busy_timeout: c.busy_timeout.duration(),
             };
             Arc::new(SqliteStore::open(&c.path, &opts, policy)?)
         }
@@ -113,8 +113,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let opts = PgOptions {
                 pool_size: c.pool_size,
                 connect_timeout: Duration::from_secs(c.connect_timeout),
-                acquire_timeout: Duration::from_millis(c.acquire_timeout_ms),
-                statement_timeout: Duration::from_millis(c.statement_timeout_ms),
+                acquire_timeout: c.acquire_timeout.duration(),
+                statement_timeout: c.statement_timeout.duration(),
             };
             Arc::new(PgStore::new(c.url.expose(), &opts, policy)?)
         }

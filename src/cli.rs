@@ -99,6 +99,9 @@ pub fn run() -> anyhow::Result<()> {
     let figment = Config::figment(path.as_deref(), explicit)?;
     let config = Config::from_figment(figment.clone())?;
     if let Command::CheckConfig { explain } = command {
+        for note in &config.deprecations {
+            eprintln!("warning: {note}");
+        }
         if explain {
             print!("{}", crate::config::explain(&figment, &config));
         } else {
@@ -108,6 +111,10 @@ pub fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     crate::logging::init(&config.log);
+    // Once per start: configuration is read once, so each note is logged once.
+    for note in &config.deprecations {
+        tracing::warn!("{note}");
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match command {

@@ -99,7 +99,7 @@ impl Daemon {
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), stops the sweeper and the events
-    /// worker (which finishes its round, bounded by `events.timeout_ms`), joins all.
+    /// worker (which finishes its round, bounded by `events.timeout`), joins all.
     pub async fn stop(self) {
         self.stop.cancel();
         for t in self.tasks {

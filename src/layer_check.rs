@@ -38,6 +38,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "phone",
             "private_file",
             "secret",
+            "seconds",
             "secret_file",
             "session",
             "session_data",

@@ -22,6 +22,7 @@ pub mod private_file;
 pub mod provider;
 pub mod quota;
 pub mod resend;
+pub mod seconds;
 pub mod secret;
 pub mod secret_file;
 pub mod session;

@@ -1,5 +1,6 @@
 //! The `[challenge]` settings that say which challenge a page solves and how it is checked.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -94,8 +95,9 @@ pub struct ChallengeConfig {
     pub siteverify_url: Option<String>,
     /// Host names a Turnstile/hCaptcha token must have been solved on; empty: not checked.
     pub hostnames: Vec<String>,
-    /// Milliseconds `siteverify` may take before the send fails with 503.
-    pub timeout_ms: u64,
+    /// Seconds `siteverify` may take before the send fails with 503.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
 }
 
 impl Default for ChallengeConfig {
@@ -109,7 +111,7 @@ impl Default for ChallengeConfig {
             secret_file: None,
             siteverify_url: None,
             hostnames: Vec::new(),
-            timeout_ms: 5000,
+            timeout: Seconds::from_secs(5),
         }
     }
 }
@@ -130,8 +132,11 @@ impl ChallengeConfig {
                 "must be between 10 and 86400 seconds".into(),
             ));
         }
-        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
-            return Err(("challenge.timeout_ms", "must be between 1 and 60000".into()));
+        if self.timeout.is_zero() || self.timeout > Seconds::from_secs(60) {
+            return Err((
+                "challenge.timeout",
+                "must be between 0.001 and 60 seconds".into(),
+            ));
         }
         if let Some(url) = &self.siteverify_url {
             let ok = reqwest::Url::parse(url)

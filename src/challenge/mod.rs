@@ -100,7 +100,7 @@ impl Challenges {
                     secret(cfg)?,
                     cfg.site_key.clone(),
                     cfg.hostnames.clone(),
-                    Duration::from_millis(cfg.timeout_ms),
+                    cfg.timeout.duration(),
                 )
                 .map_err(|e| format!("challenge.siteverify_url: {e}"))?;
                 Some(client)

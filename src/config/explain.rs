@@ -51,9 +51,13 @@ fn display_key(k: &str) -> String {
 
 /// The provider that set `path`, named for an operator. Only the key itself counts: a table
 /// that some other layer touched says nothing about the keys it left alone.
-fn source_of(fig: &Figment, path: &[String]) -> String {
+pub(super) fn source_of(fig: &Figment, path: &[String]) -> String {
     let key = path.join(".");
     let Some(md) = fig.find_metadata(&key) else {
+        if let Some(old) = super::renamed::predecessor(fig, &key) {
+            let old_path: Vec<String> = old.split('.').map(str::to_owned).collect();
+            return format!("{} as deprecated `{old}`", source_of(fig, &old_path));
+        }
         // A secret read from its `_file` twin is in no layer itself.
         if fig.contains(&format!("{key}_file")) {
             return format!("the file named by {key}_file");

@@ -12,11 +12,13 @@ use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 mod api;
 mod daemon;
 mod explain;
 mod http;
+mod renamed;
 mod secrets;
 mod session;
 mod sources;
@@ -69,6 +71,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Verification events posted to webhook endpoints.
     pub events: crate::events::config::EventsConfig,
+    /// One note per deprecated key the configuration used, for the log once logging is set up.
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 /// A configuration that could not be loaded, with the key and where it came from.
@@ -107,7 +112,13 @@ impl Config {
 
     /// Extracts and validates; used by `load` and by tests that build their own figment.
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = fig.extract().map_err(|e| sources::describe(&fig, e))?;
+        // `fig` still knows where each deprecated key was written; `converted` holds its
+        // value in seconds, under the old name that the field's serde alias accepts.
+        let (converted, deprecations) = renamed::convert(&fig)?;
+        let mut config: Config = converted
+            .extract()
+            .map_err(|e| sources::describe(&fig, e))?;
+        config.deprecations = deprecations;
         let invalid = |key: &str, msg: String| sources::invalid(&fig, key, msg);
         // Before validation, which checks that the secrets a provider needs are there.
         crate::secret_file::read_all(config.secret_slots(), |key| fig.contains(key))
@@ -161,9 +172,9 @@ impl Config {
             let aliyun = &self.provider.aliyun;
             aliyun.validate()?;
             // Otherwise the request times out first, and the send is cancelled mid-retry.
-            if aliyun.max_total_ms >= self.http.request_timeout.saturating_mul(1000) {
+            if aliyun.max_total.duration() >= Duration::from_secs(self.http.request_timeout) {
                 return Err((
-                    "provider.aliyun.max_total_ms",
+                    "provider.aliyun.max_total",
                     format!(
                         "must be shorter than http.request_timeout ({} s)",
                         self.http.request_timeout

@@ -65,8 +65,10 @@ pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
 /// A value serde accepted but a later check refused, reported with the source of the nearest
 /// key figment knows (`routes."+86"` is found as `routes`).
 pub(super) fn invalid(fig: &Figment, key: &str, msg: String) -> ConfigError {
-    let mut probe = key;
-    let source = loop {
+    // A value set under its deprecated name is blamed on that name, where the operator wrote it.
+    let old = super::renamed::predecessor(fig, key);
+    let mut probe = old.as_deref().unwrap_or(key);
+    let mut source = loop {
         if let Some(md) = fig.find_metadata(probe) {
             break source_name(md);
         }
@@ -75,6 +77,9 @@ pub(super) fn invalid(fig: &Figment, key: &str, msg: String) -> ConfigError {
             None => break "the defaults".into(),
         }
     };
+    if let Some(old) = old {
+        source = format!("{source}, written as `{old}`");
+    }
     ConfigError(format!(
         "invalid value for key `{key}` (from {source}): {msg}"
     ))

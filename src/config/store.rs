@@ -1,5 +1,6 @@
 //! `[store]`: which database keeps sessions and verifications, and how verifyd talks to it.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -40,8 +41,9 @@ pub struct SqliteConfig {
     pub path: PathBuf,
     /// `full`: every acknowledged write survives power loss; `normal`: survives process crashes.
     pub synchronous: Synchronous,
-    /// Milliseconds to wait for the database lock before answering 503.
-    pub busy_timeout_ms: u64,
+    /// Seconds to wait for the database lock before answering 503.
+    #[serde(alias = "busy_timeout_ms")]
+    pub busy_timeout: Seconds,
 }
 
 impl Default for SqliteConfig {
@@ -49,7 +51,7 @@ impl Default for SqliteConfig {
         Self {
             path: "verifyd.db".into(),
             synchronous: Synchronous::Full,
-            busy_timeout_ms: 5000,
+            busy_timeout: Seconds::from_secs(5),
         }
     }
 }
@@ -64,10 +66,12 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// Seconds to open a connection.
     pub connect_timeout: u64,
-    /// Milliseconds a request waits for a pooled connection before 503.
-    pub acquire_timeout_ms: u64,
-    /// Milliseconds one statement may run (server-side `statement_timeout`).
-    pub statement_timeout_ms: u64,
+    /// Seconds a request waits for a pooled connection before 503.
+    #[serde(alias = "acquire_timeout_ms")]
+    pub acquire_timeout: Seconds,
+    /// Seconds one statement may run (server-side `statement_timeout`).
+    #[serde(alias = "statement_timeout_ms")]
+    pub statement_timeout: Seconds,
 }
 
 impl Default for PostgresConfig {
@@ -77,8 +81,8 @@ impl Default for PostgresConfig {
             url_file: None,
             pool_size: 16,
             connect_timeout: 3,
-            acquire_timeout_ms: 2000,
-            statement_timeout_ms: 5000,
+            acquire_timeout: Seconds::from_secs(2),
+            statement_timeout: Seconds::from_secs(5),
         }
     }
 }

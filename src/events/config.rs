@@ -1,6 +1,7 @@
 //! `[events]` and `[events.endpoints.<name>]`: where verification events are posted, which
 //! ones each endpoint wants, the secret each is signed with, and how long failures are retried.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,14 +17,17 @@ use crate::standard_webhooks::{SECRET_SHAPE, key_bytes};
 pub struct EventsConfig {
     /// Seconds an event is retried for, from its creation, before it is marked dead.
     pub retry_for: u64,
-    /// Milliseconds before the first retry; each later one waits twice as long.
-    pub first_retry_ms: u64,
+    /// Seconds before the first retry; each later one waits twice as long.
+    #[serde(alias = "first_retry_ms")]
+    pub first_retry: Seconds,
     /// Seconds the wait between two retries grows to at most.
     pub max_retry_interval: u64,
-    /// Milliseconds one POST may take.
-    pub timeout_ms: u64,
-    /// Milliseconds between two looks for due events while the outbox is empty.
-    pub poll_interval_ms: u64,
+    /// Seconds one POST may take.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
+    /// Seconds between two looks for due events while the outbox is empty.
+    #[serde(alias = "poll_interval_ms")]
+    pub poll_interval: Seconds,
     pub endpoints: BTreeMap<String, EndpointConfig>,
 }
 
@@ -31,10 +35,10 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             retry_for: 86_400,
-            first_retry_ms: 5_000,
+            first_retry: Seconds::from_secs(5),
             max_retry_interval: 3_600,
-            timeout_ms: 10_000,
-            poll_interval_ms: 1_000,
+            timeout: Seconds::from_secs(10),
+            poll_interval: Seconds::from_secs(1),
             endpoints: BTreeMap::new(),
         }
     }
@@ -80,22 +84,22 @@ impl EventsConfig {
     /// The offending key and why.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let positive = [
-            ("events.retry_for", self.retry_for),
-            ("events.first_retry_ms", self.first_retry_ms),
-            ("events.max_retry_interval", self.max_retry_interval),
-            ("events.timeout_ms", self.timeout_ms),
-            ("events.poll_interval_ms", self.poll_interval_ms),
+            ("events.retry_for", Seconds::from_secs(self.retry_for)),
+            ("events.first_retry", self.first_retry),
+            (
+                "events.max_retry_interval",
+                Seconds::from_secs(self.max_retry_interval),
+            ),
+            ("events.timeout", self.timeout),
+            ("events.poll_interval", self.poll_interval),
         ];
         for (key, value) in positive {
-            if value == 0 {
+            if value.is_zero() {
                 return Err((key.into(), "must be positive".into()));
             }
         }
-        if self.timeout_ms > 60_000 {
-            return Err((
-                "events.timeout_ms".into(),
-                "must be at most 60000 (a minute)".into(),
-            ));
+        if self.timeout > Seconds::from_secs(60) {
+            return Err(("events.timeout".into(), "must be at most 60 seconds".into()));
         }
         if self.retry_for > 30 * 86_400 {
             return Err((
@@ -187,7 +191,10 @@ mod tests {
             "events.endpoints.crm.events"
         );
         assert_eq!(key(|c| c.retry_for = 0), "events.retry_for");
-        assert_eq!(key(|c| c.timeout_ms = 120_000), "events.timeout_ms");
+        assert_eq!(
+            key(|c| c.timeout = Seconds::from_secs(120)),
+            "events.timeout"
+        );
         let bad_name = with(|c| {
             let e = c.endpoints.remove("crm").unwrap();
             c.endpoints.insert("CRM!".into(), e);

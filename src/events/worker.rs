@@ -66,7 +66,7 @@ impl Worker {
                 config: e.clone(),
             });
         }
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout.duration();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -79,9 +79,9 @@ impl Worker {
             http,
             endpoints,
             retry_for: Duration::from_secs(cfg.retry_for),
-            first_retry: Duration::from_millis(cfg.first_retry_ms),
+            first_retry: cfg.first_retry.duration(),
             max_retry_interval: Duration::from_secs(cfg.max_retry_interval),
-            poll: Duration::from_millis(cfg.poll_interval_ms),
+            poll: cfg.poll_interval.duration(),
             lease: timeout * 2 + Duration::from_secs(5),
             max_attempts,
         }))

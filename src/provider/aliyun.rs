@@ -55,7 +55,7 @@ impl AliyunProvider {
         let secret = cfg.access_key_secret.clone();
         let endpoint =
             reqwest::Url::parse(&cfg.endpoint).map_err(|e| SetupError::Endpoint(e.to_string()))?;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout.duration();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             // A redirect of a signed, non-idempotent POST is never what we want to follow.
@@ -73,7 +73,7 @@ impl AliyunProvider {
             template_param_name: cfg.template_param_name.clone(),
             region_id: cfg.region_id.clone(),
             timeout,
-            max_total: Duration::from_millis(cfg.max_total_ms),
+            max_total: cfg.max_total.duration(),
         })
     }
 
@@ -124,7 +124,7 @@ impl AliyunProvider {
 #[async_trait]
 impl Provider for AliyunProvider {
     /// Retries transient failures with exponential backoff, jitter and a fresh nonce and
-    /// timestamp, while the `max_total_ms` budget lasts.
+    /// timestamp, while the `max_total` budget lasts.
     ///
     /// SendSms is not idempotent (it has no idempotency key): when an attempt times out after
     /// Aliyun accepted it, the retry delivers a second SMS. We still retry because a code that

@@ -1,6 +1,7 @@
 //! The provider settings: `[provider]` (one instance) or `[providers.<name>]` with `[routes]`
 //! (several, routed by destination), each kind's own table living with its provider.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,10 +15,10 @@ use super::tencent::TencentConfig;
 use crate::delivery::receipts::{Auth, Format};
 
 /// Default cap on one send through one provider, its own retries included.
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_TIMEOUT: Seconds = Seconds::from_secs(10);
 
-pub fn default_timeout_ms() -> u64 {
-    DEFAULT_TIMEOUT_MS
+fn default_timeout() -> Seconds {
+    DEFAULT_TIMEOUT
 }
 
 /// `[providers.<name>]`: one provider instance. `kind` is required; the table of that kind
@@ -26,9 +27,9 @@ pub fn default_timeout_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct NamedProvider {
     pub kind: ProviderKind,
-    /// Milliseconds one send through this provider may take before the router moves on.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
+    /// Seconds one send through this provider may take before the router moves on.
+    #[serde(default = "default_timeout", alias = "timeout_ms")]
+    pub timeout: Seconds,
     #[serde(default)]
     pub breaker: BreakerConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,8 +75,9 @@ impl ProviderKind {
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    /// Milliseconds one send may take, the provider's own retries included.
-    pub timeout_ms: u64,
+    /// Seconds one send may take, the provider's own retries included.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
     pub breaker: BreakerConfig,
     pub mock: MockConfig,
     pub aliyun: AliyunConfig,
@@ -89,7 +91,7 @@ impl Default for ProviderConfig {
     fn default() -> Self {
         Self {
             kind: ProviderKind::Mock,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
+            timeout: DEFAULT_TIMEOUT,
             breaker: BreakerConfig::default(),
             mock: MockConfig::default(),
             aliyun: AliyunConfig::default(),

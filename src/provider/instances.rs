@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::seconds::Seconds;
+
 use super::Provider;
 use super::aliyun::{AliyunConfig, AliyunProvider};
 use super::breaker::BreakerConfig;
@@ -27,7 +29,7 @@ struct Spec<'a> {
     /// The config table, e.g. `provider` or `providers.cn`, for error messages.
     table: String,
     kind: ProviderKind,
-    timeout_ms: u64,
+    timeout: Seconds,
     breaker: BreakerConfig,
     mock: Option<&'a MockConfig>,
     aliyun: Option<&'a AliyunConfig>,
@@ -46,7 +48,7 @@ fn specs<'a>(set: ProviderSet<'a>) -> (Vec<Spec<'a>>, Vec<(String, Vec<String>)>
             name: name.clone(),
             table: "provider".into(),
             kind: p.kind,
-            timeout_ms: p.timeout_ms,
+            timeout: p.timeout,
             breaker: p.breaker,
             mock: Some(&p.mock),
             aliyun: Some(&p.aliyun),
@@ -64,7 +66,7 @@ fn specs<'a>(set: ProviderSet<'a>) -> (Vec<Spec<'a>>, Vec<(String, Vec<String>)>
             name: name.clone(),
             table: format!("providers.{name}"),
             kind: p.kind,
-            timeout_ms: p.timeout_ms,
+            timeout: p.timeout,
             breaker: p.breaker,
             mock: p.mock.as_ref(),
             aliyun: p.aliyun.as_ref(),
@@ -99,23 +101,20 @@ pub fn validate(set: ProviderSet<'_>, request_timeout_secs: u64) -> Result<(), (
     if named {
         validate_routes(set.routes, &specs)?;
     }
-    let budget_ms = request_timeout_secs.saturating_mul(1000);
+    let budget = Duration::from_secs(request_timeout_secs);
     for (prefix, names) in &routes {
-        let total: u64 = names
+        let total: Duration = names
             .iter()
             .filter_map(|n| specs.iter().find(|s| &s.name == n))
-            .map(|s| s.timeout_ms)
+            .map(|s| s.timeout.duration())
             .sum();
-        if total >= budget_ms {
-            let key = if named {
-                "routes"
-            } else {
-                "provider.timeout_ms"
-            };
+        if total >= budget {
+            let key = if named { "routes" } else { "provider.timeout" };
             return Err((
                 key.into(),
                 format!(
-                    "the timeouts of route {prefix:?} add up to {total} ms, not below http.request_timeout ({budget_ms} ms): failover could not finish"
+                    "the timeouts of route {prefix:?} add up to {} s, not below http.request_timeout ({request_timeout_secs} s): failover could not finish",
+                    total.as_secs_f64()
                 ),
             ));
         }
@@ -156,8 +155,8 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
             }
         }
     }
-    if s.timeout_ms == 0 {
-        return Err((format!("{t}.timeout_ms"), "must be positive".into()));
+    if s.timeout.is_zero() {
+        return Err((format!("{t}.timeout"), "must be positive".into()));
     }
     if s.breaker.failures > 0 && s.breaker.cooldown == 0 {
         return Err((
@@ -178,12 +177,7 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
                 };
                 a.validate().map_err(|(key, msg)| (here(key), here(&msg)))?;
             }
-            if a.max_total_ms > s.timeout_ms {
-                return Err((
-                    format!("{t}.aliyun.max_total_ms"),
-                    format!("must be at most {t}.timeout_ms ({} ms)", s.timeout_ms),
-                ));
-            }
+            within_timeout(t, "aliyun", a.max_total, s.timeout)?;
         }
         ProviderKind::Sns => {
             if !cfg!(feature = "sns") {
@@ -200,7 +194,7 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
         ProviderKind::Tencent => {
             let c = s.tencent.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.tencent"))?;
-            within_timeout(t, "tencent", c.max_total_ms, s.timeout_ms)?;
+            within_timeout(t, "tencent", c.max_total, s.timeout)?;
         }
         ProviderKind::Http => {
             let c = s.http.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
@@ -209,12 +203,12 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
                 crate::delivery::twilio::check_config(url, &s.name, c.secret.is_empty())
                     .map_err(|e| (format!("{t}.http.twilio_status_callback"), e))?;
             }
-            within_timeout(t, "http", c.max_total_ms, s.timeout_ms)?;
+            within_timeout(t, "http", c.max_total, s.timeout)?;
         }
         ProviderKind::Hook => {
             let c = s.hook.ok_or_else(|| (t.clone(), "missing".to_owned()))?;
             c.validate(&format!("{t}.hook"))?;
-            within_timeout(t, "hook", c.max_total_ms, s.timeout_ms)?;
+            within_timeout(t, "hook", c.max_total, s.timeout)?;
         }
     }
     Ok(())
@@ -225,13 +219,13 @@ fn validate_spec(s: &Spec<'_>, named: bool) -> Result<(), (String, String)> {
 fn within_timeout(
     t: &str,
     kind: &str,
-    max_total_ms: u64,
-    timeout_ms: u64,
+    max_total: Seconds,
+    timeout: Seconds,
 ) -> Result<(), (String, String)> {
-    if max_total_ms > timeout_ms {
+    if max_total > timeout {
         return Err((
-            format!("{t}.{kind}.max_total_ms"),
-            format!("must be at most {t}.timeout_ms ({timeout_ms} ms)"),
+            format!("{t}.{kind}.max_total"),
+            format!("must be at most {t}.timeout ({timeout} s)"),
         ));
     }
     Ok(())
@@ -340,7 +334,7 @@ pub async fn build(set: ProviderSet<'_>, metrics: &Arc<Metrics>) -> Result<Route
         instances.push(Instance {
             name: s.name,
             provider,
-            timeout: Duration::from_millis(s.timeout_ms),
+            timeout: s.timeout.duration(),
             breaker: s.breaker,
         });
     }

@@ -61,7 +61,7 @@ impl SnsProvider {
             message,
         };
         let region = Region::new(cfg.region.clone());
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout.duration();
         let mut builder = if cfg.access_key_id.is_empty() {
             let shared = aws_config::defaults(BehaviorVersion::latest())
                 .region(region)

@@ -57,7 +57,7 @@ impl TencentProvider {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(SetupError::Endpoint("no host".into())),
         };
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout.duration();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             // A redirect of a signed, non-idempotent POST is never what we want to follow.
@@ -77,7 +77,7 @@ impl TencentProvider {
             template_params: cfg.template_params.clone(),
             region: cfg.region.clone(),
             timeout,
-            max_total: Duration::from_millis(cfg.max_total_ms),
+            max_total: cfg.max_total.duration(),
         })
     }
 
@@ -149,7 +149,7 @@ impl TencentProvider {
 #[async_trait]
 impl Provider for TencentProvider {
     /// Retries transient failures with backoff and a fresh timestamp and signature while the
-    /// `max_total_ms` budget lasts. Like Aliyun's, `SendSms` has no idempotency key, so a retry
+    /// `max_total` budget lasts. Like Aliyun's, `SendSms` has no idempotency key, so a retry
     /// after a lost answer may deliver a second copy of the same code; the budget bounds it.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let body = self.body(msg);

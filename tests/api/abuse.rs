@@ -4,6 +4,7 @@
 //! and client addresses behind trusted proxies.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::no_limits;
 
@@ -320,8 +321,8 @@ on_both_stores! {
             a.sign_name = "验证码测试".into();
             a.template_code = "SMS_154950909".into();
             a.endpoint = endpoint;
-            a.timeout_ms = 500;
-            a.max_total_ms = 1000;
+            a.timeout = Seconds::from_millis(500);
+            a.max_total = Seconds::from_millis(1000);
         })
         .await
         else {

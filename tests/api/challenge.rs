@@ -5,6 +5,7 @@
 //! secret, a provider that is down or stalls).
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::altcha_py;
 use common::daemon::TestDaemon;
@@ -383,7 +384,7 @@ async fn captcha_daemon(
         c.challenge.secret = Secret::new(secret);
         c.challenge.siteverify_url = Some(url);
         c.challenge.hostnames = vec!["shop.example".into()];
-        c.challenge.timeout_ms = 700;
+        c.challenge.timeout = Seconds::from_millis(700);
         tweak(c);
     })
     .await

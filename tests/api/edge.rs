@@ -5,6 +5,7 @@
 //! hangs up mid-flight.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::no_limits;
 
@@ -338,8 +339,8 @@ on_both_stores! {
             a.sign_name = "验证码测试".into();
             a.template_code = "SMS_154950909".into();
             a.endpoint = endpoint;
-            a.timeout_ms = 10_000;
-            a.max_total_ms = 15_000;
+            a.timeout = Seconds::from_millis(10_000);
+            a.max_total = Seconds::from_millis(15_000);
         })
         .await
         else {

@@ -5,6 +5,7 @@
 //! kill -9 between commit and delivery, and two daemons sharing one PostgreSQL.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::hook_receiver::HookReceiver;
@@ -42,8 +43,8 @@ fn sent_only(url: &str) -> EndpointConfig {
 /// No limits, quick polling and retries, and the given endpoints.
 fn with_endpoints(c: &mut Config, endpoints: Vec<(&str, EndpointConfig)>) {
     common::no_limits(c);
-    c.events.poll_interval_ms = 50;
-    c.events.first_retry_ms = 100;
+    c.events.poll_interval = Seconds::from_millis(50);
+    c.events.first_retry = Seconds::from_millis(100);
     c.events.max_retry_interval = 1;
     c.events.endpoints = endpoints
         .into_iter()
@@ -431,7 +432,7 @@ async fn two_daemons_on_one_postgresql_deliver_each_event_once() {
     };
     let Some(a) = TestDaemon::start(Backend::Postgres, |c| {
         with_endpoints(c, vec![("app", sent_only(&r.url))]);
-        c.events.poll_interval_ms = 10;
+        c.events.poll_interval = Seconds::from_millis(10);
     })
     .await
     else {
@@ -517,10 +518,7 @@ fn odd_event_settings_are_refused_naming_the_key() {
             format!("[events]\nretry_for = 0\n{good}"),
             "events.retry_for",
         ),
-        (
-            format!("[events]\ntimeout_ms = 600000\n{good}"),
-            "events.timeout_ms",
-        ),
+        (format!("[events]\ntimeout = 600\n{good}"), "events.timeout"),
     ] {
         let err = Config::from_figment(Figment::from(Toml::string(&toml)))
             .unwrap_err()

@@ -2,6 +2,7 @@
 //! readiness (also with the database gone), robustness against garbage, graceful shutdown.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::{API_KEY, TestDaemon};
 use reqwest::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderMap};
@@ -820,8 +821,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 async fn database_gone_means_503_quickly() {
     let Some(d) = TestDaemon::start(Backend::Postgres, |c| {
         c.store.postgres.connect_timeout = 1;
-        c.store.postgres.acquire_timeout_ms = 1000;
-        c.store.postgres.statement_timeout_ms = 2000;
+        c.store.postgres.acquire_timeout = Seconds::from_millis(1000);
+        c.store.postgres.statement_timeout = Seconds::from_millis(2000);
         c.sweeper.enabled = false;
     })
     .await

@@ -4,6 +4,7 @@
 //! metadata and keyed by one canonical E.164 form before any list, limit or provider sees it.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::no_limits;
 
@@ -202,8 +203,8 @@ async fn aliyun_is_given_the_parsed_numbers_destination() {
         a.sign_name = "验证码测试".into();
         a.template_code = "SMS_154950909".into();
         a.endpoint = endpoint;
-        a.timeout_ms = 500;
-        a.max_total_ms = 3000;
+        a.timeout = Seconds::from_millis(500);
+        a.max_total = Seconds::from_millis(3000);
     })
     .await
     .unwrap();

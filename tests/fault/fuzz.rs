@@ -136,6 +136,8 @@ fn config_text() -> impl Strategy<Value = String> {
             "endpoint",
             "timeout_ms",
             "max_total_ms",
+            "timeout",
+            "max_total",
             "interval",
             "batch_size",
             "seed_routes",

@@ -83,9 +83,11 @@ async fn postgres_restart_fails_fast_and_recovers() {
         "[http]\nlisten = \"127.0.0.1:{port}\"\nrequest_timeout = 15\n\
          [store]\nbackend = \"postgres\"\n\
          [store.postgres]\nurl = {:?}\npool_size = 4\nconnect_timeout = {CONNECT_S}\n\
-         acquire_timeout_ms = {ACQUIRE_MS}\nstatement_timeout_ms = {STATEMENT_MS}\n\
+         acquire_timeout = {}\nstatement_timeout = {}\n\
          [provider.mock]\nquiet = true\n[api.keys]\nfault = \"{hash}\"\n[log]\nlevel = \"warn\"\n",
-        cluster.url()
+        cluster.url(),
+        ACQUIRE_MS as f64 / 1000.0,
+        STATEMENT_MS as f64 / 1000.0,
     );
     let mut proc = Proc::spawn(dir.path(), "verifyd", port, &config).await;
     let base = proc.base();

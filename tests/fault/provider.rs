@@ -4,6 +4,7 @@
 //! holds no worker thread and no database connection.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::fake_aliyun::{FakeAliyun, Mode};
@@ -38,8 +39,8 @@ async fn daemon(fake: &FakeAliyun) -> TestDaemon {
         a.sign_name = "验证码测试".into();
         a.template_code = "SMS_154950909".into();
         a.endpoint = endpoint;
-        a.timeout_ms = TIMEOUT_MS;
-        a.max_total_ms = BUDGET_MS;
+        a.timeout = Seconds::from_millis(TIMEOUT_MS);
+        a.max_total = Seconds::from_millis(BUDGET_MS);
     })
     .await
     .expect("SQLite daemons always start")

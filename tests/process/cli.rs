@@ -231,6 +231,69 @@ fn check_config_prints_the_configuration_with_secrets_redacted() {
     assert_eq!(back.session.default_age, 777);
 }
 
+/// Millisecond keys of older releases still start the daemon; each is logged once, naming
+/// the old key, where it was set and the key in seconds to write instead.
+#[test]
+fn deprecated_millisecond_keys_work_and_are_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "old.toml",
+        "[store.sqlite]\npath = \"old.db\"\nbusy_timeout_ms = 250\n",
+    );
+    let old_keys = |cmd: &mut Command| {
+        cmd.arg("--config")
+            .arg(&path)
+            .env("VERIFYD_EVENTS__POLL_INTERVAL_MS", "1500");
+    };
+    let warnings = [
+        format!(
+            "`store.sqlite.busy_timeout_ms` (from file {}) is deprecated: write `store.sqlite.busy_timeout = 0.25`",
+            path.display()
+        ),
+        "`events.poll_interval_ms` (from environment VERIFYD_EVENTS__POLL_INTERVAL_MS) is deprecated: write `events.poll_interval = 1.5`".to_owned(),
+    ];
+    for command in ["migrate", "check-config"] {
+        let mut cmd = verifyd(dir.path());
+        old_keys(&mut cmd);
+        let (ok, stdout, stderr) = run(cmd.arg(command));
+        assert!(ok, "{command}: {stderr}");
+        for w in &warnings {
+            assert_eq!(
+                stderr.matches(w.as_str()).count(),
+                1,
+                "{command}: {w}\n{stderr}"
+            );
+        }
+        if command == "check-config" {
+            let printed: toml::Value = toml::from_str(&stdout).expect("stdout is TOML");
+            assert_eq!(
+                printed["store"]["sqlite"]["busy_timeout"].as_float(),
+                Some(0.25)
+            );
+            assert!(!stdout.contains("_ms"), "{stdout}");
+        }
+    }
+
+    // Old and new name together: refused, naming both and where each was set.
+    let mut cmd = verifyd(dir.path());
+    old_keys(&mut cmd);
+    let (ok, _, stderr) = run(cmd
+        .arg("check-config")
+        .env("VERIFYD_STORE__SQLITE__BUSY_TIMEOUT", "1"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("`store.sqlite.busy_timeout_ms` (from file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "`store.sqlite.busy_timeout` (from environment VERIFYD_STORE__SQLITE__BUSY_TIMEOUT)"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_config_explain_names_the_source_of_every_value_and_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();

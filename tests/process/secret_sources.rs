@@ -151,7 +151,7 @@ async fn aliyun_secrets_from_credentials_and_files_sign_what_the_fake_accepts() 
         format!(
             "[{t}]\naccess_key_id = {ALIYUN_ID:?}\nsign_name = \"验证码测试\"\n\
              template_code = \"SMS_154950909\"\nendpoint = {:?}\ntimeout_ms = 500\n\
-             max_total_ms = 3000\n",
+             max_total = 3\n",
             fake.url()
         )
     };
@@ -275,7 +275,7 @@ async fn the_binary_takes_secrets_from_credentials_and_files() {
          [routes]\n\"*\" = [\"cn\"]\n[providers.cn]\nkind = \"aliyun\"\n\
          [providers.cn.aliyun]\naccess_key_id = {ALIYUN_ID:?}\nsign_name = \"验证码测试\"\n\
          template_code = \"SMS_154950909\"\nendpoint = {:?}\ntimeout_ms = 500\n\
-         max_total_ms = 3000\n",
+         max_total = 3\n",
         fake.url()
     );
     let creds = creds.display().to_string();

@@ -216,7 +216,7 @@ async fn slow_gateway(stall: Duration, grace: u64) -> (Service, FakeAliyun, Stri
     let extra = format!(
         "[provider]\nkind = \"aliyun\"\n[provider.aliyun]\naccess_key_id = \"{ALIYUN_ID}\"\n\
          sign_name = \"test\"\ntemplate_code = \"SMS_1\"\nendpoint = \"{}\"\n\
-         timeout_ms = 8000\nmax_total_ms = 9000\n\
+         timeout = 8\nmax_total = 9\n\
          [challenge]\nmode = \"off\"\n",
         fake.url()
     );

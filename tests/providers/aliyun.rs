@@ -4,6 +4,7 @@
 //! own independence (it must reproduce Alibaba's published signatures by itself).
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::fake_aliyun::{self, FakeAliyun, Mode};
@@ -30,8 +31,8 @@ async fn daemon(fake: &FakeAliyun, tweak: impl FnOnce(&mut AliyunConfig)) -> Tes
         a.sign_name = "验证码测试".into();
         a.template_code = "SMS_154950909".into();
         a.endpoint = endpoint;
-        a.timeout_ms = 500;
-        a.max_total_ms = 3000;
+        a.timeout = Seconds::from_millis(500);
+        a.max_total = Seconds::from_millis(3000);
         tweak(a);
     })
     .await
@@ -202,7 +203,7 @@ async fn server_errors_are_retried_with_fresh_nonces() {
 async fn server_errors_forever_give_up_within_the_budget() {
     let fake = fake().await;
     fake.set_mode(Mode::ServerError);
-    let d = daemon(&fake, |a| a.max_total_ms = 1500).await;
+    let d = daemon(&fake, |a| a.max_total = Seconds::from_millis(1500)).await;
     let started = Instant::now();
     let (status, body) = d.browser().send_code(PHONE).await;
     let elapsed = started.elapsed();
@@ -219,8 +220,8 @@ async fn a_stalled_gateway_gives_up_within_the_budget() {
     let fake = fake().await;
     fake.set_mode(Mode::Stall(Duration::from_secs(10)));
     let d = daemon(&fake, |a| {
-        a.timeout_ms = 300;
-        a.max_total_ms = 1000;
+        a.timeout = Seconds::from_millis(300);
+        a.max_total = Seconds::from_millis(1000);
     })
     .await;
     let started = Instant::now();
@@ -383,7 +384,10 @@ template_code = "SMS_154950909"
         assert_eq!(a.access_key_secret.expose(), "from-env-Secret");
         assert_eq!(a.template_param_name, "code");
         assert_eq!(a.endpoint, "https://dysmsapi.aliyuncs.com/");
-        assert_eq!((a.timeout_ms, a.max_total_ms), (5000, 10_000));
+        assert_eq!(
+            (a.timeout, a.max_total),
+            (Seconds::from_secs(5), Seconds::from_secs(10))
+        );
         assert!(!format!("{c:?}").contains("from-env-Secret"));
 
         jail.create_file(

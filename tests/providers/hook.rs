@@ -3,6 +3,7 @@
 //! headers over a tampered body); the receiver's statuses map onto the failure classes.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::hook_receiver::HookReceiver;
@@ -23,8 +24,8 @@ async fn daemon(url: &str, secret: &str) -> TestDaemon {
         c.provider.hook = HookConfig {
             url,
             secret: Secret::new(secret),
-            timeout_ms: 1000,
-            max_total_ms: 3000,
+            timeout: Seconds::from_millis(1000),
+            max_total: Seconds::from_millis(3000),
             ..HookConfig::default()
         };
     })
@@ -161,8 +162,8 @@ fn a_bad_hook_config_names_the_key() {
             "providers.app.hook",
         ),
         (
-            "[providers.app]\nkind = \"hook\"\n[providers.app.hook]\nurl = \"https://a.example/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nmax_total_ms = 20000\n[routes]\n\"*\" = [\"app\"]\n",
-            "providers.app.hook.max_total_ms",
+            "[providers.app]\nkind = \"hook\"\n[providers.app.hook]\nurl = \"https://a.example/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nmax_total = 20\n[routes]\n\"*\" = [\"app\"]\n",
+            "providers.app.hook.max_total",
         ),
     ] {
         let err = verifyd::config::Config::from_figment(Figment::from(Toml::string(toml)))

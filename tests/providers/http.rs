@@ -4,6 +4,7 @@
 //! templates stopping the daemon at start-up; and nothing secret reaching the logs.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::fake_sms_apis::{self as apis, FakeApi};
@@ -46,10 +47,10 @@ async fn daemon(loaded: Config, max_total_ms: u64) -> TestDaemon {
         c.providers = loaded.providers;
         c.routes = loaded.routes;
         for p in c.providers.values_mut() {
-            p.timeout_ms = max_total_ms;
+            p.timeout = Seconds::from_millis(max_total_ms);
             if let Some(h) = &mut p.http {
-                h.timeout_ms = 500;
-                h.max_total_ms = max_total_ms;
+                h.timeout = Seconds::from_millis(500);
+                h.max_total = Seconds::from_millis(max_total_ms);
             }
         }
     })

@@ -5,6 +5,7 @@
 //! unknown ids, replays, contradicting late receipts, huge batches.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::{API_KEY, TestDaemon};
 use common::fake_aliyun::FakeAliyun;
@@ -29,8 +30,8 @@ fn aliyun_config(c: &mut Config, fake: &FakeAliyun) {
     a.template_code = "SMS_154950909".into();
     a.endpoint = fake.url();
     a.receipt_token = Secret::new(TOKEN);
-    a.timeout_ms = 500;
-    a.max_total_ms = 2000;
+    a.timeout = Seconds::from_millis(500);
+    a.max_total = Seconds::from_millis(2000);
 }
 
 fn tencent_config(fake: &FakeTencent) -> TencentConfig {
@@ -41,8 +42,8 @@ fn tencent_config(fake: &FakeTencent) -> TencentConfig {
         template_id: "1".into(),
         endpoint: fake.url(),
         receipt_token: Secret::new(TOKEN),
-        timeout_ms: 300,
-        max_total_ms: 600,
+        timeout: Seconds::from_millis(300),
+        max_total: Seconds::from_millis(600),
         ..TencentConfig::default()
     }
 }
@@ -245,7 +246,7 @@ on_both_stores! {
         let Some(d) = TestDaemon::start(backend, move |c| {
             let named = |kind| NamedProvider {
                 kind,
-                timeout_ms: 1000,
+                timeout: Seconds::from_millis(1000),
                 breaker: BreakerConfig::default(),
                 mock: None,
                 aliyun: None,

@@ -4,6 +4,7 @@
 //! templates by prefix and locale, and start-up validation of the routing configuration.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::fake_aliyun::{FakeAliyun, Mode};
@@ -26,7 +27,7 @@ const CN: &str = "+8613800138000";
 fn named(kind: ProviderKind) -> NamedProvider {
     NamedProvider {
         kind,
-        timeout_ms: 5000,
+        timeout: Seconds::from_millis(5000),
         breaker: BreakerConfig::default(),
         mock: None,
         aliyun: None,
@@ -47,8 +48,8 @@ fn aliyun(fake: &FakeAliyun, breaker: BreakerConfig) -> NamedProvider {
             sign_name: "验证码测试".into(),
             template_code: "SMS_154950909".into(),
             endpoint: fake.url(),
-            timeout_ms: 300,
-            max_total_ms: 600,
+            timeout: Seconds::from_millis(300),
+            max_total: Seconds::from_millis(600),
             ..AliyunConfig::default()
         }),
         ..named(ProviderKind::Aliyun)
@@ -62,7 +63,7 @@ fn sns(url: &str, id: &str, secret: &str) -> NamedProvider {
             access_key_id: id.into(),
             secret_access_key: Secret::new(secret),
             endpoint_url: Some(url.into()),
-            timeout_ms: 3000,
+            timeout: Seconds::from_millis(3000),
             ..SnsConfig::default()
         }),
         ..named(ProviderKind::Sns)
@@ -290,7 +291,7 @@ async fn a_slow_provider_is_cut_off_by_its_timeout() {
     let started = std::time::Instant::now();
     let d = start(|c| {
         let mut s = sns(&slow.url(), "AKID", "secret");
-        s.timeout_ms = 700;
+        s.timeout = Seconds::from_millis(700);
         c.providers.insert("slow".into(), s);
         c.providers.insert("backup".into(), mock(c));
         c.routes = routes(&[("*", &["slow", "backup"])]);
@@ -369,14 +370,14 @@ fn load_error(text: &str) -> Option<String> {
 const NAMED: &str = r#"
 [providers.cn]
 kind = "aliyun"
-timeout_ms = 8000
+timeout = 8
 breaker = { failures = 3, cooldown = 60 }
 [providers.cn.aliyun]
 access_key_id = "LTAI5t"
 access_key_secret = "s"
 sign_name = "验证码测试"
 template_code = "SMS_154950909"
-max_total_ms = 6000
+max_total = 6
 
 [providers.global]
 kind = "sns"
@@ -414,7 +415,11 @@ fn a_complete_routing_config_loads() {
             ..BreakerConfig::default()
         }
     );
-    assert_eq!(c.providers["global"].timeout_ms, 10_000, "the default");
+    assert_eq!(
+        c.providers["global"].timeout,
+        Seconds::from_secs(10),
+        "the default"
+    );
     let s = c.providers["global"].sns.as_ref().unwrap();
     assert_eq!(s.secret_access_key.expose(), "from-env");
     assert_eq!(c.routes["+86"], ["cn", "global"]);
@@ -447,8 +452,8 @@ fn routing_config_errors_name_the_key() {
             "providers.ali.aliyun.signname",
         ),
         (
-            "[providers.extra]\nkind = \"mock\"\ntimeout = 5\n[routes]\n\"*\" = [\"cn\"]\n",
-            "providers.extra.timeout",
+            "[providers.extra]\nkind = \"mock\"\ntimeout_s = 5\n[routes]\n\"*\" = [\"cn\"]\n",
+            "providers.extra.timeout_s",
         ),
         (
             "[providers.dev.breaker]\nfailure = 5\n[routes]\n\"*\" = [\"cn\"]\n",
@@ -461,7 +466,7 @@ fn routing_config_errors_name_the_key() {
         // Timeouts that could not all run within one request.
         (
             "[providers.slow]\nkind = \"mock\"\ntimeout_ms = 25000\n[routes]\n\"*\" = [\"cn\", \"slow\"]\n",
-            "add up to 33000 ms",
+            "add up to 33 s",
         ),
     ];
     for (extra, expected) in cases {

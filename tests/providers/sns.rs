@@ -3,6 +3,7 @@
 //! capturing fake in `common::fake_sns` (attributes on the wire, every error class, retries).
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::fake_sns::{Answer, FakeSns};
@@ -31,7 +32,7 @@ async fn daemon(
         s.access_key_id = id;
         s.secret_access_key = Secret::new(secret);
         s.endpoint_url = Some(endpoint);
-        s.timeout_ms = 3000;
+        s.timeout = Seconds::from_millis(3000);
         tweak(s);
     })
     .await
@@ -258,7 +259,7 @@ async fn throttling_is_retried_within_max_attempts() {
 async fn a_stalled_endpoint_times_out_once() {
     let started = Instant::now();
     let (status, body, n) = send_with(vec![Answer::Stall(Duration::from_secs(20))], |s| {
-        s.timeout_ms = 500
+        s.timeout = Seconds::from_millis(500)
     })
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -311,7 +312,7 @@ sender_id = "Verifyd"
         let s = &c.provider.sns;
         assert_eq!(c.provider.kind, ProviderKind::Sns);
         assert_eq!(s.secret_access_key.expose(), "from-env-Secret");
-        assert_eq!((s.timeout_ms, s.max_attempts), (5000, 2));
+        assert_eq!((s.timeout, s.max_attempts), (Seconds::from_secs(5), 2));
         assert!(!format!("{c:?}").contains("from-env-Secret"));
         assert!(!toml::to_string(&c).unwrap().contains("from-env-Secret"));
 

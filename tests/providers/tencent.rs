@@ -4,6 +4,7 @@
 //! compared with the SDK's signature of the very same request.
 
 use crate::common;
+use verifyd::seconds::Seconds;
 
 use common::daemon::TestDaemon;
 use common::fake_tencent::{FakeTencent, Mode};
@@ -32,8 +33,8 @@ async fn daemon(fake: &FakeTencent, tweak: impl FnOnce(&mut TencentConfig)) -> T
         t.template_id = "449739".into();
         t.template_params = vec!["{code}".into(), "{minutes}".into()];
         t.endpoint = endpoint;
-        t.timeout_ms = 500;
-        t.max_total_ms = 3000;
+        t.timeout = Seconds::from_millis(500);
+        t.max_total = Seconds::from_millis(3000);
         tweak(t);
     })
     .await
@@ -310,13 +311,13 @@ async fn named_tencent_instance_fails_over_to_the_next_provider() {
             sms_sdk_app_id: APP.into(),
             template_id: "449739".into(),
             endpoint,
-            timeout_ms: 300,
-            max_total_ms: 600,
+            timeout: Seconds::from_millis(300),
+            max_total: Seconds::from_millis(600),
             ..TencentConfig::default()
         };
         let named = |kind| NamedProvider {
             kind,
-            timeout_ms: 1000,
+            timeout: Seconds::from_millis(1000),
             breaker: Default::default(),
             mock: None,
             aliyun: None,

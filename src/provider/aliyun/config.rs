@@ -2,6 +2,7 @@
 //! Checked by `Config::validate` when `provider.kind = "aliyun"`, so a missing key stops the
 //! daemon at start-up with its name.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -32,10 +33,12 @@ pub struct AliyunConfig {
     /// unset: no receipt endpoint.
     pub receipt_token: Secret,
     pub receipt_token_file: Option<PathBuf>,
-    /// Milliseconds one attempt (connect, request, answer) may take.
-    pub timeout_ms: u64,
-    /// Milliseconds all attempts of one send may take together, pauses included.
-    pub max_total_ms: u64,
+    /// Seconds one attempt (connect, request, answer) may take.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
+    /// Seconds all attempts of one send may take together, pauses included.
+    #[serde(alias = "max_total_ms")]
+    pub max_total: Seconds,
 }
 
 impl Default for AliyunConfig {
@@ -51,8 +54,8 @@ impl Default for AliyunConfig {
             region_id: "cn-hangzhou".into(),
             receipt_token: Secret::default(),
             receipt_token_file: None,
-            timeout_ms: 5000,
-            max_total_ms: 10_000,
+            timeout: Seconds::from_secs(5),
+            max_total: Seconds::from_secs(10),
         }
     }
 }
@@ -100,15 +103,15 @@ impl AliyunConfig {
                 "must be at least 16 characters".into(),
             ));
         }
-        if self.timeout_ms == 0 {
-            return Err(("provider.aliyun.timeout_ms", "must be positive".into()));
+        if self.timeout.is_zero() {
+            return Err(("provider.aliyun.timeout", "must be positive".into()));
         }
-        if self.max_total_ms < self.timeout_ms {
+        if self.max_total < self.timeout {
             return Err((
-                "provider.aliyun.max_total_ms",
+                "provider.aliyun.max_total",
                 format!(
-                    "must be at least provider.aliyun.timeout_ms ({})",
-                    self.timeout_ms
+                    "must be at least provider.aliyun.timeout ({} s)",
+                    self.timeout
                 ),
             ));
         }
@@ -166,7 +169,13 @@ mod tests {
             key(|c| c.receipt_token = Secret::new("short")),
             "provider.aliyun.receipt_token"
         );
-        assert_eq!(key(|c| c.timeout_ms = 0), "provider.aliyun.timeout_ms");
-        assert_eq!(key(|c| c.max_total_ms = 1), "provider.aliyun.max_total_ms");
+        assert_eq!(
+            key(|c| c.timeout = Seconds::default()),
+            "provider.aliyun.timeout"
+        );
+        assert_eq!(
+            key(|c| c.max_total = Seconds::from_millis(1)),
+            "provider.aliyun.max_total"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `[provider.hook]` / `[providers.<name>.hook]`: where the application receives codes to
 //! deliver itself, and the Standard Webhooks secret verifyd signs them with.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -17,10 +18,12 @@ pub struct HookConfig {
     pub secret: Secret,
     /// A file holding the secret, read once at start-up.
     pub secret_file: Option<PathBuf>,
-    /// Milliseconds one attempt may take.
-    pub timeout_ms: u64,
-    /// Milliseconds all attempts of one send may take together, pauses included.
-    pub max_total_ms: u64,
+    /// Seconds one attempt may take.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
+    /// Seconds all attempts of one send may take together, pauses included.
+    #[serde(alias = "max_total_ms")]
+    pub max_total: Seconds,
 }
 
 impl Default for HookConfig {
@@ -29,8 +32,8 @@ impl Default for HookConfig {
             url: String::new(),
             secret: Secret::default(),
             secret_file: None,
-            timeout_ms: 5000,
-            max_total_ms: 10_000,
+            timeout: Seconds::from_secs(5),
+            max_total: Seconds::from_secs(10),
         }
     }
 }
@@ -60,17 +63,13 @@ impl HookConfig {
         if crate::standard_webhooks::key_bytes(&self.secret).is_none() {
             return Err((key("secret"), SECRET_SHAPE.into()));
         }
-        if self.timeout_ms == 0 {
-            return Err((key("timeout_ms"), "must be positive".into()));
+        if self.timeout.is_zero() {
+            return Err((key("timeout"), "must be positive".into()));
         }
-        if self.max_total_ms < self.timeout_ms {
+        if self.max_total < self.timeout {
             return Err((
-                key("max_total_ms"),
-                format!(
-                    "must be at least {} ({})",
-                    key("timeout_ms"),
-                    self.timeout_ms
-                ),
+                key("max_total"),
+                format!("must be at least {} ({} s)", key("timeout"), self.timeout),
             ));
         }
         Ok(())
@@ -124,10 +123,13 @@ mod tests {
             key(|c| c.secret = Secret::new("whsec_!!!")),
             "providers.app.hook.secret"
         );
-        assert_eq!(key(|c| c.timeout_ms = 0), "providers.app.hook.timeout_ms");
         assert_eq!(
-            key(|c| c.max_total_ms = 1),
-            "providers.app.hook.max_total_ms"
+            key(|c| c.timeout = Seconds::default()),
+            "providers.app.hook.timeout"
+        );
+        assert_eq!(
+            key(|c| c.max_total = Seconds::from_millis(1)),
+            "providers.app.hook.max_total"
         );
     }
 }

@@ -42,7 +42,7 @@ impl HookProvider {
         let url = reqwest::Url::parse(&cfg.url).map_err(|_| bad("url is not a URL"))?;
         let key =
             crate::standard_webhooks::key_bytes(&cfg.secret).ok_or_else(|| bad("bad secret"))?;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout.duration();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -54,7 +54,7 @@ impl HookProvider {
             url,
             key,
             timeout,
-            max_total: Duration::from_millis(cfg.max_total_ms),
+            max_total: cfg.max_total.duration(),
         })
     }
 
@@ -141,7 +141,7 @@ fn payload(msg: &OutgoingCode, request_id: &str) -> String {
 
 #[async_trait]
 impl Provider for HookProvider {
-    /// Retries while `max_total_ms` lasts, with the same `webhook-id` each time: Standard
+    /// Retries while `max_total` lasts, with the same `webhook-id` each time: Standard
     /// Webhooks receivers deduplicate on it, so a retry after a lost answer is not a second SMS.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let request_id = nonce();

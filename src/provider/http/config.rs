@@ -2,6 +2,7 @@
 //! of code. [`HttpConfig::compile`] parses every template, header name, JSON pointer and rule
 //! at start-up, so a mistake stops the daemon with the key's name rather than failing a send.
 
+use crate::seconds::Seconds;
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,7 @@ pub enum Class {
     RateLimited,
     /// The operator must fix something; the next provider is tried.
     Configuration,
-    /// Retried within `max_total_ms`, then the next provider.
+    /// Retried within `max_total`, then the next provider.
     Transient,
 }
 
@@ -102,10 +103,12 @@ pub struct HttpConfig {
     /// (`https://…/v1/receipts/<instance>/<any segment>`). Set, it opens that receipt endpoint,
     /// authenticated by `X-Twilio-Signature` with `secret` (the Auth Token) as the key.
     pub twilio_status_callback: Option<String>,
-    /// Milliseconds one attempt may take.
-    pub timeout_ms: u64,
-    /// Milliseconds all attempts of one send may take together, pauses included.
-    pub max_total_ms: u64,
+    /// Seconds one attempt may take.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
+    /// Seconds all attempts of one send may take together, pauses included.
+    #[serde(alias = "max_total_ms")]
+    pub max_total: Seconds,
 }
 
 impl Default for HttpConfig {
@@ -127,8 +130,8 @@ impl Default for HttpConfig {
             message_id_pointer: None,
             errors: Vec::new(),
             twilio_status_callback: None,
-            timeout_ms: 5000,
-            max_total_ms: 10_000,
+            timeout: Seconds::from_secs(5),
+            max_total: Seconds::from_secs(10),
         }
     }
 }
@@ -166,8 +169,8 @@ pub struct Compiled {
     pub success: Option<(String, String)>,
     pub message_id_pointer: Option<String>,
     pub rules: Vec<Rule>,
-    pub timeout_ms: u64,
-    pub max_total_ms: u64,
+    pub timeout: Seconds,
+    pub max_total: Seconds,
 }
 
 type Invalid = (String, String);
@@ -371,17 +374,13 @@ impl HttpConfig {
                 class,
             });
         }
-        if self.timeout_ms == 0 {
-            return Err((key("timeout_ms"), "must be positive".into()));
+        if self.timeout.is_zero() {
+            return Err((key("timeout"), "must be positive".into()));
         }
-        if self.max_total_ms < self.timeout_ms {
+        if self.max_total < self.timeout {
             return Err((
-                key("max_total_ms"),
-                format!(
-                    "must be at least {} ({})",
-                    key("timeout_ms"),
-                    self.timeout_ms
-                ),
+                key("max_total"),
+                format!("must be at least {} ({} s)", key("timeout"), self.timeout),
             ));
         }
         Ok(Compiled {
@@ -396,8 +395,8 @@ impl HttpConfig {
             success,
             message_id_pointer,
             rules,
-            timeout_ms: self.timeout_ms,
-            max_total_ms: self.max_total_ms,
+            timeout: self.timeout,
+            max_total: self.max_total,
         })
     }
 }
@@ -602,14 +601,14 @@ errors = [{ status = [400], pointer = "/code", values = ["21211"], class = "reci
                 "pointer",
             ),
             (
-                "url = \"https://x/\"\ntimeout_ms = 0",
-                "providers.gw.http.timeout_ms",
+                "url = \"https://x/\"\ntimeout = 0",
+                "providers.gw.http.timeout",
                 "positive",
             ),
             (
-                "url = \"https://x/\"\nmax_total_ms = 10",
-                "providers.gw.http.max_total_ms",
-                "timeout_ms",
+                "url = \"https://x/\"\nmax_total = 0.01",
+                "providers.gw.http.max_total",
+                "timeout",
             ),
         ] {
             let (k, msg) = parse(text).unwrap_err();

@@ -1,6 +1,6 @@
 //! `kind = "http"`: any SMS gateway with an HTTP API, described in configuration (method, URL,
 //! headers, body, auth, success and error rules) rather than in code. Retries follow the Aliyun
-//! provider's policy: transient failures are retried with backoff within `max_total_ms`.
+//! provider's policy: transient failures are retried with backoff within `max_total`.
 
 mod config;
 pub(crate) mod rules;
@@ -41,7 +41,7 @@ impl HttpProvider {
         let plan = cfg
             .compile(table)
             .map_err(|(k, m)| SetupError::Config(k, m))?;
-        let timeout = Duration::from_millis(plan.timeout_ms);
+        let timeout = plan.timeout.duration();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             // A redirect would replay the credentials and the code to wherever it points.
@@ -51,7 +51,7 @@ impl HttpProvider {
             .map_err(|e| SetupError::Client(table.to_owned(), e))?;
         Ok(Self {
             http,
-            max_total: Duration::from_millis(plan.max_total_ms),
+            max_total: plan.max_total.duration(),
             plan,
             timeout,
         })
@@ -145,7 +145,7 @@ fn json_value(v: &BodyValue, vars: &Vars<'_>) -> serde_json::Value {
 
 #[async_trait]
 impl Provider for HttpProvider {
-    /// Retries transient failures while `max_total_ms` lasts, with the same `{request_id}` each
+    /// Retries transient failures while `max_total` lasts, with the same `{request_id}` each
     /// time so a gateway that deduplicates on it can. Like Aliyun's SendSms, most gateways have
     /// no idempotency key: a retry after a timeout may deliver twice, with the same code.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {

@@ -2,6 +2,7 @@
 //! SNS. Checked at start-up, so a missing region or a malformed sender ID stops the daemon with
 //! the key's name.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -27,8 +28,9 @@ pub struct SnsConfig {
     pub origination_number: Option<String>,
     /// `AWS.SNS.SMS.MaxPrice`: the most one message may cost, in USD (e.g. "0.50").
     pub max_price: Option<String>,
-    /// Milliseconds one Publish call (connect, request, answer) may take.
-    pub timeout_ms: u64,
+    /// Seconds one Publish call (connect, request, answer) may take.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
     /// Publish calls per send. Only throttling is retried: it proves nothing was sent.
     pub max_attempts: u32,
 }
@@ -44,7 +46,7 @@ impl Default for SnsConfig {
             sender_id: None,
             origination_number: None,
             max_price: None,
-            timeout_ms: 5000,
+            timeout: Seconds::from_secs(5),
             max_attempts: 2,
         }
     }
@@ -117,8 +119,8 @@ impl SnsConfig {
                 );
             }
         }
-        if self.timeout_ms == 0 {
-            return err("timeout_ms", "must be positive");
+        if self.timeout.is_zero() {
+            return err("timeout", "must be positive");
         }
         if !(1..=5).contains(&self.max_attempts) {
             return err("max_attempts", "must be between 1 and 5");
@@ -190,7 +192,7 @@ mod tests {
         );
         assert_eq!(key(|c| c.max_price = Some("-1".into())), k("max_price"));
         assert_eq!(key(|c| c.max_price = Some("1e3".into())), k("max_price"));
-        assert_eq!(key(|c| c.timeout_ms = 0), k("timeout_ms"));
+        assert_eq!(key(|c| c.timeout = Seconds::default()), k("timeout"));
         assert_eq!(key(|c| c.max_attempts = 0), k("max_attempts"));
     }
 

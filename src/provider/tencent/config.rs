@@ -1,6 +1,7 @@
 //! `[provider.tencent]`: what the operator sets up in the Tencent Cloud SMS console, plus our
 //! timeouts. Checked at start-up so a missing key stops the daemon with its name.
 
+use crate::seconds::Seconds;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -30,10 +31,12 @@ pub struct TencentConfig {
     /// The secret path segment of the status callback URL (`/v1/receipts/<instance>/<token>`).
     pub receipt_token: Secret,
     pub receipt_token_file: Option<PathBuf>,
-    /// Milliseconds one attempt may take.
-    pub timeout_ms: u64,
-    /// Milliseconds all attempts of one send may take together, pauses included.
-    pub max_total_ms: u64,
+    /// Seconds one attempt may take.
+    #[serde(alias = "timeout_ms")]
+    pub timeout: Seconds,
+    /// Seconds all attempts of one send may take together, pauses included.
+    #[serde(alias = "max_total_ms")]
+    pub max_total: Seconds,
 }
 
 impl Default for TencentConfig {
@@ -50,8 +53,8 @@ impl Default for TencentConfig {
             endpoint: "https://sms.tencentcloudapi.com/".into(),
             receipt_token: Secret::default(),
             receipt_token_file: None,
-            timeout_ms: 5000,
-            max_total_ms: 10_000,
+            timeout: Seconds::from_secs(5),
+            max_total: Seconds::from_secs(10),
         }
     }
 }
@@ -100,13 +103,13 @@ impl TencentConfig {
                 "must be at least 16 characters".into(),
             ));
         }
-        if self.timeout_ms == 0 {
-            return Err((key("timeout_ms"), "must be positive".into()));
+        if self.timeout.is_zero() {
+            return Err((key("timeout"), "must be positive".into()));
         }
-        if self.max_total_ms < self.timeout_ms {
+        if self.max_total < self.timeout {
             return Err((
-                key("max_total_ms"),
-                format!("must be at least {table}.timeout_ms ({})", self.timeout_ms),
+                key("max_total"),
+                format!("must be at least {table}.timeout ({} s)", self.timeout),
             ));
         }
         Ok(())
@@ -171,10 +174,13 @@ mod tests {
             key(|c| c.receipt_token = Secret::new("short")),
             "providers.cn.tencent.receipt_token"
         );
-        assert_eq!(key(|c| c.timeout_ms = 0), "providers.cn.tencent.timeout_ms");
         assert_eq!(
-            key(|c| c.max_total_ms = 1),
-            "providers.cn.tencent.max_total_ms"
+            key(|c| c.timeout = Seconds::default()),
+            "providers.cn.tencent.timeout"
+        );
+        assert_eq!(
+            key(|c| c.max_total = Seconds::from_millis(1)),
+            "providers.cn.tencent.max_total"
         );
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use verifyd::config::{ChallengeMode, Config};
+use verifyd::seconds::Seconds;
 
 /// Store limits of the daemons here. A request may take at most acquire + connect per host
 /// (two hosts) + statement + the one-second margin `PgStore` adds before it must answer.
@@ -58,8 +59,8 @@ fn both(primary: &Cluster, standby: &Cluster) -> String {
 /// its network has used most of its allowance).
 fn limits(c: &mut Config) {
     c.store.postgres.connect_timeout = CONNECT_S;
-    c.store.postgres.acquire_timeout_ms = ACQUIRE_MS;
-    c.store.postgres.statement_timeout_ms = STATEMENT_MS;
+    c.store.postgres.acquire_timeout = Seconds::from_millis(ACQUIRE_MS);
+    c.store.postgres.statement_timeout = Seconds::from_millis(STATEMENT_MS);
     c.per_ip.max_sends = 0;
     c.per_ip.max_checks = 0;
     c.per_ip.prefix_max_sends = 0;
