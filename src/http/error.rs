@@ -167,6 +167,9 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "store error");
                 Self::internal()
             }
+            StoreError::SessionGone => {
+                Self::not_found("session_not_found", "no such session (or it expired)")
+            }
             StoreError::DataTooLarge(limit) => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "session_data_too_large",

@@ -38,6 +38,10 @@ pub enum StoreError {
     /// The write would take the session's data past `session.max_data_bytes` (the limit).
     #[error("session data would exceed {0} bytes")]
     DataTooLarge(usize),
+    /// The session a write belongs under was deleted meanwhile (a flush racing a send, say):
+    /// every foreign key of the schema points at `sessions`, so a broken one means this.
+    #[error("the session is gone")]
+    SessionGone,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

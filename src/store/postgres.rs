@@ -348,6 +348,9 @@ fn pool_error(e: PoolError) -> StoreError {
 /// Unavailable for what retrying later can fix (no connection, a broken one, a server shutting
 /// down or out of resources, a statement cut off by `statement_timeout`); Internal for the rest.
 fn db_error(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+        return StoreError::SessionGone;
+    }
     let unavailable = match e.code() {
         Some(code) => {
             let c = code.code();

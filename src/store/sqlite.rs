@@ -319,6 +319,11 @@ fn duration_ms(d: Duration) -> i64 {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e
+            && f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+        {
+            return StoreError::SessionGone;
+        }
         match e.sqlite_error_code() {
             // The lock stayed taken past the busy timeout, or the file itself failed.
             Some(

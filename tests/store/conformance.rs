@@ -79,6 +79,7 @@ macro_rules! conformance {
             abandon_send_leaves_a_finished_code_alone,
             a_dead_sessions_code_is_not_found_right_or_wrong,
             the_secret_has_one_name_in_both_stores,
+            a_send_for_a_flushed_session_finds_it_gone,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -2859,4 +2860,31 @@ async fn the_secret_has_one_name_in_both_stores(h: Harness) {
     )
     .await;
     assert_eq!(named, 1);
+}
+
+/// A send whose session was flushed between the caller's lookup and the send (a racing
+/// `flush`) is `SessionGone` on both stores — the HTTP layer answers 404 — and records nothing.
+async fn a_send_for_a_flushed_session_finds_it_gone(h: Harness) {
+    let s = &h.store;
+    let (k, sess) = new_session(s, Expiry::Default).await;
+    assert!(s.flush(&k).await.unwrap());
+    let p = phone();
+    let req = StartVerification {
+        session_id: sess.id,
+        phone: &p,
+        code_mac: mac(sess.id, &p, "111111"),
+        ttl: secs(60),
+        resend_interval: secs(60),
+        max_attempts: 3,
+        new_session: None,
+    };
+    let err = s.start_send(&req, &SendGuard::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::SessionGone), "{err:?}");
+    assert!(
+        s.live_code(sess.id, &p, secs(0), secs(0))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was recorded"
+    );
 }

@@ -128,6 +128,7 @@ fn failed(e: &StoreError) -> Answer {
         StoreError::Unavailable(_) => "store unavailable".into(),
         StoreError::Internal(_) => "store error".into(),
         StoreError::DataTooLarge(n) => format!("data over {n} bytes"),
+        StoreError::SessionGone => "session gone".into(),
     })
 }
 
