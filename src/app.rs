@@ -87,6 +87,7 @@ impl App {
             test_numbers: &self.test_numbers,
             verification: &self.config.verification,
             limits: self.config.limits(),
+            record_refusals: !self.config.events.endpoints.is_empty(),
         }
     }
 }

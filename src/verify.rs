@@ -35,6 +35,10 @@ pub struct Context<'a> {
     pub test_numbers: &'a HashMap<String, Code>,
     pub verification: &'a VerificationConfig,
     pub limits: Limits<'a>,
+    /// Whether this daemon delivers events (it has `[events.endpoints]`). Only then does a
+    /// refusal cost a write: a flood of refused requests adds no database work where nothing
+    /// listens.
+    pub record_refusals: bool,
 }
 
 impl<'a> Context<'a> {
@@ -279,6 +283,9 @@ async fn refused(
     limit: &str,
 ) {
     cx.metrics.quota_refused(error);
+    if !cx.record_refusals {
+        return;
+    }
     let event = Refused {
         session_id,
         phone: phone.as_str(),
