@@ -10,19 +10,12 @@ pub use config::AliyunConfig;
 
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use super::retry::{self, Attempt, Budget};
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
 use crate::phone::PhoneNumber;
 use crate::secret::Secret;
-use response::Attempt;
-
-/// First pause between attempts; it doubles each time, up to [`BACKOFF_MAX`], with jitter.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// No attempt is started with less time than this left in the budget (or the per-attempt
-/// timeout, if smaller): it could only time out, and perhaps still deliver.
-pub(crate) const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// Why the provider could not be built at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +93,7 @@ impl AliyunProvider {
     /// One signed POST, bounded by `budget`.
     async fn attempt(&self, phone: &str, template_param: &str, budget: Duration) -> Attempt {
         let timestamp = crate::time::rfc3339(SystemTime::now());
-        let body = self.body(phone, template_param, &nonce(), &timestamp);
+        let body = self.body(phone, template_param, &super::nonce(), &timestamp);
         let exchange = async {
             let resp = self
                 .http
@@ -134,35 +127,18 @@ impl Provider for AliyunProvider {
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let phone = phone_numbers(&msg.to);
         let param = template_param(&self.template_param_name, msg.code.expose());
-        let deadline = Instant::now() + self.max_total;
-        let mut attempt = 1u32;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Final outcomes are logged by the caller; only the retries are logged here.
-            let reason = match self.attempt(&phone, &param, self.timeout.min(left)).await {
-                Attempt::Sent(receipt) => {
-                    tracing::debug!(
-                        phone = %msg.to,
-                        attempts = attempt,
-                        message_id = ?receipt.message_id,
-                        "aliyun accepted the message"
-                    );
-                    return Ok(receipt);
-                }
-                Attempt::Failed(e) => return Err(e),
-                Attempt::Retry(reason) => reason,
-            };
-            let pause = backoff(attempt);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left < pause + MIN_ATTEMPT.min(self.timeout) {
-                return Err(ProviderError::Transient(format!(
-                    "aliyun: {reason} (attempts: {attempt})"
-                )));
-            }
-            tracing::warn!(phone = %msg.to, attempt, %reason, "aliyun: attempt failed, retrying");
-            tokio::time::sleep(pause).await;
-            attempt += 1;
-        }
+        let budget = Budget {
+            per_attempt: self.timeout,
+            total: self.max_total,
+        };
+        let message_id = retry::until_sent("aliyun", &msg.to, budget, |limit| {
+            self.attempt(&phone, &param, limit)
+        })
+        .await?;
+        Ok(Receipt {
+            provider: "aliyun".into(),
+            message_id,
+        })
     }
 }
 
@@ -183,35 +159,6 @@ fn template_param(name: &str, code: &str) -> String {
     let mut map = serde_json::Map::new();
     map.insert(name.to_owned(), serde_json::Value::String(code.to_owned()));
     serde_json::Value::Object(map).to_string()
-}
-
-/// A random UUID-shaped nonce (hex of 16 bytes from the OS generator).
-pub(crate) fn nonce() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random generator is unavailable");
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-/// The pause after failed attempt `n` (1-based): half of `min(first · 2^(n-1), max)` plus a
-/// random part of up to the other half, so that daemons that failed together do not retry
-/// together.
-pub(crate) fn backoff(n: u32) -> Duration {
-    let ceiling = BACKOFF_FIRST
-        .saturating_mul(1 << n.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX);
-    let half = ceiling / 2;
-    let mut b = [0u8; 8];
-    let random = getrandom::fill(&mut b).map_or(0, |_| u64::from_le_bytes(b));
-    let half_ms = half.as_millis() as u64;
-    half + Duration::from_millis(random % (half_ms + 1))
 }
 
 #[cfg(test)]
@@ -245,23 +192,6 @@ mod tests {
     fn template_param_values_are_strings() {
         assert_eq!(template_param("code", "012345"), r#"{"code":"012345"}"#);
         assert_eq!(template_param("otp", "9999"), r#"{"otp":"9999"}"#);
-    }
-
-    #[test]
-    fn nonces_are_fresh_and_uuid_shaped() {
-        let (a, b) = (nonce(), nonce());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(a.matches('-').count(), 4);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for n in 1..40 {
-            let d = backoff(n);
-            let ceiling = (BACKOFF_FIRST * 2u32.pow(n.min(16) - 1)).min(BACKOFF_MAX);
-            assert!(d >= ceiling / 2 && d <= ceiling, "{n}: {d:?}");
-        }
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod http;
 pub mod instances;
 pub mod metered;
 pub mod mock;
+pub(crate) mod retry;
 pub mod routing;
 pub mod sms_length;
 pub mod sns;
@@ -87,9 +88,32 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A random UUID-shaped nonce (hex of 16 bytes from the OS generator).
+pub(crate) fn nonce() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random generator is unavailable");
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_are_fresh_and_uuid_shaped() {
+        let (a, b) = (nonce(), nonce());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
 
     #[test]
     fn renders_code_and_minutes() {

@@ -11,13 +11,12 @@ pub use config::TencentConfig;
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::aliyun::{MIN_ATTEMPT, backoff};
+use super::retry::{self, Attempt, Budget};
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
 use crate::phone::PhoneNumber;
 use crate::secret::Secret;
-use response::Attempt;
 
 /// The content type we send and sign (the documentation's example uses the same).
 const JSON: &str = "application/json; charset=utf-8";
@@ -153,29 +152,18 @@ impl Provider for TencentProvider {
     /// after a lost answer may deliver a second copy of the same code; the budget bounds it.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
         let body = self.body(msg);
-        let deadline = Instant::now() + self.max_total;
-        let mut attempt = 1u32;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reason = match self.attempt(&body, self.timeout.min(left)).await {
-                Attempt::Sent(receipt) => {
-                    tracing::debug!(phone = %msg.to, attempts = attempt, message_id = ?receipt.message_id, "tencent accepted the message");
-                    return Ok(receipt);
-                }
-                Attempt::Failed(e) => return Err(e),
-                Attempt::Retry(reason) => reason,
-            };
-            let pause = backoff(attempt);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left < pause + MIN_ATTEMPT.min(self.timeout) {
-                return Err(ProviderError::Transient(format!(
-                    "tencent: {reason} (attempts: {attempt})"
-                )));
-            }
-            tracing::warn!(phone = %msg.to, attempt, %reason, "tencent: attempt failed, retrying");
-            tokio::time::sleep(pause).await;
-            attempt += 1;
-        }
+        let budget = Budget {
+            per_attempt: self.timeout,
+            total: self.max_total,
+        };
+        let message_id = retry::until_sent("tencent", &msg.to, budget, |limit| {
+            self.attempt(&body, limit)
+        })
+        .await?;
+        Ok(Receipt {
+            provider: "tencent".into(),
+            message_id,
+        })
     }
 }
 

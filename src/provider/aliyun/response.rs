@@ -5,17 +5,8 @@
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::provider::{ProviderError, Receipt};
-
-/// The outcome of one attempt.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Attempt {
-    Sent(Receipt),
-    /// Final: retrying cannot help.
-    Failed(ProviderError),
-    /// Worth another attempt with a fresh nonce; the reason is safe to log.
-    Retry(String),
-}
+use crate::provider::ProviderError;
+use crate::provider::retry::Attempt;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -51,13 +42,12 @@ pub(super) fn classify(status: StatusCode, body: &[u8]) -> Attempt {
         })
     };
     match code.as_str() {
-        "OK" if status.is_success() => Attempt::Sent(Receipt {
-            provider: "aliyun".into(),
-            message_id: answer
+        "OK" if status.is_success() => Attempt::Sent(
+            answer
                 .and_then(|a| a.biz_id)
                 .map(|b| token(&b))
                 .or(request_id),
-        }),
+        ),
         "isv.MOBILE_NUMBER_ILLEGAL" => recipient(false),
         // Aliyun's own per-number flow control (by default about 1/minute, 5/hour, 10/day).
         "isv.BUSINESS_LIMIT_CONTROL" | "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => {
@@ -98,15 +88,12 @@ mod tests {
             br#"{"RequestId":"R-1","Code":"OK","Message":"OK","BizId":"900619746936498440^0"}"#;
         assert_eq!(
             classify(StatusCode::OK, body),
-            Attempt::Sent(Receipt {
-                provider: "aliyun".into(),
-                message_id: Some("900619746936498440^0".into()),
-            })
+            Attempt::Sent(Some("900619746936498440^0".into()))
         );
         let Attempt::Sent(r) = answer(200, "OK") else {
             panic!()
         };
-        assert_eq!(r.message_id.as_deref(), Some("R-1"));
+        assert_eq!(r.as_deref(), Some("R-1"));
     }
 
     #[test]

@@ -9,10 +9,10 @@ pub use config::HookConfig;
 use async_trait::async_trait;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::aliyun::{MIN_ATTEMPT, backoff, nonce};
 use super::http::rules::token;
+use super::retry::{self, Attempt, Budget};
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
 
 /// Why the provider could not be built at start-up.
@@ -90,12 +90,6 @@ impl HookProvider {
     }
 }
 
-enum Attempt {
-    Sent(Option<String>),
-    Failed(ProviderError),
-    Retry(String),
-}
-
 /// The application's answer: 2xx accepted (an optional `{"message_id": "…"}` is kept); 400 and
 /// 422 refuse the recipient; 429 is the application's rate limit for it; 408 and 5xx are
 /// retried; anything else (401, 403, 404, redirects) is the operator's to fix.
@@ -144,34 +138,21 @@ impl Provider for HookProvider {
     /// Retries while `max_total` lasts, with the same `webhook-id` each time: Standard
     /// Webhooks receivers deduplicate on it, so a retry after a lost answer is not a second SMS.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
-        let request_id = nonce();
+        let request_id = super::nonce();
         let id = format!("msg_{}", request_id.replace('-', ""));
         let body = payload(msg, &request_id);
-        let deadline = Instant::now() + self.max_total;
-        let mut attempt = 1u32;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reason = match self.attempt(&id, &body, self.timeout.min(left)).await {
-                Attempt::Sent(message_id) => {
-                    return Ok(Receipt {
-                        provider: "hook".into(),
-                        message_id: message_id.or(Some(id)),
-                    });
-                }
-                Attempt::Failed(e) => return Err(e),
-                Attempt::Retry(reason) => reason,
-            };
-            let pause = backoff(attempt);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left < pause + MIN_ATTEMPT.min(self.timeout) {
-                return Err(ProviderError::Transient(format!(
-                    "{reason} (attempts: {attempt})"
-                )));
-            }
-            tracing::warn!(phone = %msg.to, attempt, %reason, "hook: attempt failed, retrying");
-            tokio::time::sleep(pause).await;
-            attempt += 1;
-        }
+        let budget = Budget {
+            per_attempt: self.timeout,
+            total: self.max_total,
+        };
+        let message_id = retry::until_sent("hook", &msg.to, budget, |limit| {
+            self.attempt(&id, &body, limit)
+        })
+        .await?;
+        Ok(Receipt {
+            provider: "hook".into(),
+            message_id: message_id.or(Some(id)),
+        })
     }
 }
 

@@ -10,12 +10,11 @@ pub use config::{Auth, Class, Encoding, ErrorRule, HttpConfig};
 
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::aliyun::{MIN_ATTEMPT, backoff, nonce};
+use super::retry::{self, Attempt, Budget};
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
 use config::{BodyValue, Compiled};
-use rules::Attempt;
 use template::Vars;
 
 /// Why the provider could not be built at start-up.
@@ -149,39 +148,28 @@ impl Provider for HttpProvider {
     /// time so a gateway that deduplicates on it can. Like Aliyun's SendSms, most gateways have
     /// no idempotency key: a retry after a timeout may deliver twice, with the same code.
     async fn send(&self, msg: &OutgoingCode) -> Result<Receipt, ProviderError> {
-        let request_id = nonce();
-        let vars = Vars {
+        let request_id = super::nonce();
+        let vars = &Vars {
             msg,
             request_id: &request_id,
             secret: &self.plan.secret,
         };
-        let deadline = Instant::now() + self.max_total;
-        let mut attempt = 1u32;
-        loop {
-            let req = self.request(&vars)?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reason = match self.attempt(req, self.timeout.min(left)).await {
-                Attempt::Sent(message_id) => {
-                    tracing::debug!(phone = %msg.to, attempts = attempt, message_id = ?message_id, "http gateway accepted the message");
-                    return Ok(Receipt {
-                        provider: "http".into(),
-                        message_id,
-                    });
-                }
-                Attempt::Failed(e) => return Err(e),
-                Attempt::Retry(reason) => reason,
-            };
-            let pause = backoff(attempt);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left < pause + MIN_ATTEMPT.min(self.timeout) {
-                return Err(ProviderError::Transient(format!(
-                    "{reason} (attempts: {attempt})"
-                )));
+        let budget = Budget {
+            per_attempt: self.timeout,
+            total: self.max_total,
+        };
+        // The request is built again for each attempt: time-dependent fields are fresh.
+        let message_id = retry::until_sent("http gateway", &msg.to, budget, |limit| async move {
+            match self.request(vars) {
+                Ok(req) => self.attempt(req, limit).await,
+                Err(e) => Attempt::Failed(e),
             }
-            tracing::warn!(phone = %msg.to, attempt, %reason, "http gateway: attempt failed, retrying");
-            tokio::time::sleep(pause).await;
-            attempt += 1;
-        }
+        })
+        .await?;
+        Ok(Receipt {
+            provider: "http".into(),
+            message_id,
+        })
     }
 }
 

@@ -4,17 +4,7 @@
 
 use super::config::{Class, Compiled};
 use crate::provider::ProviderError;
-
-/// The outcome of one attempt.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// Accepted, with the gateway's message id when the pointer found one.
-    Sent(Option<String>),
-    /// Final: retrying cannot help.
-    Failed(ProviderError),
-    /// Worth another attempt; the reason is safe to log.
-    Retry(String),
-}
+use crate::provider::retry::Attempt;
 
 /// A JSON value as rules compare it: strings as they are, other scalars as their JSON text.
 fn as_text(v: &serde_json::Value) -> Option<String> {

@@ -6,17 +6,8 @@
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::provider::{ProviderError, Receipt};
-
-/// The outcome of one attempt.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Attempt {
-    Sent(Receipt),
-    /// Final: retrying cannot help.
-    Failed(ProviderError),
-    /// Worth another attempt; the reason is safe to log.
-    Retry(String),
-}
+use crate::provider::ProviderError;
+use crate::provider::retry::Attempt;
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -120,15 +111,14 @@ pub(super) fn classify(status: StatusCode, body: &[u8]) -> Attempt {
         )));
     };
     match entry.code.as_deref() {
-        Some("Ok") if status.is_success() => Attempt::Sent(Receipt {
-            provider: "tencent".into(),
-            message_id: entry
+        Some("Ok") if status.is_success() => Attempt::Sent(
+            entry
                 .serial_no
                 .as_deref()
                 .map(token)
                 .filter(|s| !s.is_empty())
                 .or(Some(rid.clone()).filter(|r| r != "-")),
-        }),
+        ),
         Some(code) => failure(code),
         None => failure("-"),
     }
@@ -166,10 +156,7 @@ mod tests {
         let body = br#"{"Response":{"SendStatusSet":[{"SerialNo":"2028:f825e6b16e23f73f4123","PhoneNumber":"+8613800138000","Fee":1,"SessionContext":"","Code":"Ok","Message":"send success","IsoCode":"CN"}],"RequestId":"R-1"}}"#;
         assert_eq!(
             classify(StatusCode::OK, body),
-            Attempt::Sent(Receipt {
-                provider: "tencent".into(),
-                message_id: Some("2028:f825e6b16e23f73f4123".into()),
-            })
+            Attempt::Sent(Some("2028:f825e6b16e23f73f4123".into()))
         );
     }
 
