@@ -47,7 +47,7 @@ const VISIBLE: [&str; 2] = ["verified_phone", "verified_at"];
             body = doc::Error,
             content_type = "application/json",
             examples(
-                ("no_session" = (value = json!({"error": "no_session", "message": "no live session"}))),
+                ("no_session" = (value = json!({"error": "no_session", "message": "this browser has no session; one starts with the first code sent"}))),
             )
         ),
         (status = 500, response = doc::Internal),

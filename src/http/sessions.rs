@@ -88,11 +88,10 @@ fn parse_key(key: &str) -> Result<SessionKey> {
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateSession)]
 struct CreateBody {
-    /// Initial values (default: none). Names and values follow the same rules as `PUT
-    /// /v1/sessions/{key}/data/{name}`; the whole, as compact JSON, may take at most
+    /// Initial values (default: none). Names and values follow the same rules as
+    /// `PUT /v1/sessions/{key}/data/{name}`; the whole, as compact JSON, may take at most
     /// `session.max_data_bytes` (413 beyond).
     #[serde(default)]
-    #[schema(value_type = Object)]
     data: Map<String, Value>,
     /// Initial expiry (default: `"default"`).
     #[serde(default = "default_expiry")]
@@ -219,7 +218,6 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 #[schema(as = ReplaceSession)]
 struct ReplaceBody {
-    #[schema(value_type = Object)]
     data: Map<String, Value>,
     #[schema(value_type = doc::Expiry)]
     expiry: Expiry,
