@@ -148,13 +148,7 @@ fn default_expiry() -> Expiry {
         ),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn create(State(app): State<Arc<App>>, parts: Parts, Body(body): Body) -> Result<Resp> {
@@ -272,13 +266,7 @@ struct ReplaceBody {
         ),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
         (
             status = 412,
             description = "`If-Match` names another version than the session's (`version_mismatch`).",
@@ -367,16 +355,7 @@ pub async fn replace(
                 ("key_not_found" = (value = json!({"error": "key_not_found", "message": "the session has no \"cart\""}))),
             )
         ),
-        (
-            status = 422,
-            description = "The name breaks the name rule: empty, longer than 256 characters, or holding U+0000 (no session can hold such a name).",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["invalid_field"]))),
-            content_type = "application/json",
-            examples(
-                ("invalid_field" = (value = json!({"error": "invalid_field", "message": "data names are 1 to 256 characters"}))),
-            )
-        ),
+        (status = 422, response = doc::InvalidDataName),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
     )
@@ -471,13 +450,7 @@ struct SetBody {
         ),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn set_value(
@@ -547,25 +520,10 @@ pub async fn set_value(
                 ("key_not_found" = (value = json!({"error": "key_not_found", "message": "the session has no \"cart\""}))),
             )
         ),
-        (
-            status = 422,
-            description = "The name breaks the name rule: empty, longer than 256 characters, or holding U+0000 (no session can hold such a name).",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["invalid_field"]))),
-            content_type = "application/json",
-            examples(
-                ("invalid_field" = (value = json!({"error": "invalid_field", "message": "data names are 1 to 256 characters"}))),
-            )
-        ),
+        (status = 422, response = doc::InvalidDataName),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn delete_value(
@@ -615,13 +573,7 @@ pub async fn delete_value(
         (status = 404, response = doc::SessionNotFound),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn clear(
@@ -661,13 +613,7 @@ pub async fn clear(
         (status = 404, response = doc::SessionNotFound),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn flush(
@@ -715,13 +661,7 @@ pub async fn flush(
         (status = 404, response = doc::SessionNotFound),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn cycle(
@@ -789,13 +729,7 @@ pub async fn cycle(
         ),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBackend),
     )
 )]
 pub async fn set_expiry(

@@ -217,13 +217,7 @@ pub fn parse_code(app: &App, raw: &str) -> Result<Code, ApiError> {
             extensions(("x-error-codes" = json!(["idempotency_in_progress"]))),
             content_type = "application/json"
         ),
-        (
-            status = 403,
-            description = "A browser request made by another site (`origin_not_allowed`): `Sec-Fetch-Site: cross-site`, `same-site` without an `Origin` in `http.cors.allowed_origins`, or, from browsers without `Sec-Fetch-Site`, an `Origin` (else `Referer`) that is neither this host nor allowed. Requests with none of these headers, and backend calls with an API key, are not affected.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBrowser),
         (
             status = 428,
             description = "Browsers only (backends are never challenged): the send needs a solved challenge — always (`challenge.mode = \"always\"`), when the client looks suspicious (`\"when_suspicious\"`: the destination's pumping breaker is tripped, the client's address or network has used three quarters of its send limit, or over half the global hourly budget is used), when the breaker is tripped with `pumping.on_trip = \"challenge\"`, or when the number's send budget (`per_phone.max_sends`, `per_phone.daily_max`) is spent. `challenge` names where to get one. Nothing was sent or stored: a browser without a session gets none (no `Set-Cookie`).",
@@ -397,13 +391,7 @@ pub async fn send(
         ),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::StoreOrTimeout),
-        (
-            status = 403,
-            description = "A browser request made by another site (`origin_not_allowed`): `Sec-Fetch-Site: cross-site`, `same-site` without an `Origin` in `http.cors.allowed_origins`, or, from browsers without `Sec-Fetch-Site`, an `Origin` (else `Referer`) that is neither this host nor allowed. Requests with none of these headers, and backend calls with an API key, are not affected.",
-            body = doc::Error,
-            extensions(("x-error-codes" = json!(["origin_not_allowed"]))),
-            content_type = "application/json"
-        ),
+        (status = 403, response = doc::ForeignOriginBrowser),
         (
             status = 429,
             description = "A check quota is used up (`too_many_checks`): failed checks for this number across sessions (then a lock-out), or checks from this client address.",

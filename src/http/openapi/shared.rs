@@ -74,6 +74,10 @@ schema_names!(
     ReceiptsAccepted
 );
 response_names!(
+    ForeignOriginBackend,
+    ForeignOriginSeed,
+    ForeignOriginBrowser,
+    InvalidDataName,
     Unauthorized,
     BodyTooLarge,
     SessionDataTooLarge,
@@ -278,6 +282,22 @@ pub(super) fn headers() -> Vec<(&'static str, serde_json::Value)> {
 /// Answers that several operations give alike.
 pub(super) fn responses() -> Vec<(&'static str, serde_json::Value)> {
     vec![
+        (
+            "ForeignOriginBackend",
+            json!({"description": "Without an API key: a browser request made by another site (`origin_not_allowed`), judged as on the verification routes; with an API key this never happens.", "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Error"}], "properties": {"error": {"enum": ["origin_not_allowed"]}}}}}, "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, "Cache-Control": {"$ref": "#/components/headers/Cache-Control"}, "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"}}}),
+        ),
+        (
+            "ForeignOriginSeed",
+            json!({"description": "A browser request made by another site (`origin_not_allowed`): `Sec-Fetch-Site: cross-site`, `same-site` without an `Origin` in `http.cors.allowed_origins`, or, from browsers without `Sec-Fetch-Site`, an `Origin` (else `Referer`) that is neither this host nor allowed. Whatever the method (these routes change state on `GET` too). Requests with none of these headers, and backend calls with an API key, are not affected. The answer has the standard error shape, not the seed's.", "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Error"}], "properties": {"error": {"enum": ["origin_not_allowed"]}}}}}, "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, "Cache-Control": {"$ref": "#/components/headers/Cache-Control"}, "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"}}}),
+        ),
+        (
+            "ForeignOriginBrowser",
+            json!({"description": "A browser request made by another site (`origin_not_allowed`): `Sec-Fetch-Site: cross-site`, `same-site` without an `Origin` in `http.cors.allowed_origins`, or, from browsers without `Sec-Fetch-Site`, an `Origin` (else `Referer`) that is neither this host nor allowed. Requests with none of these headers, and backend calls with an API key, are not affected.", "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Error"}], "properties": {"error": {"enum": ["origin_not_allowed"]}}}}}, "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, "Cache-Control": {"$ref": "#/components/headers/Cache-Control"}, "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"}}}),
+        ),
+        (
+            "InvalidDataName",
+            json!({"description": "The name breaks the name rule: empty, longer than 256 characters, or holding U+0000 (no session can hold such a name).", "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Error"}], "properties": {"error": {"enum": ["invalid_field"]}}}, "examples": {"invalid_field": {"value": {"error": "invalid_field", "message": "data names are 1 to 256 characters"}}}}}, "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, "Cache-Control": {"$ref": "#/components/headers/Cache-Control"}, "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"}}}),
+        ),
         (
             "Unauthorized",
             json!({"description": "No valid API key: the `Authorization` header is missing, is not `Bearer <key>`, or names an unknown key.", "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, "Cache-Control": {"$ref": "#/components/headers/Cache-Control"}, "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"}, "WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}}, "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Error"}], "properties": {"error": {"enum": ["unauthorized"]}}}, "examples": {"unauthorized": {"value": {"error": "unauthorized", "message": "a valid API key is required: Authorization: Bearer <key>"}}}}}}),
