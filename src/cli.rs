@@ -41,6 +41,12 @@ pub enum Command {
     HashApiKey { key: Option<String> },
     /// Make a new random API key; prints the key and its `api.keys` hash.
     GenApiKey,
+    /// Write the API description (OpenAPI 3.1) that `GET /openapi.json` serves.
+    Openapi {
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
     /// Print the SMS-pumping breaker of every country with a current window.
     PumpingStatus,
     /// Close the SMS-pumping breaker of a calling code (e.g. +86) and start a new window.
@@ -91,6 +97,15 @@ pub fn run() -> anyhow::Result<()> {
             let key = crate::session::SessionKey::generate();
             println!("key:    {}", key.as_str());
             println!("sha256: {}", crate::app::hash_api_key(key.as_str()));
+            return Ok(());
+        }
+        Command::Openapi { output } => {
+            let doc = crate::http::openapi::document();
+            match output {
+                Some(path) => std::fs::write(&path, doc)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => print!("{doc}"),
+            }
             return Ok(());
         }
         _ => {}

@@ -11,6 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, LazyLock};
 
+use super::openapi::shared as doc;
 use super::response::Resp;
 use crate::app::App;
 use crate::code::Alphabet;
@@ -38,6 +39,31 @@ static LETTERS_PAGE: LazyLock<Bytes> =
     LazyLock::new(|| Bytes::from(PAGE.replacen(NUMERIC_FIELD, LETTERS_FIELD, 1)));
 
 /// `GET /`
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "demoPage",
+    tag = "health",
+    summary = "Demo page",
+    description = "With `http.demo_page = true`, a small self-contained HTML page that sends and checks a code through the cookie-bound API. Answers 404 when the page is off.",
+    security(),
+    responses(
+        (
+            status = 200,
+            description = "The page (inline CSS and script, guarded by a hash-based Content-Security-Policy).",
+            body = String,
+            content_type = "text/html",
+            headers(("Content-Security-Policy" = String, description = "Allows only the page's own inline style and script and connections to this origin."))
+        ),
+        (
+            status = 404,
+            description = "The demo page is switched off (`http.demo_page = false`).",
+            body = doc::Error,
+            content_type = "application/json"
+        ),
+        (status = 503, response = doc::Timeout),
+    )
+)]
 pub async fn get(State(app): State<Arc<App>>) -> Resp {
     page(app.config.verification.alphabet)
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::caller;
 use super::error::ApiError;
+use super::openapi::shared as doc;
 use super::response::Resp;
 use super::serve::HttpService;
 use crate::app::App;
@@ -53,6 +54,31 @@ async fn on_metrics_address(State(app): State<Arc<App>>) -> Resp {
 /// `GET /metrics` on the API port, for deployments without a separate `metrics.listen`: the
 /// port faces browsers, so a scrape needs an API key (checked first, whatever the answer). With
 /// `metrics.listen` set the metrics live only there.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    summary = "Prometheus metrics (API port)",
+    description = "The metrics in the OpenMetrics text format, on the API port only when `metrics.listen` is not set (with it, the metrics live on that address alone and this answers 404). The API port faces browsers, so a scrape needs an API key.",
+    security(("bearerAuth" = [])),
+    responses(
+        (
+            status = 200,
+            description = "The metrics; see the README's Observability section for each one.",
+            body = String,
+            content_type = "application/openmetrics-text"
+        ),
+        (status = 401, response = doc::Unauthorized),
+        (
+            status = 404,
+            description = "Metrics are served on `metrics.listen` instead.",
+            body = doc::Error,
+            content_type = "application/json"
+        ),
+        (status = 503, response = doc::Timeout),
+    )
+)]
 pub async fn on_api_port(State(app): State<Arc<App>>, parts: Parts) -> Result<Resp, ApiError> {
     caller::require_backend(&app, &parts)?;
     if let Some(addr) = app.config.metrics.listen {

@@ -14,6 +14,7 @@ mod echo;
 pub mod error;
 mod idempotency;
 pub mod metrics;
+pub mod openapi;
 mod own_session;
 mod receipts;
 mod request;

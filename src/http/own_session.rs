@@ -13,6 +13,7 @@ use crate::session::Session;
 
 use super::caller::from_cookie;
 use super::error::ApiError;
+use super::openapi::shared as doc;
 use super::response::{Resp, json};
 
 /// The keys a browser may read back, as written by an approved check.
@@ -20,6 +21,39 @@ const VISIBLE: [&str; 2] = ["verified_phone", "verified_at"];
 
 /// `GET /v1/session`: `{"verified_phone": …, "verified_at": …}` (both `null` until a number is
 /// verified), or 404 `no_session` when the request carries no live session cookie.
+#[utoipa::path(
+    get,
+    path = "/v1/session",
+    operation_id = "ownSession",
+    tag = "verifications",
+    summary = "The caller's own verification facts",
+    description = "Cookie-bound: what the browser's own session says about verification. Only `verified_phone` and `verified_at` are shown (both null until a number is verified); the rest of the session data belongs to the backend. An `Authorization` header is ignored. Reading slides the session's expiry and may re-send the cookie.",
+    security(("sessionCookie" = []), ()),
+    responses(
+        (
+            status = 200,
+            description = "The session's verification facts.",
+            body = doc::OwnSession,
+            content_type = "application/json",
+            headers(("Set-Cookie")),
+            examples(
+                ("verified" = (value = json!({"verified_phone": "+8613800138000", "verified_at": "2026-11-26T04:00:00Z"}))),
+                ("unverified" = (value = json!({"verified_phone": null, "verified_at": null}))),
+            )
+        ),
+        (
+            status = 404,
+            description = "No live session cookie (`no_session`).",
+            body = doc::Error,
+            content_type = "application/json",
+            examples(
+                ("no_session" = (value = json!({"error": "no_session", "message": "this browser has no session; one starts with the first code sent"}))),
+            )
+        ),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::StoreOrTimeout),
+    )
+)]
 pub async fn get(State(app): State<Arc<App>>, parts: Parts) -> Result<Resp, ApiError> {
     let Some(caller) = from_cookie(&app, &parts).await? else {
         return Err(ApiError::not_found(

@@ -19,6 +19,7 @@ use crate::delivery::{Delivery, DeliveryState, ReceiptOutcome};
 
 use super::caller::require_backend;
 use super::error::ApiError;
+use super::openapi::shared as doc;
 use super::request::{Body, PathParams};
 use super::response::{Resp, json};
 
@@ -29,6 +30,51 @@ fn no_endpoint() -> ApiError {
 /// `POST /v1/receipts/{provider}/{token}`. Both segments are taken as sent, not
 /// percent-decoded: the token is a secret compared byte for byte, and an encoded spelling of
 /// it is another string.
+#[utoipa::path(
+    post,
+    path = "/v1/receipts/{provider}/{token}",
+    operation_id = "pushReceipts",
+    tag = "delivery",
+    summary = "Delivery receipts from a gateway",
+    description = "Where a gateway pushes its delivery receipts: `{provider}` is the provider instance name (`aliyun` or `tencent` for the single `[provider]`), `{token}` its `receipt_token`. The body is the gateway's documented push format: Aliyun `SmsReport` (a JSON array of `{biz_id, success, err_code, …}`) or Tencent's status callback (a JSON array of `{sid, report_status, errmsg, …}`). An unknown instance, an instance without receipts and a wrong token are all answered 404. Receipts for unknown ids are counted and dropped; repeats and late receipts change nothing.",
+    security(()),
+    params(
+        ("provider" = String, Path),
+        ("token" = String, Path),
+    ),
+    request_body(
+        content = doc::Receipts,
+        content_type = "application/json",
+        examples(
+            ("aliyun" = (value = json!([{"phone_number": "13800138000", "send_time": "2026-11-30 14:00:00", "report_time": "2026-11-30 14:00:04", "success": true, "err_code": "DELIVERED", "err_msg": "用户接收成功", "sms_size": "1", "biz_id": "900619746936498440^0", "out_id": ""}]))),
+            ("tencent" = (value = json!([{"user_receive_time": "2026-11-30 14:00:04", "nationcode": "86", "mobile": "13800138000", "report_status": "SUCCESS", "errmsg": "DELIVRD", "description": "用户短信送达成功", "sid": "2433:f825e6b16e23f73f4123"}]))),
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Accepted; the acknowledgement the gateway expects (`{\"code\":0,\"msg\":\"成功\"}` for Aliyun, `{\"result\":0,\"errmsg\":\"OK\"}` for Tencent).",
+            body = doc::ReceiptsAccepted,
+            content_type = "application/json"
+        ),
+        (
+            status = 400,
+            description = "The body is not a JSON array of reports in the gateway's format (`invalid_receipts`), or holds more than 1000 (`too_many_receipts`).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["invalid_receipts", "too_many_receipts", "malformed_json"]))),
+            content_type = "application/json"
+        ),
+        (
+            status = 404,
+            description = "No such receipt endpoint (unknown instance, no receipts configured, or a wrong token).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["not_found"]))),
+            content_type = "application/json"
+        ),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::StoreOrTimeout),
+    )
+)]
 pub async fn ingest(
     State(app): State<Arc<App>>,
     parts: Parts,
@@ -102,6 +148,39 @@ fn applied(app: &App, d: &Delivery) {
 }
 
 /// `GET /v1/verifications/{id}` (API key): the delivery of one accepted send.
+#[utoipa::path(
+    get,
+    path = "/v1/verifications/{id}",
+    operation_id = "getVerification",
+    tag = "delivery",
+    summary = "A send's delivery state",
+    description = "The delivery record of one accepted send, by the `id` the send answered with (backends only). Its state follows the gateway's delivery receipts.",
+    security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "The send's id. Any other shape is answered 404, like an unknown id.", example = json!("dlv_4f9c2b7e0a1d4c8e9b3a6f5d2e1c0b9a")),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The delivery.",
+            body = doc::Delivery,
+            content_type = "application/json",
+            examples(
+                ("delivered" = (value = json!({"id": "dlv_4f9c2b7e0a1d4c8e9b3a6f5d2e1c0b9a", "provider": "cn", "message_id": "900619746936498440^0", "country": "+86", "delivery": {"state": "delivered", "error_code": "DELIVERED", "queued_at": "2026-11-30T06:00:00Z", "sent_at": null, "final_at": "2026-11-30T06:00:04Z"}}))),
+            )
+        ),
+        (status = 401, response = doc::Unauthorized),
+        (
+            status = 404,
+            description = "No send has this id (or its session is gone).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["not_found"]))),
+            content_type = "application/json"
+        ),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::StoreOrTimeout),
+    )
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     PathParams(id): PathParams<String>,

@@ -20,29 +20,62 @@ use super::client_ip;
 use super::cookies;
 use super::error::ApiError;
 use super::idempotency;
+use super::openapi::shared as doc;
 use super::request::require_json;
 use super::request::{Body, bearer};
 use super::response::{Resp, json};
 
-#[derive(Deserialize)]
+// A solved challenge comes under the name its widget gives it (see `crate::challenge`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SendCode)]
 struct SendBody {
+    #[schema(value_type = doc::Phone)]
     phone: String,
+    /// Backends only (required with an API key; 401 without one): the session key to verify.
+    /// Unknown, expired or malformed keys are 404 `session_not_found`.
+    #[schema(examples("q3f0x8k2m1z9w7v5t4r6p2n8l0j1h3g5"))]
     session: Option<String>,
+    /// The recipient's language (e.g. `zh-CN`): chooses the message template (see
+    /// `verification.templates`) and is passed to the provider; ignored when longer than 35
+    /// bytes. Without it, the request's `Accept-Language` chooses among the configured locale
+    /// templates.
+    #[schema(examples("zh-CN"))]
     locale: Option<String>,
-    /// A solved challenge, under the name its widget gives it (see `crate::challenge`).
+    /// With `challenge.kind = "altcha"`: the ALTCHA widget's base64 payload for a challenge from
+    /// `GET /v1/challenge`. Checked (signature, number, expiry, first use) before anything is
+    /// sent; a bad one is 422 `challenge_invalid`.
+    #[schema(max_length = 2048)]
     altcha: Option<String>,
+    /// With `challenge.kind = "turnstile"`: the Turnstile widget's token, checked with
+    /// Cloudflare's `siteverify`.
     #[serde(rename = "cf-turnstile-response")]
     turnstile: Option<String>,
+    /// With `challenge.kind = "hcaptcha"`: the hCaptcha widget's token, checked with hCaptcha's
+    /// `siteverify`.
     #[serde(rename = "h-captcha-response")]
     hcaptcha: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CheckCode)]
 struct CheckBody {
+    #[schema(value_type = doc::Phone)]
     phone: String,
+    /// The code the person typed: 4 to 10 symbols of `verification.alphabet` — ASCII digits by
+    /// default, or with `"alphanumeric"` the 31 symbols 2-9 and A-Z without I, L and O, in either
+    /// case (`k7m2p9` is `K7M2P9`) — surrounding whitespace ignored. Anything else is 422
+    /// `invalid_code` and costs no attempt.
+    // The shape `parse_code` accepts in either alphabet, around Unicode whitespace.
+    #[schema(
+        pattern = r"^[\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*([0-9]{4,10}|[2-9A-HJKMNP-Za-hjkmnp-z]{4,10})[\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+        examples("492816", "K7M2P9")
+    )]
     code: String,
+    /// Backends only (required with an API key; 401 without one): the session key. Unknown,
+    /// expired or malformed keys are 404 `session_not_found`.
+    #[schema(examples("q3f0x8k2m1z9w7v5t4r6p2n8l0j1h3g5"))]
     session: Option<String>,
 }
 
@@ -55,6 +88,148 @@ pub fn parse_code(app: &App, raw: &str) -> Result<Code, ApiError> {
 }
 
 /// `POST /v1/verifications`
+#[utoipa::path(
+    post,
+    path = "/v1/verifications",
+    operation_id = "sendCode",
+    tag = "verifications",
+    summary = "Send a code",
+    description = "Sends a one-time code by SMS to `phone`, bound to the caller's session and that number.\n\n* **Browsers** carry the `sessionid` cookie; a browser without a live session gets a new one and a `Set-Cookie` (on every answer from this point on, success or not).\n* **Backends** send `Authorization: Bearer <api key>` and must name the session in `session`.\n\nWith `verification.resend = \"same_code\"` (the default) a resend while the code lives sends the same code again and extends its lifetime, never past `verification.max_code_lifetime`; with `\"new_code\"` a new code replaces the previous one. Wrong attempts carry over either way. The message text follows `locale`, else `Accept-Language`, else the number's prefix; with `verification.otp_domain` it ends with the line `@<domain> #<code>`. The session's own expiry is untouched.",
+    security(("sessionCookie" = []), ("bearerAuth" = []), ()),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes a retried send safe: a repeat with the same key and body returns the first answer (status, body and `Retry-After`, marked `Idempotent-Replayed: true`) and sends nothing. Keys are scoped per session for browsers (a browser without a session cookie gets a new session, so its cookieless retry is a new request) and per API key for backends, and kept 24 h; 5xx answers are not kept. The same key with a different body is 422 `idempotency_key_reused`."),
+        ("Accept-Language" = Option<String>, Header),
+    ),
+    request_body(
+        content = SendBody,
+        content_type = "application/json",
+        examples(
+            ("browser" = (value = json!({"phone": "+8613800138000"}))),
+            ("backend" = (value = json!({"phone": "+8613800138000", "session": "q3f0x8k2m1z9w7v5t4r6p2n8l0j1h3g5", "locale": "zh-CN"}))),
+        ),
+    ),
+    responses(
+        (
+            status = 202,
+            description = "A code is on its way (or, for a test number, was recorded without sending).",
+            body = doc::SendAccepted,
+            content_type = "application/json",
+            headers(("Set-Cookie"), ("Idempotent-Replayed")),
+            examples(
+                ("pending" = (value = json!({"status": "pending", "expires_in": 300, "resend_in": 60}))),
+            )
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON (`malformed_json`) or a malformed `Idempotency-Key` (`invalid_idempotency_key`).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["malformed_json", "bad_body", "invalid_idempotency_key"]))),
+            content_type = "application/json"
+        ),
+        (
+            status = 401,
+            description = "The `Authorization` header names no valid API key, or a browser (no API key) sent a `session` field — naming a session is the backends' privilege.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["unauthorized"]))),
+            content_type = "application/json",
+            headers(("WWW-Authenticate")),
+            examples(
+                ("unauthorized" = (value = json!({"error": "unauthorized", "message": "a valid API key is required: Authorization: Bearer <key>"}))),
+            )
+        ),
+        (
+            status = 404,
+            description = "A backend named a session that is unknown, expired or malformed.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["session_not_found"]))),
+            content_type = "application/json",
+            examples(
+                ("session_not_found" = (value = json!({"error": "session_not_found", "message": "no such session (or it expired)"}))),
+            )
+        ),
+        (status = 415, response = doc::JsonBodyErrors415),
+        (
+            status = 422,
+            description = "The body has the wrong shape (`invalid_field`; also a backend call without `session`), the phone number is not a valid number by libphonenumber's metadata or not valid for `verification.default_region`, or the SMS provider cannot deliver to it (`invalid_phone`), or it is a valid number of a type not in `verification.number_types`, such as premium rate or VoIP (`unsupported_number_type`). A challenge solution that is forged, wrong, expired, already used or for another kind of challenge is `challenge_invalid`; nothing is sent.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["invalid_field", "invalid_phone", "unsupported_number_type", "idempotency_key_reused", "challenge_invalid"]))),
+            content_type = "application/json",
+            headers(("Set-Cookie"), ("Idempotent-Replayed")),
+            examples(
+                ("invalid_field" = (value = json!({"error": "invalid_field", "message": "unknown field `foo`, expected `data` or `expiry` at line 1 column 6"}))),
+                ("invalid_phone" = (value = json!({"error": "invalid_phone", "message": "phone number is not a valid number"}))),
+                ("unsupported_number_type" = (value = json!({"error": "unsupported_number_type", "message": "premium_rate numbers are not accepted"}))),
+                ("challenge_invalid" = (value = json!({"error": "challenge_invalid", "message": "this altcha challenge was already used; fetch a new one"}))),
+            )
+        ),
+        (
+            status = 429,
+            description = "A code was sent to this number in this session less than `verification.resend_interval` seconds ago (`resend_too_soon`), the verification used up its attempts and stays dead until its code would have expired (`too_many_attempts`), or the SMS provider refuses more messages to this number for now (`provider_rate_limited`). `Retry-After` says how many seconds to wait. Abuse limits answer here too: `too_many_sends` (per number, per client address or network), `budget_exhausted` (deployment or country budget), `destination_blocked` (country not allowed, or its SMS-pumping breaker tripped with `pumping.on_trip = \"block\"`). No SMS is sent on any 429.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["resend_too_soon", "too_many_attempts", "provider_rate_limited", "too_many_sends", "budget_exhausted", "destination_blocked"]))),
+            content_type = "application/json",
+            headers(("Retry-After"), ("Set-Cookie"), ("Idempotent-Replayed")),
+            examples(
+                ("resend_too_soon" = (value = json!({"error": "resend_too_soon", "message": "a code was sent recently; retry in 42 s"}))),
+                ("too_many_attempts" = (value = json!({"error": "too_many_attempts", "message": "too many wrong codes for this number; retry later"}))),
+                ("provider_rate_limited" = (value = json!({"error": "provider_rate_limited", "message": "the SMS provider refused more messages to this number for now"}))),
+            )
+        ),
+        (
+            status = 500,
+            description = "An unexpected internal error (a bug or a store fault).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["internal"]))),
+            content_type = "application/json",
+            headers(("Set-Cookie")),
+            examples(
+                ("internal" = (value = json!({"error": "internal", "message": "internal error"}))),
+            )
+        ),
+        (
+            status = 502,
+            description = "The SMS provider refused the request because it is misconfigured; nothing was sent, the operator has been alerted. Or the CAPTCHA provider refused the server's secret (`challenge_unavailable`).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["provider_unavailable", "challenge_unavailable"]))),
+            content_type = "application/json",
+            headers(("Set-Cookie")),
+            examples(
+                ("provider_unavailable" = (value = json!({"error": "provider_unavailable", "message": "the SMS provider is unavailable; retry shortly"}))),
+            )
+        ),
+        (
+            status = 503,
+            description = "The SMS provider is unavailable (`provider_unavailable`; nothing was sent and the resend cooldown is lifted), the store is unreachable (`store_unavailable`), or the request took too long (`timeout`). The client may retry. A Turnstile/hCaptcha token could not be checked because the provider did not answer in time (`challenge_unavailable`).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["provider_unavailable", "store_unavailable", "timeout", "challenge_unavailable"]))),
+            content_type = "application/json",
+            headers(("Set-Cookie")),
+            examples(
+                ("provider_unavailable" = (value = json!({"error": "provider_unavailable", "message": "the SMS provider is unavailable; retry shortly"}))),
+                ("store_unavailable" = (value = json!({"error": "store_unavailable", "message": "the session store is unavailable; retry shortly"}))),
+                ("timeout" = (value = json!({"error": "timeout", "message": "the request took too long"}))),
+            )
+        ),
+        (
+            status = 409,
+            description = "A request with the same `Idempotency-Key` is still in progress (`idempotency_in_progress`). A request that ended without an answer (the client disconnected, or `http.request_timeout` cut it) releases its key, so its retry runs.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["idempotency_in_progress"]))),
+            content_type = "application/json"
+        ),
+        (status = 403, response = doc::ForeignOriginBrowser),
+        (
+            status = 428,
+            description = "Browsers only (backends are never challenged): the send needs a solved challenge — always (`challenge.mode = \"always\"`), when the client looks suspicious (`\"when_suspicious\"`: the destination's pumping breaker is tripped, the client's address or network has used three quarters of its send limit, or over half the global hourly budget is used), when the breaker is tripped with `pumping.on_trip = \"challenge\"`, or when the number's send budget (`per_phone.max_sends`, `per_phone.daily_max`) is spent. `challenge` names where to get one. Nothing was sent or stored: a browser without a session gets none (no `Set-Cookie`).",
+            body = doc::ChallengeRequired,
+            content_type = "application/json",
+            headers(("Set-Cookie"), ("Idempotent-Replayed")),
+            examples(
+                ("challenge_required" = (value = json!({"error": "challenge_required", "message": "solve a challenge from /v1/challenge and send the request again with its solution", "challenge": "/v1/challenge"}))),
+            )
+        ),
+    )
+)]
 pub async fn send(
     State(app): State<Arc<App>>,
     parts: Parts,
@@ -146,6 +321,87 @@ pub async fn send(
 }
 
 /// `POST /v1/verifications/check`
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/check",
+    operation_id = "checkCode",
+    tag = "verifications",
+    summary = "Check a code",
+    description = "Checks the code a person typed for the caller's session and `phone`. A code approves at most once and dies after `verification.max_attempts` wrong tries. Callers are identified as for sending; a browser without a session is answered 404 and gets no new session.",
+    security(("sessionCookie" = []), ("bearerAuth" = []), ()),
+    request_body(
+        content = CheckBody,
+        content_type = "application/json",
+        examples(
+            ("browser" = (value = json!({"phone": "+8613800138000", "code": "492816"}))),
+            ("backend" = (value = json!({"phone": "+8613800138000", "code": "492816", "session": "q3f0x8k2m1z9w7v5t4r6p2n8l0j1h3g5"}))),
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The code was checked. `status` says how: `approved` (right code: the session now holds `verified_phone` and `verified_at` and its key was cycled — browsers get a new `Set-Cookie`, backends get the new key in `session`), `pending` (wrong code, `attempts_left` more tries), `expired` (the code's lifetime is over; send a new one) or `max_attempts_reached` (this code is dead).",
+            body = doc::CheckResult,
+            content_type = "application/json",
+            headers(("Set-Cookie")),
+            examples(
+                ("approved" = (value = json!({"status": "approved", "verified_phone": "+8613800138000"}))),
+                ("approved_backend" = (value = json!({"status": "approved", "verified_phone": "+8613800138000", "session": "a9c2e4g6i8k0m2o4q6s8u0w2y4z6b8d0"}))),
+                ("pending" = (value = json!({"status": "pending", "attempts_left": 4}))),
+                ("expired" = (value = json!({"status": "expired"}))),
+                ("max_attempts_reached" = (value = json!({"status": "max_attempts_reached"}))),
+            )
+        ),
+        (status = 400, response = doc::MalformedJson),
+        (
+            status = 401,
+            description = "The `Authorization` header names no valid API key, or a browser (no API key) sent a `session` field.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["unauthorized"]))),
+            content_type = "application/json",
+            headers(("WWW-Authenticate")),
+            examples(
+                ("unauthorized" = (value = json!({"error": "unauthorized", "message": "a valid API key is required: Authorization: Bearer <key>"}))),
+            )
+        ),
+        (
+            status = 404,
+            description = "No pending code for this session and number (never sent, already used, or sent in another session) — also a browser without a live session (`not_found`, with `status`); or a backend named a session that is unknown, expired or malformed (`session_not_found`, plain error body).",
+            body = doc::CheckMissing,
+            content_type = "application/json",
+            headers(("Set-Cookie")),
+            examples(
+                ("not_found" = (value = json!({"status": "not_found", "error": "not_found", "message": "no pending verification for this number in this session"}))),
+                ("session_not_found" = (value = json!({"error": "session_not_found", "message": "no such session (or it expired)"}))),
+            )
+        ),
+        (status = 415, response = doc::JsonBodyErrors415),
+        (
+            status = 422,
+            description = "The body has the wrong shape (`invalid_field`; also a backend call without `session`), the phone number is invalid (`invalid_phone`) or of a type not in `verification.number_types` (`unsupported_number_type`), or the code is not 4 to 10 symbols of `verification.alphabet` (`invalid_code`, costs no attempt).",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["invalid_field", "invalid_phone", "unsupported_number_type", "invalid_code"]))),
+            content_type = "application/json",
+            examples(
+                ("invalid_field" = (value = json!({"error": "invalid_field", "message": "unknown field `foo`, expected `data` or `expiry` at line 1 column 6"}))),
+                ("invalid_phone" = (value = json!({"error": "invalid_phone", "message": "phone number is not a valid number"}))),
+                ("unsupported_number_type" = (value = json!({"error": "unsupported_number_type", "message": "premium_rate numbers are not accepted"}))),
+                ("invalid_code" = (value = json!({"error": "invalid_code", "message": "codes are 4 to 10 digits"}))),
+            )
+        ),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::StoreOrTimeout),
+        (status = 403, response = doc::ForeignOriginBrowser),
+        (
+            status = 429,
+            description = "A check quota is used up (`too_many_checks`): failed checks for this number across sessions (then a lock-out), or checks from this client address.",
+            body = doc::Error,
+            extensions(("x-error-codes" = json!(["too_many_checks"]))),
+            content_type = "application/json",
+            headers(("Retry-After"), ("Set-Cookie"))
+        ),
+    )
+)]
 pub async fn check(
     State(app): State<Arc<App>>,
     parts: Parts,

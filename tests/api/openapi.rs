@@ -1,4 +1,5 @@
-//! `openapi.json` describes the routes the router serves, and the daemon serves it.
+//! `openapi.json` is the description generated from the code, it describes the routes the router
+//! serves, and the daemon serves it.
 
 use crate::common;
 
@@ -93,6 +94,17 @@ async fn documents_exactly_the_routes_the_router_serves() {
         }
     }
     d.stop().await;
+}
+
+/// The committed file is what the code generates, so that the clients built from it in CI and
+/// the reviewers reading it see what the daemon serves.
+#[test]
+fn the_committed_file_is_current() {
+    assert!(
+        DOC == verifyd::http::openapi::document(),
+        "openapi.json is not what the code generates; regenerate it with `{}`",
+        verifyd::http::openapi::REGENERATE
+    );
 }
 
 #[test]
