@@ -39,6 +39,9 @@ async fn scrape(d: &TestDaemon) -> Scrape {
 
 const PHONE: &str = "+8613800138000";
 
+/// A series, its labels and the value a scrape should show.
+type Sample = (&'static str, &'static [(&'static str, &'static str)], f64);
+
 on_both_stores! {
     async fn a_send_and_check_moves_the_counters(backend: Backend) {
         let Some(d) = start(backend).await else { return };
@@ -60,7 +63,7 @@ on_both_stores! {
         const CHECK: &str = "/v1/verifications/check";
         // (series, labels, value after one send, one refused resend, one malformed check, one
         // wrong and one right code)
-        let expected: &[(&str, &[(&str, &str)], f64)] = &[
+        let expected: &[Sample] = &[
             ("verifyd_verifications_started_total", &[], 1.0),
             ("verifyd_verification_checks_total", &[("outcome", "approved")], 1.0),
             ("verifyd_verification_checks_total", &[("outcome", "wrong")], 1.0),
