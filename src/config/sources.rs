@@ -18,6 +18,22 @@ pub(super) fn env_var(keys: &[String]) -> String {
     format!("VERIFYD_{}", keys.join("__").to_ascii_uppercase())
 }
 
+/// Where the value at `path` came from: for the environment the variable itself, the longest
+/// prefix of `path` that names one that is set (`countries.allow.1` was set by
+/// `VERIFYD_COUNTRIES__ALLOW`); otherwise the layer's name.
+fn origin(md: &Metadata, path: &[String]) -> String {
+    if md.source.is_none() && md.name.contains("environment") {
+        let set = (1..=path.len())
+            .rev()
+            .map(|n| env_var(&path[..n]))
+            .find(|var| std::env::var_os(var).is_some());
+        if let Some(var) = set {
+            return format!("environment {var}");
+        }
+    }
+    source_name(md)
+}
+
 pub(super) fn source_name(md: &Metadata) -> String {
     match &md.source {
         Some(figment::Source::File(p)) => format!("{} {}", md.name, p.display()),
@@ -35,8 +51,8 @@ pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
             let source = e
                 .metadata
                 .as_ref()
-                .map(source_name)
-                .or_else(|| fig.find_metadata(&key).map(source_name))
+                .or_else(|| fig.find_metadata(&key))
+                .map(|md| origin(md, &e.path))
                 .unwrap_or_else(|| "the defaults".into());
             let what = match &e.kind {
                 figment::error::Kind::UnknownField(field, _) => {
@@ -70,7 +86,8 @@ pub(super) fn invalid(fig: &Figment, key: &str, msg: String) -> ConfigError {
     let mut probe = old.as_deref().unwrap_or(key);
     let mut source = loop {
         if let Some(md) = fig.find_metadata(probe) {
-            break source_name(md);
+            let path: Vec<String> = probe.split('.').map(str::to_owned).collect();
+            break origin(md, &path);
         }
         match probe.rfind('.') {
             Some(i) => probe = &probe[..i],

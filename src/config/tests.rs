@@ -49,7 +49,7 @@ fn wrong_type_names_key_and_source() {
         jail.set_env("VERIFYD_VERIFICATION__MAX_ATTEMPTS", "lots");
         let err = Config::load(None, false).unwrap_err().to_string();
         assert!(err.contains("verification.max_attempts"), "{err}");
-        assert!(err.contains("VERIFYD_"), "{err}");
+        assert!(err.contains("VERIFYD_VERIFICATION__MAX_ATTEMPTS"), "{err}");
         Ok(())
     });
 }
@@ -206,6 +206,10 @@ fn parsed_values_name_their_own_key_and_file() {
             ("[api.keys]\nshop = \"not-hex\"\n", "api.keys.shop"),
             ("[pumping]\nwindow = 0\n", "pumping.window"),
             (
+                "[verification.templates]\nzh_CN = \"{code}\"\n",
+                "verification.templates",
+            ),
+            (
                 "[per_phone]\nfailed_checks_window = 0\n",
                 "per_phone.failed_checks_window",
             ),
@@ -322,7 +326,10 @@ fn countries_and_region_are_parsed_where_they_are_read() {
         jail.set_env("VERIFYD_COUNTRIES__ALLOW", "[\"+1\", \"+0\"]");
         let err = Config::load(None, false).unwrap_err().to_string();
         assert!(err.contains("`countries.allow.1`"), "{err}");
-        assert!(err.contains("`VERIFYD_` environment"), "{err}");
+        assert!(
+            err.contains("environment VERIFYD_COUNTRIES__ALLOW"),
+            "{err}"
+        );
         jail.clear_env();
         jail.create_file(
             "ok.toml",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::code::{Alphabet, Code};
 use crate::phone::{NumberType, PhoneParser, Region};
+use crate::provider::templates::TemplateKey;
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,7 +29,7 @@ pub struct VerificationConfig {
     /// Message text; `{code}` and `{minutes}` are replaced.
     pub template: String,
     /// Message texts by locale (`zh-CN`, `zh`) or E.164 prefix (`+86`); see `provider::templates`.
-    pub templates: BTreeMap<String, String>,
+    pub templates: BTreeMap<TemplateKey, String>,
     /// Line types a code may be sent to; premium-rate and similar numbers are a pumping vector.
     pub number_types: Vec<NumberType>,
     /// Fixed codes for test numbers: nothing is sent, every other rule applies.

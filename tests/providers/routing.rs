@@ -311,10 +311,10 @@ async fn templates_by_locale_and_prefix() {
     let d = start(|c| {
         let t = &mut c.verification.templates;
         t.insert(
-            "+86".into(),
+            "+86".parse().unwrap(),
             "您的验证码是{code}，{minutes}分钟内有效。".into(),
         );
-        t.insert("fr".into(), "Votre code : {code}".into());
+        t.insert("fr".parse().unwrap(), "Votre code : {code}".into());
     })
     .await;
     let mut browser = d.browser();
