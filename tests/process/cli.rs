@@ -212,6 +212,30 @@ fn check_config_names_a_wrongly_typed_environment_variable() {
     }
 }
 
+/// `pumping-reset` takes a calling code as limits name it; anything else is refused before the
+/// store is opened, saying what was expected.
+#[test]
+fn pumping_reset_refuses_what_is_not_a_calling_code() {
+    let dir = tempfile::tempdir().unwrap();
+    for (why, bad) in [
+        ("no +", "86"),
+        ("unassigned", "+999"),
+        ("a space", "+86 "),
+        ("the limits' wildcard", "*"),
+    ] {
+        let (ok, stdout, stderr) = run(verifyd(dir.path()).args(["pumping-reset", bad]));
+        assert!(!ok, "{why}: {bad:?} accepted: {stdout}");
+        assert!(
+            stderr.contains("is not an assigned calling code like \"+86\""),
+            "{why}: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "no store was created"
+    );
+}
+
 #[test]
 fn check_config_prints_the_configuration_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
