@@ -113,7 +113,6 @@ impl Default for PhoneParser {
 }
 
 /// Why a setting that needs libphonenumber's metadata is refused in a build without it.
-#[cfg_attr(feature = "national-numbers", allow(dead_code))]
 const NEEDS_METADATA: &str = "needs libphonenumber's metadata, which this build of verifyd \
                               leaves out (cargo feature `national-numbers`)";
 
