@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 #[cfg(any(test, not(feature = "national-numbers")))]
 mod calling_codes;
+mod prefix;
 mod region;
 
+pub use prefix::Prefix;
 pub use region::Region;
 
 /// Longest input looked at: a written number with generous grouping fits easily, and nothing

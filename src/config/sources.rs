@@ -42,6 +42,21 @@ pub(super) fn source_name(md: &Metadata) -> String {
     }
 }
 
+/// `path` as TOML writes it: segments that are not bare keys (`+86`, `*`) in quotes, so that
+/// `routes."+86"` names the key the way the file spells it.
+fn toml_path(path: &[String]) -> String {
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let segments: Vec<String> = path
+        .iter()
+        .map(|s| if bare(s) { s.clone() } else { format!("{s:?}") })
+        .collect();
+    segments.join(".")
+}
+
 /// Turns figment's errors into one message per problem, each naming key and source.
 pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
     let lines: Vec<String> = err
@@ -71,6 +86,7 @@ pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
             if key.is_empty() {
                 format!("{what} (in {source})")
             } else {
+                let key = toml_path(&e.path);
                 format!("invalid value for key `{key}` (from {source}): {what}")
             }
         })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::render;
 use super::sms_length::{Encoding, measure};
 use crate::code::Code;
-use crate::phone::PhoneNumber;
+use crate::phone::{PhoneNumber, Prefix};
 
 mod key;
 
@@ -26,7 +26,7 @@ pub struct Templates {
     /// Lower-cased language tags.
     by_locale: BTreeMap<String, String>,
     /// E.164 prefixes, longest first.
-    by_prefix: Vec<(String, String)>,
+    by_prefix: Vec<(Prefix, String)>,
     /// `verification.otp_domain`, checked by [`check_otp_domain`].
     otp_domain: Option<String>,
 }
@@ -49,7 +49,7 @@ impl Templates {
                 }
             }
         }
-        by_prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        by_prefix.sort_by_key(|(p, _): &(Prefix, String)| std::cmp::Reverse(p.digits()));
         Self {
             default: default.to_owned(),
             by_locale,
@@ -87,7 +87,7 @@ impl Templates {
         }
         self.by_prefix
             .iter()
-            .find(|(p, _)| phone.as_str().starts_with(p.as_str()))
+            .find(|(p, _)| p.matches(phone))
             .map_or(&self.default, |(_, t)| t)
     }
 

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::phone::Prefix;
+
 /// How a template is chosen for a recipient.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -11,15 +13,16 @@ pub enum TemplateKey {
     /// A BCP 47-shaped tag as written (`zh-CN`), matched in any case against a browser's
     /// languages.
     Locale(String),
-    /// `+` and 1 to 15 digits, matched against the start of the number in E.164 form.
-    Prefix(String),
+    /// Matched against the start of the number in E.164 form.
+    Prefix(Prefix),
 }
 
 impl TemplateKey {
     /// The key as written in the configuration.
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Locale(s) | Self::Prefix(s) => s,
+            Self::Locale(s) => s,
+            Self::Prefix(p) => p.as_str(),
         }
     }
 }
@@ -27,8 +30,8 @@ impl TemplateKey {
 impl TryFrom<String> for TemplateKey {
     type Error = String;
     fn try_from(key: String) -> Result<TemplateKey, String> {
-        if is_prefix(&key) {
-            Ok(Self::Prefix(key))
+        if let Some(p) = Prefix::parse(&key) {
+            Ok(Self::Prefix(p))
         } else if is_language_tag(&key) {
             Ok(Self::Locale(key))
         } else {
@@ -49,7 +52,8 @@ impl std::str::FromStr for TemplateKey {
 impl From<TemplateKey> for String {
     fn from(k: TemplateKey) -> String {
         match k {
-            TemplateKey::Locale(s) | TemplateKey::Prefix(s) => s,
+            TemplateKey::Locale(s) => s,
+            TemplateKey::Prefix(p) => p.into(),
         }
     }
 }
@@ -58,12 +62,6 @@ impl fmt::Display for TemplateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// `+` and 1 to 15 digits.
-fn is_prefix(key: &str) -> bool {
-    key.strip_prefix('+')
-        .is_some_and(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A BCP 47-shaped tag: a 2–3 letter language, then `-`-separated alphanumeric subtags.
