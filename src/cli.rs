@@ -50,7 +50,9 @@ pub enum Command {
     /// Print the SMS-pumping breaker of every country with a current window.
     PumpingStatus,
     /// Close the SMS-pumping breaker of a calling code (e.g. +86) and start a new window.
-    PumpingReset { country: String },
+    PumpingReset {
+        country: crate::country::CallingCode,
+    },
     /// Webhook events in the outbox: list pending or dead ones, or redrive them.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -168,12 +170,8 @@ pub fn run() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::PumpingReset { country } => {
-                anyhow::ensure!(
-                    crate::country::is_calling_code(&country),
-                    "{country:?} is not a calling code like +86"
-                );
                 let store = crate::app::open_store(&config)?;
-                if store.pumping_reset(&country).await? {
+                if store.pumping_reset(&country.to_string()).await? {
                     tracing::warn!(%country, "SMS pumping breaker reset by the operator");
                     println!("breaker for {country} reset");
                 } else {

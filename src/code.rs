@@ -1,7 +1,7 @@
 //! Verification codes: derived from a random nonce under the server secret, in the configured
 //! alphabet, and stored only as a nonce and an HMAC (so a resend can send the same code again).
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt;

@@ -14,6 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 #[cfg(any(test, not(feature = "national-numbers")))]
 mod calling_codes;
+mod prefix;
+mod region;
+
+pub use prefix::Prefix;
+pub use region::Region;
 
 /// Longest input looked at: a written number with generous grouping fits easily, and nothing
 /// longer reaches the metadata's regular expressions.
@@ -105,61 +110,40 @@ pub struct PhoneParser {
 
 impl Default for PhoneParser {
     fn default() -> Self {
-        Self {
-            #[cfg(feature = "national-numbers")]
-            default_region: None,
-            types: NumberType::defaults(),
-        }
+        Self::new(None, &NumberType::defaults())
     }
 }
 
+/// Why a setting that needs libphonenumber's metadata is refused in a build without it.
+const NEEDS_METADATA: &str = "needs libphonenumber's metadata, which this build of verifyd \
+                              leaves out (cargo feature `national-numbers`)";
+
 impl PhoneParser {
-    /// `region` is an ISO 3166-1 alpha-2 code such as `CN`; `None` accepts `+` numbers only.
-    /// An error names the setting at fault (`verification.default_region` or
-    /// `verification.number_types`) and why.
-    #[cfg(feature = "national-numbers")]
-    pub fn new(region: Option<&str>, types: &[NumberType]) -> Result<Self, (&'static str, String)> {
-        let default_region = match region {
-            None => None,
-            Some(r) => Some(
-                r.to_ascii_uppercase()
-                    .parse::<phonenumber::country::Id>()
-                    .map_err(|_| {
-                        let why = format!(
-                            "unknown region code {r:?} (expected ISO 3166-1 alpha-2, e.g. \"CN\")"
-                        );
-                        ("verification.default_region", why)
-                    })?,
-            ),
-        };
+    /// `region` reads numbers typed without `+`; `None` accepts `+` numbers only. Both parts
+    /// were checked when the configuration was read, so building one cannot fail.
+    pub fn new(region: Option<Region>, types: &[NumberType]) -> Self {
         // The metadata is decoded on first use, which takes a noticeable part of a second; that
         // happens here, at start-up, rather than inside the first request's time budget.
+        #[cfg(feature = "national-numbers")]
         let _ = DATABASE.region(&1);
-        Ok(Self {
-            default_region,
+        // Without the metadata `Region` has no values: `region` is always `None` there.
+        #[cfg(not(feature = "national-numbers"))]
+        let _ = region;
+        Self {
+            #[cfg(feature = "national-numbers")]
+            default_region: region.map(|r| r.0),
             types: types.to_vec(),
-        })
+        }
     }
 
-    /// Without libphonenumber's metadata there is no region to read national numbers in and no
-    /// line type to check, so both settings must be left at their defaults.
-    #[cfg(not(feature = "national-numbers"))]
-    pub fn new(region: Option<&str>, types: &[NumberType]) -> Result<Self, (&'static str, String)> {
-        const WHY: &str = "needs libphonenumber's metadata, which this build of verifyd leaves \
-                           out (cargo feature `national-numbers`)";
-        if region.is_some() {
-            return Err((
-                "verification.default_region",
-                format!("must be unset: {WHY}"),
-            ));
+    /// Whether this build can tell the line types `types` asks for apart. Without
+    /// libphonenumber's metadata no line type is known, so the list must stay at its default.
+    pub fn check_types(types: &[NumberType]) -> Result<(), String> {
+        if cfg!(feature = "national-numbers") || types == NumberType::defaults() {
+            Ok(())
+        } else {
+            Err(format!("must be left at its default: {NEEDS_METADATA}"))
         }
-        if types != NumberType::defaults() {
-            return Err((
-                "verification.number_types",
-                format!("must be left at its default: {WHY}"),
-            ));
-        }
-        Ok(Self::default())
     }
 
     /// Parses user input into a valid number of an accepted type.
@@ -500,7 +484,7 @@ mod tests {
             NumberType::Uan,
             NumberType::Voicemail,
         ];
-        PhoneParser::new(None, &all).unwrap()
+        PhoneParser::new(None, &all)
     }
 
     #[cfg(feature = "national-numbers")]
@@ -528,32 +512,77 @@ mod tests {
     #[cfg(feature = "national-numbers")]
     #[test]
     fn parts_come_from_the_metadata() {
-        let cn = PhoneNumber::parse_e164("+8613800138000").unwrap();
-        assert_eq!(
-            (cn.calling_code(), cn.country(), cn.national(), cn.region()),
-            (86, "+86", "13800138000", "CN")
-        );
-        assert_eq!(cn.number_type(), NumberType::Mobile);
-        let hk = PhoneNumber::parse_e164("+85291234567").unwrap();
-        assert_eq!(
-            (hk.country(), hk.national(), hk.region()),
-            ("+852", "91234567", "HK")
-        );
-        let us = PhoneNumber::parse_e164("+12015550123").unwrap();
-        assert_eq!((us.country(), us.region()), ("+1", "US"));
-        assert_eq!(us.number_type(), NumberType::FixedLineOrMobile);
-        // The Isle of Man shares +44 with the UK; the leading digits decide.
-        let im = PhoneNumber::parse_e164("+447624123456").unwrap();
-        assert_eq!((im.country(), im.region()), ("+44", "IM"));
-        let ru = PhoneNumber::parse_e164("+74951234567").unwrap();
-        assert_eq!((ru.country(), ru.region()), ("+7", "RU"));
-        // Italian fixed lines keep the leading zero of their national number.
-        let it = PhoneNumber::parse_e164("+39 06 6988 1234").unwrap();
-        assert_eq!(
-            (it.as_str(), it.national()),
-            ("+390669881234", "0669881234")
-        );
-        assert_eq!(it.number_type(), NumberType::FixedLine);
+        // (why, as written, E.164, calling code, country, national number, region, type)
+        for (why, written, e164, code, country, national, region, kind) in [
+            (
+                "one region per code",
+                "+8613800138000",
+                "+8613800138000",
+                86,
+                "+86",
+                "13800138000",
+                "CN",
+                NumberType::Mobile,
+            ),
+            (
+                "three-digit code",
+                "+85291234567",
+                "+85291234567",
+                852,
+                "+852",
+                "91234567",
+                "HK",
+                NumberType::Mobile,
+            ),
+            (
+                "the US cannot tell fixed lines from mobiles",
+                "+12015550123",
+                "+12015550123",
+                1,
+                "+1",
+                "2015550123",
+                "US",
+                NumberType::FixedLineOrMobile,
+            ),
+            (
+                "the Isle of Man shares +44 with the UK; the leading digits decide",
+                "+447624123456",
+                "+447624123456",
+                44,
+                "+44",
+                "7624123456",
+                "IM",
+                NumberType::Mobile,
+            ),
+            (
+                "Russia shares +7 with Kazakhstan",
+                "+74951234567",
+                "+74951234567",
+                7,
+                "+7",
+                "4951234567",
+                "RU",
+                NumberType::FixedLine,
+            ),
+            (
+                "Italian fixed lines keep the leading zero (06 698 is the Vatican's range)",
+                "+39 06 6988 1234",
+                "+390669881234",
+                39,
+                "+39",
+                "0669881234",
+                "VA",
+                NumberType::FixedLine,
+            ),
+        ] {
+            let p = PhoneNumber::parse_e164(written).unwrap_or_else(|e| panic!("{why}: {e}"));
+            assert_eq!(
+                (p.as_str(), p.calling_code(), p.country(), p.national()),
+                (e164, code, country, national),
+                "{why}"
+            );
+            assert_eq!((p.region(), p.number_type()), (region, kind), "{why}");
+        }
     }
 
     #[cfg(feature = "national-numbers")]
@@ -602,26 +631,51 @@ mod tests {
     #[cfg(feature = "national-numbers")]
     #[test]
     fn only_the_accepted_types_pass() {
-        let p = PhoneParser::default();
-        assert_eq!(
-            p.parse("+1 900 234 5678"),
-            Err(PhoneError::UnsupportedType(NumberType::PremiumRate))
-        );
-        assert_eq!(
-            p.parse("+44 871 234 5678"),
-            Err(PhoneError::UnsupportedType(NumberType::PremiumRate))
-        );
-        assert_eq!(
-            p.parse("+1 800 555 0100"),
-            Err(PhoneError::UnsupportedType(NumberType::TollFree))
-        );
-        assert_eq!(
-            p.parse("+81 3 1234 5678"),
-            Err(PhoneError::UnsupportedType(NumberType::FixedLine))
-        );
-        let fixed = PhoneParser::new(None, &[NumberType::FixedLine]).unwrap();
-        assert!(fixed.parse("+81312345678").is_ok());
-        assert!(fixed.parse("+8613800138000").is_err());
+        let defaults = PhoneParser::default();
+        let fixed = PhoneParser::new(None, &[NumberType::FixedLine]);
+        // (why, parser, number, refused as this type or accepted)
+        for (why, p, number, refused) in [
+            (
+                "US premium rate",
+                &defaults,
+                "+1 900 234 5678",
+                Some(NumberType::PremiumRate),
+            ),
+            (
+                "UK premium rate",
+                &defaults,
+                "+44 871 234 5678",
+                Some(NumberType::PremiumRate),
+            ),
+            (
+                "US toll free",
+                &defaults,
+                "+1 800 555 0100",
+                Some(NumberType::TollFree),
+            ),
+            (
+                "Japanese fixed line, not a default type",
+                &defaults,
+                "+81 3 1234 5678",
+                Some(NumberType::FixedLine),
+            ),
+            ("fixed lines when asked for", &fixed, "+81312345678", None),
+            (
+                "mobiles when only fixed lines are",
+                &fixed,
+                "+8613800138000",
+                Some(NumberType::Mobile),
+            ),
+        ] {
+            match refused {
+                Some(kind) => assert_eq!(
+                    p.parse(number),
+                    Err(PhoneError::UnsupportedType(kind)),
+                    "{why}"
+                ),
+                None => assert!(p.parse(number).is_ok(), "{why}"),
+            }
+        }
     }
 
     #[cfg(feature = "national-numbers")]
@@ -672,7 +726,7 @@ mod tests {
             PhoneParser::default().parse("18434288349"),
             Err(PhoneError::NotE164)
         );
-        let cn = PhoneParser::new(Some("cn"), &NumberType::defaults()).unwrap();
+        let cn = PhoneParser::new("cn".parse().ok(), &NumberType::defaults());
         assert_eq!(cn.parse("18434288349").unwrap().as_str(), "+8618434288349");
         assert_eq!(
             cn.parse("0086 184 3428 8349").unwrap().as_str(),
@@ -686,6 +740,6 @@ mod tests {
             cn.parse("12345"),
             Err(PhoneError::InvalidForRegion(_))
         ));
-        assert!(PhoneParser::new(Some("XX"), &[]).is_err());
+        assert!("XX".parse::<Region>().is_err());
     }
 }

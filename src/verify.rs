@@ -118,13 +118,14 @@ pub async fn send(
     challenge_passed: bool,
 ) -> Result<Sent, SendError> {
     let country = crate::country::calling_code(phone);
-    if !cx.limits.serves(country) {
+    let calling_code = crate::country::CallingCode::of(phone);
+    if !cx.limits.serves(calling_code) {
         return Err(SendError::Denied);
     }
     let mut guard = SendGuard::build(
         &cx.limits,
         phone.as_str(),
-        country,
+        calling_code,
         client,
         challenge_passed,
     );
@@ -343,7 +344,7 @@ pub async fn check(
     code: &Code,
     client: Option<IpAddr>,
 ) -> Result<Checked, StoreError> {
-    let mut guard = CheckGuard::build(&cx.limits, crate::country::calling_code(phone), client);
+    let mut guard = CheckGuard::build(&cx.limits, crate::country::CallingCode::of(phone), client);
     if cx.test_numbers.contains_key(phone.as_str()) {
         // Anyone can approve a test number (its code is fixed and public): such approvals
         // must not lift the conversion rate that the pumping breaker watches.

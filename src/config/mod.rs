@@ -56,7 +56,7 @@ pub struct Config {
     /// Named provider instances, used with `routes` for per-country routing and failover.
     pub providers: BTreeMap<String, NamedProvider>,
     /// E.164 prefix (or `*`) → provider names, tried in order.
-    pub routes: BTreeMap<String, Vec<String>>,
+    pub routes: BTreeMap<crate::provider::routing::RouteKey, Vec<String>>,
     pub api: ApiConfig,
     pub sweeper: SweeperConfig,
     pub compat: CompatConfig,

@@ -18,12 +18,43 @@ pub(super) fn env_var(keys: &[String]) -> String {
     format!("VERIFYD_{}", keys.join("__").to_ascii_uppercase())
 }
 
+/// Where the value at `path` came from: for the environment the variable itself, the longest
+/// prefix of `path` that names one that is set (`countries.allow.1` was set by
+/// `VERIFYD_COUNTRIES__ALLOW`); otherwise the layer's name.
+fn origin(md: &Metadata, path: &[String]) -> String {
+    if md.source.is_none() && md.name.contains("environment") {
+        let set = (1..=path.len())
+            .rev()
+            .map(|n| env_var(&path[..n]))
+            .find(|var| std::env::var_os(var).is_some());
+        if let Some(var) = set {
+            return format!("environment {var}");
+        }
+    }
+    source_name(md)
+}
+
 pub(super) fn source_name(md: &Metadata) -> String {
     match &md.source {
         Some(figment::Source::File(p)) => format!("{} {}", md.name, p.display()),
         Some(src) => format!("{} ({src})", md.name),
         None => md.name.to_string(),
     }
+}
+
+/// `path` as TOML writes it: segments that are not bare keys (`+86`, `*`) in quotes, so that
+/// `routes."+86"` names the key the way the file spells it.
+fn toml_path(path: &[String]) -> String {
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let segments: Vec<String> = path
+        .iter()
+        .map(|s| if bare(s) { s.clone() } else { format!("{s:?}") })
+        .collect();
+    segments.join(".")
 }
 
 /// Turns figment's errors into one message per problem, each naming key and source.
@@ -35,8 +66,8 @@ pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
             let source = e
                 .metadata
                 .as_ref()
-                .map(source_name)
-                .or_else(|| fig.find_metadata(&key).map(source_name))
+                .or_else(|| fig.find_metadata(&key))
+                .map(|md| origin(md, &e.path))
                 .unwrap_or_else(|| "the defaults".into());
             let what = match &e.kind {
                 figment::error::Kind::UnknownField(field, _) => {
@@ -55,6 +86,7 @@ pub(super) fn describe(fig: &Figment, err: figment::Error) -> ConfigError {
             if key.is_empty() {
                 format!("{what} (in {source})")
             } else {
+                let key = toml_path(&e.path);
                 format!("invalid value for key `{key}` (from {source}): {what}")
             }
         })
@@ -70,7 +102,8 @@ pub(super) fn invalid(fig: &Figment, key: &str, msg: String) -> ConfigError {
     let mut probe = old.as_deref().unwrap_or(key);
     let mut source = loop {
         if let Some(md) = fig.find_metadata(probe) {
-            break source_name(md);
+            let path: Vec<String> = probe.split('.').map(str::to_owned).collect();
+            break origin(md, &path);
         }
         match probe.rfind('.') {
             Some(i) => probe = &probe[..i],

@@ -49,7 +49,7 @@ fn wrong_type_names_key_and_source() {
         jail.set_env("VERIFYD_VERIFICATION__MAX_ATTEMPTS", "lots");
         let err = Config::load(None, false).unwrap_err().to_string();
         assert!(err.contains("verification.max_attempts"), "{err}");
-        assert!(err.contains("VERIFYD_"), "{err}");
+        assert!(err.contains("VERIFYD_VERIFICATION__MAX_ATTEMPTS"), "{err}");
         Ok(())
     });
 }
@@ -57,17 +57,25 @@ fn wrong_type_names_key_and_source() {
 #[test]
 fn invalid_value_names_key_and_file() {
     Jail::expect_with(|jail| {
-        jail.create_file("c.toml", "[verification]\ncode_length = 3\n")?;
-        let err = Config::load(Some(Path::new("c.toml")), true)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("verification.code_length"), "{err}");
-        assert!(err.contains("c.toml"), "{err}");
-        jail.create_file("d.toml", "[verification]\nresend_interval = 400\n")?;
-        let err = Config::load(Some(Path::new("d.toml")), true)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("verification.resend_interval"), "{err}");
+        for (file, text, key) in [
+            (
+                "short_code.toml",
+                "[verification]\ncode_length = 3\n",
+                "verification.code_length",
+            ),
+            (
+                "slow_resend.toml",
+                "[verification]\nresend_interval = 400\n",
+                "verification.resend_interval",
+            ),
+        ] {
+            jail.create_file(file, text)?;
+            let err = Config::load(Some(Path::new(file)), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{file}: {err}");
+            assert!(err.contains(file), "{file}: {err}");
+        }
         Ok(())
     });
 }
@@ -198,6 +206,10 @@ fn parsed_values_name_their_own_key_and_file() {
             ("[api.keys]\nshop = \"not-hex\"\n", "api.keys.shop"),
             ("[pumping]\nwindow = 0\n", "pumping.window"),
             (
+                "[verification.templates]\nzh_CN = \"{code}\"\n",
+                "verification.templates",
+            ),
+            (
                 "[per_phone]\nfailed_checks_window = 0\n",
                 "per_phone.failed_checks_window",
             ),
@@ -246,4 +258,108 @@ fn a_config_naming_sns_is_refused_with_the_key_and_the_feature() {
         assert!(err.contains("kind"), "{err}");
         assert!(err.contains("feature `sns`"), "{err}");
     }
+}
+
+/// Calling codes and the default region are parsed as they are read: a bad one is refused
+/// naming the key, the entry of a list, the file or variable, and what was expected; good ones
+/// arrive as typed values.
+#[test]
+fn countries_and_region_are_parsed_where_they_are_read() {
+    Jail::expect_with(|jail| {
+        let bad = [
+            (
+                "allow_unassigned",
+                "[countries]\nallow = [\"+86\", \"+999\"]\n",
+                "`countries.allow.1`",
+                "\"+999\" is not an assigned calling code",
+            ),
+            (
+                "deny_with_space",
+                "[countries]\ndeny = [\"+86 \"]\n",
+                "`countries.deny.0`",
+                "\"+86 \" is not an assigned calling code",
+            ),
+            (
+                "deny_without_plus",
+                "[countries]\ndeny = [\"86\"]\n",
+                "`countries.deny.0`",
+                "like \"+86\"",
+            ),
+            (
+                "limit_unassigned",
+                "[countries.limits]\n\"+28\" = 5\n",
+                "`countries.limits",
+                "\"+28\" is not an assigned calling code like \"+86\", or \"*\"",
+            ),
+            #[cfg(feature = "national-numbers")]
+            (
+                "unknown_region",
+                "[verification]\ndefault_region = \"XX\"\n",
+                "`verification.default_region`",
+                "ISO 3166-1 alpha-2",
+            ),
+            #[cfg(not(feature = "national-numbers"))]
+            (
+                "region_without_metadata",
+                "[verification]\ndefault_region = \"CN\"\n",
+                "`verification.default_region`",
+                "national-numbers",
+            ),
+            #[cfg(not(feature = "national-numbers"))]
+            (
+                "types_without_metadata",
+                "[verification]\nnumber_types = [\"mobile\"]\n",
+                "`verification.number_types`",
+                "national-numbers",
+            ),
+        ];
+        for (case, text, key, why) in bad {
+            let name = format!("{case}.toml");
+            jail.create_file(&name, text)?;
+            let err = Config::load(Some(Path::new(&name)), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{case}: {err}");
+            assert!(err.contains(&name), "{case}: {err}");
+            assert!(err.contains(why), "{case}: {err}");
+        }
+        jail.set_env("VERIFYD_COUNTRIES__ALLOW", "[\"+1\", \"+0\"]");
+        let err = Config::load(None, false).unwrap_err().to_string();
+        assert!(err.contains("`countries.allow.1`"), "{err}");
+        assert!(
+            err.contains("environment VERIFYD_COUNTRIES__ALLOW"),
+            "{err}"
+        );
+        jail.clear_env();
+        jail.create_file(
+            "ok.toml",
+            "[countries]\nallow = [\"+86\", \"+852\"]\ndeny = [\"+881\"]\n\
+             [countries.limits]\n\"*\" = 7\n\"+86\" = 9\n",
+        )?;
+        let c = Config::load(Some(Path::new("ok.toml")), true).map_err(|e| e.to_string())?;
+        let code = |s: &str| s.parse::<crate::country::CallingCode>().unwrap();
+        assert_eq!(c.countries.allow, [code("+86"), code("+852")]);
+        assert_eq!(c.countries.deny, [code("+881")]);
+        let limits = c.limits();
+        assert!(limits.serves(code("+852")) && !limits.serves(code("+1")));
+        assert_eq!(limits.country_cap(code("+86")), Some(9));
+        assert_eq!(
+            limits.country_cap(code("+852")),
+            Some(7),
+            "`*` for the rest"
+        );
+        #[cfg(feature = "national-numbers")]
+        {
+            jail.create_file("cn.toml", "[verification]\ndefault_region = \"cn\"\n")?;
+            let c = Config::load(Some(Path::new("cn.toml")), true).map_err(|e| e.to_string())?;
+            let region = c.verification.default_region.map(|r| r.to_string());
+            assert_eq!(region.as_deref(), Some("CN"));
+            let phones = c.verification.phone_parser();
+            assert_eq!(
+                phones.parse("138 0013 8000").unwrap().as_str(),
+                "+8613800138000"
+            );
+        }
+        Ok(())
+    });
 }

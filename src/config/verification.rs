@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::code::{Alphabet, Code};
-use crate::phone::{NumberType, PhoneParser};
+use crate::phone::{NumberType, PhoneParser, Region};
+use crate::provider::templates::TemplateKey;
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,7 +21,7 @@ pub struct VerificationConfig {
     /// Wrong tries before a code dies.
     pub max_attempts: u32,
     /// ISO 3166-1 alpha-2 region for numbers typed without `+` (e.g. "CN"); unset: E.164 only.
-    pub default_region: Option<String>,
+    pub default_region: Option<Region>,
     /// Key for code MACs. Unset: a random key kept in the store (shared by all daemons on it).
     pub secret: Secret,
     /// A file holding the key instead, read at start-up.
@@ -28,7 +29,7 @@ pub struct VerificationConfig {
     /// Message text; `{code}` and `{minutes}` are replaced.
     pub template: String,
     /// Message texts by locale (`zh-CN`, `zh`) or E.164 prefix (`+86`); see `provider::templates`.
-    pub templates: BTreeMap<String, String>,
+    pub templates: BTreeMap<TemplateKey, String>,
     /// Line types a code may be sent to; premium-rate and similar numbers are a pumping vector.
     pub number_types: Vec<NumberType>,
     /// Fixed codes for test numbers: nothing is sent, every other rule applies.
@@ -63,9 +64,10 @@ impl VerificationConfig {
             .unwrap_or_else(|| self.ttl.saturating_mul(3).min(86_400))
     }
 
-    /// The parser for numbers in requests and in `test_numbers`.
-    pub fn phone_parser(&self) -> Result<PhoneParser, (&'static str, String)> {
-        PhoneParser::new(self.default_region.as_deref(), &self.number_types)
+    /// The parser for numbers in requests and in `test_numbers`, from parts read and checked
+    /// with the configuration.
+    pub fn phone_parser(&self) -> PhoneParser {
+        PhoneParser::new(self.default_region, &self.number_types)
     }
 
     /// `test_numbers` keyed by canonical E.164 form, which is what requests look up: a test
@@ -156,7 +158,8 @@ impl VerificationConfig {
                 "must name at least one type, e.g. [\"mobile\", \"fixed_line_or_mobile\"]".into(),
             ));
         }
-        self.fixed_codes(&self.phone_parser()?)?;
+        PhoneParser::check_types(&v.number_types).map_err(|e| ("verification.number_types", e))?;
+        self.fixed_codes(&self.phone_parser())?;
         Ok(())
     }
 }

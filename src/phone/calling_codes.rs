@@ -318,13 +318,13 @@ mod tests {
     #[cfg(not(feature = "national-numbers"))]
     #[test]
     fn settings_that_need_the_metadata_are_refused_by_name() {
-        use super::super::PhoneParser;
-        let (key, why) = PhoneParser::new(Some("CN"), &NumberType::defaults()).unwrap_err();
-        assert_eq!(key, "verification.default_region");
+        use super::super::{PhoneParser, Region};
+        let why = "CN".parse::<Region>().unwrap_err();
         assert!(why.contains("national-numbers"), "{why}");
-        let (key, _) = PhoneParser::new(None, &[NumberType::Mobile]).unwrap_err();
-        assert_eq!(key, "verification.number_types");
-        let p = PhoneParser::new(None, &NumberType::defaults()).unwrap();
+        let why = PhoneParser::check_types(&[NumberType::Mobile]).unwrap_err();
+        assert!(why.contains("national-numbers"), "{why}");
+        assert_eq!(PhoneParser::check_types(&NumberType::defaults()), Ok(()));
+        let p = PhoneParser::new(None, &NumberType::defaults());
         assert_eq!(
             p.parse("+86 138 0013 8000").unwrap().as_str(),
             "+8613800138000"

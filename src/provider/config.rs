@@ -121,7 +121,7 @@ pub struct ProviderSet<'a> {
     /// `[providers.<name>]`.
     pub named: &'a BTreeMap<String, NamedProvider>,
     /// `[routes]`: E.164 prefix (or `*`) → provider names, tried in order.
-    pub routes: &'a BTreeMap<String, Vec<String>>,
+    pub routes: &'a BTreeMap<super::routing::RouteKey, Vec<String>>,
 }
 
 impl<'a> ProviderSet<'a> {

@@ -16,7 +16,7 @@ use super::hook::{HookConfig, HookProvider};
 use super::http::{HttpConfig, HttpProvider};
 use super::metered::Metered;
 use super::mock::MockProvider;
-use super::routing::{DEFAULT_ROUTE, Instance, Router};
+use super::routing::{Instance, RouteKey, Router};
 use super::sns::SnsConfig;
 #[cfg(feature = "sns")]
 use super::sns::SnsProvider;
@@ -40,7 +40,7 @@ struct Spec<'a> {
 }
 
 /// The instances and routes the configuration describes.
-fn specs<'a>(set: ProviderSet<'a>) -> (Vec<Spec<'a>>, Vec<(String, Vec<String>)>) {
+fn specs<'a>(set: ProviderSet<'a>) -> (Vec<Spec<'a>>, Vec<(RouteKey, Vec<String>)>) {
     if set.named.is_empty() {
         let p = set.single;
         let name = p.kind.as_str().to_owned();
@@ -57,7 +57,7 @@ fn specs<'a>(set: ProviderSet<'a>) -> (Vec<Spec<'a>>, Vec<(String, Vec<String>)>
             http: Some(&p.http),
             hook: Some(&p.hook),
         };
-        return (vec![spec], vec![(DEFAULT_ROUTE.to_owned(), vec![name])]);
+        return (vec![spec], vec![(RouteKey::Default, vec![name])]);
     }
     let specs = set
         .named
@@ -102,7 +102,8 @@ pub fn validate(set: ProviderSet<'_>, request_timeout_secs: u64) -> Result<(), (
         validate_routes(set.routes, &specs)?;
     }
     let budget = Duration::from_secs(request_timeout_secs);
-    for (prefix, names) in &routes {
+    for (route, names) in &routes {
+        let route = route.to_string();
         let total: Duration = names
             .iter()
             .filter_map(|n| specs.iter().find(|s| &s.name == n))
@@ -113,7 +114,7 @@ pub fn validate(set: ProviderSet<'_>, request_timeout_secs: u64) -> Result<(), (
             return Err((
                 key.into(),
                 format!(
-                    "the timeouts of route {prefix:?} add up to {} s, not below http.request_timeout ({request_timeout_secs} s): failover could not finish",
+                    "the timeouts of route {route:?} add up to {} s, not below http.request_timeout ({request_timeout_secs} s): failover could not finish",
                     total.as_secs_f64()
                 ),
             ));
@@ -232,27 +233,17 @@ fn within_timeout(
 }
 
 fn validate_routes(
-    routes: &BTreeMap<String, Vec<String>>,
+    routes: &BTreeMap<RouteKey, Vec<String>>,
     specs: &[Spec<'_>],
 ) -> Result<(), (String, String)> {
-    if !routes.contains_key(DEFAULT_ROUTE) {
+    if !routes.contains_key(&RouteKey::Default) {
         return Err((
             "routes".into(),
             "a \"*\" route is required: it serves every number no other route matches".into(),
         ));
     }
-    for (prefix, names) in routes {
-        let key = format!("routes.{prefix:?}");
-        let prefix_ok = prefix == DEFAULT_ROUTE
-            || prefix.strip_prefix('+').is_some_and(|d| {
-                (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
-            });
-        if !prefix_ok {
-            return Err((
-                key,
-                "route keys are \"*\" or an E.164 prefix such as \"+86\"".into(),
-            ));
-        }
+    for (route, names) in routes {
+        let key = format!("routes.{:?}", route.to_string());
         if names.is_empty() {
             return Err((key, "must list at least one provider".into()));
         }

@@ -11,8 +11,9 @@ use super::breaker::{Breaker, BreakerConfig, BreakerState, Outcome};
 use super::{OutgoingCode, Provider, ProviderError, Receipt};
 use crate::phone::PhoneNumber;
 
-/// The route every number falls back to.
-pub const DEFAULT_ROUTE: &str = "*";
+mod key;
+
+pub use key::RouteKey;
 
 /// One provider instance as the router needs it.
 pub struct Instance {
@@ -59,15 +60,15 @@ pub enum RouteError {
 
 pub struct Router {
     slots: Vec<Slot>,
-    /// (prefix, slot indices), longest prefix first; the `*` route is last with an empty prefix.
-    routes: Vec<(String, Vec<usize>)>,
+    /// (route, slot indices), longest prefix first, the `*` route last.
+    routes: Vec<(RouteKey, Vec<usize>)>,
 }
 
 impl Router {
-    /// `routes` maps `+<digits>` prefixes and `*` to provider names in the order to try them.
+    /// `routes` maps prefixes and `*` to provider names in the order to try them.
     pub fn new(
         instances: Vec<Instance>,
-        routes: &[(String, Vec<String>)],
+        routes: &[(RouteKey, Vec<String>)],
     ) -> Result<Router, RouteError> {
         let slots: Vec<Slot> = instances
             .into_iter()
@@ -82,29 +83,24 @@ impl Router {
             })
             .collect();
         let mut resolved = Vec::new();
-        for (prefix, names) in routes {
+        for (key, names) in routes {
             if names.is_empty() {
-                return Err(RouteError::Empty(prefix.clone()));
+                return Err(RouteError::Empty(key.to_string()));
             }
             let mut chain = Vec::new();
             for name in names {
                 let idx = slots
                     .iter()
                     .position(|s| &s.name == name)
-                    .ok_or_else(|| RouteError::UnknownProvider(prefix.clone(), name.clone()))?;
+                    .ok_or_else(|| RouteError::UnknownProvider(key.to_string(), name.clone()))?;
                 chain.push(idx);
             }
-            let key = if prefix == DEFAULT_ROUTE {
-                String::new()
-            } else {
-                prefix.clone()
-            };
-            resolved.push((key, chain));
+            resolved.push((key.clone(), chain));
         }
-        if !resolved.iter().any(|(p, _)| p.is_empty()) {
+        if !resolved.iter().any(|(k, _)| *k == RouteKey::Default) {
             return Err(RouteError::NoDefault);
         }
-        resolved.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        resolved.sort_by_key(|(k, _)| k.precedence());
         Ok(Router {
             slots,
             routes: resolved,
@@ -115,7 +111,7 @@ impl Router {
     fn chain(&self, phone: &PhoneNumber) -> &[usize] {
         self.routes
             .iter()
-            .find(|(p, _)| phone.as_str().starts_with(p.as_str()))
+            .find(|(k, _)| k.matches(phone))
             .map_or(&[], |(_, c)| c)
     }
 
@@ -207,7 +203,7 @@ impl Router {
     pub fn default_route_available(&self) -> bool {
         self.routes
             .iter()
-            .find(|(p, _)| p.is_empty())
+            .find(|(k, _)| *k == RouteKey::Default)
             .is_some_and(|(_, chain)| {
                 chain
                     .iter()
@@ -283,10 +279,15 @@ mod tests {
         }
     }
 
-    fn routes(pairs: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    fn routes(pairs: &[(&str, &[&str])]) -> Vec<(RouteKey, Vec<String>)> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .map(|(k, v)| {
+                (
+                    k.parse().unwrap(),
+                    v.iter().map(|s| s.to_string()).collect(),
+                )
+            })
             .collect()
     }
 

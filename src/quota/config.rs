@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::country::{CallingCode, CountryKey};
+
 /// `challenge.mode`: when a browser send must carry a solved challenge. Whatever the mode, a
 /// tripped breaker with `pumping.on_trip = "challenge"` asks for a challenge, and so does a spent
 /// per-number budget unless the mode is `off`.
@@ -34,10 +36,18 @@ pub struct Limits<'a> {
 
 impl Limits<'_> {
     /// Whether `countries.allow` / `countries.deny` let codes go to calling code `country`.
-    pub fn serves(&self, country: &str) -> bool {
+    pub fn serves(&self, country: CallingCode) -> bool {
         let c = self.countries;
-        (c.allow.is_empty() || c.allow.iter().any(|a| a == country))
-            && !c.deny.iter().any(|d| d == country)
+        (c.allow.is_empty() || c.allow.contains(&country)) && !c.deny.contains(&country)
+    }
+
+    /// `countries.limits` for `country`: its own entry, else the `*` entry, else none.
+    pub fn country_cap(&self, country: CallingCode) -> Option<u32> {
+        let limits = &self.countries.limits;
+        limits
+            .get(&CountryKey::Code(country))
+            .or_else(|| limits.get(&CountryKey::Rest))
+            .copied()
     }
 
     /// Ranges and relations serde cannot check; returns the key at fault and why.
@@ -70,23 +80,6 @@ impl Limits<'_> {
                 return Err((
                     key,
                     format!("must be 0 (off) or at least per_phone.{soft_key} ({soft})"),
-                ));
-            }
-        }
-        let c = self.countries;
-        for code in c.limits.keys() {
-            if code != "*" && !crate::country::is_calling_code(code) {
-                return Err((
-                    "countries.limits",
-                    format!("{code:?} is not an assigned calling code like \"+86\", or \"*\""),
-                ));
-            }
-        }
-        for (key, list) in [("countries.allow", &c.allow), ("countries.deny", &c.deny)] {
-            if let Some(bad) = list.iter().find(|c| !crate::country::is_calling_code(c)) {
-                return Err((
-                    key,
-                    format!("{bad:?} is not an assigned calling code like \"+86\""),
                 ));
             }
         }
@@ -183,16 +176,17 @@ impl Default for GlobalConfig {
     }
 }
 
-/// Destinations by country calling code (`+86`).
+/// Destinations by country calling code (`+86`), each parsed as the configuration is read: a
+/// code that is not assigned is refused there, naming the key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CountriesConfig {
     /// SMS per hour per calling code; `"*"` applies to codes not listed.
-    pub limits: BTreeMap<String, u32>,
+    pub limits: BTreeMap<CountryKey, u32>,
     /// When not empty, only these calling codes are served.
-    pub allow: Vec<String>,
+    pub allow: Vec<CallingCode>,
     /// Calling codes never served.
-    pub deny: Vec<String>,
+    pub deny: Vec<CallingCode>,
 }
 
 /// The SMS-pumping breaker, per calling code.

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::country::CallingCode;
+
 pub mod config;
 pub use config::{
     ChallengeMode, CountriesConfig, GlobalConfig, Limits, OnTrip, PerIpConfig, PerPhoneConfig,
@@ -275,10 +277,10 @@ fn quota(scope: Scope, key: impl Into<String>, limit: u32, window: u64) -> Optio
     })
 }
 
-fn pumping_rule(limits: &Limits<'_>, country: &str) -> Option<PumpingRule> {
+fn pumping_rule(limits: &Limits<'_>, country: CallingCode) -> Option<PumpingRule> {
     let p = limits.pumping;
     p.enabled.then(|| PumpingRule {
-        country: country.to_owned(),
+        country: country.to_string(),
         window: Duration::from_secs(p.window),
         min_sample: p.min_sample,
         min_conversion: p.min_conversion,
@@ -296,12 +298,11 @@ impl SendGuard {
     pub fn build(
         limits: &Limits<'_>,
         phone: &str,
-        country: &str,
+        country: CallingCode,
         client: Option<std::net::IpAddr>,
         challenge_passed: bool,
     ) -> SendGuard {
-        let (pp, ip, c) = (limits.per_phone, limits.per_ip, limits.countries);
-        let per_country = c.limits.get(country).or_else(|| c.limits.get("*"));
+        let (pp, ip) = (limits.per_phone, limits.per_ip);
         let net = client.map(net_key);
         let hard = [
             quota(Scope::PhoneHardSends, phone, pp.hard_max_sends, pp.window),
@@ -326,7 +327,9 @@ impl SendGuard {
                 )
             }),
             quota(Scope::Global, "*", limits.global.max_sends_per_hour, 3600),
-            per_country.and_then(|&n| quota(Scope::Country, country, n, 3600)),
+            limits
+                .country_cap(country)
+                .and_then(|n| quota(Scope::Country, country.to_string(), n, 3600)),
         ];
         let soft = [
             quota(Scope::PhoneSends, phone, pp.max_sends, pp.window),
@@ -358,7 +361,7 @@ impl CheckGuard {
     /// only).
     pub fn build(
         limits: &Limits<'_>,
-        country: &str,
+        country: CallingCode,
         client: Option<std::net::IpAddr>,
     ) -> CheckGuard {
         let (pp, ip) = (limits.per_phone, limits.per_ip);
@@ -385,6 +388,7 @@ impl CheckGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::country::CountryKey;
 
     #[test]
     fn ipv6_clients_are_grouped_by_slash_64() {
@@ -418,6 +422,10 @@ mod tests {
         assert!(!Scope::PhoneSends.suspicious_at(5, 5));
     }
 
+    fn code(s: &str) -> CallingCode {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn guards_follow_the_configuration() {
         let (per_phone, global) = (PerPhoneConfig::default(), GlobalConfig::default());
@@ -426,8 +434,8 @@ mod tests {
             ..PerIpConfig::default()
         };
         let mut countries = CountriesConfig::default();
-        countries.limits.insert("*".into(), 7);
-        countries.limits.insert("+86".into(), 9);
+        countries.limits.insert(CountryKey::Rest, 7);
+        countries.limits.insert("+86".parse().unwrap(), 9);
         let (pumping, blocking) = (
             PumpingConfig::default(),
             PumpingConfig {
@@ -446,7 +454,7 @@ mod tests {
         let g = SendGuard::build(
             &c,
             "+8613800138000",
-            "+86",
+            code("+86"),
             Some("1.2.3.4".parse().unwrap()),
             false,
         );
@@ -467,7 +475,7 @@ mod tests {
         let soft: Vec<_> = g.soft.iter().map(|q| (q.scope, q.limit)).collect();
         assert_eq!(soft, [(Scope::PhoneSends, 5), (Scope::PhoneDaily, 10)]);
         assert!(g.challenge.when_suspicious && g.challenge.on_trip && !g.challenge.passed);
-        let g = SendGuard::build(&c, "+447400123456", "+44", None, true);
+        let g = SendGuard::build(&c, "+447400123456", code("+44"), None, true);
         assert_eq!(g.quotas.last().map(|q| q.limit), Some(7));
         assert_eq!(
             g.quotas.len(),
@@ -478,13 +486,13 @@ mod tests {
         assert!(g.challenge.passed);
         c.challenge = ChallengeMode::Off;
         c.pumping = &blocking;
-        let g = SendGuard::build(&c, "+447400123456", "+44", None, false);
+        let g = SendGuard::build(&c, "+447400123456", code("+44"), None, false);
         assert!(
             g.soft.is_empty() && g.quotas.len() == 6,
             "without challenges, budgets are hard"
         );
         assert_eq!(g.challenge, ChallengeRule::default());
-        let g = CheckGuard::build(&c, "+44", Some("::1".parse().unwrap()));
+        let g = CheckGuard::build(&c, code("+44"), Some("::1".parse().unwrap()));
         assert_eq!(g.quotas[0].key, "::/64");
         assert_eq!(g.failures.map(|f| f.max), Some(50));
         assert_eq!(

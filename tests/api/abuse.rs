@@ -101,7 +101,7 @@ on_both_stores! {
         let Some(d1) = TestDaemon::start(backend, |c| {
             no_limits(c);
             c.global.max_sends_per_hour = 40;
-            c.countries.limits.insert("+44".into(), 10);
+            c.countries.limits.insert("+44".parse().unwrap(), 10);
         })
         .await
         else {
@@ -143,8 +143,8 @@ on_both_stores! {
             no_limits(c);
             c.per_phone.daily_max = 2;
             c.global.max_sends_per_hour = 6;
-            c.countries.limits.insert("+44".into(), 3);
-            c.countries.deny.push("+7".into());
+            c.countries.limits.insert("+44".parse().unwrap(), 3);
+            c.countries.deny.push("+7".parse().unwrap());
         })
         .await
         else {
@@ -309,7 +309,7 @@ on_both_stores! {
             c.per_phone.daily_max = 2;
             c.per_ip.max_sends = 2;
             c.global.max_sends_per_hour = 2;
-            c.countries.limits.insert("+86".into(), 2);
+            c.countries.limits.insert("+86".parse().unwrap(), 2);
             c.pumping.enabled = true;
             c.pumping.min_sample = 3;
             // The provider's own breaker would stop asking the gateway after a few failures.

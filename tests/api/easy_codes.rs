@@ -277,7 +277,7 @@ on_both_stores! {
     async fn the_origin_bound_line_ends_every_message(backend: Backend) {
         let Some(d) = start(backend, |c| {
             c.verification.otp_domain = Some("login.example.com".into());
-            c.verification.templates.insert("zh".into(), "您的验证码是{code}。".into());
+            c.verification.templates.insert("zh".parse().unwrap(), "您的验证码是{code}。".into());
         })
         .await
         else {
@@ -297,9 +297,9 @@ on_both_stores! {
 
     async fn accept_language_chooses_the_template_when_no_locale_is_named(backend: Backend) {
         let Some(d) = start(backend, |c| {
-            c.verification.templates.insert("zh".into(), "您的验证码是{code}。".into());
-            c.verification.templates.insert("fr".into(), "Votre code est {code}.".into());
-            c.verification.templates.insert("+44".into(), "UK code {code}.".into());
+            c.verification.templates.insert("zh".parse().unwrap(), "您的验证码是{code}。".into());
+            c.verification.templates.insert("fr".parse().unwrap(), "Votre code est {code}.".into());
+            c.verification.templates.insert("+44".parse().unwrap(), "UK code {code}.".into());
         })
         .await
         else {

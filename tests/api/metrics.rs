@@ -39,6 +39,9 @@ async fn scrape(d: &TestDaemon) -> Scrape {
 
 const PHONE: &str = "+8613800138000";
 
+/// A series, its labels and the value a scrape should show.
+type Sample = (&'static str, &'static [(&'static str, &'static str)], f64);
+
 on_both_stores! {
     async fn a_send_and_check_moves_the_counters(backend: Backend) {
         let Some(d) = start(backend).await else { return };
@@ -56,47 +59,28 @@ on_both_stores! {
         assert_eq!(b.check_code(PHONE, &code).await.1["status"], "approved");
 
         let m = scrape(&d).await;
-        assert_eq!(m.value("verifyd_verifications_started_total", &[]), 1.0);
-        let check = |outcome| m.value("verifyd_verification_checks_total", &[("outcome", outcome)]);
-        assert_eq!(check("approved"), 1.0);
-        assert_eq!(check("wrong"), 1.0);
-        assert_eq!(check("expired"), 0.0);
-        assert_eq!(
-            m.value("verifyd_quota_refusals_total", &[("reason", "resend_too_soon")]),
-            1.0
-        );
-        assert_eq!(m.value("verifyd_sessions_created_total", &[]), 1.0);
-        assert_eq!(
-            m.value("verifyd_sms_sent_total", &[("provider", "mock"), ("outcome", "ok")]),
-            1.0
-        );
-        assert_eq!(
-            m.value("verifyd_provider_request_duration_seconds_count", &[("provider", "mock")]),
-            1.0
-        );
-        let req = |status| {
-            m.value(
-                "verifyd_http_requests_total",
-                &[("method", "POST"), ("route", "/v1/verifications"), ("status", status)],
-            )
-        };
-        assert_eq!(req("202"), 1.0);
-        assert_eq!(req("429"), 1.0);
-        let checks = |status| {
-            m.value(
-                "verifyd_http_requests_total",
-                &[("method", "POST"), ("route", "/v1/verifications/check"), ("status", status)],
-            )
-        };
-        assert_eq!(checks("200"), 2.0);
-        assert_eq!(checks("422"), 1.0);
-        assert_eq!(
-            m.value(
-                "verifyd_http_request_duration_seconds_count",
-                &[("route", "/v1/verifications/check")]
-            ),
-            3.0
-        );
+        const SEND: &str = "/v1/verifications";
+        const CHECK: &str = "/v1/verifications/check";
+        // (series, labels, value after one send, one refused resend, one malformed check, one
+        // wrong and one right code)
+        let expected: &[Sample] = &[
+            ("verifyd_verifications_started_total", &[], 1.0),
+            ("verifyd_verification_checks_total", &[("outcome", "approved")], 1.0),
+            ("verifyd_verification_checks_total", &[("outcome", "wrong")], 1.0),
+            ("verifyd_verification_checks_total", &[("outcome", "expired")], 0.0),
+            ("verifyd_quota_refusals_total", &[("reason", "resend_too_soon")], 1.0),
+            ("verifyd_sessions_created_total", &[], 1.0),
+            ("verifyd_sms_sent_total", &[("provider", "mock"), ("outcome", "ok")], 1.0),
+            ("verifyd_provider_request_duration_seconds_count", &[("provider", "mock")], 1.0),
+            ("verifyd_http_requests_total", &[("method", "POST"), ("route", SEND), ("status", "202")], 1.0),
+            ("verifyd_http_requests_total", &[("method", "POST"), ("route", SEND), ("status", "429")], 1.0),
+            ("verifyd_http_requests_total", &[("method", "POST"), ("route", CHECK), ("status", "200")], 2.0),
+            ("verifyd_http_requests_total", &[("method", "POST"), ("route", CHECK), ("status", "422")], 1.0),
+            ("verifyd_http_request_duration_seconds_count", &[("route", CHECK)], 3.0),
+        ];
+        for (name, labels, value) in expected {
+            assert_eq!(m.value(name, labels), *value, "{name} {labels:?}");
+        }
         // The embedded store has no pool; PostgreSQL reports one.
         let idle = m.get("verifyd_store_pool_connections", &[("state", "idle")]);
         match backend {

@@ -32,8 +32,8 @@ on_both_stores! {
     async fn foreign_numbers_behind_plus_86_pass_no_list_and_spend_no_quota(backend: Backend) {
         let Some(d) = TestDaemon::start(backend, |c| {
             no_limits(c);
-            c.countries.allow = vec!["+86".into()];
-            c.countries.limits.insert("+86".into(), 1);
+            c.countries.allow = vec!["+86".parse().unwrap()];
+            c.countries.limits.insert("+86".parse().unwrap(), 1);
             c.pumping.enabled = true;
             c.pumping.min_sample = 1;
             c.pumping.min_conversion = 1.0;

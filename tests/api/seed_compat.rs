@@ -419,7 +419,7 @@ on_both_stores! {
 
     async fn seed_national_numbers_with_default_region(backend: Backend) {
         let Some(d) = TestDaemon::start(backend, |c| {
-            c.verification.default_region = Some("CN".into());
+            c.verification.default_region = "CN".parse().ok();
         })
         .await
         else {

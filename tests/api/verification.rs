@@ -128,6 +128,133 @@ fn assert_default_age(v: &Value) {
     assert_eq!(v["expiry"], "default", "{v}");
 }
 
+/// One request that the send or check route must refuse before touching any state.
+struct BadInput {
+    name: String,
+    path: &'static str,
+    content_type: Option<&'static str>,
+    body: String,
+    status: StatusCode,
+    error: &'static str,
+}
+
+/// Every bad request of `bad_input_is_refused_without_side_effects`, each named for failures:
+/// broken or empty JSON, wrong content types, wrong fields, bad numbers and codes, big bodies.
+fn bad_inputs() -> Vec<BadInput> {
+    const JSON: Option<&str> = Some("application/json");
+    const SEND: &str = "/v1/verifications";
+    const CHECK: &str = "/v1/verifications/check";
+    let mut cases = Vec::new();
+    let mut case = |name: String, path, content_type, body: String, status, error| {
+        cases.push(BadInput {
+            name,
+            path,
+            content_type,
+            body,
+            status,
+            error,
+        });
+    };
+    for path in [SEND, CHECK] {
+        // The body each route would accept, and one with `phone` replaced.
+        let with_phone = |phone: Value| match path {
+            SEND => json!({ "phone": phone }),
+            _ => json!({ "phone": phone, "code": "123456" }),
+        };
+        let good = with_phone(json!(A)).to_string();
+        for body in [r#"{"phone": "+8613800138000""#, "not json", "{", ""] {
+            let name = format!("malformed JSON {body:?}");
+            case(
+                name,
+                path,
+                JSON,
+                body.into(),
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            );
+        }
+        for ct in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            None,
+        ] {
+            case(
+                format!("content type {ct:?}"),
+                path,
+                ct,
+                good.clone(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            );
+        }
+        // A content type with parameters is still JSON: the body is what is wrong.
+        case(
+            "JSON with a charset, not an object".into(),
+            path,
+            Some("application/json; charset=utf-8"),
+            "[]".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        );
+        for (name, body) in [
+            (
+                "unknown field",
+                json!({ "phone": A, "code": "123456", "extra": 1 }),
+            ),
+            ("missing phone", json!({ "code": "123456" })),
+            (
+                "phone as a number",
+                json!({ "phone": 8613800138000u64, "code": "123456" }),
+            ),
+            ("an array", json!([A])),
+        ] {
+            let body = body.to_string();
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            case(name.into(), path, JSON, body, status, "invalid_field");
+        }
+        for phone in [
+            "123",
+            "+0123456789",
+            "+86abc",
+            "+1234567890123456",
+            "",
+            "8613800138000",
+            "+1234567",
+        ] {
+            case(
+                format!("phone {phone:?}"),
+                path,
+                JSON,
+                with_phone(json!(phone)).to_string(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_phone",
+            );
+        }
+        // Past the 16 KiB limit.
+        let big = json!({ "phone": A, "pad": "x".repeat(17 * 1024) }).to_string();
+        let status = StatusCode::PAYLOAD_TOO_LARGE;
+        case(
+            "17 KiB body".into(),
+            path,
+            JSON,
+            big,
+            status,
+            "body_too_large",
+        );
+    }
+    for code in ["abc", "12", "12345678901", "12 34", "１２３４５６"] {
+        case(
+            format!("code {code:?}"),
+            CHECK,
+            JSON,
+            json!({ "phone": A, "code": code }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_code",
+        );
+    }
+    cases
+}
+
 async fn start(
     backend: Backend,
     tweak: impl FnOnce(&mut verifyd::config::Config),
@@ -644,90 +771,19 @@ on_both_stores! {
         let Some(d) = start(backend, |_| {}).await else {
             return;
         };
-        let json_ct = Some("application/json");
         let no_cookie = |r: &Reply| {
             assert!(
                 r.set_cookies().is_empty(),
                 "no session for bad input: {r:?}"
             );
         };
-        for path in ["/v1/verifications", "/v1/verifications/check"] {
-            // Malformed JSON.
-            for body in [r#"{"phone": "+8613800138000""#, "not json", "{"] {
-                let r = raw(&d, path, json_ct, body, &[]).await;
-                assert_error(&r, StatusCode::BAD_REQUEST, "malformed_json");
-                no_cookie(&r);
-            }
-            // Empty body.
-            let r = raw(&d, path, json_ct, "", &[]).await;
-            assert_error(&r, StatusCode::BAD_REQUEST, "malformed_json");
-            no_cookie(&r);
-            // Wrong or missing content type.
-            let good = json!({ "phone": A, "code": "123456" }).to_string();
-            let good = if path == "/v1/verifications" {
-                json!({ "phone": A }).to_string()
-            } else {
-                good
-            };
-            for ct in [
-                Some("text/plain"),
-                Some("application/x-www-form-urlencoded"),
-                None,
-            ] {
-                let r = raw(&d, path, ct, good.clone(), &[]).await;
-                assert_error(
-                    &r,
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                );
-                no_cookie(&r);
-            }
-            // Content type with parameters is still JSON.
-            let r = raw(&d, path, Some("application/json; charset=utf-8"), "[]", &[]).await;
-            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
-            no_cookie(&r);
-            // Unknown fields, missing fields, wrong types.
-            for body in [
-                json!({ "phone": A, "code": "123456", "extra": 1 }),
-                json!({ "code": "123456" }),
-                json!({ "phone": 8613800138000u64, "code": "123456" }),
-                json!([A]),
-            ] {
-                let r = raw(&d, path, json_ct, body.to_string(), &[]).await;
-                assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
-                assert_eq!(r.body["error"], "invalid_field", "{body}: {r:?}");
-                no_cookie(&r);
-            }
-            // Bad phone numbers.
-            for phone in [
-                "123",
-                "+0123456789",
-                "+86abc",
-                "+1234567890123456",
-                "",
-                "8613800138000",
-                "+1234567",
-            ] {
-                let body = if path == "/v1/verifications" {
-                    json!({ "phone": phone })
-                } else {
-                    json!({ "phone": phone, "code": "123456" })
-                };
-                let r = raw(&d, path, json_ct, body.to_string(), &[]).await;
-                assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone");
-                no_cookie(&r);
-            }
-            // Too large a body (16 KiB limit).
-            let big = json!({ "phone": A, "pad": "x".repeat(17 * 1024) }).to_string();
-            let r = raw(&d, path, json_ct, big, &[]).await;
-            assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
-            no_cookie(&r);
-        }
-        for code in ["abc", "12", "12345678901", "12 34", "１２３４５６"] {
-            let body = json!({ "phone": A, "code": code }).to_string();
-            let r = raw(&d, "/v1/verifications/check", json_ct, body, &[]).await;
-            assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_code");
-            no_cookie(&r);
+        for case in bad_inputs() {
+            let r = raw(&d, case.path, case.content_type, case.body, &[]).await;
+            let what = format!("{} ({})", case.name, case.path);
+            assert_eq!(r.status, case.status, "{what}: {r:?}");
+            assert_eq!(r.body["error"], case.error, "{what}: {r:?}");
+            assert!(r.body["message"].is_string(), "{what}: {r:?}");
+            assert!(r.set_cookies().is_empty(), "{what}: no session for bad input: {r:?}");
         }
         // Wrong methods.
         for path in ["/v1/verifications", "/v1/verifications/check"] {

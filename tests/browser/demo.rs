@@ -97,7 +97,7 @@ async fn the_demo_page_speaks_chinese_and_english_and_takes_the_code_from_webotp
         c.verification.alphabet = verifyd::code::Alphabet::Alphanumeric;
         c.verification.otp_domain = Some(domain.into());
         c.verification.templates.insert(
-            "zh".into(),
+            "zh".parse().unwrap(),
             "您的验证码是{code}，{minutes}分钟内有效。".into(),
         );
     })

@@ -5,7 +5,7 @@
 //! recomputed here from the raw request with its own hashing and date code, sharing nothing
 //! with verifyd's signer; the official Python SDK is held against this fake too.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};

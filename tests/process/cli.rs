@@ -181,23 +181,59 @@ fn check_config_names_an_unknown_key_and_its_file() {
 #[test]
 fn check_config_names_a_wrongly_typed_environment_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, stdout, stderr) = run(verifyd(dir.path())
-        .arg("check-config")
-        .env("VERIFYD_SESSION__DEFAULT_AGE", "abc"));
-    assert!(!ok, "accepted default_age=abc: {stdout}");
-    assert!(stderr.contains("`session.default_age`"), "{stderr}");
-    assert!(
-        stderr.contains("VERIFYD_") && stderr.to_lowercase().contains("environment"),
-        "the source (environment variable) is not named: {stderr}"
-    );
+    // (why, variable, value, the key the error must name)
+    for (why, var, value, key) in [
+        (
+            "wrong type",
+            "VERIFYD_SESSION__DEFAULT_AGE",
+            "abc",
+            "session.default_age",
+        ),
+        (
+            "right type, out of range",
+            "VERIFYD_VERIFICATION__CODE_LENGTH",
+            "3",
+            "verification.code_length",
+        ),
+        (
+            "a list entry that is not an assigned calling code",
+            "VERIFYD_COUNTRIES__DENY",
+            "[\"+7\", \"+999\"]",
+            "countries.deny.1",
+        ),
+    ] {
+        let (ok, stdout, stderr) = run(verifyd(dir.path()).arg("check-config").env(var, value));
+        assert!(!ok, "{why}: accepted {var}={value}: {stdout}");
+        assert!(stderr.contains(&format!("`{key}`")), "{why}: {stderr}");
+        assert!(
+            stderr.contains(&format!("environment {var}")),
+            "{why}: the source (environment variable) is not named: {stderr}"
+        );
+    }
+}
 
-    // A value of the right type but out of range names the key and the variable too.
-    let (ok, _, stderr) = run(verifyd(dir.path())
-        .arg("check-config")
-        .env("VERIFYD_VERIFICATION__CODE_LENGTH", "3"));
-    assert!(!ok);
-    assert!(stderr.contains("verification.code_length"), "{stderr}");
-    assert!(stderr.contains("VERIFYD_"), "{stderr}");
+/// `pumping-reset` takes a calling code as limits name it; anything else is refused before the
+/// store is opened, saying what was expected.
+#[test]
+fn pumping_reset_refuses_what_is_not_a_calling_code() {
+    let dir = tempfile::tempdir().unwrap();
+    for (why, bad) in [
+        ("no +", "86"),
+        ("unassigned", "+999"),
+        ("a space", "+86 "),
+        ("the limits' wildcard", "*"),
+    ] {
+        let (ok, stdout, stderr) = run(verifyd(dir.path()).args(["pumping-reset", bad]));
+        assert!(!ok, "{why}: {bad:?} accepted: {stdout}");
+        assert!(
+            stderr.contains("is not an assigned calling code like \"+86\""),
+            "{why}: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "no store was created"
+    );
 }
 
 #[test]

@@ -269,7 +269,7 @@ on_both_stores! {
                 },
             );
             c.providers.insert("backup".into(), named(ProviderKind::Mock));
-            c.routes.insert("*".into(), vec!["cn".into(), "backup".into()]);
+            c.routes.insert("*".parse().unwrap(), vec!["cn".into(), "backup".into()]);
         }).await else { return };
         let path = format!("/v1/receipts/cn/{TOKEN}");
         // The gateway accepts everything and delivers nothing.

@@ -10,7 +10,7 @@ use common::daemon::TestDaemon;
 use common::fake_sms_apis::{self as apis};
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sha1::Sha1;

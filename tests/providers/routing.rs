@@ -81,10 +81,17 @@ fn mock(c: &Config) -> NamedProvider {
     }
 }
 
-fn routes(pairs: &[(&str, &[&str])]) -> std::collections::BTreeMap<String, Vec<String>> {
+fn routes(
+    pairs: &[(&str, &[&str])],
+) -> std::collections::BTreeMap<verifyd::provider::routing::RouteKey, Vec<String>> {
     pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+        .map(|(k, v)| {
+            (
+                k.parse().unwrap(),
+                v.iter().map(|s| s.to_string()).collect(),
+            )
+        })
         .collect()
 }
 
@@ -311,10 +318,10 @@ async fn templates_by_locale_and_prefix() {
     let d = start(|c| {
         let t = &mut c.verification.templates;
         t.insert(
-            "+86".into(),
+            "+86".parse().unwrap(),
             "您的验证码是{code}，{minutes}分钟内有效。".into(),
         );
-        t.insert("fr".into(), "Votre code : {code}".into());
+        t.insert("fr".parse().unwrap(), "Votre code : {code}".into());
     })
     .await;
     let mut browser = d.browser();
@@ -422,7 +429,8 @@ fn a_complete_routing_config_loads() {
     );
     let s = c.providers["global"].sns.as_ref().unwrap();
     assert_eq!(s.secret_access_key.expose(), "from-env");
-    assert_eq!(c.routes["+86"], ["cn", "global"]);
+    let cn: verifyd::provider::routing::RouteKey = "+86".parse().unwrap();
+    assert_eq!(c.routes[&cn], ["cn", "global"]);
     assert!(!toml::to_string(&c).unwrap().contains("from-env"));
 }
 
@@ -442,7 +450,7 @@ fn routing_config_errors_name_the_key() {
         // Bad route keys and lists.
         (
             "[routes]\n\"86\" = [\"cn\"]\n\"*\" = [\"dev\"]\n",
-            "routes.\"86\"",
+            "`routes.86` (from TOML file c.toml): \"86\": route keys are \"*\" or an E.164 prefix",
         ),
         ("[routes]\n\"*\" = []\n", "at least one provider"),
         ("[routes]\n\"*\" = [\"dev\", \"dev\"]\n", "listed twice"),

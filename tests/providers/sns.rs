@@ -177,66 +177,55 @@ async fn send_with(
     (status, body, n)
 }
 
+/// Each error SNS answers is published once and mapped to one status: the SDK would retry a 500
+/// up to three times, but a 500 may already have sent the SMS, so verifyd publishes once and
+/// leaves failover to the router.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_phone_number_is_422_and_not_retried() {
-    let (status, body, n) = send_with(
-        vec![Answer::Error(
-            400,
-            "InvalidParameter",
-            "Invalid parameter: PhoneNumber Reason: +12015550133 is not valid to publish to",
-        )],
-        |_| {},
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(body["error"], "invalid_phone");
-    assert_eq!(n, 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_sender_setting_is_a_configuration_error() {
-    let (status, body, n) = send_with(
-        vec![Answer::Error(
-            400,
-            "InvalidParameter",
-            "Invalid parameter: MessageAttributes Reason: bad SenderID",
-        )],
-        |_| {},
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(body["error"], "provider_unavailable");
-    assert_eq!(n, 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authorization_errors_are_502_and_not_retried() {
-    let (status, body, n) = send_with(
-        vec![Answer::Error(
-            403,
-            "AuthorizationError",
-            "User is not authorized to perform: SNS:Publish",
-        )],
-        |_| {},
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(body["error"], "provider_unavailable");
-    assert_eq!(n, 1);
-}
-
-/// The SDK would retry a 500 up to three times; a 500 may already have sent the SMS, so verifyd
-/// publishes once and leaves failover to the router.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_are_503_after_exactly_one_publish() {
-    let (status, body, n) = send_with(
-        vec![Answer::Error(500, "InternalError", "Internal error")],
-        |_| {},
-    )
-    .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["error"], "provider_unavailable");
-    assert_eq!(n, 1, "no SDK retries");
+async fn sns_errors_are_mapped_and_never_retried() {
+    // (case, the answer's HTTP status, `Code` and `Message`, our status and error code)
+    for (case, answer, status, error) in [
+        (
+            "an invalid phone number is 422",
+            Answer::Error(
+                400,
+                "InvalidParameter",
+                "Invalid parameter: PhoneNumber Reason: +12015550133 is not valid to publish to",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_phone",
+        ),
+        (
+            "an invalid sender setting is a configuration error",
+            Answer::Error(
+                400,
+                "InvalidParameter",
+                "Invalid parameter: MessageAttributes Reason: bad SenderID",
+            ),
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+        ),
+        (
+            "authorization errors are 502",
+            Answer::Error(
+                403,
+                "AuthorizationError",
+                "User is not authorized to perform: SNS:Publish",
+            ),
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+        ),
+        (
+            "server errors are 503",
+            Answer::Error(500, "InternalError", "Internal error"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+        ),
+    ] {
+        let (got, body, n) = send_with(vec![answer], |_| {}).await;
+        assert_eq!(got, status, "{case}: {body}");
+        assert_eq!(body["error"], error, "{case}: {body}");
+        assert_eq!(n, 1, "{case}: published once, no SDK retries");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -335,8 +335,10 @@ async fn named_tencent_instance_fails_over_to_the_next_provider() {
         );
         c.providers
             .insert("backup".into(), named(ProviderKind::Mock));
-        c.routes
-            .insert("*".into(), vec!["cn-tencent".into(), "backup".into()]);
+        c.routes.insert(
+            "*".parse().unwrap(),
+            vec!["cn-tencent".into(), "backup".into()],
+        );
     })
     .await
     .unwrap();

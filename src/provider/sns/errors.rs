@@ -120,18 +120,27 @@ mod tests {
 
     #[test]
     fn maps_codes_to_classes() {
-        assert_eq!(class("InvalidParameter", 400, true), "recipient");
-        assert_eq!(class("InvalidParameterValue", 400, true), "recipient");
-        assert_eq!(class("InvalidParameter", 400, false), "configuration");
-        assert_eq!(class("AuthorizationError", 403, false), "configuration");
-        assert_eq!(class("SignatureDoesNotMatch", 403, false), "configuration");
-        assert_eq!(class("InvalidClientTokenId", 403, false), "configuration");
-        assert_eq!(class("KMSAccessDenied", 400, false), "configuration");
-        assert_eq!(class("Throttling", 400, false), "throttled");
-        assert_eq!(class("ThrottledException", 429, false), "throttled");
-        assert_eq!(class("InternalError", 500, false), "transient");
-        assert_eq!(class("SomethingNew", 503, false), "transient");
-        assert_eq!(class("SomethingNew", 400, false), "configuration");
+        // (code, HTTP status, the message is about the phone number, class)
+        for (code, status, about_phone, expected) in [
+            ("InvalidParameter", 400, true, "recipient"),
+            ("InvalidParameterValue", 400, true, "recipient"),
+            ("InvalidParameter", 400, false, "configuration"),
+            ("AuthorizationError", 403, false, "configuration"),
+            ("SignatureDoesNotMatch", 403, false, "configuration"),
+            ("InvalidClientTokenId", 403, false, "configuration"),
+            ("KMSAccessDenied", 400, false, "configuration"),
+            ("Throttling", 400, false, "throttled"),
+            ("ThrottledException", 429, false, "throttled"),
+            ("InternalError", 500, false, "transient"),
+            ("SomethingNew", 503, false, "transient"),
+            ("SomethingNew", 400, false, "configuration"),
+        ] {
+            assert_eq!(
+                class(code, status, about_phone),
+                expected,
+                "{code} {status} about the phone: {about_phone}"
+            );
+        }
     }
 
     #[test]

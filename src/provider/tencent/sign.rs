@@ -3,7 +3,7 @@
 //! documentation pins it byte for byte, and so the test fake and the Python SDK can be held
 //! against the same inputs.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// The algorithm name that opens both the string to sign and the `Authorization` header.
