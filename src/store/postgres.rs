@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0009_events",
         include_str!("../../migrations/postgres/0009_events.sql"),
     ),
+    (
+        10,
+        "0010_one_round_trip",
+        include_str!("../../migrations/postgres/0010_one_round_trip.sql"),
+    ),
 ];
 
 mod deliveries;

@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0009_events",
         include_str!("../../migrations/sqlite/0009_events.sql"),
     ),
+    (
+        10,
+        "0010_mac_scheme",
+        include_str!("../../migrations/sqlite/0010_mac_scheme.sql"),
+    ),
 ];
 
 mod deliveries;
