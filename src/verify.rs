@@ -10,6 +10,7 @@ use crate::code::{Code, CodeKey};
 use crate::config::VerificationConfig;
 use crate::metrics::Metrics;
 use crate::phone::PhoneNumber;
+use crate::provider::config::ProviderSet;
 use crate::provider::routing::Router;
 use crate::provider::templates::Templates;
 use crate::provider::{OutgoingCode, ProviderError};
@@ -39,6 +40,8 @@ pub struct Context<'a> {
     /// refusal cost a write: a flood of refused requests adds no database work where nothing
     /// listens.
     pub record_refusals: bool,
+    /// The provider instances, to know which of them push delivery receipts.
+    pub providers: ProviderSet<'a>,
 }
 
 /// A code is on its way.
@@ -275,7 +278,12 @@ async fn send_inner(
         match cx.provider.send(&msg).await {
             Ok(receipt) => {
                 tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
-                if let Some(message_id) = receipt.message_id.as_deref() {
+                // A delivery record costs a commit of its own, after the provider answered: it
+                // is written only where it can be used, for a backend (which gets its id to
+                // follow) or for an instance that pushes receipts (which move it forward).
+                let used =
+                    !caller.browser || cx.providers.receipt_source(&receipt.provider).is_some();
+                if let Some(message_id) = receipt.message_id.as_deref().filter(|_| used) {
                     delivery_id =
                         record_delivery(cx, session_id, &receipt.provider, message_id, country)
                             .await;
