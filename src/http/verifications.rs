@@ -72,7 +72,7 @@ pub async fn send(
     let who = presented(&app, &parts, req.session.as_deref())?;
     let backend = who.backend;
     // An Idempotency-Key is recorded under its owner, a browser's session id: only such
-    // requests learn their session before the send (one more statement, docs/performance.md).
+    // requests learn their session before the send (one more statement, BENCHMARKS.md).
     // Every other send resolves (or, for a browser, creates) its session in the send's own
     // statement; a refused send creates none.
     let caller = match (&idempotency_key, &who.key) {
