@@ -5,7 +5,6 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use verifyd::config::Backend;
 use verifyd::session::SessionKey;
 
 use crate::common::daemon::{Browser, TestDaemon};

@@ -76,6 +76,7 @@ macro_rules! conformance {
             live_codes_are_kept_only_while_they_may_be_resent,
             a_kept_code_lives_no_longer_than_its_cap,
             codes_of_the_old_mac_scheme_expire_without_costing_attempts,
+            sends_and_checks_resolve_their_session_by_key_as_a_read_does,
             a_lowered_max_attempts_exhausts_sends_and_checks_alike,
             abandon_send_leaves_a_finished_code_alone,
             a_dead_sessions_code_is_not_found_right_or_wrong,
@@ -1099,6 +1100,121 @@ async fn a_kept_code_lives_no_longer_than_its_cap(h: Harness) {
         check(s, near.id, "777777").await,
         CheckOutcome::Approved { .. }
     ));
+}
+
+/// A check of `code` by key under `guard`.
+async fn check_by_key(
+    s: &Arc<dyn Store>,
+    k: KeyHash,
+    code: &str,
+    guard: &CheckGuard,
+) -> verifyd::store::Checked {
+    let (p, data) = (phone(), approval_data());
+    let check = CheckVerification {
+        session: SessionRef::Key(k),
+        phone: &p,
+        code_mac: mac(&p, code),
+        max_attempts: 3,
+        on_approve: Approval {
+            new_key: key(),
+            data: &data,
+        },
+    };
+    s.check_guarded(&check, guard).await.unwrap()
+}
+
+/// A send of `code` by key, then a check of a wrong code by key.
+async fn by_key(
+    s: &Arc<dyn Store>,
+    k: KeyHash,
+    code: &str,
+) -> (verifyd::store::Started, verifyd::store::Checked) {
+    let p = phone();
+    let send = StartVerification {
+        session: SessionRef::Key(k),
+        phone: &p,
+        code_mac: mac(&p, code),
+        code_nonce: Some(CodeNonce([1; 16])),
+        keep_margin: None,
+        code_cap: secs(600),
+        ttl: secs(60),
+        resend_interval: secs(0),
+        max_attempts: 3,
+        new_session: None,
+    };
+    let started = s.start_send(&send, &SendGuard::default()).await.unwrap();
+    let checked = check_by_key(s, k, "000000", &CheckGuard::default()).await;
+    (started, checked)
+}
+
+async fn sends_and_checks_resolve_their_session_by_key_as_a_read_does(h: Harness) {
+    // Within the refresh interval the session comes back as it is, not slid.
+    let (k, created) = new_session(&h.store, Expiry::Idle(600)).await;
+    let (sent, checked) = by_key(&h.store, k, "111111").await;
+    assert_eq!(sent.outcome, issued(0, false));
+    let s = sent.session.expect("the caller's session");
+    assert_eq!(
+        (s.id, s.refreshed, s.expires_at),
+        (created.id, false, created.expires_at)
+    );
+    assert_eq!(s.data, created.data);
+    assert!(!sent.created);
+    assert!(matches!(
+        checked.outcome,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    ));
+    let c = checked.session.expect("the caller's session");
+    assert_eq!((c.id, c.refreshed), (created.id, false));
+    // With an interval of 0 each of them slides it, and says so (the cookie goes out again).
+    let eager = with_policy(
+        &h,
+        SessionPolicy {
+            refresh_interval: 0,
+            ..policy()
+        },
+    )
+    .await;
+    let (k, created) = new_session(&eager.store, Expiry::Idle(600)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (sent, checked) = by_key(&eager.store, k, "111111").await;
+    let s = sent.session.unwrap();
+    assert!(s.refreshed);
+    assert!(
+        s.expires_at.unwrap() > created.expires_at.unwrap(),
+        "slid forward"
+    );
+    assert!(checked.session.unwrap().refreshed);
+    // A key that names no live session: the check answers so before taking anything.
+    install_write_audit(&h).await;
+    let (sent, checked) = by_key(&h.store, key(), "111111").await;
+    assert_eq!(
+        (sent.outcome, sent.session),
+        (StartOutcome::NoSession, None)
+    );
+    assert_eq!(
+        (checked.outcome, checked.session),
+        (CheckOutcome::NoSession, None)
+    );
+    let limited = CheckGuard {
+        quotas: vec![q(Scope::IpChecks, "198.51.100.7", 1)],
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        let r = check_by_key(&h.store, key(), "000000", &limited).await;
+        assert_eq!(r.outcome, CheckOutcome::NoSession, "no quota is taken");
+    }
+    let writes = take_writes(&h).await;
+    assert!(writes.is_empty(), "{writes:?}");
+    // An approval by key comes back with the session as it changed.
+    let (k, created) = new_session(&h.store, Expiry::Default).await;
+    by_key(&h.store, k, "222222").await;
+    let r = check_by_key(&h.store, k, "222222", &CheckGuard::default()).await;
+    let CheckOutcome::Approved { session } = &r.outcome else {
+        panic!("{r:?}");
+    };
+    assert_eq!(r.session.as_ref(), Some(session));
+    assert_eq!(session.id, created.id);
+    assert_eq!(session.data["verified_phone"], "+8613800138000");
 }
 
 /// Sets every stored code of `session_id` to the first MAC scheme, as rows written before
