@@ -9,9 +9,10 @@
 
 -- Which MAC scheme a row's `code_mac` follows: 1 over the session id (versions 1 to 9), 2 over
 -- the phone and code only. Rows of scheme 1 cannot be compared by this version: a check answers
--- them as expired without using an attempt, and the next send replaces their code.
+-- them as expired without using an attempt, and the next send replaces their code. The default
+-- stays 1: a writer that does not name the scheme is taken for an old one, which fails safe
+-- (expired) instead of comparing MACs of different schemes (a wrong attempt).
 ALTER TABLE verifications ADD COLUMN mac_scheme SMALLINT NOT NULL DEFAULT 1;
-ALTER TABLE verifications ALTER COLUMN mac_scheme SET DEFAULT 2;
 
 -- The live session of a key hash, its expiry slid when the refresh interval has passed (exactly
 -- what the daemon's TOUCH does); `refreshed` says it slid. No row when the key names no live
@@ -41,6 +42,8 @@ LANGUAGE sql AS $$
       AND NOT EXISTS (SELECT 1 FROM slid)
 $$;
 
+-- The old signatures go: a daemon of version 9 or older cannot send or check on this schema (it
+-- would write and compare MACs of the old scheme), see docs/operations.md (upgrades).
 DROP FUNCTION verifyd_start_send(BIGINT, TEXT, BYTEA, FLOAT8, FLOAT8, INTEGER, TEXT[], TEXT[],
                                  INTEGER[], FLOAT8[], TEXT[], TEXT[], INTEGER[], FLOAT8[], TEXT,
                                  FLOAT8, INTEGER, FLOAT8, BOOLEAN, BOOLEAN, BOOLEAN, BOOLEAN,
