@@ -151,6 +151,8 @@ pub async fn send(
     }
 }
 
+/// [`send`]'s work. What it learns of the caller's session is left in `session` and `born` on
+/// every path, refusals and failures included (the HTTP layer sets the cookie from them).
 #[allow(clippy::too_many_arguments)]
 async fn send_inner(
     cx: &Context<'_>,
