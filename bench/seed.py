@@ -12,8 +12,9 @@ Every session verifies its own number, as real traffic does: a check locks the n
 failure counter (`quota_counters`, scope phone_failed_checks, schema version 2), so one number
 shared by all sessions would serialise every check on one row. bench/lua/common.lua
 (`phone_of`) and bench/pgbench/check.sql name the same numbers.
-The code MAC is HMAC-SHA256(secret, session id (8 bytes, big endian) || phone || 0 || code), as
-in src/code.rs; the daemon is configured with the same `verification.secret`.
+The code MAC is HMAC-SHA256(secret, "verifyd mac 2" || phone || 0 || code) (MAC scheme 2, set
+in `mac_scheme`), as in src/code.rs; the daemon is configured with the same
+`verification.secret`.
 Only `sessions` and `verifications` are seeded: the version 2 tables (quota_counters, pumping,
 idempotency_keys) start empty, as on a fresh deployment, and the daemon fills them itself.
 
@@ -58,7 +59,7 @@ def rows():
                 ph, mac = phone(kind, i), os.urandom(32)
             else:
                 ph = phone(kind, i)
-                msg = sid.to_bytes(8, "big", signed=True) + ph.encode() + b"\0" + CODE.encode()
+                msg = b"verifyd mac 2" + ph.encode() + b"\0" + CODE.encode()
                 mac = hmac.new(SECRET, msg, hashlib.sha256).digest()
             yield sid, kh, ph, mac
 
@@ -79,7 +80,8 @@ def seed_sqlite(path):
             if mac is not None:
                 db.execute(
                     "INSERT INTO verifications (session_id, phone, code_mac, state, attempts,"
-                    " created_at, sent_at, expires_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                    " created_at, sent_at, expires_at, mac_scheme)"
+                    " VALUES (?, ?, ?, 0, 0, ?, ?, ?, 2)",
                     (sid, ph, mac, now, now, now + hour),
                 )
     db.close()
@@ -103,8 +105,9 @@ def seed_postgres(url):
             OVERRIDING SYSTEM VALUE
             SELECT id, key_hash, '{{}}', 0, NULL, now(), now(), now() + interval '1 day' FROM s;
         INSERT INTO verifications
-            (session_id, phone, code_mac, state, attempts, created_at, sent_at, expires_at)
-            SELECT session_id, phone, code_mac, 0, 0, now(), now(), now() + interval '1 hour'
+            (session_id, phone, code_mac, state, attempts, created_at, sent_at, expires_at,
+             mac_scheme)
+            SELECT session_id, phone, code_mac, 0, 0, now(), now(), now() + interval '1 hour', 2
             FROM v;
         ANALYZE sessions; ANALYZE verifications;
     """

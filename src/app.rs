@@ -88,6 +88,7 @@ impl App {
             verification: &self.config.verification,
             limits: self.config.limits(),
             record_refusals: !self.config.events.endpoints.is_empty(),
+            providers: self.config.provider_set(),
         }
     }
 }

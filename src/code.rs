@@ -99,7 +99,10 @@ impl fmt::Debug for Code {
     }
 }
 
-/// `HMAC-SHA256(secret, session id ‖ phone ‖ 0x00 ‖ code)`: what the store keeps instead of a code.
+/// `HMAC-SHA256(secret, "verifyd mac 2" ‖ phone ‖ 0x00 ‖ code)`: what the store keeps instead of
+/// a code. It names no session: the row it is stored in belongs to one, and a check compares it
+/// only with that row (docs/codes.md says why this is as strong as binding the session id). The
+/// tag tells this scheme ([`MAC_SCHEME`]) apart from the first one, which began with the id.
 ///
 /// Checks compare two such MACs. Because the attacker never sees or chooses a MAC (it is keyed by
 /// the server secret), how long an equality test takes reveals nothing about the code — the
@@ -113,6 +116,15 @@ impl fmt::Debug for CodeMac {
     }
 }
 
+/// The version of [`CodeMac`] this build writes and checks (`verifications.mac_scheme`). Rows
+/// of scheme 1 (MACs over the session id, before schema version 10) can no longer be compared:
+/// a check answers them as expired, without using an attempt, and the next send replaces them.
+pub const MAC_SCHEME: i16 = 2;
+
+/// Starts every scheme-2 MAC: a scheme-1 MAC began with 8 bytes of session id, so no input of
+/// one scheme is an input of the other.
+const MAC_TAG: &[u8] = b"verifyd mac 2";
+
 /// The server secret that keys code MACs.
 #[derive(Clone)]
 pub struct CodeKey(Vec<u8>);
@@ -123,12 +135,12 @@ impl CodeKey {
     }
 
     /// The code for `nonce`: symbols drawn by rejection sampling from the stream
-    /// `HMAC-SHA256(secret, "verifyd code" ‖ block ‖ session id ‖ phone ‖ 0x00 ‖ nonce)`,
-    /// block = 0, 1, …. A PRF output, so as uniform as a code drawn from the OS generator to
-    /// anyone without the secret; and the same nonce always gives the same code.
+    /// `HMAC-SHA256(secret, "verifyd code 2" ‖ block ‖ phone ‖ 0x00 ‖ nonce)`, block = 0, 1, ….
+    /// A PRF output, so as uniform as a code drawn from the OS generator to anyone without the
+    /// secret; and the same nonce always gives the same code. The nonce is fresh per
+    /// verification, so no session id is needed to tell two verifications' codes apart.
     pub fn derive(
         &self,
-        session_id: i64,
         phone: &PhoneNumber,
         nonce: &CodeNonce,
         len: usize,
@@ -142,9 +154,8 @@ impl CodeKey {
         while out.len() < len {
             let mut m =
                 Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-            m.update(b"verifyd code");
+            m.update(b"verifyd code 2");
             m.update(&block.to_be_bytes());
-            m.update(&session_id.to_be_bytes());
             m.update(phone.as_str().as_bytes());
             m.update(&[0]);
             m.update(&nonce.0);
@@ -158,9 +169,9 @@ impl CodeKey {
         Code(out)
     }
 
-    pub fn mac(&self, session_id: i64, phone: &PhoneNumber, code: &Code) -> CodeMac {
+    pub fn mac(&self, phone: &PhoneNumber, code: &Code) -> CodeMac {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        m.update(&session_id.to_be_bytes());
+        m.update(MAC_TAG);
         m.update(phone.as_str().as_bytes());
         m.update(&[0]);
         m.update(code.0.as_bytes());
@@ -187,7 +198,7 @@ mod tests {
         let k = CodeKey::new(b"k".to_vec());
         for alphabet in [Alphabet::Digits, Alphabet::Alphanumeric] {
             for len in 4..=10 {
-                let c = k.derive(1, &phone(), &CodeNonce::generate(), len, alphabet);
+                let c = k.derive(&phone(), &CodeNonce::generate(), len, alphabet);
                 assert_eq!(c.expose().len(), len);
                 assert_eq!(Code::parse_in(c.expose(), alphabet), Some(c.clone()));
             }
@@ -198,17 +209,16 @@ mod tests {
     fn the_same_nonce_gives_the_same_code_and_nothing_else_does() {
         let k = CodeKey::new(b"k".to_vec());
         let n = CodeNonce([7; 16]);
-        let base = k.derive(1, &phone(), &n, 10, Alphabet::Digits);
-        assert_eq!(base, k.derive(1, &phone(), &n, 10, Alphabet::Digits));
+        let base = k.derive(&phone(), &n, 10, Alphabet::Digits);
+        assert_eq!(base, k.derive(&phone(), &n, 10, Alphabet::Digits));
         assert_ne!(
             base,
-            k.derive(1, &phone(), &CodeNonce([8; 16]), 10, Alphabet::Digits)
+            k.derive(&phone(), &CodeNonce([8; 16]), 10, Alphabet::Digits)
         );
-        assert_ne!(base, k.derive(2, &phone(), &n, 10, Alphabet::Digits));
         let other = PhoneNumber::parse_e164("+8613800138001").unwrap();
-        assert_ne!(base, k.derive(1, &other, &n, 10, Alphabet::Digits));
+        assert_ne!(base, k.derive(&other, &n, 10, Alphabet::Digits));
         let stranger = CodeKey::new(b"other".to_vec());
-        assert_ne!(base, stranger.derive(1, &phone(), &n, 10, Alphabet::Digits));
+        assert_ne!(base, stranger.derive(&phone(), &n, 10, Alphabet::Digits));
     }
 
     /// Counts each symbol over 2 000 derived 10-symbol codes; every count must be within about
@@ -218,7 +228,7 @@ mod tests {
         let symbols = alphabet.symbols();
         let mut counts = vec![0u32; symbols.len()];
         for _ in 0..2000 {
-            let c = k.derive(1, &phone(), &CodeNonce::generate(), 10, alphabet);
+            let c = k.derive(&phone(), &CodeNonce::generate(), 10, alphabet);
             for b in c.expose().bytes() {
                 counts[symbols.iter().position(|&s| s == b).unwrap()] += 1;
             }
@@ -270,18 +280,38 @@ mod tests {
         assert_eq!(Code::parse(" 123456 ").unwrap().expose(), "123456");
     }
 
+    /// The vector bench/seed.py reproduces in Python (it seeds codes straight into the store).
     #[test]
-    fn mac_binds_session_phone_and_code() {
+    fn mac_matches_the_documented_construction() {
+        let k = CodeKey::new(b"bench-secret-not-for-production".to_vec());
+        let p = PhoneNumber::parse_e164("+12017000001").unwrap();
+        let m = k.mac(&p, &Code::parse("123456").unwrap());
+        assert_eq!(
+            hex::encode(m.0),
+            "f11d00dbd99183ffde434358e442c12e91d398daed02111774be90cc37217b56"
+        );
+    }
+
+    #[test]
+    fn mac_binds_phone_and_code_under_its_tag() {
         let k = CodeKey::new(b"k".to_vec());
         let p1 = PhoneNumber::parse_e164("+8613800138000").unwrap();
         let p2 = PhoneNumber::parse_e164("+8613800138001").unwrap();
         let c = Code::parse("123456").unwrap();
-        let base = k.mac(1, &p1, &c);
-        assert_eq!(base, k.mac(1, &p1, &c));
-        assert_ne!(base, k.mac(2, &p1, &c));
-        assert_ne!(base, k.mac(1, &p2, &c));
-        assert_ne!(base, k.mac(1, &p1, &Code::parse("123457").unwrap()));
-        assert_ne!(base, CodeKey::new(b"other".to_vec()).mac(1, &p1, &c));
+        let base = k.mac(&p1, &c);
+        assert_eq!(base, k.mac(&p1, &c));
+        assert_ne!(base, k.mac(&p2, &c));
+        assert_ne!(base, k.mac(&p1, &Code::parse("123457").unwrap()));
+        assert_ne!(base, CodeKey::new(b"other".to_vec()).mac(&p1, &c));
+        // Not the first scheme's MAC (session id first, no tag) for any session id.
+        for id in [0i64, 1, 7] {
+            let mut m = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+            m.update(&id.to_be_bytes());
+            m.update(p1.as_str().as_bytes());
+            m.update(&[0]);
+            m.update(c.0.as_bytes());
+            assert_ne!(base.0, <[u8; 32]>::from(m.finalize().into_bytes()));
+        }
         assert!(!format!("{c:?}").contains("123456"));
     }
 }

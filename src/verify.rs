@@ -10,16 +10,17 @@ use crate::code::{Code, CodeKey};
 use crate::config::VerificationConfig;
 use crate::metrics::Metrics;
 use crate::phone::PhoneNumber;
+use crate::provider::config::ProviderSet;
 use crate::provider::routing::Router;
 use crate::provider::templates::Templates;
 use crate::provider::{OutgoingCode, ProviderError};
 use crate::quota::{CheckGuard, Limits, Refusal, SendGuard};
-use crate::resend::{self, Codes};
-use crate::session::{Expiry, Session, SessionKey};
+use crate::resend;
+use crate::session::{Expiry, KeyHash, Session, SessionKey};
 use crate::store::events::Refused;
 use crate::store::{
-    Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification, Store,
-    StoreError,
+    self, Approval, CheckOutcome, CheckVerification, NewSession, SessionRef, StartOutcome,
+    StartVerification, Store, StoreError,
 };
 
 /// What the flow works with, borrowed from the application: the store, the providers behind
@@ -39,16 +40,8 @@ pub struct Context<'a> {
     /// refusal cost a write: a flood of refused requests adds no database work where nothing
     /// listens.
     pub record_refusals: bool,
-}
-
-impl<'a> Context<'a> {
-    fn codes(&self) -> Codes<'a> {
-        Codes {
-            store: self.store,
-            key: self.code_key,
-            settings: self.verification,
-        }
-    }
+    /// The provider instances, to know which of them push delivery receipts.
+    pub providers: ProviderSet<'a>,
 }
 
 /// A code is on its way.
@@ -58,8 +51,27 @@ pub struct Sent {
     pub resend_in: u64,
     /// The delivery record's public id, when the gateway gave a message id to track.
     pub delivery_id: Option<String>,
-    /// The session created with this send, for a browser that came without one.
-    pub created: Option<(SessionKey, Session)>,
+}
+
+/// Whose session a send or a check is for, as the caller presented it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerKey {
+    /// The key the caller holds (a browser's cookie, a backend's explicit key), if any.
+    pub key: Option<KeyHash>,
+    /// A browser: when `key` names no live session, an accepted send creates one under a new
+    /// key. A backend's key must name a live session.
+    pub browser: bool,
+}
+
+/// What a send did, with the caller's session as its statement left it: refused sends too may
+/// have slid the session's expiry (its cookie is then sent again).
+#[derive(Debug)]
+pub struct Sending {
+    pub result: Result<Sent, SendError>,
+    /// The caller's live session after the send (`None`: it has none).
+    pub session: Option<Session>,
+    /// The key of the session this send created, for a browser that came without a live one.
+    pub born: Option<SessionKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,22 +112,57 @@ pub enum Checked {
         by: Refusal,
         retry_after: Duration,
     },
+    /// The caller's key names no live session: nothing was looked at or written.
+    NoSession,
 }
 
-/// Generates a code for `phone`, records its MAC under the session, and delivers it.
-/// Test numbers get their fixed code and nothing is sent. `session` is `None` for a browser
-/// without one: a session is then created in the same store transaction as the code, and only
-/// if the send is accepted. `client` is the browser's address (`None` for backends, whose
-/// address is their own); `challenge_passed` says the caller solved a challenge or is a backend
-/// (never challenged). The abuse limits and the need for a challenge are decided in the same
-/// store transaction as the code.
+/// Generates a code for `phone`, records its MAC under the caller's session, and delivers it.
+/// Test numbers get their fixed code and nothing is sent. The caller's session is resolved by
+/// its key in the send's own statement; a browser without a live one gets a new session in
+/// that statement, only if the send is accepted. `client` is the browser's address (`None` for
+/// backends, whose address is their own); `challenge_passed` says the caller solved a
+/// challenge or is a backend (never challenged). The abuse limits, the need for a challenge and
+/// (with `same_code`) whether the live code is sent again are decided in the same statement.
 pub async fn send(
     cx: &Context<'_>,
-    session: Option<&Session>,
+    caller: CallerKey,
     phone: &PhoneNumber,
     locale: Option<String>,
     client: Option<IpAddr>,
     challenge_passed: bool,
+) -> Sending {
+    let mut session = None;
+    let mut born = None;
+    let result = send_inner(
+        cx,
+        caller,
+        phone,
+        locale,
+        client,
+        challenge_passed,
+        &mut session,
+        &mut born,
+    )
+    .await;
+    Sending {
+        result,
+        session,
+        born,
+    }
+}
+
+/// [`send`]'s work. What it learns of the caller's session is left in `session` and `born` on
+/// every path, refusals and failures included (the HTTP layer sets the cookie from them).
+#[allow(clippy::too_many_arguments)]
+async fn send_inner(
+    cx: &Context<'_>,
+    caller: CallerKey,
+    phone: &PhoneNumber,
+    locale: Option<String>,
+    client: Option<IpAddr>,
+    challenge_passed: bool,
+    session: &mut Option<Session>,
+    born: &mut Option<SessionKey>,
 ) -> Result<Sent, SendError> {
     let country = crate::country::calling_code(phone);
     let calling_code = crate::country::CallingCode::of(phone);
@@ -135,19 +182,22 @@ pub async fn send(
         // Test numbers cost nothing and their codes are public: they stay out of the breaker.
         guard.pumping = None;
     }
-    let (session_id, new_key) = match session {
-        Some(s) => (s.id, None),
-        None => (
-            cx.store.reserve_session_id().await?,
-            Some(SessionKey::generate()),
-        ),
-    };
-    let drawn = resend::draw(cx.codes(), session_id, new_key.is_none(), phone, fixed).await?;
+    let new_key = caller.browser.then(SessionKey::generate);
+    // A browser without any cookie has no session to look up: the key it is looked up by is
+    // the new one, which no session has yet.
+    let lookup = caller
+        .key
+        .or_else(|| new_key.as_ref().map(SessionKey::hash))
+        .ok_or_else(|| StoreError::Internal("a send without any session key".into()))?;
+    let fresh = resend::draw(cx.code_key, v, phone, fixed);
     let req = StartVerification {
-        session_id,
+        session: SessionRef::Key(lookup),
         phone,
-        code_mac: drawn.mac,
-        ttl: drawn.ttl,
+        code_mac: fresh.mac,
+        code_nonce: fresh.nonce,
+        keep_margin: resend::keep_margin(v),
+        code_cap: Duration::from_secs(v.max_code_lifetime()),
+        ttl: fresh.ttl,
         resend_interval: Duration::from_secs(v.resend_interval),
         max_attempts: v.max_attempts,
         new_session: new_key.as_ref().map(|k| NewSession {
@@ -155,15 +205,22 @@ pub async fn send(
             expiry: Expiry::Default,
         }),
     };
-    let drawn = match cx.store.start_send(&req, &guard).await? {
+    let started = cx.store.start_send(&req, &guard).await?;
+    *session = started.session.clone();
+    let session_id = started.session.as_ref().map_or(0, |s| s.id);
+    if started.created {
+        *born = new_key.clone();
+    }
+    let drawn = match started.outcome {
         StartOutcome::Issued { resend, attempts } => {
-            if new_key.is_some() {
+            if started.created {
                 cx.metrics.session_created();
             }
             cx.metrics.verification_started();
-            tracing::info!(phone = %phone, resend, attempts, "verification code issued");
-            resend::bind(cx.codes(), session_id, phone, drawn, resend).await?
+            tracing::info!(phone = %phone, resend, attempts, kept = started.kept.is_some(), "verification code issued");
+            resend::in_force(cx.code_key, v, phone, fresh, started.kept)
         }
+        StartOutcome::NoSession => return Err(StoreError::SessionGone.into()),
         StartOutcome::TooSoon { retry_after } => {
             refused(
                 cx,
@@ -224,7 +281,12 @@ pub async fn send(
         match cx.provider.send(&msg).await {
             Ok(receipt) => {
                 tracing::info!(phone = %phone, provider = %receipt.provider, message_id = ?receipt.message_id, "code delivered to provider");
-                if let Some(message_id) = receipt.message_id.as_deref() {
+                // A delivery record costs a commit of its own, after the provider answered: it
+                // is written only where it can be used, for a backend (which gets its id to
+                // follow) or for an instance that pushes receipts (which move it forward).
+                let used =
+                    !caller.browser || cx.providers.receipt_source(&receipt.provider).is_some();
+                if let Some(message_id) = receipt.message_id.as_deref().filter(|_| used) {
                     delivery_id =
                         record_delivery(cx, session_id, &receipt.provider, message_id, country)
                             .await;
@@ -243,7 +305,8 @@ pub async fn send(
                 }
                 // A session born with this send goes with it: otherwise numbers the provider
                 // refuses would mint sessions for free (the quotas were just given back).
-                if let Some(key) = &new_key {
+                if let Some(key) = born.take() {
+                    *session = None;
                     if let Err(undo) = cx.store.flush(&key.hash()).await {
                         tracing::warn!(error = %undo, "could not remove the failed send's session");
                     }
@@ -252,22 +315,10 @@ pub async fn send(
             }
         }
     }
-    // The session exists now (committed with the code); its stored expiry is what the
-    // cookie must carry.
-    let created = match new_key {
-        None => None,
-        Some(key) => {
-            let session = cx.store.touch_session(&key.hash()).await?.ok_or_else(|| {
-                StoreError::Internal("the session created with a send is gone".into())
-            })?;
-            Some((key, session))
-        }
-    };
     Ok(Sent {
         expires_in: ttl.as_secs(),
         resend_in: v.resend_interval,
         delivery_id,
-        created,
     })
 }
 
@@ -335,15 +386,16 @@ async fn record_delivery(
     }
 }
 
-/// Checks `code` for (session, phone); on approval the session's key is cycled and it gains
-/// `verified_phone` and `verified_at`, in the same transaction.
+/// Checks `code` for (the session of `key`, phone); on approval the session's key is cycled and
+/// it gains `verified_phone` and `verified_at`, in the same transaction, which also resolves the
+/// session (sliding it when due). Returns the session as the check left it, if it has one.
 pub async fn check(
     cx: &Context<'_>,
-    session: &Session,
+    key: &KeyHash,
     phone: &PhoneNumber,
     code: &Code,
     client: Option<IpAddr>,
-) -> Result<Checked, StoreError> {
+) -> Result<(Checked, Option<Session>), StoreError> {
     let mut guard = CheckGuard::build(&cx.limits, crate::country::CallingCode::of(phone), client);
     if cx.test_numbers.contains_key(phone.as_str()) {
         // Anyone can approve a test number (its code is fixed and public): such approvals
@@ -361,30 +413,36 @@ pub async fn check(
         Value::String(crate::time::rfc3339(SystemTime::now())),
     );
     let req = CheckVerification {
-        session_id: session.id,
+        session: SessionRef::Key(*key),
         phone,
-        code_mac: cx.code_key.mac(session.id, phone, code),
+        code_mac: cx.code_key.mac(phone, code),
         max_attempts: cx.verification.max_attempts,
         on_approve: Approval {
             new_key: new_key.hash(),
             data: &data,
         },
     };
-    let outcome = cx.store.check_guarded(&req, &guard).await?;
+    let store::Checked { outcome, session } = cx.store.check_guarded(&req, &guard).await?;
+    if outcome == CheckOutcome::NoSession {
+        return Ok((Checked::NoSession, None));
+    }
     let name = outcome_name(&outcome);
     cx.metrics.verification_checked(name);
     if let CheckOutcome::Refused { by, .. } = &outcome {
-        refused(cx, session.id, phone, "check", by.code(), limit_name(*by)).await;
+        let id = session.as_ref().map_or(0, |s| s.id);
+        refused(cx, id, phone, "check", by.code(), limit_name(*by)).await;
     }
     tracing::info!(phone = %phone, outcome = name, "verification checked");
-    Ok(match outcome {
+    let checked = match outcome {
         CheckOutcome::Approved { session } => Checked::Approved { session, new_key },
         CheckOutcome::Wrong { attempts_left } => Checked::Pending { attempts_left },
         CheckOutcome::Expired => Checked::Expired,
         CheckOutcome::Exhausted => Checked::Exhausted,
         CheckOutcome::NotFound => Checked::NotFound,
         CheckOutcome::Refused { by, retry_after } => Checked::Refused { by, retry_after },
-    })
+        CheckOutcome::NoSession => Checked::NoSession,
+    };
+    Ok((checked, session))
 }
 
 fn outcome_name(o: &CheckOutcome) -> &'static str {
@@ -395,5 +453,6 @@ fn outcome_name(o: &CheckOutcome) -> &'static str {
         CheckOutcome::Exhausted => "exhausted",
         CheckOutcome::NotFound => "not_found",
         CheckOutcome::Refused { .. } => "refused",
+        CheckOutcome::NoSession => "no_session",
     }
 }

@@ -1,33 +1,21 @@
 -- What the daemon sends to PostgreSQL for one POST /v1/verifications/check with a wrong code
 -- from a browser with a live session, in bench/run's configuration (abuse limits off):
--- src/store/postgres.rs TOUCH, then CHECK (the PL/pgSQL function of
--- migrations/postgres/0002), each statement text as in the source, with the parameters the
--- daemon binds, on the same seeded "w" sessions and their own numbers as the wrk run
--- (bench/seed.py). Two round trips. With the limits off the guard has no quotas, no failure
--- limit (fail_max 0; the function still locks and counts the number's failure counter) and no
--- country (`CheckGuard::build`, `PgStore::check_guarded`).
+-- src/store/postgres/verifications.rs CHECK, the PL/pgSQL function of
+-- migrations/postgres/0010 that resolves the cookie's session by its key hash (sliding it when
+-- due) and decides the check, with the parameters the daemon binds, on the same seeded "w"
+-- sessions and their own numbers as the wrk run (bench/seed.py). One statement, one round trip,
+-- as the daemon's. With the limits off the guard has no quotas, no failure limit (fail_max 0;
+-- the function still locks and counts the number's failure counter) and no country
+-- (`CheckGuard::build`, `PgStore::check_guarded`).
 \set i random(0, 4999)
-WITH slid AS (
-    UPDATE sessions
-    SET touched_at = now(),
-        expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, 1209600, NULL)
-    WHERE key_hash = sha256(('w' || lpad(:i::text, 31, '0'))::bytea)
-      AND (expires_at IS NULL OR expires_at > now())
-      AND touched_at <= now() - make_interval(secs => 60::bigint)
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at
-)
-SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, true AS refreshed FROM slid
-UNION ALL
-SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, false FROM sessions
-WHERE key_hash = sha256(('w' || lpad(:i::text, 31, '0'))::bytea)
-  AND (expires_at IS NULL OR expires_at > now())
-  AND NOT EXISTS (SELECT 1 FROM slid)
-\gset
-SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
+SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
        o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
-       o_created_at AS created_at, o_expires_at AS expires_at
+       o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
+       o_version AS version
 FROM verifyd_check(
-    :id,                                        -- session id (from TOUCH)
+    NULL::bigint,                               -- by key, not by id
+    sha256(('w' || lpad(:i::text, 31, '0'))::bytea),  -- the cookie's key hash
+    60::bigint,                                 -- session.refresh_interval
     '+12016' || lpad(:i::text, 6, '0'),         -- the session's own number (bench/seed.py)
     '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,  -- wrong MAC
     100,                                        -- verification.max_attempts

@@ -1,33 +1,30 @@
 -- What the daemon sends to PostgreSQL for one POST /v1/verifications from a browser with a
--- live session, in bench/run's configuration (abuse limits off): src/store/postgres.rs TOUCH,
--- then START_SEND (the PL/pgSQL function of migrations/postgres/0008), each statement text as
--- in the source, with the parameters the daemon binds. Two round trips. The key hash and phone
--- are computed here from random numbers (the daemon computes them itself); the code MAC is a
--- constant of the right size. With the limits off the guard is empty: no quota arrays, no
+-- live session, in bench/run's configuration (abuse limits off, the shipped
+-- `verification.resend = "same_code"`): src/store/postgres/verifications.rs START_SEND, the
+-- PL/pgSQL function of migrations/postgres/0010 that resolves the cookie's session by its key
+-- hash (sliding it when due), applies the resend rules, keeps or replaces the live code and
+-- records it. One statement, one round trip, as the daemon's. The key hash and phone are
+-- computed here from random numbers (the daemon computes them itself); the code MAC and nonce
+-- are constants of the right size. With the limits off the guard is empty: no quota arrays, no
 -- country for the pumping breaker (`SendGuard::build`, `PgStore::start_send`).
 \set i random(0, 999)
 \set d random(5, 9)
 \set ph random(0, 999999)
-WITH slid AS (
-    UPDATE sessions
-    SET touched_at = now(),
-        expires_at = verifyd_session_expiry(expiry_kind, idle_secs, created_at, 1209600, NULL)
-    WHERE key_hash = sha256(('s' || lpad(:i::text, 31, '0'))::bytea)
-      AND (expires_at IS NULL OR expires_at > now())
-      AND touched_at <= now() - make_interval(secs => 60::bigint)
-    RETURNING id, data, expiry_kind, idle_secs, created_at, expires_at
-)
-SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, true AS refreshed FROM slid
-UNION ALL
-SELECT id, data, expiry_kind, idle_secs, created_at, expires_at, false FROM sessions
-WHERE key_hash = sha256(('s' || lpad(:i::text, 31, '0'))::bytea)
-  AND (expires_at IS NULL OR expires_at > now())
-  AND NOT EXISTS (SELECT 1 FROM slid)
-\gset
-SELECT * FROM verifyd_start_send(
-    :id,                                        -- session id (from TOUCH)
-    '+1201' || :d || lpad(:ph::text, 6, '0'),         -- phone, E.164
-    '\x0102030405060708091011121314151617181920212223242526272829303132'::bytea,  -- code MAC
+SELECT o_outcome, o_attempts, o_resend, o_retry_at, o_refused, o_tripped, o_now, o_nonce,
+       o_ttl, o_created, o_refreshed,
+       o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
+       o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
+       o_version AS version
+FROM verifyd_start_send(
+    NULL::bigint,                               -- by key, not by id
+    sha256(('s' || lpad(:i::text, 31, '0'))::bytea),  -- the cookie's key hash
+    NULL::bytea,                                -- no session to create: the cookie names one
+    60::bigint,                                 -- session.refresh_interval
+    '+1201' || :d || lpad(:ph::text, 6, '0'),   -- phone, E.164
+    '\x0102030405060708091011121314151617181920212223242526272829303132'::bytea,  -- fresh MAC
+    '\x01020304050607080910111213141516'::bytea,  -- its nonce
+    2::float8,                                  -- same_code: keep the live code 2 s before its end
+    10800::float8,                              -- verification.max_code_lifetime (3 × ttl)
     3600::float8,                               -- verification.ttl
     1::float8,                                  -- verification.resend_interval
     100,                                        -- verification.max_attempts
@@ -36,5 +33,5 @@ SELECT * FROM verifyd_start_send(
     NULL::text,                                 -- country: none (pumping.enabled = false)
     0::float8, 0::integer, 0::float8,           -- pumping window, sample, conversion (unused)
     false, false, true, true,                   -- challenge: passed, always, when suspicious, on trip
-    NULL::bytea, 0::smallint, NULL::integer,    -- no new session: the cookie's
+    0::smallint, NULL::integer,                 -- a new session's expiry policy (unused)
     1209600::bigint, NULL::bigint);             -- session.default_age, max_lifetime (none)

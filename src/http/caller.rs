@@ -5,18 +5,16 @@ use http::HeaderValue;
 use http::request::Parts;
 
 use crate::app::App;
-use crate::session::{Expiry, Session, SessionKey};
+use crate::session::{Session, SessionKey};
 
 use super::cookies;
 use super::error::ApiError;
 use super::request::bearer;
 
-/// The session a request acts on.
+/// A browser's session, found by its cookie.
 pub struct Resolved {
     pub session: Session,
-    /// Set when the caller is a backend (it gets new keys in the body, not as cookies).
-    pub backend: bool,
-    /// For browsers: a `Set-Cookie` to send (new session, or its expiry moved).
+    /// A `Set-Cookie` to send (its expiry moved).
     pub set_cookie: Option<HeaderValue>,
 }
 
@@ -44,6 +42,43 @@ pub fn require_backend(app: &App, parts: &Parts) -> Result<(), ApiError> {
     }
 }
 
+/// Who is calling, learnt from the request alone (no store call): the send and check
+/// statements resolve the session themselves.
+pub struct Presented {
+    /// A backend with a valid API key (it names its session in the body).
+    pub backend: bool,
+    /// The session key presented: a backend's explicit one, or a browser's cookie.
+    pub key: Option<SessionKey>,
+}
+
+/// The caller and the session key it presents: backends
+/// must name a session (422 without; a malformed key is as unknown as a missing session, 404),
+/// and only backends may name one in the body (401).
+pub fn presented(app: &App, parts: &Parts, explicit: Option<&str>) -> Result<Presented, ApiError> {
+    if backend(app, parts)? {
+        let raw = explicit.ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_field",
+                "`session` is required when calling with an API key",
+            )
+        })?;
+        let key = SessionKey::parse(raw).ok_or_else(|| {
+            ApiError::not_found("session_not_found", "no such session (or it expired)")
+        })?;
+        return Ok(Presented {
+            backend: true,
+            key: Some(key),
+        });
+    }
+    if explicit.is_some() {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(Presented {
+        backend: false,
+        key: cookies::session_key(parts, &app.config.session.full_cookie_name()),
+    })
+}
+
 /// A session key from a URL or body: malformed keys are as unknown as missing ones.
 pub async fn session_by_key(app: &App, key: &str) -> Result<Session, ApiError> {
     let missing = || ApiError::not_found("session_not_found", "no such session (or it expired)");
@@ -52,64 +87,6 @@ pub async fn session_by_key(app: &App, key: &str) -> Result<Session, ApiError> {
         .touch_session(&key.hash())
         .await?
         .ok_or_else(missing)
-}
-
-/// The caller's session. Backends must name it (`explicit`); browsers use their cookie, and
-/// when `create` is set a browser without a live session gets a new one.
-/// Returns `None` for a browser without a session when `create` is false.
-pub async fn resolve(
-    app: &App,
-    parts: &Parts,
-    explicit: Option<&str>,
-    create: bool,
-) -> Result<Option<Resolved>, ApiError> {
-    if backend(app, parts)? {
-        return backend_session(app, explicit).await.map(Some);
-    }
-    if explicit.is_some() {
-        // Naming a session in the body is the backend's privilege.
-        return Err(ApiError::unauthorized());
-    }
-    browser_session(app, parts, create).await
-}
-
-async fn backend_session(app: &App, explicit: Option<&str>) -> Result<Resolved, ApiError> {
-    let key = explicit.ok_or_else(|| {
-        ApiError::unprocessable(
-            "invalid_field",
-            "`session` is required when calling with an API key",
-        )
-    })?;
-    let session = session_by_key(app, key).await?;
-    Ok(Resolved {
-        session,
-        backend: true,
-        set_cookie: None,
-    })
-}
-
-/// The session of a browser: its cookie only, whatever `Authorization` says (the seed's routes
-/// know no API keys).
-pub async fn browser_session(
-    app: &App,
-    parts: &Parts,
-    create: bool,
-) -> Result<Option<Resolved>, ApiError> {
-    if let Some(found) = from_cookie(app, parts).await? {
-        return Ok(Some(found));
-    }
-    if !create {
-        return Ok(None);
-    }
-    let cfg = &app.config.session;
-    let (key, session) =
-        super::sessions::new_session(app, &Default::default(), Expiry::Default).await?;
-    let set_cookie = Some(cookies::set_cookie(cfg, &key, &session));
-    Ok(Some(Resolved {
-        session,
-        backend: false,
-        set_cookie,
-    }))
 }
 
 /// The live session named by the request's cookie, if any; the cookie is re-sent when the read
@@ -127,7 +104,6 @@ pub async fn from_cookie(app: &App, parts: &Parts) -> Result<Option<Resolved>, A
         .then(|| cookies::set_cookie(cfg, &key, &session));
     Ok(Some(Resolved {
         session,
-        backend: false,
         set_cookie,
     }))
 }

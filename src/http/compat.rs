@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::challenge::Submitted;
-use crate::verify::{self, Checked};
+use crate::session::SessionKey;
+use crate::verify::{self, CallerKey, Checked};
 
-use super::caller::browser_session;
 use super::cookies;
 use super::error::ApiError;
 use super::request::{Body, form_params};
@@ -46,13 +46,10 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
         )
     })?;
     let phone = app.phones.parse(raw).map_err(|e| (e.into(), None))?;
-    // No session is created here: verify::send creates one only with an accepted send.
-    let caller = browser_session(app, parts, false)
-        .await
-        .map_err(|e| (e, None))?;
+    // The cookie's session is resolved, or a new one created with an accepted send, in the
+    // send's own statement (the seed's routes know no API keys).
+    let key = cookies::session_key(parts, &app.config.session.full_cookie_name());
     let client = super::client_ip::browser(app, parts, false);
-    let session = caller.as_ref().map(|c| &c.session);
-    let cookie = caller.as_ref().and_then(|c| c.set_cookie.clone());
     let submitted = Submitted {
         altcha: params.get("altcha").map(String::as_str),
         turnstile: params.get("cf-turnstile-response").map(String::as_str),
@@ -60,24 +57,31 @@ async fn try_send(app: &App, parts: &Parts, body: &Bytes) -> Result<Resp, Failur
     };
     let challenge_passed = super::challenge::passed(app, parts, submitted, false)
         .await
-        .map_err(|e| (e, cookie.clone()))?;
+        .map_err(|e| (e, None))?;
     let locale = super::accept_language::locale(&app.templates, parts, None);
-    match verify::send(
+    let caller = CallerKey {
+        key: key.as_ref().map(SessionKey::hash),
+        browser: true,
+    };
+    let sending = verify::send(
         &app.flow(),
-        session,
+        caller,
         &phone,
         locale,
         client,
         challenge_passed,
     )
-    .await
-    {
-        Ok(sent) => {
+    .await;
+    let cookie = match (sending.session, sending.born) {
+        (Some(s), Some(born)) => Some(cookies::set_cookie(&app.config.session, &born, &s)),
+        (Some(s), None) if s.refreshed => key
+            .as_ref()
+            .map(|k| cookies::set_cookie(&app.config.session, k, &s)),
+        _ => None,
+    };
+    match sending.result {
+        Ok(_) => {
             let mut resp = json(StatusCode::OK, &json!({ "Code": "OK", "Message": "OK" }));
-            let cookie = match sent.created {
-                Some((key, s)) => Some(cookies::set_cookie(&app.config.session, &key, &s)),
-                None => cookie,
-            };
             if let Some(c) = cookie {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
@@ -108,12 +112,13 @@ pub async fn check(
     ) else {
         return no();
     };
-    let Some(caller) = browser_session(&app, &parts, false).await? else {
+    let Some(key) = cookies::session_key(&parts, &app.config.session.full_cookie_name()) else {
         return no();
     };
     let mut resp;
     let client = super::client_ip::browser(&app, &parts, false);
-    match verify::check(&app.flow(), &caller.session, &phone, &code, client).await? {
+    let (checked, session) = verify::check(&app.flow(), &key.hash(), &phone, &code, client).await?;
+    match checked {
         Checked::Approved { session, new_key } => {
             resp = raw_json(StatusCode::OK, OK);
             let c = cookies::set_cookie(&app.config.session, &new_key, &session);
@@ -121,7 +126,8 @@ pub async fn check(
         }
         _ => {
             resp = raw_json(StatusCode::OK, FALSE);
-            if let Some(c) = caller.set_cookie {
+            if let Some(s) = session.filter(|s| s.refreshed) {
+                let c = cookies::set_cookie(&app.config.session, &key, &s);
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
         }

@@ -103,6 +103,7 @@ async fn scrape(app: &App) -> String {
     let breakers = app.provider.breaker_states();
     app.metrics
         .set_provider_states(breakers.iter().map(|(name, s)| (*name, s.as_str())));
+    app.metrics.store_round_trips(app.store.round_trips());
     app.metrics.render(
         app.store.pool_usage().map(Into::into),
         pumping.iter().map(Into::into),

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::challenge::Submitted;
 use crate::code::Code;
-use crate::verify::{self, Checked};
+use crate::session::{Session, SessionKey};
+use crate::verify::{self, CallerKey, Checked, Sending};
 
-use super::caller::resolve;
+use super::caller::{from_cookie, presented, session_by_key};
 use super::challenge;
 use super::client_ip;
 use super::cookies;
@@ -243,18 +244,29 @@ pub async fn send(
         req.locale.filter(|l| l.len() <= 35),
     );
     let idempotency_key = idempotency::key(&parts)?;
-    // A browser without a session gets one only with an accepted send (verify::send creates
-    // it in the send's transaction), so refused requests cost the store nothing lasting.
-    let caller = resolve(&app, &parts, req.session.as_deref(), false).await?;
-    let backend = caller.as_ref().is_some_and(|c| c.backend);
+    let who = presented(&app, &parts, req.session.as_deref())?;
+    let backend = who.backend;
+    // An Idempotency-Key is recorded under its owner, a browser's session id: only such
+    // requests learn their session before the send (one more statement, BENCHMARKS.md).
+    // Every other send resolves (or, for a browser, creates) its session in the send's own
+    // statement; a refused send creates none.
+    let caller = match (&idempotency_key, &who.key) {
+        (Some(_), _) if !backend => from_cookie(&app, &parts).await?,
+        // A backend's unknown session is answered before anything is recorded under its key.
+        (Some(_), Some(key)) => {
+            session_by_key(&app, key.as_str()).await?;
+            None
+        }
+        _ => None,
+    };
     let client = client_ip::browser(&app, &parts, backend);
     let submitted = Submitted {
         altcha: req.altcha.as_deref(),
         turnstile: req.turnstile.as_deref(),
         hcaptcha: req.hcaptcha.as_deref(),
     };
-    let session = caller.as_ref().map(|c| &c.session);
-    let mut born = None;
+    // The caller's session as the send's statement left it, and the key of one it created.
+    let mut after: Option<(Option<Session>, Option<SessionKey>)> = None;
     let work = async {
         // Backends are never challenged; a browser passes with a valid solution (checked, and
         // spent, before anything is sent), and a bad one ends the request here.
@@ -263,18 +275,26 @@ pub async fn send(
                 Ok(passed) => passed,
                 Err(e) => return e.into_response(),
             };
-        match verify::send(
-            &app.flow(),
+        let caller_key = CallerKey {
+            key: who.key.as_ref().map(SessionKey::hash),
+            browser: !backend,
+        };
+        let Sending {
+            result,
             session,
+            born,
+        } = verify::send(
+            &app.flow(),
+            caller_key,
             &phone,
             locale,
             client,
             challenge_passed,
         )
-        .await
-        {
+        .await;
+        after = Some((session, born));
+        match result {
             Ok(sent) => {
-                born = sent.created;
                 let mut body = json!({ "status": "pending", "expires_in": sent.expires_in, "resend_in": sent.resend_in });
                 // Backends may follow the delivery (GET /v1/verifications/{id}); browsers have
                 // no use for it.
@@ -286,9 +306,9 @@ pub async fn send(
             Err(e) => ApiError::from(e).into_response(),
         }
     };
-    let owner = match (bearer(&parts).and_then(|t| app.api_key_name(t)), session) {
+    let owner = match (bearer(&parts).and_then(|t| app.api_key_name(t)), &caller) {
         (Some(name), _) => Some(format!("k:{name}")),
-        (None, Some(s)) => Some(format!("s:{}", s.id)),
+        (None, Some(c)) => Some(format!("s:{}", c.session.id)),
         (None, None) => None,
     };
     let mut resp = match (idempotency_key, owner) {
@@ -301,18 +321,25 @@ pub async fn send(
         // send leaves nothing behind, and no other request can hold that key yet.
         (Some(key), None) => {
             let resp = work.await;
-            match &born {
-                Some((_, s)) => {
+            match &after {
+                Some((Some(s), Some(_))) => {
                     let owner = format!("s:{}", s.id);
                     idempotency::once(&app, &owner, &key, &parts, &body, async { resp }).await?
                 }
-                None => resp,
+                _ => resp,
             }
         }
     };
-    let cookie = match born {
-        Some((key, session)) => Some(cookies::set_cookie(&app.config.session, &key, &session)),
-        None => caller.and_then(|c| c.set_cookie),
+    let cookie = match after {
+        Some((Some(session), Some(key))) => {
+            Some(cookies::set_cookie(&app.config.session, &key, &session))
+        }
+        // The send's statement slid the cookie's session: its cookie goes out again.
+        Some((Some(session), None)) if !backend && session.refreshed => who
+            .key
+            .as_ref()
+            .map(|k| cookies::set_cookie(&app.config.session, k, &session)),
+        _ => caller.and_then(|c| c.set_cookie),
     };
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -410,19 +437,25 @@ pub async fn check(
     let req: CheckBody = require_json(&parts, &body)?;
     let phone = app.phones.parse(&req.phone)?;
     let code = parse_code(&app, &req.code)?;
-    let Some(caller) = resolve(&app, &parts, req.session.as_deref(), false).await? else {
+    let who = presented(&app, &parts, req.session.as_deref())?;
+    let code_mac = app.code_key.mac(&phone, &code);
+    let Some(key) = who.key else {
         // No session, so no code to compare with; the MAC is computed all the same, so that
         // the only thing this answer's timing can tell is what the caller knows: it has no
         // session.
-        std::hint::black_box(app.code_key.mac(0, &phone, &code));
+        std::hint::black_box(code_mac);
         return Ok(not_found());
     };
-    let mut cookie = caller.set_cookie;
-    let client = client_ip::browser(&app, &parts, caller.backend);
-    let mut resp = match verify::check(&app.flow(), &caller.session, &phone, &code, client).await? {
+    let client = client_ip::browser(&app, &parts, who.backend);
+    let (checked, session) = verify::check(&app.flow(), &key.hash(), &phone, &code, client).await?;
+    // The check's statement slid the session: its cookie goes out again.
+    let mut cookie = session
+        .filter(|s| !who.backend && s.refreshed)
+        .map(|s| cookies::set_cookie(&app.config.session, &key, &s));
+    let mut resp = match checked {
         Checked::Approved { session, new_key } => {
             let mut body = json!({ "status": "approved", "verified_phone": phone.as_str() });
-            if caller.backend {
+            if who.backend {
                 body["session"] = json!(new_key.as_str());
             } else {
                 cookie = Some(cookies::set_cookie(&app.config.session, &new_key, &session));
@@ -436,6 +469,15 @@ pub async fn check(
         Checked::Expired => json(StatusCode::OK, &json!({ "status": "expired" })),
         Checked::Exhausted => json(StatusCode::OK, &json!({ "status": "max_attempts_reached" })),
         Checked::NotFound => not_found(),
+        // A browser's stale cookie is a browser without a session; a backend named a session
+        // that does not exist.
+        Checked::NoSession if who.backend => {
+            return Err(ApiError::not_found(
+                "session_not_found",
+                "no such session (or it expired)",
+            ));
+        }
+        Checked::NoSession => not_found(),
         Checked::Refused { by, retry_after } => ApiError::refused(by, retry_after).into_response(),
     };
     if let Some(c) = cookie {

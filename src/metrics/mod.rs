@@ -118,6 +118,7 @@ pub struct Metrics {
     sessions_flushed: Counter,
     pool: Family<StateLabels, Gauge>,
     pool_waiting: Gauge,
+    store_round_trips: Counter,
     sweeps: Family<OutcomeLabels, Counter>,
     swept_rows: Family<KindLabels, Counter>,
     breakers: Family<BreakerLabels, Gauge>,
@@ -157,6 +158,7 @@ impl Metrics {
             sessions_flushed: Counter::default(),
             pool: Family::default(),
             pool_waiting: Gauge::default(),
+            store_round_trips: Counter::default(),
             sweeps: Family::default(),
             swept_rows: Family::default(),
             breakers: Family::default(),
@@ -229,6 +231,11 @@ impl Metrics {
             "store_pool_waiting",
             "Requests waiting for a pooled database connection; PostgreSQL only",
             m.pool_waiting.clone(),
+        );
+        r.register(
+            "store_round_trips",
+            "Times this daemon went to its store (PostgreSQL: connection checkouts; SQLite: transactions); sampled at scrape time",
+            m.store_round_trips.clone(),
         );
         r.register(
             "pumping_breaker_tripped",
@@ -369,6 +376,14 @@ impl Metrics {
                     })
                     .set(i64::from(s == current));
             }
+        }
+    }
+
+    /// The store's count of round trips so far, sampled at scrape time: the counter catches up.
+    pub fn store_round_trips(&self, total: u64) {
+        let seen = self.store_round_trips.get();
+        if total > seen {
+            self.store_round_trips.inc_by(total - seen);
         }
     }
 

@@ -53,6 +53,12 @@ pub trait Maintenance: Send + Sync {
         None
     }
 
+    /// How many times this store has gone to its database since it was opened: on PostgreSQL a
+    /// connection checkout (each runs one statement, or one transaction for the few multi-
+    /// statement operations), on SQLite one transaction (or read) on the connection's thread.
+    /// What a request costs in round trips and commits is the difference across it.
+    fn round_trips(&self) -> u64;
+
     /// The server secret that keys code MACs: created randomly on first call, then the same
     /// value for every caller and every later start (shared by all daemons on one database).
     async fn server_secret(&self) -> StoreResult<Vec<u8>>;

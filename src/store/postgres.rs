@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0009_events",
         include_str!("../../migrations/postgres/0009_events.sql"),
     ),
+    (
+        10,
+        "0010_one_round_trip",
+        include_str!("../../migrations/postgres/0010_one_round_trip.sql"),
+    ),
 ];
 
 mod deliveries;
@@ -107,6 +112,8 @@ pub struct PgStore {
     /// Upper bound for one request-path operation, checkout included. It covers the case the
     /// server-side `statement_timeout` cannot: a server that stopped answering at all.
     deadline: Duration,
+    /// Connection checkouts so far ([`crate::store::Maintenance::round_trips`]).
+    round_trips: std::sync::atomic::AtomicU64,
 }
 
 impl PgStore {
@@ -162,10 +169,13 @@ impl PgStore {
             pool,
             policy,
             deadline: deadline + Duration::from_secs(1),
+            round_trips: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     async fn conn(&self) -> StoreResult<Object> {
+        self.round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pool.get().await.map_err(pool_error)
     }
 

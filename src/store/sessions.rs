@@ -84,8 +84,4 @@ pub trait SessionStore: Send + Sync {
         expiry: Expiry,
         if_version: Option<i64>,
     ) -> StoreResult<ReplaceOutcome>;
-
-    /// An id no session has or will be given by [`SessionStore::create_session`], for a session
-    /// that a send may create ([`crate::store::StartVerification::new_session`]). Writes no row.
-    async fn reserve_session_id(&self) -> StoreResult<i64>;
 }

@@ -5,7 +5,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0009_events",
         include_str!("../../migrations/sqlite/0009_events.sql"),
     ),
+    (
+        10,
+        "0010_mac_scheme",
+        include_str!("../../migrations/sqlite/0010_mac_scheme.sql"),
+    ),
 ];
 
 mod deliveries;
@@ -101,6 +106,8 @@ pub struct SqliteStore {
     policy: SessionPolicy,
     /// Set while a sweep runs, so that a second caller returns `ran = false` at once.
     sweeping: AtomicBool,
+    /// Calls on the connection's thread so far ([`crate::store::Maintenance::round_trips`]).
+    round_trips: AtomicU64,
 }
 
 impl SqliteStore {
@@ -153,6 +160,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             policy,
             sweeping: AtomicBool::new(false),
+            round_trips: AtomicU64::new(0),
         })
     }
 
@@ -162,6 +170,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
             let mut conn = conn

@@ -13,21 +13,42 @@ use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
 use crate::store::StoreResult;
 
+/// Whose session a send or a check acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionRef {
+    /// The session of the caller's key (a cookie, or a backend's explicit key), resolved in the
+    /// operation's own transaction and slid as [`crate::store::SessionStore::touch_session`]
+    /// slides it (the result's session says `refreshed`).
+    Key(KeyHash),
+    /// A session by its id, not slid: for tools and the stores' own tests.
+    Id(i64),
+}
+
 /// What a send asks the store to record, atomically with the resend and attempt rules.
 #[derive(Debug, Clone)]
 pub struct StartVerification<'a> {
-    pub session_id: i64,
+    pub session: SessionRef,
     pub phone: &'a PhoneNumber,
+    /// A freshly drawn code: its MAC, and the nonce it was derived from (`None` for a test
+    /// number's fixed code, which is never kept for a resend).
     pub code_mac: CodeMac,
+    pub code_nonce: Option<CodeNonce>,
+    /// `same_code` resends: the live code of the verification is kept instead of the fresh one
+    /// while it stays valid this long at least (see [`VerificationStore::start_send`]). `None`
+    /// always stores the fresh code.
+    pub keep_margin: Option<Duration>,
+    /// A fresh code's lifetime cap across resends (`verification.max_code_lifetime`).
+    pub code_cap: Duration,
     /// Lifetime of the new code.
     pub ttl: Duration,
     /// Minimum time between two sends for the same session and phone.
     pub resend_interval: Duration,
     /// Wrong attempts allowed per verification (shared by all codes sent within it).
     pub max_attempts: u32,
-    /// A browser's first session, created with the code only when the send is issued (so a
-    /// refused send writes no session). `session_id` is then an id from
-    /// [`crate::store::SessionStore::reserve_session_id`].
+    /// For a [`SessionRef::Key`] that names no live session (a browser without a cookie, or
+    /// with a stale one): a session under this new key, created with the code only when the
+    /// send is issued (so a refused send writes no session), with an id the store assigns.
+    /// `None` answers [`StartOutcome::NoSession`] instead.
     pub new_session: Option<NewSession>,
 }
 
@@ -36,6 +57,36 @@ pub struct StartVerification<'a> {
 pub struct NewSession {
     pub key: KeyHash,
     pub expiry: Expiry,
+}
+
+/// A live code a `same_code` resend kept: the daemon derives it again from its nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptCode {
+    pub nonce: CodeNonce,
+    /// The lifetime it was given: the configured one, or less when its cap is nearer.
+    pub ttl: Duration,
+}
+
+/// What [`VerificationStore::start_send`] answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub outcome: StartOutcome,
+    /// With [`StartOutcome::Issued`]: the live code kept instead of the fresh one.
+    pub kept: Option<KeptCode>,
+    /// The caller's session (slid when due), or the one this send created; `None` when there
+    /// is none (refused before one was born, or a [`SessionRef::Id`] request).
+    pub session: Option<Session>,
+    /// The session was created by this send.
+    pub created: bool,
+}
+
+/// What [`VerificationStore::check_guarded`] answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub outcome: CheckOutcome,
+    /// The caller's session as resolved (slid when due) or, with an approval, as changed by
+    /// it; `None` for [`SessionRef::Id`] requests and when no session was found.
+    pub session: Option<Session>,
 }
 
 /// Outcome of [`VerificationStore::start_send`].
@@ -50,12 +101,14 @@ pub enum StartOutcome {
     Exhausted { retry_after: Duration },
     /// An abuse limit refused the send; no counter moved and no code was recorded.
     Refused { by: Refusal, retry_after: Duration },
+    /// The key names no live session and no session was to be created: nothing written.
+    NoSession,
 }
 
 /// What a check asks the store to decide, atomically.
 #[derive(Debug, Clone)]
 pub struct CheckVerification<'a> {
-    pub session_id: i64,
+    pub session: SessionRef,
     pub phone: &'a PhoneNumber,
     /// MAC of the code the person typed (same key and inputs as at send time).
     pub code_mac: CodeMac,
@@ -91,15 +144,8 @@ pub enum CheckOutcome {
     /// reported to a session holding a live code for it: to anybody else the check answers as
     /// it would without the lock.
     Refused { by: Refusal, retry_after: Duration },
-}
-
-/// A pending code that a `same_code` resend may send again ([`VerificationStore::live_code`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveCode {
-    /// What the code was derived from.
-    pub nonce: CodeNonce,
-    /// Time left before the point past which resends no longer extend the code.
-    pub keep_left: Duration,
+    /// The key names no live session: nothing was taken or written (not even a quota).
+    NoSession,
 }
 
 /// Sends, checks, the pumping breaker and delivery records. Every operation that enforces a
@@ -124,11 +170,20 @@ pub trait VerificationStore: Send + Sync {
     /// none when anything refused. A successful send counts towards the breaker of
     /// `guard.pumping`, and trips it when the approvals in its window fall below the minimum
     /// conversion. With `req.new_session`, the session is created only when the code is issued.
+    ///
+    /// The session is resolved first (a [`SessionRef::Key`] is slid as a read slides it,
+    /// whatever the outcome). The code recorded is the fresh one of `req`, except that with
+    /// `req.keep_margin` a live pending code of the same verification is kept when it is bound
+    /// to its nonce, of the current MAC scheme, valid for `keep_margin` more, and has at least
+    /// `ttl / 2` left before its cap: its life is then extended to `ttl` but not past the cap,
+    /// and [`Started::kept`] names it. A fresh code gets the cap `now + code_cap`. Deciding and
+    /// writing in one transaction, a kept code is always the live code of the verification it
+    /// is sent for: no code serves two verifications.
     async fn start_send(
         &self,
         req: &StartVerification<'_>,
         guard: &SendGuard,
-    ) -> StoreResult<StartOutcome>;
+    ) -> StoreResult<Started>;
 
     /// Undoes a send whose delivery failed, in one transaction: lifts its resend cooldown so
     /// the person can retry at once (only while the stored MAC is still `code_mac`: a later
@@ -144,32 +199,6 @@ pub trait VerificationStore: Send + Sync {
         guard: &SendGuard,
     ) -> StoreResult<()>;
 
-    /// The pending code of (session, phone) when a resend may send it again: not approved or
-    /// exhausted, bound to its nonce ([`VerificationStore::bind_code`] with this very MAC: a code
-    /// replaced since is not its nonce's), valid for at least `margin` more, and with at least
-    /// `min_keep` left before its lifetime cap. `None` otherwise.
-    async fn live_code(
-        &self,
-        session_id: i64,
-        phone: &PhoneNumber,
-        margin: Duration,
-        min_keep: Duration,
-    ) -> StoreResult<Option<LiveCode>>;
-
-    /// Records, for the row of (session, phone) whose stored MAC is still `mac`, the code it
-    /// now holds: MAC `new_mac` (equal to `mac` unless the code is being replaced) derived from
-    /// `nonce`, and with `keep_for` the cap `now + keep_for` on its lifetime (`None` keeps the
-    /// cap). False when no row matched (a later send replaced the code).
-    async fn bind_code(
-        &self,
-        session_id: i64,
-        phone: &PhoneNumber,
-        mac: &CodeMac,
-        new_mac: &CodeMac,
-        nonce: &CodeNonce,
-        keep_for: Option<Duration>,
-    ) -> StoreResult<bool>;
-
     /// Decides a check atomically: right code → approved (once, ever) and the session updated
     /// with [`Approval`] in the same transaction; wrong code → one attempt used, and at
     /// `max_attempts` the code dies. A code that is expired, exhausted or already used never
@@ -183,11 +212,15 @@ pub trait VerificationStore: Send + Sync {
     /// counter the same number of times whether or not a code exists, and whatever the number's
     /// history elsewhere (never seen, failures, locked); a wrong code adds only the attempt on
     /// the caller's own verification row.
+    ///
+    /// A [`SessionRef::Key`] is resolved (and slid when due) first; one that names no live
+    /// session answers [`CheckOutcome::NoSession`] before any quota is taken. A stored code of
+    /// an older MAC scheme ([`crate::code::MAC_SCHEME`]) answers `Expired` and uses no attempt.
     async fn check_guarded(
         &self,
         req: &CheckVerification<'_>,
         guard: &CheckGuard,
-    ) -> StoreResult<CheckOutcome>;
+    ) -> StoreResult<Checked>;
 
     /// Every country's breaker window that has not ended, ordered by country.
     async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>>;

@@ -15,6 +15,7 @@ mod http_behaviour;
 mod metrics;
 mod openapi;
 mod phone;
+mod round_trips;
 mod seed_compat;
 mod session_data;
 mod session_replace;

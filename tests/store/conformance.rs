@@ -13,7 +13,7 @@ use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Quota, Refusal, Scop
 use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
 use verifyd::store::{
     Approval, CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, ReplaceOutcome,
-    StartOutcome, StartVerification, Store, StoreError, SweepReport,
+    SessionRef, StartOutcome, StartVerification, Store, StoreError, SweepReport,
 };
 
 use super::harness::{Harness, Place, Sql, make_pg, make_sqlite, open, with_policy};
@@ -73,8 +73,10 @@ macro_rules! conformance {
             tripped_breaker_asks_for_a_challenge_or_refuses,
             sessions_are_born_only_with_an_issued_code,
             network_failures_lock_out_that_network_only,
-            live_codes_are_found_only_while_they_may_be_resent,
-            binding_a_code_follows_its_mac,
+            live_codes_are_kept_only_while_they_may_be_resent,
+            a_kept_code_lives_no_longer_than_its_cap,
+            codes_of_the_old_mac_scheme_expire_without_costing_attempts,
+            sends_and_checks_resolve_their_session_by_key_as_a_read_does,
             a_lowered_max_attempts_exhausts_sends_and_checks_alike,
             abandon_send_leaves_a_finished_code_alone,
             a_dead_sessions_code_is_not_found_right_or_wrong,
@@ -131,8 +133,8 @@ fn other_phone() -> PhoneNumber {
     PhoneNumber::parse_e164("+12015550123").unwrap()
 }
 
-pub(super) fn mac(session_id: i64, phone: &PhoneNumber, code: &str) -> CodeMac {
-    CodeKey::new(b"conformance".to_vec()).mac(session_id, phone, &Code::parse(code).unwrap())
+pub(super) fn mac(phone: &PhoneNumber, code: &str) -> CodeMac {
+    CodeKey::new(b"conformance".to_vec()).mac(phone, &Code::parse(code).unwrap())
 }
 
 pub(super) fn secs(n: u64) -> Duration {
@@ -179,15 +181,22 @@ async fn send(
     max_attempts: u32,
 ) -> StartOutcome {
     let req = StartVerification {
-        session_id,
+        session: SessionRef::Id(session_id),
         phone,
-        code_mac: mac(session_id, phone, code),
+        code_mac: mac(phone, code),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl,
         resend_interval,
         max_attempts,
         new_session: None,
     };
-    store.start_send(&req, &SendGuard::default()).await.unwrap()
+    store
+        .start_send(&req, &SendGuard::default())
+        .await
+        .unwrap()
+        .outcome
 }
 
 /// Sends with a 60 s lifetime, a 60 s cooldown and 3 attempts.
@@ -210,9 +219,9 @@ async fn check_with(
 ) -> CheckOutcome {
     let data = approval_data();
     let req = CheckVerification {
-        session_id,
+        session: SessionRef::Id(session_id),
         phone,
-        code_mac: mac(session_id, phone, code),
+        code_mac: mac(phone, code),
         max_attempts,
         on_approve: Approval {
             new_key,
@@ -223,6 +232,7 @@ async fn check_with(
         .check_guarded(&req, &CheckGuard::default())
         .await
         .unwrap()
+        .outcome
 }
 
 /// Checks `code` for the default phone with 3 attempts.
@@ -893,7 +903,7 @@ async fn abandon_send_lifts_the_cooldown(h: Harness) {
     s.abandon_send(
         sess.id,
         &phone(),
-        &mac(sess.id, &phone(), "111111"),
+        &mac(&phone(), "111111"),
         &SendGuard::default(),
     )
     .await
@@ -907,7 +917,7 @@ async fn abandon_send_lifts_the_cooldown(h: Harness) {
     s.abandon_send(
         sess.id,
         &phone(),
-        &mac(sess.id, &phone(), "111111"),
+        &mac(&phone(), "111111"),
         &SendGuard::default(),
     )
     .await
@@ -952,159 +962,304 @@ async fn exhausted_verification_refuses_sends_until_expiry(h: Harness) {
 // ---------------------------------------------------------------------------------------------
 // Same-code resends: the nonce kept with a code, and when it may be read back.
 
-/// `live_code` with a 2 s margin and no minimum cap left.
-async fn live(s: &Arc<dyn Store>, session_id: i64) -> Option<verifyd::store::LiveCode> {
-    s.live_code(session_id, &phone(), secs(2), secs(0))
-        .await
-        .unwrap()
+/// A `same_code` send (2 s margin) of a fresh code `code` drawn from nonce `n`, with a lifetime
+/// of `ttl` seconds, no cooldown and the cap `cap` seconds: the store's answer.
+async fn resend_same(
+    s: &Arc<dyn Store>,
+    session_id: i64,
+    code: &str,
+    n: u8,
+    ttl: u64,
+    cap: u64,
+) -> verifyd::store::Started {
+    let p = phone();
+    let req = StartVerification {
+        session: SessionRef::Id(session_id),
+        phone: &p,
+        code_mac: mac(&p, code),
+        code_nonce: Some(CodeNonce([n; 16])),
+        keep_margin: Some(secs(2)),
+        code_cap: secs(cap),
+        ttl: secs(ttl),
+        resend_interval: secs(0),
+        max_attempts: 3,
+        new_session: None,
+    };
+    s.start_send(&req, &SendGuard::default()).await.unwrap()
 }
 
-async fn bind(s: &Arc<dyn Store>, session_id: i64, code: &str, n: u8, keep: Option<u64>) -> bool {
-    let m = mac(session_id, &phone(), code);
-    s.bind_code(
-        session_id,
-        &phone(),
-        &m,
-        &m,
-        &CodeNonce([n; 16]),
-        keep.map(secs),
-    )
-    .await
-    .unwrap()
+/// The nonce a same-code send kept, if it kept one.
+fn kept(started: &verifyd::store::Started) -> Option<CodeNonce> {
+    started.kept.map(|k| k.nonce)
 }
 
-async fn live_codes_are_found_only_while_they_may_be_resent(h: Harness) {
+async fn live_codes_are_kept_only_while_they_may_be_resent(h: Harness) {
     let s = &h.store;
     let (_, sess) = new_session(s, Expiry::Default).await;
-    assert_eq!(live(s, sess.id).await, None, "no verification");
-    assert_eq!(send_default(s, sess.id, "111111").await, issued(0, false));
-    assert_eq!(
-        live(s, sess.id).await,
-        None,
-        "a code without a nonce is never resent"
-    );
-    assert!(bind(s, sess.id, "111111", 7, Some(600)).await);
-    let found = live(s, sess.id).await.expect("a bound live code");
-    assert_eq!(found.nonce, CodeNonce([7; 16]));
-    assert!(
-        found.keep_left > secs(598) && found.keep_left <= secs(600),
-        "{:?}",
-        found.keep_left
-    );
-    // Not for another session or number.
-    let (_, other) = new_session(s, Expiry::Default).await;
-    assert_eq!(live(s, other.id).await, None);
-    let elsewhere = PhoneNumber::parse_e164("+8613800138001").unwrap();
-    let r = s
-        .live_code(sess.id, &elsewhere, secs(2), secs(0))
-        .await
-        .unwrap();
-    assert_eq!(r, None);
-    // Not when the cap is nearer than asked, nor when the code dies within the margin.
-    let r = s
-        .live_code(sess.id, &phone(), secs(2), secs(601))
-        .await
-        .unwrap();
-    assert_eq!(r, None);
-    let r = s
-        .live_code(sess.id, &phone(), secs(61), secs(0))
-        .await
-        .unwrap();
-    assert_eq!(r, None);
-
-    // A wrong code leaves it resendable; exhaustion ends that.
-    let id = sess.id;
+    let first = resend_same(s, sess.id, "111111", 7, 60, 600).await;
+    assert_eq!(first.outcome, issued(0, false));
+    assert_eq!(kept(&first), None, "no verification to keep a code of");
+    let again = resend_same(s, sess.id, "999999", 8, 60, 600).await;
+    assert_eq!(again.outcome, issued(0, true));
+    assert_eq!(kept(&again), Some(CodeNonce([7; 16])));
+    assert_eq!(again.kept.unwrap().ttl, secs(60), "the cap is far");
+    // The kept code is the one in force: it approves, the fresh one offered is a wrong code.
     assert!(matches!(
-        check(s, id, "000000").await,
+        check(s, sess.id, "999999").await,
         CheckOutcome::Wrong { attempts_left: 2 }
     ));
-    assert!(live(s, id).await.is_some());
-    check(s, id, "000000").await;
-    assert_eq!(check(s, id, "000000").await, CheckOutcome::Exhausted);
-    assert_eq!(live(s, id).await, None, "an exhausted code is never resent");
-
-    // An approved code is never resent.
-    let (_, approved) = new_session(s, Expiry::Default).await;
-    send_default(s, approved.id, "222222").await;
-    assert!(bind(s, approved.id, "222222", 8, Some(600)).await);
-    assert!(matches!(
-        check(s, approved.id, "222222").await,
-        CheckOutcome::Approved { .. }
-    ));
-    assert_eq!(live(s, approved.id).await, None);
-
-    // An expired code is never resent.
-    let (_, expiring) = new_session(s, Expiry::Default).await;
-    send(s, expiring.id, &phone(), "333333", secs(3), secs(0), 3).await;
-    assert!(bind(s, expiring.id, "333333", 9, Some(600)).await);
-    assert!(live(s, expiring.id).await.is_some());
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        live(s, expiring.id).await,
-        None,
-        "within the margin of its expiry"
-    );
-}
-
-async fn binding_a_code_follows_its_mac(h: Harness) {
-    let s = &h.store;
-    let (_, sess) = new_session(s, Expiry::Default).await;
-    send(s, sess.id, &phone(), "111111", secs(60), secs(0), 3).await;
-    assert!(
-        !bind(s, sess.id, "999999", 1, Some(600)).await,
-        "another code's MAC"
-    );
-    assert_eq!(live(s, sess.id).await, None);
-    assert!(bind(s, sess.id, "111111", 1, Some(600)).await);
-    // Without a new cap the old one stays.
-    assert!(bind(s, sess.id, "111111", 2, None).await);
-    let found = live(s, sess.id).await.unwrap();
-    assert_eq!(found.nonce, CodeNonce([2; 16]));
-    assert!(found.keep_left > secs(598), "{:?}", found.keep_left);
-
-    // Replacing the code: the new MAC approves, the old one is a wrong code; attempts stay.
-    assert!(matches!(
-        check(s, sess.id, "000000").await,
-        CheckOutcome::Wrong { attempts_left: 2 }
-    ));
-    let (old, new) = (
-        mac(sess.id, &phone(), "111111"),
-        mac(sess.id, &phone(), "222222"),
-    );
-    let replaced = s
-        .bind_code(
-            sess.id,
-            &phone(),
-            &old,
-            &new,
-            &CodeNonce([3; 16]),
-            Some(secs(30)),
-        )
-        .await
-        .unwrap();
-    assert!(replaced);
-    let found = live(s, sess.id).await.unwrap();
-    assert_eq!(found.nonce, CodeNonce([3; 16]));
-    assert!(found.keep_left <= secs(30), "{:?}", found.keep_left);
-    // A replaced code's MAC no longer binds anything.
-    let stale = s
-        .bind_code(sess.id, &phone(), &old, &old, &CodeNonce([4; 16]), None)
-        .await
-        .unwrap();
-    assert!(!stale);
+    // A wrong code leaves it resendable; the attempts carry over.
+    let third = resend_same(s, sess.id, "888888", 9, 60, 600).await;
+    assert_eq!(third.outcome, issued(1, true));
+    assert_eq!(kept(&third), Some(CodeNonce([7; 16])));
     assert!(matches!(
         check(s, sess.id, "111111").await,
-        CheckOutcome::Wrong { attempts_left: 1 }
+        CheckOutcome::Approved { .. }
+    ));
+    // An approved code is never resent: the next send starts a verification with its own code.
+    let after = resend_same(s, sess.id, "222222", 10, 60, 600).await;
+    assert_eq!(
+        (after.outcome.clone(), kept(&after)),
+        (issued(0, false), None)
+    );
+
+    // Not for another session or number.
+    let (_, other) = new_session(s, Expiry::Default).await;
+    let o = resend_same(s, other.id, "333333", 11, 60, 600).await;
+    assert_eq!(kept(&o), None);
+    let elsewhere = PhoneNumber::parse_e164("+8613800138001").unwrap();
+    let req = StartVerification {
+        session: SessionRef::Id(other.id),
+        phone: &elsewhere,
+        code_mac: mac(&elsewhere, "444444"),
+        code_nonce: Some(CodeNonce([12; 16])),
+        keep_margin: Some(secs(2)),
+        code_cap: secs(600),
+        ttl: secs(60),
+        resend_interval: secs(0),
+        max_attempts: 3,
+        new_session: None,
+    };
+    assert_eq!(
+        s.start_send(&req, &SendGuard::default())
+            .await
+            .unwrap()
+            .kept,
+        None
+    );
+
+    // An exhausted code is never resent (the send is refused).
+    let (_, tired) = new_session(s, Expiry::Default).await;
+    resend_same(s, tired.id, "555555", 13, 60, 600).await;
+    for _ in 0..3 {
+        check(s, tired.id, "000000").await;
+    }
+    let t = resend_same(s, tired.id, "555556", 14, 60, 600).await;
+    assert!(matches!(t.outcome, StartOutcome::Exhausted { .. }), "{t:?}");
+
+    // Within the margin of its expiry the code is replaced.
+    let (_, expiring) = new_session(s, Expiry::Default).await;
+    resend_same(s, expiring.id, "666666", 15, 3, 600).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let e = resend_same(s, expiring.id, "777777", 16, 3, 600).await;
+    assert_eq!((e.outcome.clone(), kept(&e)), (issued(0, true), None));
+    assert!(matches!(
+        check(s, expiring.id, "777777").await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+async fn a_kept_code_lives_no_longer_than_its_cap(h: Harness) {
+    let s = &h.store;
+    // Cap 40 s, lifetime 60 s: at least 30 s (half a lifetime) left, so the code is kept, with
+    // what is left of the cap.
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    resend_same(s, sess.id, "111111", 1, 60, 40).await;
+    let k = resend_same(s, sess.id, "222222", 2, 60, 40).await;
+    let left = k.kept.expect("kept").ttl;
+    assert!(left > secs(38) && left <= secs(40), "{left:?}");
+    // Cap 20 s: less than half a lifetime left, so a fresh code with a fresh cap replaces it.
+    let (_, near) = new_session(s, Expiry::Default).await;
+    resend_same(s, near.id, "333333", 3, 60, 20).await;
+    let f = resend_same(s, near.id, "444444", 4, 60, 600).await;
+    assert_eq!(kept(&f), None);
+    // The replacement is bound to its own nonce: the next resend keeps it.
+    let g = resend_same(s, near.id, "555555", 5, 60, 600).await;
+    assert_eq!(kept(&g), Some(CodeNonce([4; 16])));
+    // A new_code send (no margin) replaces the code; the stale nonce is never used again.
+    let fresh = send(s, near.id, &phone(), "666666", secs(60), secs(0), 3).await;
+    assert_eq!(fresh, issued(0, true));
+    let h2 = resend_same(s, near.id, "777777", 6, 60, 600).await;
+    assert_eq!(
+        kept(&h2),
+        None,
+        "a code stored without a nonce is never resent"
+    );
+    // A test number's fixed code (no nonce) neither.
+    assert!(matches!(
+        check(s, near.id, "777777").await,
+        CheckOutcome::Approved { .. }
+    ));
+}
+
+/// A check of `code` by key under `guard`.
+async fn check_by_key(
+    s: &Arc<dyn Store>,
+    k: KeyHash,
+    code: &str,
+    guard: &CheckGuard,
+) -> verifyd::store::Checked {
+    let (p, data) = (phone(), approval_data());
+    let check = CheckVerification {
+        session: SessionRef::Key(k),
+        phone: &p,
+        code_mac: mac(&p, code),
+        max_attempts: 3,
+        on_approve: Approval {
+            new_key: key(),
+            data: &data,
+        },
+    };
+    s.check_guarded(&check, guard).await.unwrap()
+}
+
+/// A send of `code` by key, then a check of a wrong code by key.
+async fn by_key(
+    s: &Arc<dyn Store>,
+    k: KeyHash,
+    code: &str,
+) -> (verifyd::store::Started, verifyd::store::Checked) {
+    let p = phone();
+    let send = StartVerification {
+        session: SessionRef::Key(k),
+        phone: &p,
+        code_mac: mac(&p, code),
+        code_nonce: Some(CodeNonce([1; 16])),
+        keep_margin: None,
+        code_cap: secs(600),
+        ttl: secs(60),
+        resend_interval: secs(0),
+        max_attempts: 3,
+        new_session: None,
+    };
+    let started = s.start_send(&send, &SendGuard::default()).await.unwrap();
+    let checked = check_by_key(s, k, "000000", &CheckGuard::default()).await;
+    (started, checked)
+}
+
+async fn sends_and_checks_resolve_their_session_by_key_as_a_read_does(h: Harness) {
+    // Within the refresh interval the session comes back as it is, not slid.
+    let (k, created) = new_session(&h.store, Expiry::Idle(600)).await;
+    let (sent, checked) = by_key(&h.store, k, "111111").await;
+    assert_eq!(sent.outcome, issued(0, false));
+    let s = sent.session.expect("the caller's session");
+    assert_eq!(
+        (s.id, s.refreshed, s.expires_at),
+        (created.id, false, created.expires_at)
+    );
+    assert_eq!(s.data, created.data);
+    assert!(!sent.created);
+    assert!(matches!(
+        checked.outcome,
+        CheckOutcome::Wrong { attempts_left: 2 }
+    ));
+    let c = checked.session.expect("the caller's session");
+    assert_eq!((c.id, c.refreshed), (created.id, false));
+    // With an interval of 0 each of them slides it, and says so (the cookie goes out again).
+    let eager = with_policy(
+        &h,
+        SessionPolicy {
+            refresh_interval: 0,
+            ..policy()
+        },
+    )
+    .await;
+    let (k, created) = new_session(&eager.store, Expiry::Idle(600)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (sent, checked) = by_key(&eager.store, k, "111111").await;
+    let s = sent.session.unwrap();
+    assert!(s.refreshed);
+    assert!(
+        s.expires_at.unwrap() > created.expires_at.unwrap(),
+        "slid forward"
+    );
+    assert!(checked.session.unwrap().refreshed);
+    // A key that names no live session: the check answers so before taking anything.
+    install_write_audit(&h).await;
+    let (sent, checked) = by_key(&h.store, key(), "111111").await;
+    assert_eq!(
+        (sent.outcome, sent.session),
+        (StartOutcome::NoSession, None)
+    );
+    assert_eq!(
+        (checked.outcome, checked.session),
+        (CheckOutcome::NoSession, None)
+    );
+    let limited = CheckGuard {
+        quotas: vec![q(Scope::IpChecks, "198.51.100.7", 1)],
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        let r = check_by_key(&h.store, key(), "000000", &limited).await;
+        assert_eq!(r.outcome, CheckOutcome::NoSession, "no quota is taken");
+    }
+    let writes = take_writes(&h).await;
+    assert!(writes.is_empty(), "{writes:?}");
+    // An approval by key comes back with the session as it changed.
+    let (k, created) = new_session(&h.store, Expiry::Default).await;
+    by_key(&h.store, k, "222222").await;
+    let r = check_by_key(&h.store, k, "222222", &CheckGuard::default()).await;
+    let CheckOutcome::Approved { session } = &r.outcome else {
+        panic!("{r:?}");
+    };
+    assert_eq!(r.session.as_ref(), Some(session));
+    assert_eq!(session.id, created.id);
+    assert_eq!(session.data["verified_phone"], "+8613800138000");
+}
+
+/// Sets every stored code of `session_id` to the first MAC scheme, as rows written before
+/// schema version 10 are.
+async fn make_scheme_one(h: &Harness, session_id: i64) {
+    match h.place.sql().await {
+        Sql::Sqlite(c) => {
+            c.execute(
+                "UPDATE verifications SET mac_scheme = 1 WHERE session_id = ?1",
+                [session_id],
+            )
+            .unwrap();
+        }
+        Sql::Postgres(c) => {
+            c.execute(
+                "UPDATE verifications SET mac_scheme = 1 WHERE session_id = $1",
+                &[&session_id],
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn codes_of_the_old_mac_scheme_expire_without_costing_attempts(h: Harness) {
+    let s = &h.store;
+    let (_, sess) = new_session(s, Expiry::Default).await;
+    resend_same(s, sess.id, "111111", 1, 60, 600).await;
+    make_scheme_one(&h, sess.id).await;
+    // Neither the stored MAC itself nor anything else approves, and no attempt is used.
+    for _ in 0..5 {
+        assert_eq!(check(s, sess.id, "111111").await, CheckOutcome::Expired);
+    }
+    // The next send (past its cooldown) replaces it with a code of the current scheme, in the
+    // same verification: the attempts were not touched.
+    let r = resend_same(s, sess.id, "222222", 2, 60, 600).await;
+    assert_eq!((r.outcome.clone(), kept(&r)), (issued(0, true), None));
+    assert!(matches!(
+        check(s, sess.id, "111111").await,
+        CheckOutcome::Wrong { attempts_left: 2 }
     ));
     assert!(matches!(
         check(s, sess.id, "222222").await,
         CheckOutcome::Approved { .. }
     ));
-
-    // A new verification in the same row starts unbound: the previous code's nonce is gone
-    // with its MAC.
-    send(s, sess.id, &phone(), "444444", secs(60), secs(0), 3).await;
-    assert_eq!(live(s, sess.id).await, None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1233,15 +1388,18 @@ async fn guarded_send_on(
 ) -> StartOutcome {
     let (_, sess) = new_session(store, Expiry::Default).await;
     let req = StartVerification {
-        session_id: sess.id,
+        session: SessionRef::Id(sess.id),
         phone,
-        code_mac: mac(sess.id, phone, "123456"),
+        code_mac: mac(phone, "123456"),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
         new_session: None,
     };
-    store.start_send(&req, guard).await.unwrap()
+    store.start_send(&req, guard).await.unwrap().outcome
 }
 
 async fn quotas_are_all_or_nothing(h: Harness) {
@@ -1286,16 +1444,19 @@ async fn refused_sends_record_nothing(h: Harness) {
     assert_eq!(guarded_send(&h, &phone(), &full).await, issued(0, false));
     let (_, sess) = new_session(&h.store, Expiry::Default).await;
     let req = StartVerification {
-        session_id: sess.id,
+        session: SessionRef::Id(sess.id),
         phone: &phone(),
-        code_mac: mac(sess.id, &phone(), "123456"),
+        code_mac: mac(&phone(), "123456"),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
         new_session: None,
     };
     assert!(matches!(
-        h.store.start_send(&req, &full).await.unwrap(),
+        h.store.start_send(&req, &full).await.unwrap().outcome,
         StartOutcome::Refused { .. }
     ));
     assert_eq!(
@@ -1331,16 +1492,16 @@ async fn failed_checks_lock_the_number(h: Harness) {
         async move {
             let p = phone();
             let req = CheckVerification {
-                session_id: sid,
+                session: SessionRef::Id(sid),
                 phone: &p,
-                code_mac: mac(sid, &p, code),
+                code_mac: mac(&p, code),
                 max_attempts: 3,
                 on_approve: Approval {
                     new_key: key(),
                     data: &data,
                 },
             };
-            store.check_guarded(&req, &guard).await.unwrap()
+            store.check_guarded(&req, &guard).await.unwrap().outcome
         }
     };
     assert_eq!(
@@ -1403,9 +1564,9 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
     );
     let data = approval_data();
     let req = CheckVerification {
-        session_id: sess.id,
+        session: SessionRef::Id(sess.id),
         phone: &phone(),
-        code_mac: mac(sess.id, &phone(), "111111"),
+        code_mac: mac(&phone(), "111111"),
         max_attempts: 3,
         on_approve: Approval {
             new_key: key(),
@@ -1419,7 +1580,7 @@ async fn pumping_breaker_trips_and_resets(h: Harness) {
         ..Default::default()
     };
     assert!(matches!(
-        h.store.check_guarded(&req, &cg).await.unwrap(),
+        h.store.check_guarded(&req, &cg).await.unwrap().outcome,
         CheckOutcome::Approved { .. }
     ));
     let states = h.store.pumping_states().await.unwrap();
@@ -1457,16 +1618,19 @@ async fn pumping_breaker_is_exact_under_concurrent_sends(h: Harness) {
             tokio::spawn(async move {
                 let p = phone();
                 let req = StartVerification {
-                    session_id: sid,
+                    session: SessionRef::Id(sid),
                     phone: &p,
-                    code_mac: mac(sid, &p, "123456"),
+                    code_mac: mac(&p, "123456"),
+                    code_nonce: None,
+                    keep_margin: None,
+                    code_cap: Duration::from_secs(86_400),
                     ttl: secs(60),
                     resend_interval: secs(60),
                     max_attempts: 3,
                     new_session: None,
                 };
                 barrier.wait().await;
-                store.start_send(&req, &guard).await.unwrap()
+                store.start_send(&req, &guard).await.unwrap().outcome
             })
         })
         .collect();
@@ -1516,18 +1680,21 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
     // Each send fills both quotas and trips the breaker; each failed delivery undoes all that.
     for round in 0..3 {
         let (_, sess) = new_session(&h.store, Expiry::Default).await;
-        let code_mac = mac(sess.id, &phone(), "123456");
+        let code_mac = mac(&phone(), "123456");
         let req = StartVerification {
-            session_id: sess.id,
+            session: SessionRef::Id(sess.id),
             phone: &phone(),
             code_mac,
+            code_nonce: None,
+            keep_margin: None,
+            code_cap: Duration::from_secs(86_400),
             ttl: secs(60),
             resend_interval: secs(60),
             max_attempts: 3,
             new_session: None,
         };
         assert_eq!(
-            h.store.start_send(&req, &guard).await.unwrap(),
+            h.store.start_send(&req, &guard).await.unwrap().outcome,
             issued(0, false),
             "round {round}"
         );
@@ -1548,7 +1715,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
         assert!(!states[0].tripped && states[0].sends == 0, "{states:?}");
         // The cooldown is lifted too: the same session may retry at once.
         assert_eq!(
-            h.store.start_send(&req, &guard).await.unwrap(),
+            h.store.start_send(&req, &guard).await.unwrap().outcome,
             issued(0, true)
         );
         h.store
@@ -1585,7 +1752,7 @@ async fn abandoned_sends_give_back_quotas_and_breaker_counts(h: Harness) {
             .abandon_send(
                 sess.id,
                 &other_phone(),
-                &mac(sess.id, &other_phone(), "0000"),
+                &mac(&other_phone(), "0000"),
                 &other,
             )
             .await
@@ -1703,16 +1870,16 @@ async fn checks_write_the_same_whatever_the_number_history(h: Harness) {
         let (store, guard, data) = (h.store.clone(), guard.clone(), data.clone());
         async move {
             let req = CheckVerification {
-                session_id: sid,
+                session: SessionRef::Id(sid),
                 phone: &p,
-                code_mac: mac(sid, &p, code),
+                code_mac: mac(&p, code),
                 max_attempts: 100,
                 on_approve: Approval {
                     new_key: key(),
                     data: &data,
                 },
             };
-            store.check_guarded(&req, &guard).await.unwrap()
+            store.check_guarded(&req, &guard).await.unwrap().outcome
         }
     };
     // A number nobody ever checked, then one with a wrong guess behind it, then a locked one:
@@ -1808,9 +1975,9 @@ async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
         async move {
             let p = phone();
             let req = CheckVerification {
-                session_id: sid,
+                session: SessionRef::Id(sid),
                 phone: &p,
-                code_mac: mac(sid, &p, "222222"),
+                code_mac: mac(&p, "222222"),
                 max_attempts: 1000,
                 on_approve: Approval {
                     new_key: key(),
@@ -1818,7 +1985,7 @@ async fn wrong_and_missing_codes_take_comparable_time(h: Harness) {
                 },
             };
             let t = std::time::Instant::now();
-            let outcome = store.check_guarded(&req, &guard).await.unwrap();
+            let outcome = store.check_guarded(&req, &guard).await.unwrap().outcome;
             (t.elapsed(), outcome)
         }
     };
@@ -2483,16 +2650,23 @@ async fn soft_quotas_ask_for_a_challenge_up_to_the_hard_cap(h: Harness) {
     };
     let (_, sess) = new_session(&h.store, Expiry::Default).await;
     let req = StartVerification {
-        session_id: sess.id,
+        session: SessionRef::Id(sess.id),
         phone: &phone(),
-        code_mac: mac(sess.id, &phone(), "123456"),
+        code_mac: mac(&phone(), "123456"),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
         new_session: None,
     };
     assert_eq!(
-        h.store.start_send(&req, &other(false)).await.unwrap(),
+        h.store
+            .start_send(&req, &other(false))
+            .await
+            .unwrap()
+            .outcome,
         issued(0, false)
     );
     h.store
@@ -2563,34 +2737,46 @@ async fn sessions_are_born_only_with_an_issued_code(h: Harness) {
         ..Default::default()
     };
     let p = phone();
-    let first = |id: i64, k: KeyHash| StartVerification {
-        session_id: id,
+    // A browser presents `presented` (no cookie: a key nobody has; or a stale cookie), and a
+    // session under `new` is to be born with the code.
+    let first = |presented: KeyHash, new: KeyHash| StartVerification {
+        session: SessionRef::Key(presented),
         phone: &p,
-        code_mac: mac(id, &p, "123456"),
+        code_mac: mac(&p, "123456"),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
         new_session: Some(verifyd::store::NewSession {
-            key: k,
+            key: new,
             expiry: Expiry::Default,
         }),
     };
     let before = session_rows(&h).await;
-    let (k, id) = (key(), h.store.reserve_session_id().await.unwrap());
-    assert_eq!(
-        h.store.start_send(&first(id, k), &full).await.unwrap(),
-        issued(0, false)
-    );
+    let (stale, k) = (key(), key());
+    let started = h.store.start_send(&first(stale, k), &full).await.unwrap();
+    assert_eq!(started.outcome, issued(0, false));
+    assert!(started.created);
+    let made = started.session.expect("the session born with the code");
+    assert!(made.refreshed, "its cookie is to be set");
     let born = h
         .store
         .touch_session(&k)
         .await
         .unwrap()
         .expect("the new session");
-    assert_eq!((born.id, born.data.len()), (id, 0));
+    assert_eq!((born.id, born.data.len()), (made.id, 0));
+    assert_eq!(born.expires_at, made.expires_at);
+    assert_eq!(
+        h.store.touch_session(&stale).await.unwrap(),
+        None,
+        "never the presented key"
+    );
     assert_eq!(session_rows(&h).await, before + 1);
     assert!(matches!(
-        check(&h.store, id, "123456").await,
+        check(&h.store, made.id, "123456").await,
         CheckOutcome::Approved { .. }
     ));
     // Refused sends (a full quota, a challenge) leave no session behind, however many.
@@ -2603,25 +2789,42 @@ async fn sessions_are_born_only_with_an_issued_code(h: Harness) {
         ..Default::default()
     };
     for n in 0..20 {
-        let (k, id) = (key(), h.store.reserve_session_id().await.unwrap());
+        let k = key();
         let guard = if n % 2 == 0 { &full } else { &asking };
-        assert!(matches!(
-            h.store.start_send(&first(id, k), guard).await.unwrap(),
-            StartOutcome::Refused { .. }
-        ));
+        let r = h.store.start_send(&first(key(), k), guard).await.unwrap();
+        assert!(matches!(r.outcome, StartOutcome::Refused { .. }), "{r:?}");
+        assert_eq!((r.session, r.created), (None, false));
         assert_eq!(h.store.touch_session(&k).await.unwrap(), None);
     }
+    // Without a session to create, an unknown key is answered as such, writing nothing.
+    let mut alone = first(key(), key());
+    alone.new_session = None;
+    let r = h
+        .store
+        .start_send(&alone, &SendGuard::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.outcome, r.session, r.created),
+        (StartOutcome::NoSession, None, false)
+    );
     assert_eq!(session_rows(&h).await, before + 1);
     let writes = per_table(&take_writes(&h).await);
     assert_eq!(writes.get("sessions"), None, "{writes:?}");
     assert_eq!(writes.get("verifications"), None, "{writes:?}");
-    // Reserved ids are distinct and never those of created sessions.
-    let mut ids = std::collections::BTreeSet::new();
-    for _ in 0..50 {
-        assert!(ids.insert(h.store.reserve_session_id().await.unwrap()));
-    }
-    let (_, made) = new_session(&h.store, Expiry::Default).await;
-    assert!(!ids.contains(&made.id) && made.id != id);
+    // A live session's key is resolved: no second session, whatever `new_session` says.
+    let (live_key, live) = new_session(&h.store, Expiry::Default).await;
+    let r = h
+        .store
+        .start_send(&first(live_key, key()), &SendGuard::default())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, issued(0, false));
+    assert!(!r.created);
+    assert_eq!(r.session.map(|s| s.id), Some(live.id));
+    // Ids the store gives are distinct.
+    let (_, other) = new_session(&h.store, Expiry::Default).await;
+    assert!(other.id != made.id && other.id != live.id);
 }
 
 async fn network_failures_lock_out_that_network_only(h: Harness) {
@@ -2641,16 +2844,16 @@ async fn network_failures_lock_out_that_network_only(h: Harness) {
         async move {
             let p = phone();
             let req = CheckVerification {
-                session_id: sid,
+                session: SessionRef::Id(sid),
                 phone: &p,
-                code_mac: mac(sid, &p, code),
+                code_mac: mac(&p, code),
                 max_attempts: 3,
                 on_approve: Approval {
                     new_key: key(),
                     data: &data,
                 },
             };
-            store.check_guarded(&req, &guard).await.unwrap()
+            store.check_guarded(&req, &guard).await.unwrap().outcome
         }
     };
     let session_with_code = || async {
@@ -2813,7 +3016,7 @@ async fn abandon_send_leaves_a_finished_code_alone(h: Harness) {
     s.abandon_send(
         sess.id,
         &phone(),
-        &mac(sess.id, &phone(), "111111"),
+        &mac(&phone(), "111111"),
         &SendGuard::default(),
     )
     .await
@@ -2870,9 +3073,12 @@ async fn a_send_for_a_flushed_session_finds_it_gone(h: Harness) {
     assert!(s.flush(&k).await.unwrap());
     let p = phone();
     let req = StartVerification {
-        session_id: sess.id,
+        session: SessionRef::Id(sess.id),
         phone: &p,
-        code_mac: mac(sess.id, &p, "111111"),
+        code_mac: mac(&p, "111111"),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl: secs(60),
         resend_interval: secs(60),
         max_attempts: 3,
@@ -2880,11 +3086,21 @@ async fn a_send_for_a_flushed_session_finds_it_gone(h: Harness) {
     };
     let err = s.start_send(&req, &SendGuard::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::SessionGone), "{err:?}");
-    assert!(
-        s.live_code(sess.id, &p, secs(0), secs(0))
-            .await
-            .unwrap()
-            .is_none(),
-        "nothing was recorded"
-    );
+    assert_eq!(verification_rows(&h).await, 0, "nothing was recorded");
+    // By its key, the flushed session is simply not there.
+    let by_key = StartVerification {
+        session: SessionRef::Key(k),
+        ..req
+    };
+    let r = s.start_send(&by_key, &SendGuard::default()).await.unwrap();
+    assert_eq!(r.outcome, StartOutcome::NoSession);
+    assert_eq!(verification_rows(&h).await, 0, "nothing was recorded");
+}
+
+async fn verification_rows(h: &Harness) -> i64 {
+    const SQL: &str = "SELECT count(*) FROM verifications";
+    match h.place.sql().await {
+        Sql::Sqlite(c) => c.query_row(SQL, [], |r| r.get(0)).unwrap(),
+        Sql::Postgres(c) => c.query_one(SQL, &[]).await.unwrap().get(0),
+    }
 }

@@ -9,11 +9,13 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+use verifyd::code::CodeNonce;
 use verifyd::phone::PhoneNumber;
 use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Refusal, Scope, SendGuard};
 use verifyd::session::{Expiry, KeyHash, SessionPolicy};
 use verifyd::store::{
-    Approval, CheckOutcome, CheckVerification, StartOutcome, StartVerification, Store, StoreError,
+    Approval, CheckOutcome, CheckVerification, Checked, SessionRef, StartOutcome,
+    StartVerification, Started, Store, StoreError,
 };
 
 use super::conformance::{approval_data, key, mac, policy, q, secs};
@@ -40,6 +42,10 @@ enum Op {
         ttl: u64,
         cooldown: u64,
         max_attempts: u32,
+        /// Addressed by the session's key (resolved in the send) rather than its id.
+        by_key: bool,
+        /// `same_code`: the live code may be kept (the fresh one is drawn from nonce `code`).
+        same: bool,
     },
     /// `code` beyond the sent ones is a code that was never sent.
     Check {
@@ -47,6 +53,7 @@ enum Op {
         phone: usize,
         code: usize,
         max_attempts: u32,
+        by_key: bool,
     },
     /// A failed delivery gives the send back; the code may be the live one or a stale one.
     Abandon {
@@ -71,13 +78,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::NewSession),
         6 => (0..8usize, 0..PHONES.len(), 0..CODES.len(), prop_oneof![Just(30u64), Just(300)],
-              prop_oneof![Just(0u64), Just(60)], attempts.clone())
-            .prop_map(|(session, phone, code, ttl, cooldown, max_attempts)| Op::Send {
-                session, phone, code, ttl, cooldown, max_attempts,
+              prop_oneof![Just(0u64), Just(60)], attempts.clone(), any::<bool>(), any::<bool>())
+            .prop_map(|(session, phone, code, ttl, cooldown, max_attempts, by_key, same)| Op::Send {
+                session, phone, code, ttl, cooldown, max_attempts, by_key, same,
             }),
-        6 => (0..8usize, 0..PHONES.len(), 0..=CODES.len(), attempts)
-            .prop_map(|(session, phone, code, max_attempts)| Op::Check {
-                session, phone, code, max_attempts,
+        6 => (0..8usize, 0..PHONES.len(), 0..=CODES.len(), attempts, any::<bool>())
+            .prop_map(|(session, phone, code, max_attempts, by_key)| Op::Check {
+                session, phone, code, max_attempts, by_key,
             }),
         2 => (0..8usize, 0..PHONES.len(), 0..CODES.len())
             .prop_map(|(session, phone, code)| Op::Abandon { session, phone, code }),
@@ -98,28 +105,45 @@ struct Twin {
 /// to the second: the stores read different clocks a few milliseconds apart.
 #[derive(Debug, PartialEq)]
 enum Answer {
-    Send(String, Option<Duration>),
-    /// The outcome, and an approved session's data and expiry policy.
-    Check(String, Option<(Map<String, Value>, Expiry)>),
+    /// The outcome, a wait, the kept code (its nonce, and its lifetime apart like waits), and
+    /// whether a session came back (and slid).
+    Send(
+        String,
+        Option<Duration>,
+        Option<(CodeNonce, Duration)>,
+        Option<bool>,
+    ),
+    /// The outcome, and an approved session's data and expiry policy; whether a session came
+    /// back (and slid).
+    Check(String, Option<(Map<String, Value>, Expiry)>, Option<bool>),
     Done(String),
 }
 
-fn send_answer(o: &StartOutcome) -> Answer {
-    let wait = match o {
+fn send_answer(o: &Started) -> Answer {
+    let wait = match &o.outcome {
         StartOutcome::TooSoon { retry_after }
         | StartOutcome::Exhausted { retry_after }
         | StartOutcome::Refused { retry_after, .. } => Some(*retry_after),
-        StartOutcome::Issued { .. } => None,
+        StartOutcome::Issued { .. } | StartOutcome::NoSession => None,
     };
-    Answer::Send(send_shape(o), wait)
+    Answer::Send(
+        send_shape(&o.outcome),
+        wait,
+        o.kept.map(|k| (k.nonce, k.ttl)),
+        o.session.as_ref().map(|s| s.refreshed),
+    )
 }
 
-fn check_answer(o: &CheckOutcome) -> Answer {
-    let approved = match o {
+fn check_answer(o: &Checked) -> Answer {
+    let approved = match &o.outcome {
         CheckOutcome::Approved { session } => Some((session.data.clone(), session.expiry)),
         _ => None,
     };
-    Answer::Check(check_shape(o), approved)
+    Answer::Check(
+        check_shape(&o.outcome),
+        approved,
+        o.session.as_ref().map(|s| s.refreshed),
+    )
 }
 
 /// A store error, by kind: the messages are each database's own.
@@ -135,8 +159,18 @@ fn failed(e: &StoreError) -> Answer {
 /// Equal answers, with waits allowed to differ by the one second that rounding may add.
 fn alike(a: &Answer, b: &Answer) -> bool {
     match (a, b) {
-        (Answer::Send(x, Some(wx)), Answer::Send(y, Some(wy))) => {
-            x == y && wx.abs_diff(*wy) <= Duration::from_secs(1)
+        (Answer::Send(x, wx, kx, sx), Answer::Send(y, wy, ky, sy)) => {
+            let near = |a: Duration, b: Duration| a.abs_diff(b) <= Duration::from_secs(1);
+            x == y
+                && sx == sy
+                && match (wx, wy) {
+                    (Some(a), Some(b)) => near(*a, *b),
+                    (a, b) => a == b,
+                }
+                && match (kx, ky) {
+                    (Some((na, ta)), Some((nb, tb))) => na == nb && near(*ta, *tb),
+                    (a, b) => a == b,
+                }
         }
         _ => a == b,
     }
@@ -234,15 +268,24 @@ impl Pair {
                         ttl,
                         cooldown,
                         max_attempts,
+                        by_key,
+                        same,
                     } => {
                         let Some(t) = pick(session) else { continue };
                         let mut out = vec![];
                         for (i, store) in self.stores.iter().enumerate() {
                             let id = twins[t].ids[i];
                             let req = StartVerification {
-                                session_id: id,
+                                session: if by_key {
+                                    SessionRef::Key(twins[t].key)
+                                } else {
+                                    SessionRef::Id(id)
+                                },
                                 phone: &phones[phone],
-                                code_mac: mac(id, &phones[phone], CODES[code]),
+                                code_mac: mac(&phones[phone], CODES[code]),
+                                code_nonce: Some(CodeNonce([code as u8; 16])),
+                                keep_margin: same.then(|| Duration::from_secs(2)),
+                                code_cap: Duration::from_secs(400),
                                 ttl: Duration::from_secs(ttl),
                                 resend_interval: Duration::from_secs(cooldown),
                                 max_attempts,
@@ -258,6 +301,7 @@ impl Pair {
                         phone,
                         code,
                         max_attempts,
+                        by_key,
                     } => {
                         let Some(t) = pick(session) else { continue };
                         let written = CODES.get(code).copied().unwrap_or(NEVER_SENT);
@@ -266,9 +310,13 @@ impl Pair {
                         for (i, store) in self.stores.iter().enumerate() {
                             let id = twins[t].ids[i];
                             let req = CheckVerification {
-                                session_id: id,
+                                session: if by_key {
+                                    SessionRef::Key(twins[t].key)
+                                } else {
+                                    SessionRef::Id(id)
+                                },
                                 phone: &phones[phone],
-                                code_mac: mac(id, &phones[phone], written),
+                                code_mac: mac(&phones[phone], written),
                                 max_attempts,
                                 on_approve: Approval {
                                     new_key,
@@ -278,7 +326,7 @@ impl Pair {
                             let o = store.check_guarded(&req, &CheckGuard::default()).await;
                             out.push(o.as_ref().map_or_else(failed, check_answer));
                         }
-                        if matches!(out[0], Answer::Check(_, Some(_))) {
+                        if matches!(out[0], Answer::Check(_, Some(_), _)) {
                             twins[t].key = new_key;
                         }
                         out.try_into().unwrap()
@@ -292,7 +340,7 @@ impl Pair {
                         let mut out = vec![];
                         for (i, store) in self.stores.iter().enumerate() {
                             let id = twins[t].ids[i];
-                            let m = mac(id, &phones[phone], CODES[code]);
+                            let m = mac(&phones[phone], CODES[code]);
                             let done = store
                                 .abandon_send(id, &phones[phone], &m, &SendGuard::default())
                                 .await;
@@ -437,28 +485,35 @@ async fn both_stores_decide_random_sequences_alike() {
                 let mut shapes = vec![];
                 let mut ids = [0i64; 2];
                 for (i, store) in stores.iter().enumerate() {
-                    let (id, new_session) = match pick {
-                        Some(s) => (sessions[s][i], None),
+                    // A fresh session is a browser's first: a key nobody has, and one to be born.
+                    let (by, new_session) = match pick {
+                        Some(s) => (SessionRef::Id(sessions[s][i]), None),
                         None => {
-                            let id = store.reserve_session_id().await.unwrap();
                             let new = verifyd::store::NewSession {
                                 key: key(),
                                 expiry: Expiry::Default,
                             };
-                            (id, Some(new))
+                            (SessionRef::Key(key()), Some(new))
                         }
                     };
-                    ids[i] = id;
                     let req = StartVerification {
-                        session_id: id,
+                        session: by,
                         phone,
-                        code_mac: mac(id, phone, "123456"),
+                        code_mac: mac(phone, "123456"),
+                        code_nonce: None,
+                        keep_margin: None,
+                        code_cap: Duration::from_secs(86_400),
                         ttl: secs(600),
                         resend_interval: Duration::ZERO,
                         max_attempts: 3,
                         new_session,
                     };
-                    shapes.push(send_shape(&store.start_send(&req, &guard).await.unwrap()));
+                    let started = store.start_send(&req, &guard).await.unwrap();
+                    ids[i] = match (by, &started.session) {
+                        (SessionRef::Id(id), _) => id,
+                        (SessionRef::Key(_), s) => s.as_ref().map_or(0, |s| s.id),
+                    };
+                    shapes.push(send_shape(&started.outcome));
                 }
                 assert_eq!(
                     shapes[0], shapes[1],
@@ -494,9 +549,9 @@ async fn both_stores_decide_random_sequences_alike() {
                 let mut shapes = vec![];
                 for (i, store) in stores.iter().enumerate() {
                     let req = CheckVerification {
-                        session_id: s[i],
+                        session: SessionRef::Id(s[i]),
                         phone,
-                        code_mac: mac(s[i], phone, code),
+                        code_mac: mac(phone, code),
                         max_attempts: 3,
                         on_approve: Approval {
                             new_key: key(),
@@ -504,7 +559,7 @@ async fn both_stores_decide_random_sequences_alike() {
                         },
                     };
                     shapes.push(check_shape(
-                        &store.check_guarded(&req, &guard).await.unwrap(),
+                        &store.check_guarded(&req, &guard).await.unwrap().outcome,
                     ));
                 }
                 assert_eq!(shapes[0], shapes[1], "seed {seed:#x}, step {step}: check");

@@ -13,7 +13,7 @@ use verifyd::quota::{CheckGuard, SendGuard};
 use verifyd::session::{Expiry, KeyHash, SessionPolicy};
 use verifyd::store::postgres::{PgOptions, PgStore};
 use verifyd::store::{
-    Approval, CheckOutcome, CheckVerification, Maintenance, SessionStore, StartOutcome,
+    Approval, CheckOutcome, CheckVerification, Maintenance, SessionRef, SessionStore, StartOutcome,
     StartVerification, StoreError, VerificationStore,
 };
 
@@ -30,9 +30,12 @@ fn phone() -> PhoneNumber {
 
 fn send(session_id: i64, phone: &PhoneNumber, mac: u8) -> StartVerification<'_> {
     StartVerification {
-        session_id,
+        session: SessionRef::Id(session_id),
         phone,
         code_mac: CodeMac([mac; 32]),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
         ttl: Duration::from_secs(300),
         resend_interval: Duration::from_secs(60),
         max_attempts: 5,
@@ -230,7 +233,7 @@ async fn concurrent_right_codes_approve_exactly_once() {
                     .collect();
                 st.check_guarded(
                     &CheckVerification {
-                        session_id: s.id,
+                        session: SessionRef::Id(s.id),
                         phone: &p,
                         code_mac: CodeMac([7; 32]),
                         max_attempts: 5,
@@ -243,6 +246,7 @@ async fn concurrent_right_codes_approve_exactly_once() {
                 )
                 .await
                 .unwrap()
+                .outcome
             })
         })
         .collect();
@@ -282,7 +286,7 @@ async fn concurrent_wrong_codes_all_count() {
     let check = |st: std::sync::Arc<PgStore>, p: PhoneNumber, data: Map<String, Value>| async move {
         st.check_guarded(
             &CheckVerification {
-                session_id: s.id,
+                session: SessionRef::Id(s.id),
                 phone: &p,
                 code_mac: CodeMac([8; 32]),
                 max_attempts: 5,
@@ -295,6 +299,7 @@ async fn concurrent_wrong_codes_all_count() {
         )
         .await
         .unwrap()
+        .outcome
     };
     let tasks: Vec<_> = (0..4)
         .map(|_| tokio::spawn(check(st.clone(), p.clone(), data.clone())))
@@ -321,7 +326,8 @@ async fn concurrent_wrong_codes_all_count() {
     assert!(matches!(
         st.start_send(&send(s.id, &p, 9), &SendGuard::default())
             .await
-            .unwrap(),
+            .unwrap()
+            .outcome,
         StartOutcome::Exhausted { .. }
     ));
 }
@@ -344,6 +350,7 @@ async fn concurrent_sends_issue_one_code() {
                 st.start_send(&send(s.id, &p, i), &SendGuard::default())
                     .await
                     .unwrap()
+                    .outcome
             })
         })
         .collect();
@@ -466,7 +473,10 @@ async fn a_large_address_budget_is_sharded_and_exact_near_its_limit() {
             tokio::spawn(async move {
                 let p = phone();
                 barrier.wait().await;
-                st.start_send(&send(sid, &p, 1), &guard).await.unwrap()
+                st.start_send(&send(sid, &p, 1), &guard)
+                    .await
+                    .unwrap()
+                    .outcome
             })
         })
         .collect();
@@ -518,7 +528,7 @@ async fn a_large_address_check_budget_is_sharded_and_exact_near_its_limit() {
             tokio::spawn(async move {
                 let (p, data) = (phone(), Map::new());
                 let req = CheckVerification {
-                    session_id: s.id,
+                    session: SessionRef::Id(s.id),
                     phone: &p,
                     code_mac: CodeMac([i; 32]),
                     max_attempts: 5,
@@ -527,7 +537,7 @@ async fn a_large_address_check_budget_is_sharded_and_exact_near_its_limit() {
                         data: &data,
                     },
                 };
-                st.check_guarded(&req, &guard).await.unwrap()
+                st.check_guarded(&req, &guard).await.unwrap().outcome
             })
         })
         .collect();

@@ -111,6 +111,10 @@ impl Maintenance for PgStore {
         self.query_opt("SELECT 1", &[]).await.map(drop)
     }
 
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn pool_usage(&self) -> Option<PoolStatus> {
         let s = self.pool.status();
         Some(PoolStatus {

@@ -101,10 +101,6 @@ const DELETE_VALUE: &str = "
            upd.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN upd ON true";
 
-/// An id from the sessions' own sequence: no row is written, and `create_session` never
-/// hands it out.
-const RESERVE_SESSION_ID: &str = "SELECT nextval(pg_get_serial_sequence('sessions', 'id'))";
-
 #[async_trait]
 impl SessionStore for PgStore {
     async fn create_session(
@@ -296,14 +292,6 @@ impl SessionStore for PgStore {
                 Some(row) => ReplaceOutcome::VersionMismatch(row.try_get(0).map_err(db_error)?),
             },
         )
-    }
-
-    async fn reserve_session_id(&self) -> StoreResult<i64> {
-        let row = self
-            .query_opt(RESERVE_SESSION_ID, &[])
-            .await?
-            .ok_or_else(|| StoreError::Internal("nextval returned no row".into()))?;
-        row.try_get(0).map_err(db_error)
     }
 }
 

@@ -11,42 +11,35 @@ use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::store::{
-    CheckOutcome, CheckVerification, LiveCode, StartOutcome, StartVerification, StoreError,
-    StoreResult, VerificationStore, retry_after,
+    CheckOutcome, CheckVerification, Checked, KeptCode, SessionRef, StartOutcome,
+    StartVerification, Started, StoreError, StoreResult, VerificationStore, retry_after,
 };
 
 /// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0008).
 const ABANDON_SEND: &str = "SELECT verifyd_abandon_send($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
-/// One send: the verification rules, every abuse limit and the challenge, and a browser's
-/// first session (see migrations/postgres/0008).
+/// One send: the caller's session (resolved and slid, or created with an issued code), the
+/// verification rules, the same-code decision, every abuse limit and the challenge (see
+/// migrations/postgres/0010). The session columns are renamed for [`session_from`].
 const START_SEND: &str = "
-    SELECT * FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
-                                     $25, $26, $27)";
-
-/// One check; the session columns are renamed for [`session_from`].
-const CHECK: &str = "
-    SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now,
+    SELECT o_outcome, o_attempts, o_resend, o_retry_at, o_refused, o_tripped, o_now, o_nonce,
+           o_ttl, o_created, o_refreshed,
            o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
-           o_created_at AS created_at, o_expires_at AS expires_at
+           o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
+           o_version AS version
+    FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                            $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
+                            $29, $30, $31, $32)";
+
+/// One check, its caller's session resolved and slid in it; the session columns are renamed
+/// for [`session_from`].
+const CHECK: &str = "
+    SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
+           o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
+           o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
+           o_version AS version
     FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                       $18, $19)";
-
-/// The pending code a resend may send again, if its nonce is the one of the stored code;
-/// `keep_until` comes back with the clock it is measured by.
-const LIVE_CODE: &str = "
-    SELECT code_nonce, keep_until, now() AS now FROM verifications
-    WHERE session_id = $1 AND phone = $2 AND state = 0 AND nonce_mac = code_mac
-      AND expires_at >= now() + make_interval(secs => $3::float8)
-      AND keep_until >= now() + make_interval(secs => $4::float8)";
-
-/// Records the code a row holds, while its MAC is still `$3`.
-const BIND_CODE: &str = "
-    UPDATE verifications
-    SET code_mac = $4, code_nonce = $5, nonce_mac = $4,
-        keep_until = coalesce(now() + make_interval(secs => $6::float8), keep_until)
-    WHERE session_id = $1 AND phone = $2 AND code_mac = $3";
+                       $18, $19, $20, $21)";
 
 /// The counts are the sums of the window's shards (migrations/postgres/0008).
 const PUMPING_STATES: &str = "
@@ -71,13 +64,17 @@ impl VerificationStore for PgStore {
         &self,
         req: &StartVerification<'_>,
         guard: &SendGuard,
-    ) -> StoreResult<StartOutcome> {
+    ) -> StoreResult<Started> {
         let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
         let (soft_scopes, soft_keys, soft_limits, soft_windows) = quota_arrays(&guard.soft);
         let c = guard.challenge;
+        let (by_id, by_key) = session_params(req.session);
         let new_key = req.new_session.map(|n| n.key.0.to_vec());
         let (kind, idle) = req.new_session.map_or((0, None), |n| n.expiry.to_parts());
         let (age, cap) = (self.default_age(), self.max_lifetime());
+        let refresh = i64::from(self.policy.refresh_interval);
+        let nonce = req.code_nonce.map(|n| n.0.to_vec());
+        let margin = req.keep_margin.map(|m| m.as_secs_f64());
         let pumping = guard.pumping.as_ref();
         let country = pumping.map(|p| p.country.as_str());
         let pump_window = pumping.map_or(0.0, |p| p.window.as_secs_f64());
@@ -87,9 +84,15 @@ impl VerificationStore for PgStore {
             .query_opt(
                 START_SEND,
                 &[
-                    &req.session_id,
+                    &by_id,
+                    &by_key,
+                    &new_key,
+                    &refresh,
                     &req.phone.as_str(),
                     &req.code_mac.0.as_slice(),
+                    &nonce,
+                    &margin,
+                    &req.code_cap.as_secs_f64(),
                     &req.ttl.as_secs_f64(),
                     &req.resend_interval.as_secs_f64(),
                     &i32::try_from(req.max_attempts).unwrap_or(i32::MAX),
@@ -109,7 +112,6 @@ impl VerificationStore for PgStore {
                     &c.always,
                     &c.when_suspicious,
                     &c.on_trip,
-                    &new_key,
                     &kind,
                     &idle,
                     &age,
@@ -124,12 +126,25 @@ impl VerificationStore for PgStore {
             let at: SystemTime = row.try_get("o_retry_at").map_err(db_error)?;
             Ok(retry_after(at, now))
         };
-        Ok(match outcome.as_str() {
+        let mut kept = None;
+        let outcome = match outcome.as_str() {
             "issued" => {
                 if row.try_get::<_, bool>("o_tripped").map_err(db_error)? {
                     if let Some(p) = pumping {
                         tracing::warn!(country = %p.country, "SMS pumping breaker tripped");
                     }
+                }
+                if let Some(nonce) = row
+                    .try_get::<_, Option<Vec<u8>>>("o_nonce")
+                    .map_err(db_error)?
+                {
+                    let ttl: f64 = row.try_get("o_ttl").map_err(db_error)?;
+                    kept = Some(KeptCode {
+                        nonce: CodeNonce(nonce.try_into().map_err(|_| {
+                            StoreError::Internal("a stored code nonce is not 16 bytes".into())
+                        })?),
+                        ttl: Duration::try_from_secs_f64(ttl).unwrap_or(Duration::ZERO),
+                    });
                 }
                 StartOutcome::Issued {
                     resend: row.try_get("o_resend").map_err(db_error)?,
@@ -146,10 +161,23 @@ impl VerificationStore for PgStore {
                 by: Refusal::Challenge,
                 retry_after: Duration::ZERO,
             },
+            "no_session" => StartOutcome::NoSession,
             other => StartOutcome::Refused {
                 by: refusal(other, row.try_get("o_refused").map_err(db_error)?)?,
                 retry_after: wait()?,
             },
+        };
+        let session = match req.session {
+            SessionRef::Key(_) => {
+                session_from(&row, row.try_get("o_refreshed").map_err(db_error)?)?
+            }
+            SessionRef::Id(_) => None,
+        };
+        Ok(Started {
+            outcome,
+            kept,
+            session,
+            created: row.try_get("o_created").map_err(db_error)?,
         })
     }
 
@@ -184,67 +212,13 @@ impl VerificationStore for PgStore {
         .map(drop)
     }
 
-    async fn live_code(
-        &self,
-        session_id: i64,
-        phone: &PhoneNumber,
-        margin: Duration,
-        min_keep: Duration,
-    ) -> StoreResult<Option<LiveCode>> {
-        let row = self
-            .query_opt(
-                LIVE_CODE,
-                &[
-                    &session_id,
-                    &phone.as_str(),
-                    &margin.as_secs_f64(),
-                    &min_keep.as_secs_f64(),
-                ],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let nonce: Vec<u8> = row.try_get("code_nonce").map_err(db_error)?;
-        let keep_until: SystemTime = row.try_get("keep_until").map_err(db_error)?;
-        let now: SystemTime = row.try_get("now").map_err(db_error)?;
-        let nonce = nonce
-            .try_into()
-            .map_err(|_| StoreError::Internal("a stored code nonce is not 16 bytes".into()))?;
-        Ok(Some(LiveCode {
-            nonce: CodeNonce(nonce),
-            keep_left: keep_until.duration_since(now).unwrap_or(Duration::ZERO),
-        }))
-    }
-
-    async fn bind_code(
-        &self,
-        session_id: i64,
-        phone: &PhoneNumber,
-        mac: &CodeMac,
-        new_mac: &CodeMac,
-        nonce: &CodeNonce,
-        keep_for: Option<Duration>,
-    ) -> StoreResult<bool> {
-        let n = self
-            .execute(
-                BIND_CODE,
-                &[
-                    &session_id,
-                    &phone.as_str(),
-                    &mac.0.as_slice(),
-                    &new_mac.0.as_slice(),
-                    &nonce.0.as_slice(),
-                    &keep_for.map(|k| k.as_secs_f64()),
-                ],
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
     async fn check_guarded(
         &self,
         req: &CheckVerification<'_>,
         guard: &CheckGuard,
-    ) -> StoreResult<CheckOutcome> {
+    ) -> StoreResult<Checked> {
+        let (by_id, by_key) = session_params(req.session);
+        let refresh = i64::from(self.policy.refresh_interval);
         let max_attempts = i32::try_from(req.max_attempts).unwrap_or(i32::MAX);
         let (age, cap) = (self.default_age(), self.max_lifetime());
         let patch = Json(req.on_approve.data);
@@ -266,7 +240,9 @@ impl VerificationStore for PgStore {
             .query_opt(
                 CHECK,
                 &[
-                    &req.session_id,
+                    &by_id,
+                    &by_key,
+                    &refresh,
                     &req.phone.as_str(),
                     &req.code_mac.0.as_slice(),
                     &max_attempts,
@@ -290,12 +266,15 @@ impl VerificationStore for PgStore {
             .await?
             .ok_or_else(|| StoreError::Internal("verifyd_check returned no row".into()))?;
         let outcome: String = row.try_get("o_outcome").map_err(db_error)?;
-        Ok(match outcome.as_str() {
+        let refreshed: bool = row.try_get("o_refreshed").map_err(db_error)?;
+        let session = session_from(&row, outcome == "approved" || refreshed)?;
+        let outcome = match outcome.as_str() {
             // The session died after the code was sent: the code is spent, nothing to approve.
-            "approved" => match session_from(&row, true)? {
+            "approved" => match session.clone() {
                 Some(session) => CheckOutcome::Approved { session },
                 None => CheckOutcome::NotFound,
             },
+            "no_session" => CheckOutcome::NoSession,
             "wrong" => {
                 let attempts = count(row.try_get("o_attempts").map_err(db_error)?);
                 CheckOutcome::Wrong {
@@ -313,7 +292,8 @@ impl VerificationStore for PgStore {
                     retry_after: retry_after(at, now),
                 }
             }
-        })
+        };
+        Ok(Checked { outcome, session })
     }
 
     async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>> {
@@ -355,6 +335,14 @@ impl VerificationStore for PgStore {
 
     async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
         self.pg_delivery(id).await
+    }
+}
+
+/// The session of a request as the functions' first two parameters: an id, or a key hash.
+fn session_params(r: SessionRef) -> (Option<i64>, Option<Vec<u8>>) {
+    match r {
+        SessionRef::Id(id) => (Some(id), None),
+        SessionRef::Key(k) => (None, Some(k.0.to_vec())),
     }
 }
 

@@ -45,6 +45,10 @@ impl Maintenance for SqliteStore {
             .await
     }
 
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn server_secret(&self) -> StoreResult<Vec<u8>> {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh)

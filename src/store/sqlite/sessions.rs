@@ -14,11 +14,29 @@ use crate::store::{DeleteOutcome, ReplaceOutcome, SessionStore, StoreError, Stor
 /// the file share no counter), so the id is random in [2^62, 2^63): with 2^62 values a clash with
 /// any existing id is as likely as guessing a 62-bit secret, and would only fail that one write
 /// (the primary key refuses it).
-fn random_session_id() -> StoreResult<i64> {
+pub(super) fn random_session_id() -> StoreResult<i64> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes)
         .map_err(|e| StoreError::Internal(format!("the OS random generator failed: {e}")))?;
     Ok((i64::from_le_bytes(bytes) & (i64::MAX >> 1)) | (1 << 62))
+}
+
+/// The live session with this key, its expiry slid when `policy.refresh_interval` has passed
+/// since the last slide (what a read does; `refreshed` tells).
+pub(super) fn touch(
+    tx: &Transaction<'_>,
+    key: &KeyHash,
+    now: i64,
+    policy: &crate::session::SessionPolicy,
+) -> StoreResult<Option<Session>> {
+    let Some(row) = load(tx, key, now)? else {
+        return Ok(None);
+    };
+    // Lazy refresh: a read writes only once `refresh_interval` passed since the last slide.
+    if now - row.touched_at < secs_ms(policy.refresh_interval) {
+        return Ok(Some(row.into_session(false)));
+    }
+    save(tx, key, row, now, policy).map(Some)
 }
 
 /// The live session with this key.
@@ -75,17 +93,8 @@ impl SessionStore for SqliteStore {
 
     async fn touch_session(&self, key: &KeyHash) -> StoreResult<Option<Session>> {
         let key = *key;
-        self.transaction(move |tx, now, policy| {
-            let Some(row) = load(tx, &key, now)? else {
-                return Ok(None);
-            };
-            // Lazy refresh: a read writes only once `refresh_interval` passed since the last slide.
-            if now - row.touched_at < secs_ms(policy.refresh_interval) {
-                return Ok(Some(row.into_session(false)));
-            }
-            save(tx, &key, row, now, policy).map(Some)
-        })
-        .await
+        self.transaction(move |tx, now, policy| touch(tx, &key, now, policy))
+            .await
     }
 
     async fn set_value(
@@ -203,9 +212,5 @@ impl SessionStore for SqliteStore {
             save(tx, &key, row, now, policy).map(ReplaceOutcome::Replaced)
         })
         .await
-    }
-
-    async fn reserve_session_id(&self) -> StoreResult<i64> {
-        random_session_id()
     }
 }
