@@ -143,12 +143,16 @@ pub fn run() -> anyhow::Result<()> {
             }
             Command::ClearSessions => {
                 let store = crate::app::open_store(&config)?;
-                let report =
-                    crate::sweeper::sweep_once(store.as_ref(), config.sweeper.batch_size).await?;
+                let report = crate::sweeper::sweep_once(
+                    store.as_ref(),
+                    config.sweeper.batch_size,
+                    config.events.keep_dead.duration(),
+                )
+                .await?;
                 if report.ran {
                     println!(
-                        "deleted {} expired sessions and {} finished verifications",
-                        report.sessions, report.verifications
+                        "deleted {} expired sessions, {} finished verifications and {} dead events",
+                        report.sessions, report.verifications, report.dead_events
                     );
                 } else {
                     println!("another verifyd is sweeping this database right now; nothing done");

@@ -82,6 +82,7 @@ impl Daemon {
                 app.metrics.clone(),
                 Duration::from_secs(sw.interval),
                 sw.batch_size,
+                app.config.events.keep_dead.duration(),
                 stop.clone(),
             )));
         }

@@ -1,5 +1,5 @@
-//! The background flush: deletes expired sessions and finished verifications on an interval, in
-//! bounded batches, one daemon at a time. `verifyd clear-sessions` runs the same sweep once.
+//! The background flush: deletes expired sessions, finished verifications and long-dead events
+//! on an interval, in bounded batches, one daemon at a time. `verifyd clear-sessions` runs the same sweep once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,14 +8,19 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, SweepSample};
 use crate::store::{Maintenance, StoreResult, SweepReport};
 
-/// One sweep, logged.
-pub async fn sweep_once(store: &dyn Maintenance, batch: u32) -> StoreResult<SweepReport> {
+/// One sweep, logged; dead events older than `keep_dead` go too.
+pub async fn sweep_once(
+    store: &dyn Maintenance,
+    batch: u32,
+    keep_dead: Duration,
+) -> StoreResult<SweepReport> {
     let started = Instant::now();
-    let report = store.sweep(batch).await?;
+    let report = store.sweep(batch, keep_dead).await?;
     if report.ran {
         tracing::info!(
             sessions = report.sessions,
             verifications = report.verifications,
+            dead_events = report.dead_events,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "sweep finished"
         );
@@ -33,6 +38,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     interval: Duration,
     batch: u32,
+    keep_dead: Duration,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -44,12 +50,13 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            result = sweep_once(store.as_ref(), batch) => match result {
+            result = sweep_once(store.as_ref(), batch, keep_dead) => match result {
                 Ok(report) => metrics.sweep(Ok(SweepSample {
                     ran: report.ran,
                     sessions: report.sessions,
                     verifications: report.verifications,
                     limits: report.limits,
+                    dead_events: report.dead_events,
                 })),
                 Err(e) => {
                     metrics.sweep(Err(()));

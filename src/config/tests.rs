@@ -363,3 +363,29 @@ fn countries_and_region_are_parsed_where_they_are_read() {
         Ok(())
     });
 }
+
+#[test]
+fn dead_events_are_kept_a_week_unless_told_otherwise() {
+    use crate::seconds::Seconds;
+    Jail::expect_with(|jail| {
+        let c = Config::load(None, false).map_err(|e| e.to_string())?;
+        assert_eq!(c.events.keep_dead, Seconds::from_secs(604_800));
+        jail.create_file("long.toml", "[events]\nkeep_dead = 1209600.5\n")?;
+        let c = Config::load(Some(Path::new("long.toml")), true).map_err(|e| e.to_string())?;
+        assert_eq!(c.events.keep_dead, Seconds::from_millis(1_209_600_500));
+        // Zero (deleted as soon as dead), negative, not a number, longer than a year.
+        for value in ["0", "-1", "\"a week\"", "40000000"] {
+            jail.create_file("bad.toml", &format!("[events]\nkeep_dead = {value}\n"))?;
+            let err = Config::load(Some(Path::new("bad.toml")), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("events.keep_dead"), "{value}: {err}");
+            assert!(err.contains("bad.toml"), "{value}: {err}");
+        }
+        jail.set_env("VERIFYD_EVENTS__KEEP_DEAD", "0");
+        let err = Config::load(None, false).unwrap_err().to_string();
+        assert!(err.contains("events.keep_dead"), "{err}");
+        assert!(err.contains("VERIFYD_EVENTS__KEEP_DEAD"), "{err}");
+        Ok(())
+    });
+}

@@ -17,6 +17,9 @@ use crate::standard_webhooks::{SECRET_SHAPE, key_bytes};
 pub struct EventsConfig {
     /// Seconds an event is retried for, from its creation, before it is marked dead.
     pub retry_for: u64,
+    /// Seconds a dead event is kept for `verifyd events redrive` before the sweeper deletes it,
+    /// so that an endpoint that stays down cannot grow the outbox without bound.
+    pub keep_dead: Seconds,
     /// Seconds before the first retry; each later one waits twice as long.
     #[serde(alias = "first_retry_ms")]
     pub first_retry: Seconds,
@@ -35,6 +38,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             retry_for: 86_400,
+            keep_dead: Seconds::from_secs(7 * 86_400),
             first_retry: Seconds::from_secs(5),
             max_retry_interval: 3_600,
             timeout: Seconds::from_secs(10),
@@ -85,6 +89,8 @@ impl EventsConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let positive = [
             ("events.retry_for", Seconds::from_secs(self.retry_for)),
+            // Zero would delete an event the moment it dies, before anyone could redrive it.
+            ("events.keep_dead", self.keep_dead),
             ("events.first_retry", self.first_retry),
             (
                 "events.max_retry_interval",
@@ -191,6 +197,10 @@ mod tests {
             "events.endpoints.crm.events"
         );
         assert_eq!(key(|c| c.retry_for = 0), "events.retry_for");
+        assert_eq!(
+            key(|c| c.keep_dead = Seconds::default()),
+            "events.keep_dead"
+        );
         assert_eq!(
             key(|c| c.timeout = Seconds::from_secs(120)),
             "events.timeout"

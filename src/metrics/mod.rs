@@ -84,6 +84,7 @@ pub struct SweepSample {
     pub sessions: u64,
     pub verifications: u64,
     pub limits: u64,
+    pub dead_events: u64,
 }
 
 /// The store's connection pool at scrape time.
@@ -259,7 +260,7 @@ impl Metrics {
         );
         r.register(
             "sweeper_deleted_rows",
-            "Rows the sweeper deleted, by kind (sessions, verifications)",
+            "Rows the sweeper deleted, by kind (sessions, verifications, limits, dead_events)",
             m.swept_rows.clone(),
         );
         r.register(
@@ -360,6 +361,11 @@ impl Metrics {
             self.swept_rows
                 .get_or_create(&KindLabels { kind: "limits" })
                 .inc_by(r.limits);
+            self.swept_rows
+                .get_or_create(&KindLabels {
+                    kind: "dead_events",
+                })
+                .inc_by(r.dead_events);
         }
     }
 
@@ -462,6 +468,7 @@ mod tests {
             sessions: 4,
             verifications: 1,
             limits: 2,
+            dead_events: 3,
             ran: true,
         }));
         let pumping = [PumpingSample {
@@ -486,6 +493,7 @@ mod tests {
             "verifyd_sweeper_runs_total{outcome=\"ok\"} 1",
             "verifyd_sweeper_deleted_rows_total{kind=\"sessions\"} 4",
             "verifyd_sweeper_deleted_rows_total{kind=\"limits\"} 2",
+            "verifyd_sweeper_deleted_rows_total{kind=\"dead_events\"} 3",
             "verifyd_pumping_breaker_tripped{country=\"+86\"} 1",
             "verifyd_pumping_window_sends{country=\"+86\"} 60",
             "verifyd_store_pool_connections{state=\"in_use\"} 2",

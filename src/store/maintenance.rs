@@ -2,6 +2,7 @@
 //! gauge, the server secret and the sweeper that garbage-collects what has expired.
 
 use async_trait::async_trait;
+use std::time::Duration;
 
 use crate::store::StoreResult;
 
@@ -15,6 +16,8 @@ pub struct SweepReport {
     pub verifications: u64,
     /// Expired quota counters, pumping windows, idempotency records and spent challenges.
     pub limits: u64,
+    /// Dead outbox events deleted because they had been dead longer than the sweep keeps them.
+    pub dead_events: u64,
     /// False when another daemon held the sweep lock and this one did nothing.
     pub ran: bool,
 }
@@ -64,8 +67,9 @@ pub trait Maintenance: Send + Sync {
     async fn server_secret(&self) -> StoreResult<Vec<u8>>;
 
     /// Deletes expired sessions, finished verifications, ended quota windows, expired
-    /// idempotency records and spent challenges past their expiry in batches of at most `batch`
-    /// rows per statement, until none are left. Only one caller sweeps a database at a time; the
-    /// others return `ran = false` at once.
-    async fn sweep(&self, batch: u32) -> StoreResult<SweepReport>;
+    /// idempotency records, spent challenges past their expiry and outbox events dead for
+    /// longer than `keep_dead`, in batches of at most `batch` rows per statement, until none are
+    /// left. A pending event (never dead, or redriven since) is never deleted. Only one caller
+    /// sweeps a database at a time; the others return `ran = false` at once.
+    async fn sweep(&self, batch: u32, keep_dead: Duration) -> StoreResult<SweepReport>;
 }

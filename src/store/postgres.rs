@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0010_one_round_trip",
         include_str!("../../migrations/postgres/0010_one_round_trip.sql"),
     ),
+    (
+        11,
+        "0011_dead_event_sweep",
+        include_str!("../../migrations/postgres/0011_dead_event_sweep.sql"),
+    ),
 ];
 
 mod deliveries;

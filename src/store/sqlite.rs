@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0010_mac_scheme",
         include_str!("../../migrations/sqlite/0010_mac_scheme.sql"),
     ),
+    (
+        11,
+        "0011_dead_event_sweep",
+        include_str!("../../migrations/sqlite/0011_dead_event_sweep.sql"),
+    ),
 ];
 
 mod deliveries;

@@ -290,7 +290,7 @@ on_both_stores! {
         wait_for(&r, "the reset", |g| has(g, "pumping.reset")).await;
 
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        app.store.sweep(100).await.unwrap();
+        app.store.sweep(100, app.config.events.keep_dead.duration()).await.unwrap();
         let got = wait_for(&r, "two expiries", |g| of_kind(g, "verification.expired").len() == 2).await;
         let session_id = of_kind(&got, "verification.sent")[0]["payload"]["data"]["session_id"]
             .as_i64()

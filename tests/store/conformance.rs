@@ -11,12 +11,16 @@ use verifyd::delivery::{DeliveryState, NewDelivery, ReceiptOutcome, ReceiptUpdat
 use verifyd::phone::PhoneNumber;
 use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Quota, Refusal, Scope, SendGuard};
 use verifyd::session::{Expiry, KeyHash, Session, SessionKey, SessionPolicy};
+use verifyd::store::events::{Failure, Redrive, Refused};
 use verifyd::store::{
     Approval, CheckOutcome, CheckVerification, DeleteOutcome, IdempotencyBegin, ReplaceOutcome,
     SessionRef, StartOutcome, StartVerification, Store, StoreError, SweepReport,
 };
 
 use super::harness::{Harness, Place, Sql, make_pg, make_sqlite, open, with_policy};
+
+/// How long sweeps keep dead events unless a test says otherwise: the default, a week.
+const KEEP_DEAD: Duration = Duration::from_secs(7 * 86_400);
 
 /// Runs every rule below as its own test against the store `$make` builds.
 macro_rules! conformance {
@@ -82,6 +86,7 @@ macro_rules! conformance {
             a_dead_sessions_code_is_not_found_right_or_wrong,
             the_secret_has_one_name_in_both_stores,
             a_send_for_a_flushed_session_finds_it_gone,
+            events_dead_longer_than_kept_are_swept,
         );
     };
     (@rules $backend:ident, $make:ident; $($rule:ident),* $(,)?) => {
@@ -568,7 +573,7 @@ async fn flush_deletes_the_session_and_its_verifications(h: Harness) {
     assert!(!s.flush(&k).await.unwrap(), "nothing left to flush");
     assert_eq!(check(s, created.id, "123456").await, CheckOutcome::NotFound);
     // The verification went with the session (cascade), so the sweeper finds nothing.
-    let report = s.sweep(100).await.unwrap();
+    let report = s.sweep(100, KEEP_DEAD).await.unwrap();
     assert_eq!((report.sessions, report.verifications), (0, 0));
 }
 
@@ -1265,6 +1270,103 @@ async fn codes_of_the_old_mac_scheme_expire_without_costing_attempts(h: Harness)
 // ---------------------------------------------------------------------------------------------
 // Maintenance.
 
+/// Moves an outbox event's times `days` into the past, as if it had been recorded (and, if
+/// dead, had died) that long ago.
+async fn make_older(h: &Harness, id: &str, days: i32) {
+    match h.place.sql().await {
+        Sql::Sqlite(c) => {
+            c.execute(
+                "UPDATE outbox SET created_at = created_at - ?2, retry_from = retry_from - ?2,
+                     next_at = next_at - ?2, dead_at = dead_at - ?2
+                 WHERE id = ?1",
+                rusqlite::params![id, i64::from(days) * 86_400_000],
+            )
+            .unwrap();
+        }
+        Sql::Postgres(c) => {
+            c.execute(
+                "UPDATE outbox SET created_at = created_at - make_interval(days => $2),
+                     retry_from = retry_from - make_interval(days => $2),
+                     next_at = next_at - make_interval(days => $2),
+                     dead_at = dead_at - make_interval(days => $2)
+                 WHERE id = $1",
+                &[&id, &days],
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn events_dead_longer_than_kept_are_swept(h: Harness) {
+    let s = &h.store;
+    s.events_keepalive(Duration::from_secs(600)).await.unwrap();
+    for session_id in 0..7 {
+        let refused = Refused {
+            session_id,
+            phone: "+8613800138000",
+            operation: "send",
+            limit: "phone_sends",
+            error: "too_many_sends",
+        };
+        s.record_refusal(&refused).await.unwrap();
+    }
+    let events = s.claim_events(10, secs(60)).await.unwrap();
+    assert_eq!(events.len(), 7);
+    let dies = |seq| s.event_failed(seq, &[], Failure::Dead, "crm: HTTP 503");
+    // Four died eight days ago: more than a week, in two batches of at most three.
+    for e in &events[..4] {
+        dies(e.seq).await.unwrap();
+        make_older(&h, &e.id, 8).await;
+    }
+    // One died six days ago, within the week.
+    let young = &events[4];
+    dies(young.seq).await.unwrap();
+    make_older(&h, &young.id, 6).await;
+    // One died as long ago as the first four, then was redriven: pending again.
+    let redriven = &events[5];
+    dies(redriven.seq).await.unwrap();
+    make_older(&h, &redriven.id, 8).await;
+    assert_eq!(
+        s.redrive_events(&Redrive::Id(redriven.id.clone()))
+            .await
+            .unwrap(),
+        1
+    );
+    // One still retried, recorded a month ago: old, but never dead.
+    let pending = &events[6];
+    s.event_failed(
+        pending.seq,
+        &[],
+        Failure::RetryAfter(secs(60)),
+        "crm: timeout",
+    )
+    .await
+    .unwrap();
+    make_older(&h, &pending.id, 30).await;
+
+    let report = s.sweep(3, KEEP_DEAD).await.unwrap();
+    assert_eq!((report.dead_events, report.ran), (4, true), "{report:?}");
+    let ids = |list: Vec<verifyd::store::events::EventSummary>| {
+        list.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(s.list_events(true, 100).await.unwrap()),
+        [young.id.clone()]
+    );
+    assert_eq!(
+        ids(s.list_events(false, 100).await.unwrap()),
+        [redriven.id.clone(), pending.id.clone()]
+    );
+    assert_eq!(s.sweep(3, KEEP_DEAD).await.unwrap().dead_events, 0);
+
+    // Kept for five days only, the one dead for six goes too; the pending ones still stay.
+    let report = s.sweep(3, Duration::from_secs(5 * 86_400)).await.unwrap();
+    assert_eq!(report.dead_events, 1, "{report:?}");
+    assert!(s.list_events(true, 100).await.unwrap().is_empty());
+    assert_eq!(s.outbox_counts().await.unwrap().pending, 2);
+}
+
 async fn sweep_removes_only_expired_rows(h: Harness) {
     let s = &h.store;
     // Three expired sessions, one with a live verification that must go with it.
@@ -1294,22 +1396,24 @@ async fn sweep_removes_only_expired_rows(h: Harness) {
     assert_eq!(long, issued(0, false));
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let report = s.sweep(2).await.unwrap();
+    let report = s.sweep(2, KEEP_DEAD).await.unwrap();
     assert_eq!(
         report,
         SweepReport {
             sessions: 3,
             verifications: 1,
             limits: 0,
+            dead_events: 0,
             ran: true
         }
     );
     assert_eq!(
-        s.sweep(2).await.unwrap(),
+        s.sweep(2, KEEP_DEAD).await.unwrap(),
         SweepReport {
             sessions: 0,
             verifications: 0,
             limits: 0,
+            dead_events: 0,
             ran: true
         }
     );
@@ -2060,7 +2164,7 @@ async fn idempotency_records(h: Harness) {
         IdempotencyBegin::Started
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let report = s.sweep(100).await.unwrap();
+    let report = s.sweep(100, KEEP_DEAD).await.unwrap();
     assert!(report.limits >= 1, "{report:?}");
     assert_eq!(
         s.idempotency_begin("s:3", "k", &b, ttl).await.unwrap(),
@@ -2940,7 +3044,7 @@ async fn challenges_are_spent_once_until_swept(h: Harness) {
     }
     assert_eq!(won, 1);
     // The sweeper forgets only the record whose challenge has expired anyway.
-    let report = s.sweep(100).await.unwrap();
+    let report = s.sweep(100, KEEP_DEAD).await.unwrap();
     assert_eq!(report.limits, 1, "{report:?}");
     assert!(!s.spend_challenge(&live, now + secs(60)).await.unwrap());
     assert!(

@@ -20,6 +20,9 @@ use verifyd::store::{
 /// Must match the sweep lock key in `src/store/postgres.rs`.
 const SWEEP_LOCK: i64 = 0x7665_7269_6679_6402;
 
+/// How long the sweeps here keep dead events: the default, a week.
+const KEEP_DEAD: Duration = Duration::from_secs(7 * 86_400);
+
 fn key(n: u8) -> KeyHash {
     KeyHash([n; 32])
 }
@@ -130,7 +133,7 @@ async fn sweep_steps_aside_while_another_sweeper_holds_the_lock() {
         .execute("SELECT pg_advisory_lock($1)", &[&SWEEP_LOCK])
         .await
         .unwrap();
-    let report = st.sweep(100).await.unwrap();
+    let report = st.sweep(100, KEEP_DEAD).await.unwrap();
     assert!(!report.ran);
     assert_eq!((report.sessions, report.verifications), (0, 0));
 
@@ -138,7 +141,7 @@ async fn sweep_steps_aside_while_another_sweeper_holds_the_lock() {
         .execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
         .await
         .unwrap();
-    assert!(st.sweep(100).await.unwrap().ran);
+    assert!(st.sweep(100, KEEP_DEAD).await.unwrap().ran);
     // The store released its lock: someone else can take it now.
     let free: bool = other
         .query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK])
@@ -182,7 +185,7 @@ async fn sweep_deletes_expired_rows_in_batches_and_spares_live_ones() {
     .await
     .unwrap();
 
-    let report = st.sweep(1000).await.unwrap();
+    let report = st.sweep(1000, KEEP_DEAD).await.unwrap();
     assert!(report.ran);
     assert_eq!(report.sessions, 2500);
     // Verifications of expired sessions go with them; only the live session's expired one counts.
@@ -201,7 +204,7 @@ async fn sweep_deletes_expired_rows_in_batches_and_spares_live_ones() {
         .get(0);
     assert_eq!(left, 1, "the live verification stays");
 
-    let again = st.sweep(1000).await.unwrap();
+    let again = st.sweep(1000, KEEP_DEAD).await.unwrap();
     assert_eq!(
         (again.sessions, again.verifications, again.ran),
         (0, 0, true)

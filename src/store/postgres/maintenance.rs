@@ -2,6 +2,8 @@
 //! daemons sharing one database never run them twice at once.
 
 use async_trait::async_trait;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
 
 use super::{MAX_RERUNS, MIGRATIONS, PgStore, db_error};
 use crate::store::maintenance::SECRET_NAME;
@@ -55,6 +57,14 @@ const SWEEP_LIMITS: &[&str] = &[
     "DELETE FROM spent_challenges WHERE expires_at < now() AND id IN (
          SELECT id FROM spent_challenges WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
 ];
+
+/// Events dead for longer than `$2` seconds, oldest death first (migration 11 indexes `dead_at`
+/// of dead rows). The outer condition is re-checked on a row a concurrent redrive has just made
+/// pending again (its `dead_at` is NULL), which is then kept.
+const SWEEP_DEAD_EVENTS: &str = "
+    DELETE FROM outbox WHERE dead_at < now() - make_interval(secs => $2::float8) AND seq IN (
+        SELECT seq FROM outbox WHERE dead_at < now() - make_interval(secs => $2::float8)
+        ORDER BY dead_at LIMIT $1)";
 
 #[async_trait]
 impl Maintenance for PgStore {
@@ -141,7 +151,7 @@ impl Maintenance for PgStore {
         ))
     }
 
-    async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
+    async fn sweep(&self, batch: u32, keep_dead: Duration) -> StoreResult<SweepReport> {
         let lease = self.lease().await?;
         let c = lease.client();
         let locked: bool = c
@@ -155,12 +165,14 @@ impl Maintenance for PgStore {
             return Ok(SweepReport::default());
         }
         let batch = i64::from(batch.max(1));
-        let sessions = delete_in_batches(c, SWEEP_SESSIONS, batch).await?;
-        let verifications = delete_in_batches(c, SWEEP_VERIFICATIONS, batch).await?;
+        let sessions = delete_in_batches(c, SWEEP_SESSIONS, batch, &[]).await?;
+        let verifications = delete_in_batches(c, SWEEP_VERIFICATIONS, batch, &[]).await?;
         let mut limits = 0;
         for sql in SWEEP_LIMITS {
-            limits += delete_in_batches(c, sql, batch).await?;
+            limits += delete_in_batches(c, sql, batch, &[]).await?;
         }
+        let keep_dead = keep_dead.as_secs_f64();
+        let dead_events = delete_in_batches(c, SWEEP_DEAD_EVENTS, batch, &[&keep_dead]).await?;
         c.execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK])
             .await
             .map_err(db_error)?;
@@ -169,17 +181,27 @@ impl Maintenance for PgStore {
             sessions,
             verifications,
             limits,
+            dead_events,
             ran: true,
         })
     }
 }
 
-/// Repeats one bounded `DELETE` until a batch comes back short; returns the rows deleted.
-async fn delete_in_batches(c: &tokio_postgres::Client, sql: &str, batch: i64) -> StoreResult<u64> {
+/// Repeats one bounded `DELETE` (the batch size is `$1`, `more` are `$2`…) until a batch comes
+/// back short; returns the rows deleted.
+async fn delete_in_batches(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    batch: i64,
+    more: &[&(dyn ToSql + Sync)],
+) -> StoreResult<u64> {
     let stmt = c.prepare(sql).await.map_err(db_error)?;
+    let params: Vec<&(dyn ToSql + Sync)> = std::iter::once(&batch as _)
+        .chain(more.iter().copied())
+        .collect();
     let mut total = 0;
     loop {
-        let n = c.execute(&stmt, &[&batch]).await.map_err(db_error)?;
+        let n = c.execute(&stmt, &params).await.map_err(db_error)?;
         total += n;
         if n < batch as u64 {
             return Ok(total);

@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::{MIGRATIONS, SqliteStore, SweepGuard};
+use super::{MIGRATIONS, SqliteStore, SweepGuard, duration_millis};
 use crate::store::{Maintenance, StoreError, StoreResult, SweepReport, maintenance::SECRET_NAME};
 use crate::time::to_millis;
 
@@ -64,7 +64,7 @@ impl Maintenance for SqliteStore {
         .await
     }
 
-    async fn sweep(&self, batch: u32) -> StoreResult<SweepReport> {
+    async fn sweep(&self, batch: u32, keep_dead: Duration) -> StoreResult<SweepReport> {
         let Some(_guard) = SweepGuard::acquire(&self.sweeping) else {
             return Ok(SweepReport::default());
         };
@@ -104,10 +104,20 @@ impl Maintenance for SqliteStore {
         ] {
             limits += self.delete_in_batches(sql, now, batch).await?;
         }
+        // `dead_at` is NULL on a pending event, redriven ones included, so they never match.
+        let dead_events = self
+            .delete_in_batches(
+                "DELETE FROM outbox WHERE seq IN (
+                     SELECT seq FROM outbox WHERE dead_at < ?1 ORDER BY dead_at LIMIT ?2)",
+                now.saturating_sub(duration_millis(keep_dead)),
+                batch,
+            )
+            .await?;
         Ok(SweepReport {
             sessions,
             verifications,
             limits,
+            dead_events,
             ran: true,
         })
     }
