@@ -1352,11 +1352,11 @@ async fn events_dead_longer_than_kept_are_swept(h: Harness) {
     };
     assert_eq!(
         ids(s.list_events(true, 100).await.unwrap()),
-        [young.id.clone()]
+        [young.id.as_str()]
     );
     assert_eq!(
         ids(s.list_events(false, 100).await.unwrap()),
-        [redriven.id.clone(), pending.id.clone()]
+        [redriven.id.as_str(), pending.id.as_str()]
     );
     assert_eq!(s.sweep(3, KEEP_DEAD).await.unwrap().dead_events, 0);
 
