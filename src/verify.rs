@@ -19,8 +19,8 @@ use crate::resend;
 use crate::session::{Expiry, KeyHash, Session, SessionKey};
 use crate::store::events::Refused;
 use crate::store::{
-    self, Approval, CheckOutcome, CheckVerification, NewSession, SessionRef, StartOutcome,
-    StartVerification, Store, StoreError,
+    self, Approval, CheckOutcome, CheckVerification, NewSession, StartOutcome, StartVerification,
+    Store, StoreError,
 };
 
 /// What the flow works with, borrowed from the application: the store, the providers behind
@@ -191,7 +191,7 @@ async fn send_inner(
         .ok_or_else(|| StoreError::Internal("a send without any session key".into()))?;
     let fresh = resend::draw(cx.code_key, v, phone, fixed);
     let req = StartVerification {
-        session: SessionRef::Key(lookup),
+        key: lookup,
         phone,
         code_mac: fresh.mac,
         code_nonce: fresh.nonce,
@@ -413,7 +413,7 @@ pub async fn check(
         Value::String(crate::time::rfc3339(SystemTime::now())),
     );
     let req = CheckVerification {
-        session: SessionRef::Key(*key),
+        key: *key,
         phone,
         code_mac: cx.code_key.mac(phone, code),
         max_attempts: cx.verification.max_attempts,

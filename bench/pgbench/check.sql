@@ -13,7 +13,6 @@ SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
        o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
        o_version AS version
 FROM verifyd_check(
-    NULL::bigint,                               -- by key, not by id
     sha256(('w' || lpad(:i::text, 31, '0'))::bytea),  -- the cookie's key hash
     60::bigint,                                 -- session.refresh_interval
     '+12016' || lpad(:i::text, 6, '0'),         -- the session's own number (bench/seed.py)

@@ -16,7 +16,6 @@ SELECT o_outcome, o_attempts, o_resend, o_retry_at, o_refused, o_tripped, o_now,
        o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
        o_version AS version
 FROM verifyd_start_send(
-    NULL::bigint,                               -- by key, not by id
     sha256(('s' || lpad(:i::text, 31, '0'))::bytea),  -- the cookie's key hash
     NULL::bytea,                                -- no session to create: the cookie names one
     60::bigint,                                 -- session.refresh_interval

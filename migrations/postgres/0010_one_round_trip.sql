@@ -53,11 +53,11 @@ DROP FUNCTION verifyd_start_send(BIGINT, TEXT, BYTEA, FLOAT8, FLOAT8, INTEGER, T
                                  FLOAT8, INTEGER, FLOAT8, BOOLEAN, BOOLEAN, BOOLEAN, BOOLEAN,
                                  BYTEA, SMALLINT, INTEGER, BIGINT, BIGINT);
 
--- A send, as in version 8, addressed by the caller's key hash `p_key` (or, for tools and tests,
--- by `p_session`). The session is resolved first and slid as a read would slide it, whatever
--- the outcome. A key that names no live session: with `p_new_key` a session under that new key
--- is created, with the id the database gives it, only when the code is issued; without, the
--- answer is `no_session` and nothing is written.
+-- A send, as in version 8, addressed by the caller's key hash `p_key`. The session is resolved
+-- first and slid as a read would slide it, whatever the outcome. A key that names no live
+-- session: with `p_new_key` a session under that new key is created, with the id the database
+-- gives it, only when the code is issued; without, the answer is `no_session` and nothing is
+-- written.
 --
 -- The code: `p_mac` and `p_nonce` are a fresh one the daemon drew. With `p_margin` set (the
 -- `same_code` resend mode) a live pending code of the same verification is kept instead when it
@@ -68,7 +68,6 @@ DROP FUNCTION verifyd_start_send(BIGINT, TEXT, BYTEA, FLOAT8, FLOAT8, INTEGER, T
 -- A kept code is always the live code of the verification it was sent for: the decision and the
 -- write are one transaction, under the row's lock.
 CREATE FUNCTION verifyd_start_send(
-    p_session         BIGINT,
     p_key             BYTEA,
     p_new_key         BYTEA,
     p_refresh         BIGINT,
@@ -155,20 +154,17 @@ BEGIN
     o_tripped := false;
     o_created := false;
     o_refreshed := false;
-    o_id := p_session;
-    IF p_session IS NULL THEN
-        SELECT s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at,
-               s.data_json, s.version, s.refreshed
-        INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at,
-             o_data_json, o_version, o_refreshed
-        FROM verifyd_resolve_session(p_key, p_default_age, p_max_lifetime, p_refresh) s;
-        -- No row leaves every target NULL.
-        o_refreshed := coalesce(o_refreshed, false);
-        IF o_id IS NULL AND p_new_key IS NULL THEN
-            o_outcome := 'no_session';
-            o_now := clock_timestamp();
-            RETURN;
-        END IF;
+    SELECT s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at,
+           s.data_json, s.version, s.refreshed
+    INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at,
+         o_data_json, o_version, o_refreshed
+    FROM verifyd_resolve_session(p_key, p_default_age, p_max_lifetime, p_refresh) s;
+    -- No row leaves every target NULL.
+    o_refreshed := coalesce(o_refreshed, false);
+    IF o_id IS NULL AND p_new_key IS NULL THEN
+        o_outcome := 'no_session';
+        o_now := clock_timestamp();
+        RETURN;
     END IF;
     o_now := clock_timestamp();
     -- A session about to be created has no verification yet, and nobody else can name it.
@@ -344,14 +340,13 @@ DROP FUNCTION verifyd_check(BIGINT, TEXT, BYTEA, INTEGER, BYTEA, JSONB, BIGINT, 
                             TEXT[], INTEGER[], FLOAT8[], INTEGER, FLOAT8, FLOAT8, TEXT, FLOAT8,
                             TEXT, INTEGER);
 
--- A check, as in version 8, addressed by the caller's key hash `p_key` (or by `p_session`).
+-- A check, as in version 8, addressed by the caller's key hash `p_key`.
 -- The session is resolved and slid first; a key that names no live session answers
 -- `no_session` with nothing written and no quota taken, as the daemon did before it looked
 -- further. A code of the first MAC scheme answers `expired`: it can neither be approved nor
 -- cost an attempt. The session's columns come back with every outcome (after the approval's
 -- changes for an approval).
 CREATE FUNCTION verifyd_check(
-    p_session         BIGINT,
     p_key             BYTEA,
     p_refresh         BIGINT,
     p_phone           TEXT,
@@ -392,7 +387,7 @@ DECLARE
     r_ver     verifications%ROWTYPE;
     r_fail    quota_counters%ROWTYPE;
     r_net     quota_counters%ROWTYPE;
-    v_session BIGINT := p_session;
+    v_session BIGINT;
     v_net_key TEXT := p_phone || ' ' || p_net;
     v_known   BOOLEAN;
     v_until   TIMESTAMPTZ;
@@ -410,20 +405,18 @@ DECLARE
     i           INTEGER;
 BEGIN
     o_refreshed := false;
-    IF p_session IS NULL THEN
-        SELECT s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at,
-               s.data_json, s.version, s.refreshed
-        INTO v_session, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at,
-             o_data_json, o_version, o_refreshed
-        FROM verifyd_resolve_session(p_key, p_default_age, p_max_lifetime, p_refresh) s;
-        o_now := clock_timestamp();
-        IF v_session IS NULL THEN
-            o_outcome := 'no_session';
-            o_refreshed := false;
-            RETURN;
-        END IF;
-        o_id := v_session;
+    SELECT s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at,
+           s.data_json, s.version, s.refreshed
+    INTO v_session, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at,
+         o_data_json, o_version, o_refreshed
+    FROM verifyd_resolve_session(p_key, p_default_age, p_max_lifetime, p_refresh) s;
+    o_now := clock_timestamp();
+    IF v_session IS NULL THEN
+        o_outcome := 'no_session';
+        o_refreshed := false;
+        RETURN;
     END IF;
+    o_id := v_session;
     FOR i IN 1 .. coalesce(cardinality(p_scopes), 0) LOOP
         IF verifyd_is_shared(p_scopes[i], p_limits[i]) THEN
             v_end := verifyd_quota_window(p_scopes[i], p_keys[i], p_windows[i]);

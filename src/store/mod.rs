@@ -22,8 +22,8 @@ pub use idempotency::{IdempotencyBegin, IdempotencyStore};
 pub use maintenance::{Maintenance, PoolStatus, SweepReport};
 pub use sessions::{DeleteOutcome, ReplaceOutcome, SessionStore};
 pub use verifications::{
-    Approval, CheckOutcome, CheckVerification, Checked, KeptCode, NewSession, SessionRef,
-    StartOutcome, StartVerification, Started, VerificationStore,
+    Approval, CheckOutcome, CheckVerification, Checked, KeptCode, NewSession, StartOutcome,
+    StartVerification, Started, VerificationStore,
 };
 
 /// Failures at the storage boundary. The HTTP layer maps `Unavailable` to 503 `store_unavailable`.

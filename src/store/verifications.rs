@@ -13,21 +13,13 @@ use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{Expiry, KeyHash, Session};
 use crate::store::StoreResult;
 
-/// Whose session a send or a check acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionRef {
-    /// The session of the caller's key (a cookie, or a backend's explicit key), resolved in the
-    /// operation's own transaction and slid as [`crate::store::SessionStore::touch_session`]
-    /// slides it (the result's session says `refreshed`).
-    Key(KeyHash),
-    /// A session by its id, not slid: for tools and the stores' own tests.
-    Id(i64),
-}
-
 /// What a send asks the store to record, atomically with the resend and attempt rules.
 #[derive(Debug, Clone)]
 pub struct StartVerification<'a> {
-    pub session: SessionRef,
+    /// The caller's key (a cookie, or a backend's explicit key): its session is resolved in the
+    /// send's own transaction and slid as [`crate::store::SessionStore::touch_session`] slides
+    /// it (the result's session says `refreshed`).
+    pub key: KeyHash,
     pub phone: &'a PhoneNumber,
     /// A freshly drawn code: its MAC, and the nonce it was derived from (`None` for a test
     /// number's fixed code, which is never kept for a resend).
@@ -45,7 +37,7 @@ pub struct StartVerification<'a> {
     pub resend_interval: Duration,
     /// Wrong attempts allowed per verification (shared by all codes sent within it).
     pub max_attempts: u32,
-    /// For a [`SessionRef::Key`] that names no live session (a browser without a cookie, or
+    /// For a key that names no live session (a browser without a cookie, or
     /// with a stale one): a session under this new key, created with the code only when the
     /// send is issued (so a refused send writes no session), with an id the store assigns.
     /// `None` answers [`StartOutcome::NoSession`] instead.
@@ -74,7 +66,7 @@ pub struct Started {
     /// With [`StartOutcome::Issued`]: the live code kept instead of the fresh one.
     pub kept: Option<KeptCode>,
     /// The caller's session (slid when due), or the one this send created; `None` when there
-    /// is none (refused before one was born, or a [`SessionRef::Id`] request).
+    /// is none (refused before one was born).
     pub session: Option<Session>,
     /// The session was created by this send.
     pub created: bool,
@@ -85,7 +77,7 @@ pub struct Started {
 pub struct Checked {
     pub outcome: CheckOutcome,
     /// The caller's session as resolved (slid when due) or, with an approval, as changed by
-    /// it; `None` for [`SessionRef::Id`] requests and when no session was found.
+    /// it; `None` when no session was found.
     pub session: Option<Session>,
 }
 
@@ -108,7 +100,8 @@ pub enum StartOutcome {
 /// What a check asks the store to decide, atomically.
 #[derive(Debug, Clone)]
 pub struct CheckVerification<'a> {
-    pub session: SessionRef,
+    /// The caller's key, resolved and slid in the check's own transaction as for a send.
+    pub key: KeyHash,
     pub phone: &'a PhoneNumber,
     /// MAC of the code the person typed (same key and inputs as at send time).
     pub code_mac: CodeMac,
@@ -171,8 +164,8 @@ pub trait VerificationStore: Send + Sync {
     /// `guard.pumping`, and trips it when the approvals in its window fall below the minimum
     /// conversion. With `req.new_session`, the session is created only when the code is issued.
     ///
-    /// The session is resolved first (a [`SessionRef::Key`] is slid as a read slides it,
-    /// whatever the outcome). The code recorded is the fresh one of `req`, except that with
+    /// The session of `req.key` is resolved first (and slid as a read slides it, whatever the
+    /// outcome). The code recorded is the fresh one of `req`, except that with
     /// `req.keep_margin` a live pending code of the same verification is kept when it is bound
     /// to its nonce, of the current MAC scheme, valid for `keep_margin` more, and has at least
     /// `ttl / 2` left before its cap: its life is then extended to `ttl` but not past the cap,
@@ -213,7 +206,7 @@ pub trait VerificationStore: Send + Sync {
     /// history elsewhere (never seen, failures, locked); a wrong code adds only the attempt on
     /// the caller's own verification row.
     ///
-    /// A [`SessionRef::Key`] is resolved (and slid when due) first; one that names no live
+    /// The key is resolved (and its session slid when due) first; one that names no live
     /// session answers [`CheckOutcome::NoSession`] before any quota is taken. A stored code of
     /// an older MAC scheme ([`crate::code::MAC_SCHEME`]) answers `Expired` and uses no attempt.
     async fn check_guarded(

@@ -14,8 +14,8 @@ use verifyd::phone::PhoneNumber;
 use verifyd::quota::{CheckGuard, FailureLimit, PumpingRule, Refusal, Scope, SendGuard};
 use verifyd::session::{Expiry, KeyHash, SessionPolicy};
 use verifyd::store::{
-    Approval, CheckOutcome, CheckVerification, Checked, SessionRef, StartOutcome,
-    StartVerification, Started, Store, StoreError,
+    Approval, CheckOutcome, CheckVerification, Checked, StartOutcome, StartVerification, Started,
+    Store, StoreError,
 };
 
 use super::conformance::{approval_data, key, mac, policy, q, secs};
@@ -42,8 +42,6 @@ enum Op {
         ttl: u64,
         cooldown: u64,
         max_attempts: u32,
-        /// Addressed by the session's key (resolved in the send) rather than its id.
-        by_key: bool,
         /// `same_code`: the live code may be kept (the fresh one is drawn from nonce `code`).
         same: bool,
     },
@@ -53,7 +51,6 @@ enum Op {
         phone: usize,
         code: usize,
         max_attempts: u32,
-        by_key: bool,
     },
     /// A failed delivery gives the send back; the code may be the live one or a stale one.
     Abandon {
@@ -78,13 +75,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::NewSession),
         6 => (0..8usize, 0..PHONES.len(), 0..CODES.len(), prop_oneof![Just(30u64), Just(300)],
-              prop_oneof![Just(0u64), Just(60)], attempts.clone(), any::<bool>(), any::<bool>())
-            .prop_map(|(session, phone, code, ttl, cooldown, max_attempts, by_key, same)| Op::Send {
-                session, phone, code, ttl, cooldown, max_attempts, by_key, same,
+              prop_oneof![Just(0u64), Just(60)], attempts.clone(), any::<bool>())
+            .prop_map(|(session, phone, code, ttl, cooldown, max_attempts, same)| Op::Send {
+                session, phone, code, ttl, cooldown, max_attempts, same,
             }),
-        6 => (0..8usize, 0..PHONES.len(), 0..=CODES.len(), attempts, any::<bool>())
-            .prop_map(|(session, phone, code, max_attempts, by_key)| Op::Check {
-                session, phone, code, max_attempts, by_key,
+        6 => (0..8usize, 0..PHONES.len(), 0..=CODES.len(), attempts)
+            .prop_map(|(session, phone, code, max_attempts)| Op::Check {
+                session, phone, code, max_attempts,
             }),
         2 => (0..8usize, 0..PHONES.len(), 0..CODES.len())
             .prop_map(|(session, phone, code)| Op::Abandon { session, phone, code }),
@@ -268,19 +265,13 @@ impl Pair {
                         ttl,
                         cooldown,
                         max_attempts,
-                        by_key,
                         same,
                     } => {
                         let Some(t) = pick(session) else { continue };
                         let mut out = vec![];
-                        for (i, store) in self.stores.iter().enumerate() {
-                            let id = twins[t].ids[i];
+                        for store in &self.stores {
                             let req = StartVerification {
-                                session: if by_key {
-                                    SessionRef::Key(twins[t].key)
-                                } else {
-                                    SessionRef::Id(id)
-                                },
+                                key: twins[t].key,
                                 phone: &phones[phone],
                                 code_mac: mac(&phones[phone], CODES[code]),
                                 code_nonce: Some(CodeNonce([code as u8; 16])),
@@ -301,20 +292,14 @@ impl Pair {
                         phone,
                         code,
                         max_attempts,
-                        by_key,
                     } => {
                         let Some(t) = pick(session) else { continue };
                         let written = CODES.get(code).copied().unwrap_or(NEVER_SENT);
                         let new_key = key();
                         let mut out = vec![];
-                        for (i, store) in self.stores.iter().enumerate() {
-                            let id = twins[t].ids[i];
+                        for store in &self.stores {
                             let req = CheckVerification {
-                                session: if by_key {
-                                    SessionRef::Key(twins[t].key)
-                                } else {
-                                    SessionRef::Id(id)
-                                },
+                                key: twins[t].key,
                                 phone: &phones[phone],
                                 code_mac: mac(&phones[phone], written),
                                 max_attempts,
@@ -452,8 +437,8 @@ async fn both_stores_decide_random_sequences_alike() {
     let data = approval_data();
     for seed in [0x9E37_79B9_7F4A_7C15_u64, 0xD1B5_4A32_D192_ED03, 42] {
         let mut rng = Rng(seed);
-        // Each session as (id on SQLite, id on PostgreSQL).
-        let mut sessions: Vec<[i64; 2]> = vec![];
+        // Each session's key, the same in both stores.
+        let mut sessions: Vec<KeyHash> = vec![];
         for step in 0..160 {
             let p = rng.below(3) as usize;
             let (phone, net) = (&phones[p], nets[rng.below(3) as usize]);
@@ -483,21 +468,21 @@ async fn both_stores_decide_random_sequences_alike() {
                 let fresh = sessions.is_empty() || rng.below(3) == 0;
                 let pick = (!fresh).then(|| rng.below(sessions.len() as u64) as usize);
                 let mut shapes = vec![];
-                let mut ids = [0i64; 2];
-                for (i, store) in stores.iter().enumerate() {
-                    // A fresh session is a browser's first: a key nobody has, and one to be born.
+                // A fresh session is a browser's first: a key nobody has, and one to be born.
+                let (presented, new) = (key(), key());
+                for store in stores {
                     let (by, new_session) = match pick {
-                        Some(s) => (SessionRef::Id(sessions[s][i]), None),
+                        Some(s) => (sessions[s], None),
                         None => {
-                            let new = verifyd::store::NewSession {
-                                key: key(),
+                            let born = verifyd::store::NewSession {
+                                key: new,
                                 expiry: Expiry::Default,
                             };
-                            (SessionRef::Key(key()), Some(new))
+                            (presented, Some(born))
                         }
                     };
                     let req = StartVerification {
-                        session: by,
+                        key: by,
                         phone,
                         code_mac: mac(phone, "123456"),
                         code_nonce: None,
@@ -509,10 +494,6 @@ async fn both_stores_decide_random_sequences_alike() {
                         new_session,
                     };
                     let started = store.start_send(&req, &guard).await.unwrap();
-                    ids[i] = match (by, &started.session) {
-                        (SessionRef::Id(id), _) => id,
-                        (SessionRef::Key(_), s) => s.as_ref().map_or(0, |s| s.id),
-                    };
                     shapes.push(send_shape(&started.outcome));
                 }
                 assert_eq!(
@@ -520,10 +501,10 @@ async fn both_stores_decide_random_sequences_alike() {
                     "seed {seed:#x}, step {step}: send {guard:?}"
                 );
                 if pick.is_none() && shapes[0].starts_with("Issued") {
-                    sessions.push(ids);
+                    sessions.push(new);
                 }
             } else if !sessions.is_empty() {
-                let s = sessions[rng.below(sessions.len() as u64) as usize];
+                let s = rng.below(sessions.len() as u64) as usize;
                 let code = if rng.below(3) == 0 {
                     "123456"
                 } else {
@@ -547,14 +528,15 @@ async fn both_stores_decide_random_sequences_alike() {
                     ..Default::default()
                 };
                 let mut shapes = vec![];
-                for (i, store) in stores.iter().enumerate() {
+                let new_key = key();
+                for store in stores {
                     let req = CheckVerification {
-                        session: SessionRef::Id(s[i]),
+                        key: sessions[s],
                         phone,
                         code_mac: mac(phone, code),
                         max_attempts: 3,
                         on_approve: Approval {
-                            new_key: key(),
+                            new_key,
                             data: &data,
                         },
                     };
@@ -563,6 +545,10 @@ async fn both_stores_decide_random_sequences_alike() {
                     ));
                 }
                 assert_eq!(shapes[0], shapes[1], "seed {seed:#x}, step {step}: check");
+                // An approval moved the session to its new key in both stores.
+                if shapes[0] == "approved" {
+                    sessions[s] = new_key;
+                }
             }
         }
         let breaker = |s: Vec<verifyd::quota::PumpingState>| {

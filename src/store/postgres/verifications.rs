@@ -11,8 +11,8 @@ use crate::delivery::{Delivery, NewDelivery, ReceiptOutcome, ReceiptUpdate};
 use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Quota, Refusal, Scope, SendGuard};
 use crate::store::{
-    CheckOutcome, CheckVerification, Checked, KeptCode, SessionRef, StartOutcome,
-    StartVerification, Started, StoreError, StoreResult, VerificationStore, retry_after,
+    CheckOutcome, CheckVerification, Checked, KeptCode, StartOutcome, StartVerification, Started,
+    StoreError, StoreResult, VerificationStore, retry_after,
 };
 
 /// Lifts the cooldown of a failed send and gives back what it took (see migrations/postgres/0008).
@@ -29,7 +29,7 @@ const START_SEND: &str = "
            o_version AS version
     FROM verifyd_start_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
                             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
-                            $29, $30, $31, $32)";
+                            $29, $30, $31)";
 
 /// One check, its caller's session resolved and slid in it; the session columns are renamed
 /// for [`session_from`].
@@ -39,7 +39,7 @@ const CHECK: &str = "
            o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
            o_version AS version
     FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                       $18, $19, $20, $21)";
+                       $18, $19, $20)";
 
 /// The counts are the sums of the window's shards (migrations/postgres/0008).
 const PUMPING_STATES: &str = "
@@ -68,7 +68,7 @@ impl VerificationStore for PgStore {
         let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
         let (soft_scopes, soft_keys, soft_limits, soft_windows) = quota_arrays(&guard.soft);
         let c = guard.challenge;
-        let (by_id, by_key) = session_params(req.session);
+        let key = req.key.0.as_slice();
         let new_key = req.new_session.map(|n| n.key.0.to_vec());
         let (kind, idle) = req.new_session.map_or((0, None), |n| n.expiry.to_parts());
         let (age, cap) = (self.default_age(), self.max_lifetime());
@@ -84,8 +84,7 @@ impl VerificationStore for PgStore {
             .query_opt(
                 START_SEND,
                 &[
-                    &by_id,
-                    &by_key,
+                    &key,
                     &new_key,
                     &refresh,
                     &req.phone.as_str(),
@@ -167,12 +166,7 @@ impl VerificationStore for PgStore {
                 retry_after: wait()?,
             },
         };
-        let session = match req.session {
-            SessionRef::Key(_) => {
-                session_from(&row, row.try_get("o_refreshed").map_err(db_error)?)?
-            }
-            SessionRef::Id(_) => None,
-        };
+        let session = session_from(&row, row.try_get("o_refreshed").map_err(db_error)?)?;
         Ok(Started {
             outcome,
             kept,
@@ -217,7 +211,7 @@ impl VerificationStore for PgStore {
         req: &CheckVerification<'_>,
         guard: &CheckGuard,
     ) -> StoreResult<Checked> {
-        let (by_id, by_key) = session_params(req.session);
+        let key = req.key.0.as_slice();
         let refresh = i64::from(self.policy.refresh_interval);
         let max_attempts = i32::try_from(req.max_attempts).unwrap_or(i32::MAX);
         let (age, cap) = (self.default_age(), self.max_lifetime());
@@ -240,8 +234,7 @@ impl VerificationStore for PgStore {
             .query_opt(
                 CHECK,
                 &[
-                    &by_id,
-                    &by_key,
+                    &key,
                     &refresh,
                     &req.phone.as_str(),
                     &req.code_mac.0.as_slice(),
@@ -335,14 +328,6 @@ impl VerificationStore for PgStore {
 
     async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
         self.pg_delivery(id).await
-    }
-}
-
-/// The session of a request as the functions' first two parameters: an id, or a key hash.
-fn session_params(r: SessionRef) -> (Option<i64>, Option<Vec<u8>>) {
-    match r {
-        SessionRef::Id(id) => (Some(id), None),
-        SessionRef::Key(k) => (None, Some(k.0.to_vec())),
     }
 }
 

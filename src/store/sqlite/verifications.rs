@@ -13,7 +13,7 @@ use crate::phone::PhoneNumber;
 use crate::quota::{CheckGuard, PumpingState, Refusal, SendGuard};
 use crate::session::{KeyHash, Session, SessionPolicy};
 use crate::store::{
-    CheckOutcome, CheckVerification, Checked, KeptCode, NewSession, SessionRef, StartOutcome,
+    CheckOutcome, CheckVerification, Checked, KeptCode, NewSession, StartOutcome,
     StartVerification, Started, StoreError, StoreResult, VerificationStore, retry_after,
 };
 use crate::time::from_millis;
@@ -261,21 +261,15 @@ impl VerificationStore for SqliteStore {
         req: &StartVerification<'_>,
         guard: &SendGuard,
     ) -> StoreResult<Started> {
-        let (by, phone) = (req.session, req.phone.as_str().to_owned());
+        let (key, phone) = (req.key, req.phone.as_str().to_owned());
         let (fresh_mac, fresh_nonce) = (req.code_mac, req.code_nonce);
         let (ttl, resend) = (duration_ms(req.ttl), duration_ms(req.resend_interval));
         let (margin, code_cap) = (req.keep_margin.map(duration_ms), duration_ms(req.code_cap));
         let (max_attempts, new_session) = (req.max_attempts, req.new_session);
         let guard = guard.clone();
         self.transaction(move |tx, now, policy| {
-            let (mut session, known_id) = match by {
-                SessionRef::Id(id) => (None, Some(id)),
-                SessionRef::Key(key) => {
-                    let s = sessions::touch(tx, &key, now, policy)?;
-                    let id = s.as_ref().map(|s| s.id);
-                    (s, id)
-                }
-            };
+            let mut session = sessions::touch(tx, &key, now, policy)?;
+            let known_id = session.as_ref().map(|s| s.id);
             let answer = |outcome, session| Started {
                 outcome,
                 kept: None,
@@ -452,26 +446,18 @@ impl VerificationStore for SqliteStore {
         req: &CheckVerification<'_>,
         guard: &CheckGuard,
     ) -> StoreResult<Checked> {
-        let (by, phone, mac) = (req.session, req.phone.as_str().to_owned(), req.code_mac);
+        let (key, phone, mac) = (req.key, req.phone.as_str().to_owned(), req.code_mac);
         let max_attempts = req.max_attempts;
         let (new_key, approval) = (req.on_approve.new_key, req.on_approve.data.clone());
         let guard = guard.clone();
         self.transaction(move |tx, now, policy| {
-            let (resolved, session_id) = match by {
-                SessionRef::Id(id) => (None, id),
-                SessionRef::Key(key) => match sessions::touch(tx, &key, now, policy)? {
-                    Some(s) => {
-                        let id = s.id;
-                        (Some(s), id)
-                    }
-                    None => {
-                        return Ok(Checked {
-                            outcome: CheckOutcome::NoSession,
-                            session: None,
-                        });
-                    }
-                },
+            let Some(resolved) = sessions::touch(tx, &key, now, policy)? else {
+                return Ok(Checked {
+                    outcome: CheckOutcome::NoSession,
+                    session: None,
+                });
             };
+            let session_id = resolved.id;
             let outcome = decide_check(
                 tx,
                 session_id,
@@ -486,7 +472,7 @@ impl VerificationStore for SqliteStore {
             )?;
             let session = match &outcome {
                 CheckOutcome::Approved { session } => Some(session.clone()),
-                _ => resolved,
+                _ => Some(resolved),
             };
             Ok(Checked { outcome, session })
         })
