@@ -1,10 +1,18 @@
-//! The seed's routes serve several operations with one handler each (`compat::send` answers
-//! `GET` and `POST`, with and without the trailing slash), while an OpenAPI operation belongs to
-//! one function: these functions exist only to carry the descriptions of the operations on the
-//! slashed paths, which `super::complete` copies to the paths without the slash.
-#![allow(dead_code)]
+//! The seed's routes as the router declares them: one handler per operation (an OpenAPI
+//! operation belongs to one function), each passing the request to `compat`, which answers `GET`
+//! and `POST` alike. They are the slashed paths; `super::complete` copies their descriptions to
+//! the paths without the slash, which the router serves with `compat` directly.
+
+use axum::extract::State;
+use http::request::Parts;
+use std::sync::Arc;
 
 use super::shared as doc;
+use crate::app::App;
+use crate::http::compat;
+use crate::http::error::ApiError;
+use crate::http::request::Body;
+use crate::http::response::Resp;
 
 #[utoipa::path(
     get,
@@ -34,7 +42,13 @@ use super::shared as doc;
         (status = 428, response = doc::SeedSend428),
     )
 )]
-pub(super) fn seed_send_get_slash() {}
+pub(in crate::http) async fn seed_send_get_slash(
+    app: State<Arc<App>>,
+    parts: Parts,
+    body: Body,
+) -> Resp {
+    compat::send(app, parts, body).await
+}
 
 #[utoipa::path(
     post,
@@ -71,7 +85,13 @@ pub(super) fn seed_send_get_slash() {}
         (status = 428, response = doc::SeedSend428),
     )
 )]
-pub(super) fn seed_send_post_slash() {}
+pub(in crate::http) async fn seed_send_post_slash(
+    app: State<Arc<App>>,
+    parts: Parts,
+    body: Body,
+) -> Resp {
+    compat::send(app, parts, body).await
+}
 
 #[utoipa::path(
     get,
@@ -94,7 +114,13 @@ pub(super) fn seed_send_post_slash() {}
         (status = 403, response = doc::ForeignOriginSeed),
     )
 )]
-pub(super) fn seed_check_get_slash() {}
+pub(in crate::http) async fn seed_check_get_slash(
+    app: State<Arc<App>>,
+    parts: Parts,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    compat::check(app, parts, body).await
+}
 
 #[utoipa::path(
     post,
@@ -124,4 +150,10 @@ pub(super) fn seed_check_get_slash() {}
         (status = 403, response = doc::ForeignOriginSeed),
     )
 )]
-pub(super) fn seed_check_post_slash() {}
+pub(in crate::http) async fn seed_check_post_slash(
+    app: State<Arc<App>>,
+    parts: Parts,
+    body: Body,
+) -> Result<Resp, ApiError> {
+    compat::check(app, parts, body).await
+}
