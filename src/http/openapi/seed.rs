@@ -14,19 +14,30 @@ use crate::http::error::ApiError;
 use crate::http::request::Body;
 use crate::http::response::Resp;
 
+/// What both methods of `/sms_send/` do (an operation per method, one text).
+const SEED_SEND: &str = "The seed application's `sms_send` view on top of `POST /v1/verifications`: sends a code to `phone` for the cookie session, creating a session (and `Set-Cookie`) when the browser has none. Errors use the seed's `{\"Code\": <error code>, \"Message\": …}` shape with the HTTP status of the corresponding `/v1` error, except refusals made before the route runs (413 `body_too_large`, 403 `origin_not_allowed`), request timeouts and a crashed handler, which use the usual error body.\n\nServed only when `compat.seed_routes` is on (off by default; on in the shipped development `config.toml`), with or without the trailing slash; 404 `not_found` otherwise. Parameters come from the query string and, for a non-empty body, from an `application/x-www-form-urlencoded` body (the query string wins when both name a parameter). The route is bound to the browser's `sessionid` cookie like the seed application; an `Authorization` header, valid or not, is ignored (no API-key answers: a backend cannot name a session here).";
+
+/// What both methods of `/sms_check/` do.
+const SEED_CHECK: &str = "The seed application's `sms_check` view on top of `POST /v1/verifications/check`. Answers exactly `{\"result\": \"OK\"}` (Django's separators, with a space) when the code approves — the session key is cycled and a new `Set-Cookie` sent — and `{\"result\": \"False\"}` for anything else: missing or invalid parameters, no session, wrong, expired or dead code.\n\nServed only when `compat.seed_routes` is on (off by default; on in the shipped development `config.toml`), with or without the trailing slash; 404 `not_found` otherwise. Parameters come from the query string and, for a non-empty body, from an `application/x-www-form-urlencoded` body (the query string wins when both name a parameter). The route is bound to the browser's `sessionid` cookie like the seed application; an `Authorization` header, valid or not, is ignored (no API-key answers: a backend cannot name a session here).";
+
+/// The solved-challenge parameters `/sms_send/` takes, as `POST /v1/verifications` does.
+const ALTCHA: &str = "A solved challenge (ALTCHA payload), as in `POST /v1/verifications`; also accepted in a form body.";
+const TURNSTILE: &str = "A solved challenge (Turnstile token), as in `POST /v1/verifications`; also accepted in a form body.";
+const HCAPTCHA: &str = "A solved challenge (hCaptcha token), as in `POST /v1/verifications`; also accepted in a form body.";
+
 #[utoipa::path(
     get,
     path = "/sms_send/",
     operation_id = "seedSendGetSlash",
     tag = "seed compatibility",
     summary = "Send a code (seed application's route)",
-    description = "The seed application's `sms_send` view on top of `POST /v1/verifications`: sends a code to `phone` for the cookie session, creating a session (and `Set-Cookie`) when the browser has none. Errors use the seed's `{\"Code\": <error code>, \"Message\": …}` shape with the HTTP status of the corresponding `/v1` error, except refusals made before the route runs (413 `body_too_large`, 403 `origin_not_allowed`), request timeouts and a crashed handler, which use the usual error body.\n\nServed only when `compat.seed_routes` is on (off by default; on in the shipped development `config.toml`), with or without the trailing slash; 404 `not_found` otherwise. Parameters come from the query string and, for a non-empty body, from an `application/x-www-form-urlencoded` body (the query string wins when both name a parameter). The route is bound to the browser's `sessionid` cookie like the seed application; an `Authorization` header, valid or not, is ignored (no API-key answers: a backend cannot name a session here).",
+    description = SEED_SEND,
     security(("sessionCookie" = []), ()),
     params(
         ("phone" = doc::Phone, Query, description = "The phone number, as for `POST /v1/verifications`. Missing or invalid: 422 `invalid_phone`; of a type not in `verification.number_types`: 422 `unsupported_number_type`.", example = json!("+8613800138000")),
-        ("altcha" = Option<String>, Query, nullable = false, description = "A solved challenge (ALTCHA payload), as in `POST /v1/verifications`; also accepted in a form body."),
-        ("cf-turnstile-response" = Option<String>, Query, nullable = false, description = "A solved challenge (Turnstile token), as in `POST /v1/verifications`; also accepted in a form body."),
-        ("h-captcha-response" = Option<String>, Query, nullable = false, description = "A solved challenge (hCaptcha token), as in `POST /v1/verifications`; also accepted in a form body."),
+        ("altcha" = Option<String>, Query, nullable = false, description = ALTCHA),
+        ("cf-turnstile-response" = Option<String>, Query, nullable = false, description = TURNSTILE),
+        ("h-captcha-response" = Option<String>, Query, nullable = false, description = HCAPTCHA),
         ("Accept-Language" = Option<String>, Header),
     ),
     responses(
@@ -56,13 +67,13 @@ pub(in crate::http) async fn seed_send_get_slash(
     operation_id = "seedSendPostSlash",
     tag = "seed compatibility",
     summary = "Send a code (seed application's route)",
-    description = "The seed application's `sms_send` view on top of `POST /v1/verifications`: sends a code to `phone` for the cookie session, creating a session (and `Set-Cookie`) when the browser has none. Errors use the seed's `{\"Code\": <error code>, \"Message\": …}` shape with the HTTP status of the corresponding `/v1` error, except refusals made before the route runs (413 `body_too_large`, 403 `origin_not_allowed`), request timeouts and a crashed handler, which use the usual error body.\n\nServed only when `compat.seed_routes` is on (off by default; on in the shipped development `config.toml`), with or without the trailing slash; 404 `not_found` otherwise. Parameters come from the query string and, for a non-empty body, from an `application/x-www-form-urlencoded` body (the query string wins when both name a parameter). The route is bound to the browser's `sessionid` cookie like the seed application; an `Authorization` header, valid or not, is ignored (no API-key answers: a backend cannot name a session here).",
+    description = SEED_SEND,
     security(("sessionCookie" = []), ()),
     params(
         ("phone" = Option<doc::Phone>, Query, nullable = false, description = "The phone number, as for `POST /v1/verifications`. Missing or invalid: 422 `invalid_phone`; of a type not in `verification.number_types`: 422 `unsupported_number_type`. For `POST` it may come from the form body instead.", example = json!("+8613800138000")),
-        ("altcha" = Option<String>, Query, nullable = false, description = "A solved challenge (ALTCHA payload), as in `POST /v1/verifications`; also accepted in a form body."),
-        ("cf-turnstile-response" = Option<String>, Query, nullable = false, description = "A solved challenge (Turnstile token), as in `POST /v1/verifications`; also accepted in a form body."),
-        ("h-captcha-response" = Option<String>, Query, nullable = false, description = "A solved challenge (hCaptcha token), as in `POST /v1/verifications`; also accepted in a form body."),
+        ("altcha" = Option<String>, Query, nullable = false, description = ALTCHA),
+        ("cf-turnstile-response" = Option<String>, Query, nullable = false, description = TURNSTILE),
+        ("h-captcha-response" = Option<String>, Query, nullable = false, description = HCAPTCHA),
         ("Accept-Language" = Option<String>, Header),
     ),
     request_body(
@@ -99,7 +110,7 @@ pub(in crate::http) async fn seed_send_post_slash(
     operation_id = "seedCheckGetSlash",
     tag = "seed compatibility",
     summary = "Check a code (seed application's route)",
-    description = "The seed application's `sms_check` view on top of `POST /v1/verifications/check`. Answers exactly `{\"result\": \"OK\"}` (Django's separators, with a space) when the code approves — the session key is cycled and a new `Set-Cookie` sent — and `{\"result\": \"False\"}` for anything else: missing or invalid parameters, no session, wrong, expired or dead code.\n\nServed only when `compat.seed_routes` is on (off by default; on in the shipped development `config.toml`), with or without the trailing slash; 404 `not_found` otherwise. Parameters come from the query string and, for a non-empty body, from an `application/x-www-form-urlencoded` body (the query string wins when both name a parameter). The route is bound to the browser's `sessionid` cookie like the seed application; an `Authorization` header, valid or not, is ignored (no API-key answers: a backend cannot name a session here).",
+    description = SEED_CHECK,
     security(("sessionCookie" = []), ()),
     params(
         ("phone" = Option<String>, Query, nullable = false, description = "The phone number. Missing or invalid: `{\"result\": \"False\"}`.", example = json!("+8613800138000")),
@@ -128,7 +139,7 @@ pub(in crate::http) async fn seed_check_get_slash(
     operation_id = "seedCheckPostSlash",
     tag = "seed compatibility",
     summary = "Check a code (seed application's route)",
-    description = "The seed application's `sms_check` view on top of `POST /v1/verifications/check`. Answers exactly `{\"result\": \"OK\"}` (Django's separators, with a space) when the code approves — the session key is cycled and a new `Set-Cookie` sent — and `{\"result\": \"False\"}` for anything else: missing or invalid parameters, no session, wrong, expired or dead code.\n\nServed only when `compat.seed_routes` is on (off by default; on in the shipped development `config.toml`), with or without the trailing slash; 404 `not_found` otherwise. Parameters come from the query string and, for a non-empty body, from an `application/x-www-form-urlencoded` body (the query string wins when both name a parameter). The route is bound to the browser's `sessionid` cookie like the seed application; an `Authorization` header, valid or not, is ignored (no API-key answers: a backend cannot name a session here).",
+    description = SEED_CHECK,
     security(("sessionCookie" = []), ()),
     params(
         ("phone" = Option<String>, Query, nullable = false, description = "The phone number. Missing or invalid: `{\"result\": \"False\"}`.", example = json!("+8613800138000")),
