@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0011_dead_event_sweep",
         include_str!("../../migrations/postgres/0011_dead_event_sweep.sql"),
     ),
+    (
+        12,
+        "0012_counted_by_upsert",
+        include_str!("../../migrations/postgres/0012_counted_by_upsert.sql"),
+    ),
 ];
 
 mod deliveries;
