@@ -558,3 +558,107 @@ async fn a_large_address_check_budget_is_sharded_and_exact_near_its_limit() {
     }
     assert_eq!(answered, 2, "the two checks left in the budget");
 }
+
+/// Exact counters are counted by an upsert that returns the count (migration 0012), before the
+/// send knows whether it passes. Racing sends to one number still get exactly its limit, and a
+/// refused send takes its counts back: the number's counter holds only the sends that went
+/// out, and a counter the refused send was the first to touch has no window running.
+#[tokio::test]
+async fn exact_counters_are_exact_under_racing_sends_and_refusals_leave_no_trace() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let st = std::sync::Arc::new(store(&db.url));
+    let quota = |scope, key: &str, limit| verifyd::quota::Quota {
+        scope,
+        key: key.into(),
+        limit,
+        window: Duration::from_secs(600),
+    };
+    use verifyd::quota::Scope::{IpSends, PhoneHardSends};
+    let racer = SendGuard {
+        quotas: vec![quota(PhoneHardSends, "+8613800138000", 3)],
+        ..Default::default()
+    };
+    let mut tasks = vec![];
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    for n in 0..16u8 {
+        st.create_session(&key(n), &Map::new(), Expiry::Default)
+            .await
+            .unwrap();
+        let (st, guard, barrier) = (st.clone(), racer.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let p = phone();
+            barrier.wait().await;
+            st.start_send(&send(key(n), &p, 1), &guard)
+                .await
+                .unwrap()
+                .outcome
+        }));
+    }
+    let mut issued = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StartOutcome::Issued { .. } => issued += 1,
+            StartOutcome::Refused {
+                by: verifyd::quota::Refusal::Quota(PhoneHardSends),
+                ..
+            } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(issued, 3);
+    let row = |scope: &'static str, key: &'static str| {
+        let url = db.url.clone();
+        async move {
+            sql(&url)
+                .await
+                .query_opt(
+                    "SELECT count, expires_at > now() FROM quota_counters
+                     WHERE scope = $1 AND key = $2",
+                    &[&scope, &key],
+                )
+                .await
+                .unwrap()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1)))
+        }
+    };
+    assert_eq!(row("phone_hard_sends", "+8613800138000").await, Some((3, true)));
+
+    // A full address refuses a send to a number never seen: the number's counter, opened by
+    // the refused send's upsert, is closed again, so its first real send starts a full window.
+    let other = PhoneNumber::parse_e164("+12015550123").unwrap();
+    let full = SendGuard {
+        quotas: vec![
+            quota(PhoneHardSends, "+12015550123", 3),
+            quota(IpSends, "192.0.2.9", 1),
+        ],
+        ..Default::default()
+    };
+    st.create_session(&key(100), &Map::new(), Expiry::Default)
+        .await
+        .unwrap();
+    st.create_session(&key(101), &Map::new(), Expiry::Default)
+        .await
+        .unwrap();
+    let first = SendGuard {
+        quotas: vec![quota(IpSends, "192.0.2.9", 1)],
+        ..Default::default()
+    };
+    let p = phone();
+    let out = st.start_send(&send(key(100), &p, 2), &first).await.unwrap();
+    assert!(matches!(out.outcome, StartOutcome::Issued { .. }), "{out:?}");
+    let out = st.start_send(&send(key(101), &other, 3), &full).await.unwrap();
+    assert!(
+        matches!(
+            out.outcome,
+            StartOutcome::Refused {
+                by: verifyd::quota::Refusal::Quota(IpSends),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(row("phone_hard_sends", "+12015550123").await, Some((0, false)));
+    assert_eq!(row("ip_sends", "192.0.2.9").await, Some((1, true)));
+}
