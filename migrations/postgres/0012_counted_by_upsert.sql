@@ -9,6 +9,34 @@
 -- order and held to the commit as before, so the decisions stay exact across daemons; only the
 -- refused path writes twice, and refusals are the rare path.
 
+-- Also: a wrong code's count (verifyd_count_failure, from version 3) becomes PL/pgSQL. As a SQL
+-- function that writes it could not be inlined into the check that PERFORMs it, so its UPDATE was
+-- parsed and planned again on every call; that was about a third of a wrong check's time with
+-- the limits on (two counters: the number's, and the number's from the client's network). As
+-- PL/pgSQL its plan is kept per connection. pgbench on the daemon's check call, shipped limits,
+-- 32 connections, alternating runs: about 2,280 against 1,620 checks/s.
+CREATE OR REPLACE FUNCTION verifyd_count_failure(
+    p_scope   TEXT,
+    p_key     TEXT,
+    p_max     INTEGER,
+    p_window  FLOAT8,
+    p_lockout FLOAT8
+)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE quota_counters c
+    SET count = CASE WHEN c.expires_at > now() THEN c.count + 1 ELSE 1 END,
+        expires_at = CASE
+            WHEN p_max > 0
+                 AND (CASE WHEN c.expires_at > now() THEN c.count + 1 ELSE 1 END) >= p_max
+                THEN greatest(c.expires_at, now() + make_interval(secs => p_lockout))
+            WHEN c.expires_at > now() THEN c.expires_at
+            ELSE now() + make_interval(secs => p_window) END
+    WHERE c.scope = p_scope AND c.key = p_key;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION verifyd_start_send(
     p_key             BYTEA,
     p_new_key         BYTEA,
