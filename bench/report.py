@@ -34,7 +34,8 @@ out = []
 w = out.append
 w(f"## Run of {meta['date']} — commit `{meta['commit']}`\n")
 w(f"- Machine: {meta['nproc']} CPUs ({meta['cpu']}), {meta['mem']} RAM, Linux {meta['kernel']}; "
-  f"PostgreSQL {meta['pg_version']}")
+  f"PostgreSQL {meta['pg_version']} (autovacuum {meta.get('autovacuum', '?')}, "
+  f"shared_buffers {meta.get('shared_buffers', '?')})")
 w(f"- Load average at start / end: {meta['load_start']} / {meta['load_end']} — the CPUs are "
   "shared with other engineers' builds and tests, so absolute numbers are noisy; the ratios "
   "compare runs made minutes apart in the same conditions.")
@@ -73,6 +74,8 @@ for n, label in (("pg.send", "send, limits off"),
                  ("pg.send_limits_noip", "send, limits on but per-address send limits off"),
                  ("pg.check_wrong", "wrong check, limits off"),
                  ("pg.check_wrong_limits", "wrong check, limits on"),
+                 ("pgbench.send_limits", "pgbench: the limits-on send's SQL"),
+                 ("pgbench.check_limits", "pgbench: the limits-on wrong check's SQL"),
                  ("pgbench.floor", "pgbench floor: one upsert of a verification row")):
     rps = get(n, "rps", get(n, "tps"))
     w(f"| {label} | {num(rps)} | {num(get(n, 'p50_ms'), '{:.2f}')} | "

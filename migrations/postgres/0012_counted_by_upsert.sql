@@ -328,3 +328,6 @@ BEGIN
     o_outcome := 'issued';
 END
 $$;
+
+-- Its only caller was the send's version above.
+DROP FUNCTION verifyd_lock_quotas(TEXT[], TEXT[]);
