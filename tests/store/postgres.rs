@@ -623,7 +623,10 @@ async fn exact_counters_are_exact_under_racing_sends_and_refusals_leave_no_trace
                 .map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1)))
         }
     };
-    assert_eq!(row("phone_hard_sends", "+8613800138000").await, Some((3, true)));
+    assert_eq!(
+        row("phone_hard_sends", "+8613800138000").await,
+        Some((3, true))
+    );
 
     // A full address refuses a send to a number never seen: the number's counter, opened by
     // the refused send's upsert, is closed again, so its first real send starts a full window.
@@ -647,8 +650,14 @@ async fn exact_counters_are_exact_under_racing_sends_and_refusals_leave_no_trace
     };
     let p = phone();
     let out = st.start_send(&send(key(100), &p, 2), &first).await.unwrap();
-    assert!(matches!(out.outcome, StartOutcome::Issued { .. }), "{out:?}");
-    let out = st.start_send(&send(key(101), &other, 3), &full).await.unwrap();
+    assert!(
+        matches!(out.outcome, StartOutcome::Issued { .. }),
+        "{out:?}"
+    );
+    let out = st
+        .start_send(&send(key(101), &other, 3), &full)
+        .await
+        .unwrap();
     assert!(
         matches!(
             out.outcome,
@@ -659,6 +668,9 @@ async fn exact_counters_are_exact_under_racing_sends_and_refusals_leave_no_trace
         ),
         "{out:?}"
     );
-    assert_eq!(row("phone_hard_sends", "+12015550123").await, Some((0, false)));
+    assert_eq!(
+        row("phone_hard_sends", "+12015550123").await,
+        Some((0, false))
+    );
     assert_eq!(row("ip_sends", "192.0.2.9").await, Some((1, true)));
 }
