@@ -37,6 +37,8 @@ BEGIN
 END
 $$;
 
+-- The send of version 10, its arguments and answers unchanged (a daemon of version 10 or 11 runs
+-- on this schema as before), with the exact quotas counted as above.
 CREATE OR REPLACE FUNCTION verifyd_start_send(
     p_key             BYTEA,
     p_new_key         BYTEA,
