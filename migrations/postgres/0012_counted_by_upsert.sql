@@ -1,12 +1,13 @@
 -- verifyd schema, version 12: a send counts its exact quotas (the per-number ones, and the
--- per-address ones while their limits are small) with one upsert per counter (issue 13).
--- Until version 11 each of them was written three times: an insert of an empty row (or nothing),
--- a row lock, then the increment once every limit had passed. With the shipped limits that is
--- six counters, eighteen row writes, for a number never seen before. Now each is one insert or
--- one update that adds this send and returns the count; the limits are judged on the counts
--- returned (`n - 1` is the count before this send), and a refused send takes its counts back
--- in the same transaction. The row locks are the same ones, taken in the same (scope, key)
--- order and held to the commit as before, so the decisions stay exact across daemons; only the
+-- per-address ones while their limits are small) with one upsert per counter (issue 13), and so
+-- does a check (verifyd_take_quotas: a client address's check budget). Until version 11 each
+-- of them was written three times: an insert of an empty row (or nothing), a row lock, then the
+-- increment once every limit had passed. With the shipped limits that is six counters, eighteen
+-- row writes, for a send to a number never seen before. Now each is one insert or one update
+-- that adds this request and returns the count; the limits are judged on the counts returned
+-- (`n - 1` is the count before this request), and a refused request takes its counts back in
+-- the same transaction. The row locks are the same ones, taken in the same (scope, key) order
+-- and held to the commit as before, so the decisions stay exact across daemons; only the
 -- refused path writes twice, and refusals are the rare path.
 
 -- Also: a wrong code's count (verifyd_count_failure, from version 3) becomes PL/pgSQL. As a SQL
@@ -34,6 +35,88 @@ BEGIN
             WHEN c.expires_at > now() THEN c.expires_at
             ELSE now() + make_interval(secs => p_window) END
     WHERE c.scope = p_scope AND c.key = p_key;
+END
+$$;
+
+-- Counts one request in each exact counter named by the arrays (no duplicate pair) and returns
+-- the counters' scopes, keys, counts with this request, and window ends, in (scope, key) order:
+-- the order every send and check locks them in, so that racing requests never deadlock. A
+-- counter whose window has ended starts a new one with this request. The row locks are held to
+-- the commit, so the counts are exact.
+CREATE FUNCTION verifyd_count_exact(p_scopes TEXT[], p_keys TEXT[], p_windows FLOAT8[],
+                                    OUT o_scopes TEXT[], OUT o_keys TEXT[],
+                                    OUT o_counts INTEGER[], OUT o_ends TIMESTAMPTZ[])
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH taken AS (
+        INSERT INTO quota_counters AS c (scope, key, count, expires_at)
+        SELECT q.s, q.k, 1, now() + make_interval(secs => q.w)
+        FROM unnest(p_scopes, p_keys, p_windows) AS q (s, k, w)
+        ORDER BY q.s, q.k
+        ON CONFLICT (scope, key) DO UPDATE SET
+            count = CASE WHEN c.expires_at > now() THEN c.count + 1 ELSE 1 END,
+            expires_at = CASE WHEN c.expires_at > now() THEN c.expires_at
+                              ELSE excluded.expires_at END
+        RETURNING c.scope, c.key, c.count, c.expires_at
+    )
+    SELECT coalesce(array_agg(t.scope), '{}'), coalesce(array_agg(t.key), '{}'),
+           coalesce(array_agg(t.count), '{}'), coalesce(array_agg(t.expires_at), '{}')
+    INTO o_scopes, o_keys, o_counts, o_ends
+    FROM taken t;
+END
+$$;
+
+-- Takes back what verifyd_count_exact counted for a request that is then refused, in the same
+-- transaction (the rows are still locked by it). A window the request opened is closed again,
+-- since a window opens with its first counted request: it is the one ending exactly at this
+-- transaction's now() + window with a count of one (another request would have had to start in
+-- the same microsecond).
+CREATE FUNCTION verifyd_uncount_exact(p_scopes TEXT[], p_keys TEXT[], p_windows FLOAT8[])
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE quota_counters c
+    SET count = c.count - 1,
+        expires_at = CASE WHEN c.count = 1 AND c.expires_at = now() + make_interval(secs => q.w)
+                          THEN now() ELSE c.expires_at END
+    FROM unnest(p_scopes, p_keys, p_windows) AS q (s, k, w)
+    WHERE c.scope = q.s AND c.key = q.k;
+END
+$$;
+
+-- The check's exact quotas (a client address's check budget below 1024, the shipped 100 an
+-- hour), counted the same way: one upsert per counter that returns the count, taken back when
+-- one is full. As before, all or none are taken, and the full counter that frees up last is
+-- returned. A window the refused check opened is closed again.
+CREATE OR REPLACE FUNCTION verifyd_take_quotas(
+    p_scopes  TEXT[],
+    p_keys    TEXT[],
+    p_limits  INTEGER[],
+    p_windows FLOAT8[],
+    OUT o_refused  TEXT,
+    OUT o_retry_at TIMESTAMPTZ
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_s TEXT[];
+    v_k TEXT[];
+    v_n INTEGER[];
+    v_e TIMESTAMPTZ[];
+BEGIN
+    IF coalesce(cardinality(p_scopes), 0) = 0 THEN
+        RETURN;
+    END IF;
+    SELECT x.o_scopes, x.o_keys, x.o_counts, x.o_ends INTO v_s, v_k, v_n, v_e
+    FROM verifyd_count_exact(p_scopes, p_keys, p_windows) x;
+    SELECT x.s, x.e INTO o_refused, o_retry_at
+    FROM unnest(v_s, v_k, v_n, v_e) AS x (s, k, n, e)
+        JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l) ON x.s = q.s AND x.k = q.k
+    WHERE x.n - 1 >= q.l
+    ORDER BY x.e DESC, x.s COLLATE "C", x.k COLLATE "C"
+    LIMIT 1;
+    IF o_refused IS NOT NULL THEN
+        PERFORM verifyd_uncount_exact(p_scopes, p_keys, p_windows);
+    END IF;
 END
 $$;
 
@@ -121,10 +204,10 @@ DECLARE
     v_sh_sum    INTEGER[] := '{}';
     v_end       TIMESTAMPTZ;
     v_counted   BOOLEAN := false;
-    v_ex_s      TEXT[];
-    v_ex_k      TEXT[];
-    v_ex_n      INTEGER[];
-    v_ex_e      TIMESTAMPTZ[];
+    v_ex_s      TEXT[] := '{}';
+    v_ex_k      TEXT[] := '{}';
+    v_ex_n      INTEGER[] := '{}';
+    v_ex_e      TIMESTAMPTZ[] := '{}';
     i           INTEGER;
 BEGIN
     o_tripped := false;
@@ -201,24 +284,12 @@ BEGIN
             v_windows := v_windows || v_all_w[i];
         END IF;
     END LOOP;
-    -- The exact quotas are counted by one upsert each, in (scope, key) order, the order every
-    -- send and check locks them in; the counts come back with this send in them (`v_ex_n`).
-    -- A refused send takes them back below.
-    WITH taken AS (
-        INSERT INTO quota_counters AS c (scope, key, count, expires_at)
-        SELECT q.s, q.k, 1, now() + make_interval(secs => q.w)
-        FROM unnest(v_scopes, v_keys, v_windows) AS q (s, k, w)
-        ORDER BY q.s, q.k
-        ON CONFLICT (scope, key) DO UPDATE SET
-            count = CASE WHEN c.expires_at > now() THEN c.count + 1 ELSE 1 END,
-            expires_at = CASE WHEN c.expires_at > now() THEN c.expires_at
-                              ELSE excluded.expires_at END
-        RETURNING c.scope, c.key, c.count, c.expires_at
-    )
-    SELECT coalesce(array_agg(t.scope), '{}'), coalesce(array_agg(t.key), '{}'),
-           coalesce(array_agg(t.count), '{}'), coalesce(array_agg(t.expires_at), '{}')
-    INTO v_ex_s, v_ex_k, v_ex_n, v_ex_e
-    FROM taken t;
+    -- The exact quotas are counted first (one upsert each); the counts come back with this
+    -- send in them (`v_ex_n`), and a refused send takes them back below.
+    IF cardinality(v_scopes) > 0 THEN
+        SELECT x.o_scopes, x.o_keys, x.o_counts, x.o_ends INTO v_ex_s, v_ex_k, v_ex_n, v_ex_e
+        FROM verifyd_count_exact(v_scopes, v_keys, v_windows) x;
+    END IF;
     o_now := clock_timestamp();
     SELECT q.s, q.e INTO o_refused, o_retry_at
     FROM (
@@ -260,15 +331,10 @@ BEGIN
         o_outcome := 'quota';
     END IF;
     IF o_outcome IS NOT NULL THEN
-        -- Refused sends count nowhere. A window this send opened is closed again (a window
-        -- opens with its first counted send); no other transaction's window can end at this
-        -- transaction's now() + window, since the counter's row lock is ours.
-        UPDATE quota_counters c
-        SET count = c.count - 1,
-            expires_at = CASE WHEN c.count = 1 AND c.expires_at = now() + make_interval(secs => q.w)
-                              THEN now() ELSE c.expires_at END
-        FROM unnest(v_scopes, v_keys, v_windows) AS q (s, k, w)
-        WHERE c.scope = q.s AND c.key = q.k;
+        -- Refused sends count nowhere.
+        IF cardinality(v_scopes) > 0 THEN
+            PERFORM verifyd_uncount_exact(v_scopes, v_keys, v_windows);
+        END IF;
         FOR i IN 1 .. coalesce(cardinality(v_sh_i), 0) LOOP
             PERFORM verifyd_quota_add(v_all_s[v_sh_i[i]], v_all_k[v_sh_i[i]], v_sh_end[i], -1);
         END LOOP;

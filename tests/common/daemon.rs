@@ -93,10 +93,12 @@ impl TestDaemon {
         format!("{}{}", self.base, path)
     }
 
-    /// Every message the mock provider delivered, oldest first.
+    /// Every message the mock provider delivered, oldest first. A line the daemon is still
+    /// writing (no newline yet) is not delivered yet: a read can see half of it.
     pub fn messages(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.outbox)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.outbox).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).expect("outbox lines are JSON"))
             .collect()

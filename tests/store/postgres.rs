@@ -443,6 +443,60 @@ async fn prefill_shard(url: &str, scope: &str, count: i32) {
         .unwrap();
 }
 
+/// The count of an exact counter and whether its window is running, if it has a row.
+async fn counter(url: &str, scope: &str, key: &str) -> Option<(i32, bool)> {
+    sql(url)
+        .await
+        .query_opt(
+            "SELECT count, expires_at > now() FROM quota_counters WHERE scope = $1 AND key = $2",
+            &[&scope, &key],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+}
+
+/// A check with a wrong code (`i`) for key 1's verification of `phone()`, on a task of its own.
+fn spawn_check(
+    st: &std::sync::Arc<PgStore>,
+    guard: &CheckGuard,
+    i: u8,
+) -> tokio::task::JoinHandle<CheckOutcome> {
+    let (st, guard) = (st.clone(), guard.clone());
+    tokio::spawn(async move {
+        let (p, data) = (phone(), Map::new());
+        let req = CheckVerification {
+            key: key(1),
+            phone: &p,
+            code_mac: CodeMac([i; 32]),
+            max_attempts: 5,
+            on_approve: Approval {
+                new_key: key(100 + i),
+                data: &data,
+            },
+        };
+        st.check_guarded(&req, &guard).await.unwrap().outcome
+    })
+}
+
+/// Runs `n` wrong checks at once and counts those the address budget let through (they find
+/// no code: key 1 has none); every other one must be refused by the budget.
+async fn racing_checks_answered(st: &std::sync::Arc<PgStore>, guard: &CheckGuard, n: u8) -> usize {
+    let tasks: Vec<_> = (0..n).map(|i| spawn_check(st, guard, i)).collect();
+    let mut answered = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CheckOutcome::NotFound => answered += 1,
+            CheckOutcome::Refused {
+                by: verifyd::quota::Refusal::Quota(verifyd::quota::Scope::IpChecks),
+                ..
+            } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    answered
+}
+
 /// A large per-address budget is sharded (migration 0008) and still exact: 1 020 of 1 024 are
 /// already counted (in one shard, as earlier sends on one connection would leave them), and 24
 /// sends racing through the pool's connections get exactly the 4 that are left.
@@ -526,36 +580,7 @@ async fn a_large_address_check_budget_is_sharded_and_exact_near_its_limit() {
     st.create_session(&key(1), &Map::new(), Expiry::Default)
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..12u8)
-        .map(|i| {
-            let (st, guard) = (st.clone(), guard.clone());
-            tokio::spawn(async move {
-                let (p, data) = (phone(), Map::new());
-                let req = CheckVerification {
-                    key: key(1),
-                    phone: &p,
-                    code_mac: CodeMac([i; 32]),
-                    max_attempts: 5,
-                    on_approve: Approval {
-                        new_key: key(100 + i),
-                        data: &data,
-                    },
-                };
-                st.check_guarded(&req, &guard).await.unwrap().outcome
-            })
-        })
-        .collect();
-    let mut answered = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            CheckOutcome::NotFound => answered += 1,
-            CheckOutcome::Refused {
-                by: verifyd::quota::Refusal::Quota(verifyd::quota::Scope::IpChecks),
-                ..
-            } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let answered = racing_checks_answered(&st, &guard, 12).await;
     assert_eq!(answered, 2, "the two checks left in the budget");
 }
 
@@ -608,23 +633,8 @@ async fn exact_counters_are_exact_under_racing_sends_and_refusals_leave_no_trace
         }
     }
     assert_eq!(issued, 3);
-    let row = |scope: &'static str, key: &'static str| {
-        let url = db.url.clone();
-        async move {
-            sql(&url)
-                .await
-                .query_opt(
-                    "SELECT count, expires_at > now() FROM quota_counters
-                     WHERE scope = $1 AND key = $2",
-                    &[&scope, &key],
-                )
-                .await
-                .unwrap()
-                .map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1)))
-        }
-    };
     assert_eq!(
-        row("phone_hard_sends", "+8613800138000").await,
+        counter(&db.url, "phone_hard_sends", "+8613800138000").await,
         Some((3, true))
     );
 
@@ -669,8 +679,65 @@ async fn exact_counters_are_exact_under_racing_sends_and_refusals_leave_no_trace
         "{out:?}"
     );
     assert_eq!(
-        row("phone_hard_sends", "+12015550123").await,
+        counter(&db.url, "phone_hard_sends", "+12015550123").await,
         Some((0, false))
     );
-    assert_eq!(row("ip_sends", "192.0.2.9").await, Some((1, true)));
+    assert_eq!(
+        counter(&db.url, "ip_sends", "192.0.2.9").await,
+        Some((1, true))
+    );
+}
+
+/// The check's exact quotas are counted the same way (migration 0012): racing checks get exactly
+/// a small address budget, and a refused check leaves a counter it was first to touch with no
+/// count and no window.
+#[tokio::test]
+async fn exact_check_budgets_are_exact_under_racing_checks_and_refusals_leave_no_trace() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let st = std::sync::Arc::new(store(&db.url));
+    let quota = |key: &str, limit| verifyd::quota::Quota {
+        scope: verifyd::quota::Scope::IpChecks,
+        key: key.into(),
+        limit,
+        window: Duration::from_secs(3600),
+    };
+    st.create_session(&key(1), &Map::new(), Expiry::Default)
+        .await
+        .unwrap();
+    let small = CheckGuard {
+        quotas: vec![quota("192.0.2.7", 5)],
+        ..Default::default()
+    };
+    let answered = racing_checks_answered(&st, &small, 12).await;
+    assert_eq!(answered, 5);
+    assert_eq!(
+        counter(&db.url, "ip_checks", "192.0.2.7").await,
+        Some((5, true))
+    );
+
+    let both = CheckGuard {
+        quotas: vec![quota("192.0.2.7", 5), quota("192.0.2.8", 5)],
+        ..Default::default()
+    };
+    let out = spawn_check(&st, &both, 50).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            CheckOutcome::Refused {
+                by: verifyd::quota::Refusal::Quota(verifyd::quota::Scope::IpChecks),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        counter(&db.url, "ip_checks", "192.0.2.7").await,
+        Some((5, true))
+    );
+    assert_eq!(
+        counter(&db.url, "ip_checks", "192.0.2.8").await,
+        Some((0, false))
+    );
 }
