@@ -39,10 +39,11 @@ END
 $$;
 
 -- Counts one request in each exact counter named by the arrays (no duplicate pair) and returns
--- the counters' scopes, keys, counts with this request, and window ends, in (scope, key) order:
--- the order every send and check locks them in, so that racing requests never deadlock. A
--- counter whose window has ended starts a new one with this request. The row locks are held to
--- the commit, so the counts are exact.
+-- the counters' scopes, keys, counts with this request, and window ends, as parallel arrays in
+-- no particular order (callers join them by scope and key). The rows are locked in (scope, key)
+-- order, the order every send and check locks them in, so that racing requests never deadlock.
+-- A counter whose window has ended starts a new one with this request. The row locks are held
+-- to the commit, so the counts are exact.
 CREATE FUNCTION verifyd_count_exact(p_scopes TEXT[], p_keys TEXT[], p_windows FLOAT8[],
                                     OUT o_scopes TEXT[], OUT o_keys TEXT[],
                                     OUT o_counts INTEGER[], OUT o_ends TIMESTAMPTZ[])
