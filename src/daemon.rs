@@ -108,6 +108,9 @@ impl Daemon {
                 tracing::error!(error = %e, "a daemon task failed");
             }
         }
+        if let Err(e) = self.app.store.hand_back().await {
+            tracing::warn!(error = %e, "could not hand back the budgets this daemon holds");
+        }
         tracing::info!("verifyd stopped");
     }
 

@@ -72,4 +72,11 @@ pub trait Maintenance: Send + Sync {
     /// left. A pending event (never dead, or redriven since) is never deleted. Only one caller
     /// sweeps a database at a time; the others return `ran = false` at once.
     async fn sweep(&self, batch: u32, keep_dead: Duration) -> StoreResult<SweepReport>;
+
+    /// Hands back what this daemon holds of the shared counters and has not used (on
+    /// PostgreSQL: the unspent slots of its leases, and the breaker counts it keeps in memory),
+    /// so that the other daemons can use it. Called when the daemon stops.
+    async fn hand_back(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

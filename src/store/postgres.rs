@@ -81,8 +81,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0012_counted_by_upsert",
         include_str!("../../migrations/postgres/0012_counted_by_upsert.sql"),
     ),
+    (
+        13,
+        "0013_leases",
+        include_str!("../../migrations/postgres/0013_leases.sql"),
+    ),
 ];
 
+mod budget;
 mod deliveries;
 mod events;
 mod idempotency;
@@ -124,6 +130,8 @@ pub struct PgStore {
     deadline: Duration,
     /// Connection checkouts so far ([`crate::store::Maintenance::round_trips`]).
     round_trips: std::sync::atomic::AtomicU64,
+    /// The blocks of shared budgets and the breaker counts this daemon holds.
+    budgets: budget::Budgets,
 }
 
 impl PgStore {
@@ -180,6 +188,7 @@ impl PgStore {
             policy,
             deadline: deadline + Duration::from_secs(1),
             round_trips: std::sync::atomic::AtomicU64::new(0),
+            budgets: budget::Budgets::default(),
         })
     }
 

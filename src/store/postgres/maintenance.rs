@@ -151,6 +151,10 @@ impl Maintenance for PgStore {
         ))
     }
 
+    async fn hand_back(&self) -> StoreResult<()> {
+        self.hand_back_budgets().await
+    }
+
     async fn sweep(&self, batch: u32, keep_dead: Duration) -> StoreResult<SweepReport> {
         let lease = self.lease().await?;
         let c = lease.client();

@@ -1,0 +1,520 @@
+-- verifyd schema, version 13: a daemon leases blocks of the shared budgets and counts the
+-- breaker's sends in memory (issue 13), so that a send with the shipped limits writes no row that
+-- every other send writes too. Until version 12 each send added one to a shard of the global cap,
+-- of its country's cap and breaker, and of any per-address quota large enough to be shared:
+-- rows that all sends of a deployment update, about half of a send's time in the database.
+--
+-- Leases. A daemon asks for a block of a shared quota's budget with a send
+-- (verifyd_quota_grant): the block is counted in the shards at once, with every shard of the
+-- counter locked, so grants are exact against the limit and against sends counted the version-12
+-- way. The daemon then spends the block's slots on its next sends without writing, and gives back
+-- what is left when it stops (verifyd_quota_release). A hard quota never grants past its limit,
+-- so a cap is never exceeded; what it can do is refuse while other daemons hold slots they have
+-- not spent yet (docs/performance.md states the bound). A block is a sixty-fourth of what is
+-- left, at most what the daemon asks for (64), at least one, so the blocks shrink as a limit
+-- nears and the budget a daemon can sit on shrinks with them.
+--
+-- The breaker. A daemon that judged a send against its country's breaker in memory (far from
+-- tripping on the counts it last saw) counts it in memory, and adds its count to a shard every
+-- few sends (`p_pump_flush`), when it stops, and before `verifyd pumping-status` reads the sums.
+-- Counts not yet added only make the breaker see fewer sends: it trips late by what the other
+-- daemons hold, never early, and every send near the trip point is judged here, exactly as before.
+--
+-- verifyd_start_send keeps its signature and answers (daemons of version 10 to 12 keep serving
+-- during a rolling upgrade, counting per send as before); it now runs verifyd_send without leases.
+
+-- Grants one daemon a block of a shared quota's budget in the running window: `o_count` slots
+-- whose counts are `o_pos` to `o_pos + o_count - 1` (the count before each send that spends one).
+-- `o_count` is 0 when a hard quota is full; a soft quota grants past its limit (a send past it
+-- needs a challenge, which the slot's count tells).
+CREATE FUNCTION verifyd_quota_grant(p_scope TEXT, p_key TEXT, p_limit INTEGER, p_window FLOAT8,
+                                    p_hard BOOLEAN, p_block INTEGER,
+                                    OUT o_end TIMESTAMPTZ, OUT o_pos INTEGER, OUT o_count INTEGER)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sum BIGINT;
+BEGIN
+    o_end := verifyd_quota_window(p_scope, p_key, p_window);
+    -- Every shard locked (in shard order, as verifyd_quota_count locks them): no send or grant
+    -- on another connection is counting in this window meanwhile, so the sum is exact.
+    INSERT INTO quota_shards (scope, key, shard, window_ends, count)
+    SELECT p_scope, p_key, g, o_end, 0 FROM generate_series(0, 15) AS g
+    ON CONFLICT (scope, key, shard) DO NOTHING;
+    PERFORM 1 FROM quota_shards WHERE scope = p_scope AND key = p_key ORDER BY shard FOR UPDATE;
+    SELECT coalesce(sum(count), 0) INTO v_sum FROM quota_shards
+    WHERE scope = p_scope AND key = p_key AND window_ends = o_end;
+    o_pos := least(v_sum, 2147483647)::integer;
+    o_count := least(greatest(p_block, 1), greatest((p_limit - v_sum) / 64, 1))::integer;
+    IF p_hard THEN
+        o_count := least(o_count, greatest(p_limit - v_sum, 0))::integer;
+    END IF;
+    IF o_count > 0 THEN
+        PERFORM verifyd_quota_add(p_scope, p_key, o_end, o_count);
+    END IF;
+END
+$$;
+
+-- Gives back `p_count` unspent slots of a block granted in the window ending at `p_end` (a
+-- daemon stopping); nothing when that window is over.
+CREATE FUNCTION verifyd_quota_release(p_scope TEXT, p_key TEXT, p_end TIMESTAMPTZ,
+                                      p_count INTEGER)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r    RECORD;
+    v_left INTEGER := p_count;
+BEGIN
+    FOR r IN SELECT shard, count FROM quota_shards
+             WHERE scope = p_scope AND key = p_key AND window_ends = p_end AND p_end > now()
+             ORDER BY shard FOR UPDATE
+    LOOP
+        EXIT WHEN v_left <= 0;
+        UPDATE quota_shards SET count = count - least(count, v_left)
+        WHERE scope = p_scope AND key = p_key AND shard = r.shard;
+        v_left := v_left - least(r.count, v_left);
+    END LOOP;
+END
+$$;
+
+-- Adds a daemon's in-memory count of sends to its country's breaker, when the window it counted
+-- them in (`p_end`) is still the running one; a count of an ended or reset window is dropped.
+CREATE FUNCTION verifyd_pumping_flush(p_country TEXT, p_end TIMESTAMPTZ, p_sends INTEGER)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_sends > 0 AND EXISTS (SELECT 1 FROM pumping
+                               WHERE country = p_country AND expires_at = p_end
+                                 AND expires_at > now()) THEN
+        PERFORM verifyd_pumping_add(p_country, p_end, p_sends, 0);
+    END IF;
+END
+$$;
+
+-- A breaker window as the database sees it, for a daemon's memory: the sums of its shards and
+-- the flag.
+CREATE FUNCTION verifyd_pumping_seen(p_country TEXT, p_end TIMESTAMPTZ,
+                                     OUT o_end TIMESTAMPTZ, OUT o_sends INTEGER,
+                                     OUT o_approvals INTEGER, OUT o_tripped BOOLEAN)
+LANGUAGE sql STABLE AS $$
+    SELECT p_end,
+           (SELECT least(coalesce(sum(s.sends), 0), 2147483647)::integer FROM pumping_shards s
+            WHERE s.country = p_country AND s.window_ends = p_end),
+           (SELECT least(coalesce(sum(s.approvals), 0), 2147483647)::integer FROM pumping_shards s
+            WHERE s.country = p_country AND s.window_ends = p_end),
+           coalesce((SELECT p.tripped FROM pumping p
+                     WHERE p.country = p_country AND p.expires_at = p_end), false)
+$$;
+
+-- A send, as verifyd_start_send of version 12, and:
+-- - `p_blocks` (parallel to the hard then the soft quotas): for a shared quota, a block size
+--   above 0 asks for a grant instead of counting this send alone; the send spends the grant's
+--   first slot, and the daemon keeps the grant (`o_lease_*`) whatever the outcome. A hard
+--   quota whose grant is empty refuses as a full one. The daemon leaves out of the arrays the
+--   quotas its leases already cover, and says in `p_covered_challenge` whether the counts of
+--   their slots ask for a challenge (a soft one spent, or a suspicious one with `p_suspicious`).
+-- - `p_pump_local`: the daemon judged the breaker and counts this send itself; otherwise the
+--   breaker is judged here, after adding the `p_pump_flush` sends the daemon counted in the
+--   window ending at `p_pump_flush_end`, and `o_pump_*` report the window as it then stands.
+CREATE FUNCTION verifyd_send(
+    p_key             BYTEA,
+    p_new_key         BYTEA,
+    p_refresh         BIGINT,
+    p_phone           TEXT,
+    p_mac             BYTEA,
+    p_nonce           BYTEA,
+    p_margin          FLOAT8,
+    p_keep            FLOAT8,
+    p_ttl             FLOAT8,
+    p_resend          FLOAT8,
+    p_max_attempts    INTEGER,
+    p_scopes          TEXT[],
+    p_keys            TEXT[],
+    p_limits          INTEGER[],
+    p_windows         FLOAT8[],
+    p_soft_scopes     TEXT[],
+    p_soft_keys       TEXT[],
+    p_soft_limits     INTEGER[],
+    p_soft_windows    FLOAT8[],
+    p_country         TEXT,
+    p_pump_window     FLOAT8,
+    p_pump_sample     INTEGER,
+    p_pump_conversion FLOAT8,
+    p_passed          BOOLEAN,
+    p_always          BOOLEAN,
+    p_suspicious      BOOLEAN,
+    p_on_trip         BOOLEAN,
+    p_expiry_kind     SMALLINT,
+    p_idle_secs       INTEGER,
+    p_default_age     BIGINT,
+    p_max_lifetime    BIGINT,
+    p_blocks          INTEGER[],
+    p_covered_challenge BOOLEAN,
+    p_pump_local      BOOLEAN,
+    p_pump_flush      INTEGER,
+    p_pump_flush_end  TIMESTAMPTZ,
+    OUT o_outcome     TEXT,
+    OUT o_attempts    INTEGER,
+    OUT o_resend      BOOLEAN,
+    OUT o_retry_at    TIMESTAMPTZ,
+    OUT o_refused     TEXT,
+    OUT o_tripped     BOOLEAN,
+    OUT o_now         TIMESTAMPTZ,
+    OUT o_nonce       BYTEA,
+    OUT o_ttl         FLOAT8,
+    OUT o_created     BOOLEAN,
+    OUT o_refreshed   BOOLEAN,
+    OUT o_id          BIGINT,
+    OUT o_data        JSONB,
+    OUT o_expiry_kind SMALLINT,
+    OUT o_idle_secs   INTEGER,
+    OUT o_created_at  TIMESTAMPTZ,
+    OUT o_expires_at  TIMESTAMPTZ,
+    OUT o_data_json   JSON,
+    OUT o_version     BIGINT,
+    OUT o_lease_scopes TEXT[],
+    OUT o_lease_keys  TEXT[],
+    OUT o_lease_ends  TIMESTAMPTZ[],
+    OUT o_lease_pos   INTEGER[],
+    OUT o_lease_counts INTEGER[],
+    OUT o_pump_end    TIMESTAMPTZ,
+    OUT o_pump_sends  INTEGER,
+    OUT o_pump_approvals INTEGER,
+    OUT o_pump_tripped BOOLEAN
+)
+-- Generic plans for the statements inside: with the default (`auto`) PostgreSQL re-plans a
+-- statement whose parameters are arrays for every call (a custom plan each time), and planning
+-- the quota and challenge queries cost more than running them; with generic plans a send runs
+-- at about twice the rate (bench/pgbench/send.sql, 32 connections). The GUC holds for the nested
+-- helpers too. `verifyd_check` measured no better with it, so it keeps the default.
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    r_ver       verifications%ROWTYPE;
+    v_live      BOOLEAN := false;
+    v_keep      BOOLEAN := false;
+    v_mac       BYTEA := p_mac;
+    v_nonce     BYTEA := p_nonce;
+    v_keep_til  TIMESTAMPTZ;
+    v_sends     INTEGER;
+    v_approvals INTEGER;
+    v_pump_end  TIMESTAMPTZ;
+    v_tripped   BOOLEAN := false;
+    v_all_s     TEXT[] := coalesce(p_scopes, '{}') || coalesce(p_soft_scopes, '{}');
+    v_all_k     TEXT[] := coalesce(p_keys, '{}') || coalesce(p_soft_keys, '{}');
+    v_all_l     INTEGER[] := coalesce(p_limits, '{}') || coalesce(p_soft_limits, '{}');
+    v_all_w     FLOAT8[] := coalesce(p_windows, '{}') || coalesce(p_soft_windows, '{}');
+    v_hard      INTEGER := coalesce(cardinality(p_scopes), 0);
+    v_scopes    TEXT[] := '{}';
+    v_keys      TEXT[] := '{}';
+    v_windows   FLOAT8[] := '{}';
+    v_sh_i      INTEGER[] := '{}';
+    v_sh_end    TIMESTAMPTZ[] := '{}';
+    v_sh_sum    INTEGER[] := '{}';
+    v_end       TIMESTAMPTZ;
+    v_counted   BOOLEAN := false;
+    v_ex_s      TEXT[] := '{}';
+    v_ex_k      TEXT[] := '{}';
+    v_ex_n      INTEGER[] := '{}';
+    v_ex_e      TIMESTAMPTZ[] := '{}';
+    v_gr_i      INTEGER[] := '{}';
+    v_gr_end    TIMESTAMPTZ[] := '{}';
+    v_gr_pos    INTEGER[] := '{}';
+    v_gr_n      INTEGER[] := '{}';
+    v_pos       INTEGER;
+    v_n         INTEGER;
+    i           INTEGER;
+BEGIN
+    o_tripped := false;
+    o_created := false;
+    o_refreshed := false;
+    SELECT s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at,
+           s.data_json, s.version, s.refreshed
+    INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at,
+         o_data_json, o_version, o_refreshed
+    FROM verifyd_resolve_session(p_key, p_default_age, p_max_lifetime, p_refresh) s;
+    -- No row leaves every target NULL.
+    o_refreshed := coalesce(o_refreshed, false);
+    IF o_id IS NULL AND p_new_key IS NULL THEN
+        o_outcome := 'no_session';
+        o_now := clock_timestamp();
+        RETURN;
+    END IF;
+    o_now := clock_timestamp();
+    -- A session about to be created has no verification yet, and nobody else can name it.
+    IF o_id IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(o_id::text || ' ' || p_phone, 0));
+        -- After waiting for the lock, the transaction's now() may predate the winner's
+        -- sent_at: waits are reported from the current clock so that they never exceed the
+        -- cooldown.
+        o_now := clock_timestamp();
+        SELECT * INTO r_ver FROM verifications
+        WHERE session_id = o_id AND phone = p_phone
+        FOR UPDATE;
+        v_live := FOUND AND r_ver.state <> verifyd_approved() AND r_ver.expires_at > now();
+    END IF;
+    IF v_live AND (r_ver.state = verifyd_exhausted() OR r_ver.attempts >= p_max_attempts) THEN
+        o_outcome := 'exhausted';
+        o_retry_at := r_ver.expires_at;
+        RETURN;
+    END IF;
+    IF v_live AND r_ver.sent_at > now() - make_interval(secs => p_resend) THEN
+        o_outcome := 'too_soon';
+        o_retry_at := r_ver.sent_at + make_interval(secs => p_resend);
+        RETURN;
+    END IF;
+    -- With `p_pump_local` the daemon judged this send against the breaker and counts it in
+    -- memory; otherwise the database judges it, after adding what the daemon counted so far.
+    IF p_country IS NOT NULL AND NOT coalesce(p_pump_local, false) THEN
+        SELECT w.o_end, w.o_tripped INTO v_pump_end, v_tripped
+        FROM verifyd_pumping_window(p_country, p_pump_window) w;
+        IF coalesce(p_pump_flush, 0) > 0 AND p_pump_flush_end = v_pump_end THEN
+            PERFORM verifyd_pumping_add(p_country, v_pump_end, p_pump_flush, 0);
+        END IF;
+        -- A tripped flag refuses before anything is counted (the sends of an attack).
+        IF NOT (v_tripped AND NOT p_on_trip) THEN
+            SELECT c.o_sends, c.o_approvals INTO v_sends, v_approvals
+            FROM verifyd_pumping_count(p_country, v_pump_end, p_pump_sample,
+                                       p_pump_conversion) c;
+            v_counted := true;
+            v_tripped := v_tripped OR verifyd_pumping_trips(v_sends, v_approvals, p_pump_sample,
+                                                           p_pump_conversion);
+        END IF;
+        o_now := clock_timestamp();
+        IF v_tripped AND NOT p_on_trip THEN
+            IF v_counted THEN
+                PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
+                PERFORM verifyd_pumping_flag(p_country, v_pump_end, true);
+            END IF;
+            o_outcome := 'breaker';
+            o_retry_at := v_pump_end;
+            SELECT s.o_end, s.o_sends, s.o_approvals, s.o_tripped
+            INTO o_pump_end, o_pump_sends, o_pump_approvals, o_pump_tripped
+            FROM verifyd_pumping_seen(p_country, v_pump_end) s;
+            RETURN;
+        END IF;
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(v_all_s), 0) LOOP
+        IF verifyd_is_shared(v_all_s[i], v_all_l[i]) AND coalesce(p_blocks[i], 0) > 0 THEN
+            SELECT g.o_end, g.o_pos, g.o_count INTO v_end, v_pos, v_n
+            FROM verifyd_quota_grant(v_all_s[i], v_all_k[i], v_all_l[i], v_all_w[i], i <= v_hard,
+                                     p_blocks[i]) g;
+            v_gr_i := v_gr_i || i;
+            v_gr_end := v_gr_end || v_end;
+            v_gr_pos := v_gr_pos || v_pos;
+            v_gr_n := v_gr_n || v_n;
+        ELSIF verifyd_is_shared(v_all_s[i], v_all_l[i]) THEN
+            v_end := verifyd_quota_window(v_all_s[i], v_all_k[i], v_all_w[i]);
+            v_sh_i := v_sh_i || i;
+            v_sh_end := v_sh_end || v_end;
+            v_sh_sum := v_sh_sum || (1 + verifyd_quota_count(v_all_s[i], v_all_k[i], v_end,
+                ARRAY[v_all_l[i], v_all_l[i] / 2 + 1, (v_all_l[i]::bigint * 3 + 3) / 4]::integer[]));
+        ELSE
+            v_scopes := v_scopes || v_all_s[i];
+            v_keys := v_keys || v_all_k[i];
+            v_windows := v_windows || v_all_w[i];
+        END IF;
+    END LOOP;
+    -- The blocks granted go back to the daemon whatever the outcome: they are its lease.
+    SELECT array_agg(v_all_s[x.i]), array_agg(v_all_k[x.i]), array_agg(x.e), array_agg(x.p),
+           array_agg(x.n)
+    INTO o_lease_scopes, o_lease_keys, o_lease_ends, o_lease_pos, o_lease_counts
+    FROM unnest(v_gr_i, v_gr_end, v_gr_pos, v_gr_n) AS x (i, e, p, n);
+    -- The exact quotas are counted first (one upsert each); the counts come back with this
+    -- send in them (`v_ex_n`), and a refused send takes them back below.
+    IF cardinality(v_scopes) > 0 THEN
+        SELECT x.o_scopes, x.o_keys, x.o_counts, x.o_ends INTO v_ex_s, v_ex_k, v_ex_n, v_ex_e
+        FROM verifyd_count_exact(v_scopes, v_keys, v_windows) x;
+    END IF;
+    o_now := clock_timestamp();
+    SELECT q.s, q.e INTO o_refused, o_retry_at
+    FROM (
+        SELECT x.s AS s, x.k AS k, x.e AS e
+        FROM unnest(v_ex_s, v_ex_k, v_ex_n, v_ex_e) AS x (s, k, n, e)
+            JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l)
+                ON x.s = q.s AND x.k = q.k
+        WHERE x.n - 1 >= q.l
+        UNION ALL
+        SELECT v_all_s[x.i], v_all_k[x.i], x.e
+        FROM unnest(v_sh_i, v_sh_end, v_sh_sum) AS x (i, e, n)
+        WHERE x.i <= v_hard AND x.n - 1 >= v_all_l[x.i]
+        UNION ALL
+        SELECT v_all_s[x.i], v_all_k[x.i], x.e
+        FROM unnest(v_gr_i, v_gr_end, v_gr_n) AS x (i, e, n)
+        WHERE x.i <= v_hard AND x.n = 0
+    ) AS q
+    ORDER BY q.e DESC, q.s COLLATE "C", q.k COLLATE "C"
+    LIMIT 1;
+    IF o_refused IS NULL AND NOT p_passed AND (
+        p_always
+        OR v_tripped
+        OR coalesce(p_covered_challenge, false)
+        OR (p_suspicious AND (
+            EXISTS (
+                SELECT 1 FROM unnest(v_ex_s, v_ex_k, v_ex_n) AS x (s, k, n)
+                    JOIN unnest(v_all_s, v_all_k, v_all_l) AS q (s, k, l)
+                        ON x.s = q.s AND x.k = q.k
+                WHERE verifyd_suspicious_at(x.s, x.n - 1, q.l))
+            OR EXISTS (
+                SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
+                WHERE verifyd_suspicious_at(v_all_s[x.i], x.n - 1, v_all_l[x.i]))
+            OR EXISTS (
+                SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
+                WHERE verifyd_suspicious_at(v_all_s[x.i], x.n, v_all_l[x.i]))))
+        OR EXISTS (
+            SELECT 1 FROM unnest(v_ex_s, v_ex_k, v_ex_n) AS x (s, k, n)
+                JOIN unnest(p_soft_scopes, p_soft_keys, p_soft_limits) AS q (s, k, l)
+                    ON x.s = q.s AND x.k = q.k
+            WHERE x.n - 1 >= q.l)
+        OR EXISTS (
+            SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
+            WHERE x.i > v_hard AND x.n - 1 >= v_all_l[x.i])
+        OR EXISTS (
+            SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
+            WHERE x.i > v_hard AND x.n >= v_all_l[x.i]))
+    THEN
+        o_outcome := 'challenge';
+    ELSIF o_refused IS NOT NULL THEN
+        o_outcome := 'quota';
+    END IF;
+    IF o_outcome IS NOT NULL THEN
+        -- Refused sends count nowhere.
+        IF cardinality(v_scopes) > 0 THEN
+            PERFORM verifyd_uncount_exact(v_scopes, v_keys, v_windows);
+        END IF;
+        FOR i IN 1 .. coalesce(cardinality(v_sh_i), 0) LOOP
+            PERFORM verifyd_quota_add(v_all_s[v_sh_i[i]], v_all_k[v_sh_i[i]], v_sh_end[i], -1);
+        END LOOP;
+        IF v_counted THEN
+            PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
+        END IF;
+        IF v_pump_end IS NOT NULL THEN
+            SELECT s.o_end, s.o_sends, s.o_approvals, s.o_tripped
+            INTO o_pump_end, o_pump_sends, o_pump_approvals, o_pump_tripped
+            FROM verifyd_pumping_seen(p_country, v_pump_end) s;
+        END IF;
+        RETURN;
+    END IF;
+    IF o_id IS NULL THEN
+        INSERT INTO sessions
+            AS s (key_hash, data, expiry_kind, idle_secs, created_at, touched_at, expires_at)
+        VALUES (p_new_key, '{}', p_expiry_kind, p_idle_secs, now(), now(),
+                verifyd_session_expiry(p_expiry_kind, p_idle_secs, now(), p_default_age,
+                                       p_max_lifetime))
+        RETURNING s.id, s.data, s.expiry_kind, s.idle_secs, s.created_at, s.expires_at,
+                  s.data_json, s.version
+        INTO o_id, o_data, o_expiry_kind, o_idle_secs, o_created_at, o_expires_at,
+             o_data_json, o_version;
+        o_created := true;
+        o_refreshed := true;
+    END IF;
+    o_resend := v_live;
+    o_attempts := CASE WHEN v_live THEN r_ver.attempts ELSE 0 END;
+    o_ttl := p_ttl;
+    v_keep_til := now() + make_interval(secs => p_keep);
+    v_keep := v_live AND p_margin IS NOT NULL
+        AND r_ver.mac_scheme = 2
+        AND r_ver.code_nonce IS NOT NULL AND r_ver.nonce_mac = r_ver.code_mac
+        AND r_ver.expires_at >= now() + make_interval(secs => p_margin)
+        AND r_ver.keep_until >= now() + make_interval(secs => p_ttl / 2);
+    IF v_keep THEN
+        v_mac := r_ver.code_mac;
+        v_nonce := r_ver.code_nonce;
+        v_keep_til := r_ver.keep_until;
+        o_nonce := r_ver.code_nonce;
+        o_ttl := least(p_ttl, extract(epoch FROM r_ver.keep_until - now())::float8);
+    END IF;
+    INSERT INTO verifications AS v
+        (session_id, phone, code_mac, state, attempts, created_at, sent_at, expires_at,
+         code_nonce, nonce_mac, keep_until, mac_scheme)
+    VALUES (o_id, p_phone, v_mac, verifyd_pending(), o_attempts, now(), now(),
+            now() + make_interval(secs => o_ttl),
+            v_nonce, CASE WHEN v_nonce IS NOT NULL THEN v_mac END, v_keep_til, 2)
+    ON CONFLICT (session_id, phone) DO UPDATE SET
+        code_mac = excluded.code_mac,
+        state = verifyd_pending(),
+        attempts = excluded.attempts,
+        created_at = CASE WHEN v_live THEN v.created_at ELSE now() END,
+        sent_at = now(),
+        expires_at = excluded.expires_at,
+        code_nonce = excluded.code_nonce,
+        nonce_mac = excluded.nonce_mac,
+        keep_until = excluded.keep_until,
+        mac_scheme = 2;
+    IF v_counted
+       AND verifyd_pumping_trips(v_sends + 1, v_approvals, p_pump_sample, p_pump_conversion) THEN
+        o_tripped := verifyd_pumping_flag(p_country, v_pump_end, true);
+    END IF;
+    IF v_pump_end IS NOT NULL THEN
+        SELECT s.o_end, s.o_sends, s.o_approvals, s.o_tripped
+        INTO o_pump_end, o_pump_sends, o_pump_approvals, o_pump_tripped
+        FROM verifyd_pumping_seen(p_country, v_pump_end) s;
+    END IF;
+    o_outcome := 'issued';
+END
+$$;
+
+
+-- Version 12's send, for daemons of versions 10 to 12: no leases, the breaker judged here.
+CREATE OR REPLACE FUNCTION verifyd_start_send(
+    p_key             BYTEA,
+    p_new_key         BYTEA,
+    p_refresh         BIGINT,
+    p_phone           TEXT,
+    p_mac             BYTEA,
+    p_nonce           BYTEA,
+    p_margin          FLOAT8,
+    p_keep            FLOAT8,
+    p_ttl             FLOAT8,
+    p_resend          FLOAT8,
+    p_max_attempts    INTEGER,
+    p_scopes          TEXT[],
+    p_keys            TEXT[],
+    p_limits          INTEGER[],
+    p_windows         FLOAT8[],
+    p_soft_scopes     TEXT[],
+    p_soft_keys       TEXT[],
+    p_soft_limits     INTEGER[],
+    p_soft_windows    FLOAT8[],
+    p_country         TEXT,
+    p_pump_window     FLOAT8,
+    p_pump_sample     INTEGER,
+    p_pump_conversion FLOAT8,
+    p_passed          BOOLEAN,
+    p_always          BOOLEAN,
+    p_suspicious      BOOLEAN,
+    p_on_trip         BOOLEAN,
+    p_expiry_kind     SMALLINT,
+    p_idle_secs       INTEGER,
+    p_default_age     BIGINT,
+    p_max_lifetime    BIGINT,
+    OUT o_outcome     TEXT,
+    OUT o_attempts    INTEGER,
+    OUT o_resend      BOOLEAN,
+    OUT o_retry_at    TIMESTAMPTZ,
+    OUT o_refused     TEXT,
+    OUT o_tripped     BOOLEAN,
+    OUT o_now         TIMESTAMPTZ,
+    OUT o_nonce       BYTEA,
+    OUT o_ttl         FLOAT8,
+    OUT o_created     BOOLEAN,
+    OUT o_refreshed   BOOLEAN,
+    OUT o_id          BIGINT,
+    OUT o_data        JSONB,
+    OUT o_expiry_kind SMALLINT,
+    OUT o_idle_secs   INTEGER,
+    OUT o_created_at  TIMESTAMPTZ,
+    OUT o_expires_at  TIMESTAMPTZ,
+    OUT o_data_json   JSON,
+    OUT o_version     BIGINT
+)
+LANGUAGE sql AS $$
+    SELECT s.o_outcome, s.o_attempts, s.o_resend, s.o_retry_at, s.o_refused, s.o_tripped,
+           s.o_now, s.o_nonce, s.o_ttl, s.o_created, s.o_refreshed, s.o_id, s.o_data,
+           s.o_expiry_kind, s.o_idle_secs, s.o_created_at, s.o_expires_at, s.o_data_json,
+           s.o_version
+    FROM verifyd_send(p_key, p_new_key, p_refresh, p_phone, p_mac, p_nonce, p_margin, p_keep,
+                      p_ttl, p_resend, p_max_attempts, p_scopes, p_keys, p_limits, p_windows,
+                      p_soft_scopes, p_soft_keys, p_soft_limits, p_soft_windows, p_country,
+                      p_pump_window, p_pump_sample, p_pump_conversion, p_passed, p_always,
+                      p_suspicious, p_on_trip, p_expiry_kind, p_idle_secs, p_default_age,
+                      p_max_lifetime, NULL, false, false, 0, NULL) s
+$$;

@@ -1,0 +1,407 @@
+//! What one daemon holds of the deployment-wide counters, so that a send writes no row every
+//! other send writes too (migrations/postgres/0013): blocks of the shared quotas' budgets
+//! (leases), spent one slot per send, and the breaker's send counts, added to the database every
+//! few sends. docs/performance.md states what this costs in exactness and proves the bounds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::quota::{PumpingRule, Quota, Scope, SendGuard};
+
+/// The largest block a daemon asks for. The database grants a sixty-fourth of what is left of
+/// the limit when that is less, so blocks shrink near a limit.
+pub(super) const BLOCK: i32 = 64;
+
+/// Sends a daemon counts for a breaker in memory before it adds them to the database: the
+/// breaker can trip late by fewer than this many sends per other daemon, never early.
+pub(super) const FLUSH: u32 = 8;
+
+/// Counters with a lease at once. Past this (a limit of 1024 or more per client address, and
+/// that many addresses within one window), further counters are counted per send as in
+/// version 12: correct, only slower.
+const MAX_LEASES: usize = 4096;
+
+/// Whether the database shares a quota's count across shards (`verifyd_is_shared` in
+/// migrations/postgres/0008): only those are leased.
+pub(super) fn shared(q: &Quota) -> bool {
+    match q.scope {
+        Scope::Global | Scope::Country => true,
+        Scope::IpSends | Scope::PrefixSends | Scope::IpChecks => q.limit >= 1024,
+        _ => false,
+    }
+}
+
+/// The breaker's rule (`verifyd_pumping_trips`), with the same float arithmetic.
+fn trips(sends: u64, approvals: u64, rule: &PumpingRule) -> bool {
+    sends >= u64::from(rule.min_sample) && (approvals as f64) < rule.min_conversion * sends as f64
+}
+
+/// A block granted to this daemon in one window of one counter.
+struct Lease {
+    /// The limit it was granted under: a quota with another limit asks for its own.
+    limit: u32,
+    /// The database's end of the window, and the instant on this daemon's clock by which that
+    /// window has surely ended (measured from before the grant was asked for).
+    end: SystemTime,
+    until: Instant,
+    /// Slots not spent, by the count before the send that spends one; the lowest goes first.
+    free: BTreeSet<u32>,
+    /// A grant is being asked for: concurrent sends count per send meanwhile instead of asking
+    /// for more blocks, so that a daemon holds at most one block of a counter.
+    granting: bool,
+}
+
+/// One country's breaker as this daemon last saw it, plus what it counted since.
+struct Tally {
+    end: SystemTime,
+    until: Instant,
+    sends: u32,
+    approvals: u32,
+    tripped: bool,
+    /// Sends this daemon issued and has not added to the database yet.
+    unflushed: u32,
+    /// Sends judged here and not finished yet.
+    in_flight: u32,
+}
+
+/// What this daemon holds. One per store; its sends share it.
+#[derive(Default)]
+pub(super) struct Budgets {
+    leases: Mutex<HashMap<(Scope, String), Lease>>,
+    tallies: Mutex<HashMap<String, Tally>>,
+}
+
+/// How one send uses the budgets: what goes to the database and what was taken here.
+pub(super) struct SendPlan<'g> {
+    /// The hard and soft quotas the database counts (those no lease covers), in guard order.
+    pub hard: Vec<&'g Quota>,
+    pub soft: Vec<&'g Quota>,
+    /// Parallel to `hard` then `soft`: the block to ask for (0: count this send alone).
+    pub blocks: Vec<i32>,
+    /// The slots spent from leases ask for a challenge (see `verifyd_send`).
+    pub covered_challenge: bool,
+    /// Slots taken: (counter, window end, count before this send).
+    covered: Vec<((Scope, String), SystemTime, u32)>,
+    /// Counters a grant is asked for.
+    granting: Vec<(Scope, String)>,
+    /// The breaker's country, if the send has one.
+    country: Option<String>,
+    pub pump: PumpPlan,
+}
+
+/// The breaker's part of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PumpPlan {
+    /// Judged here (and counted here once issued); otherwise the database judges it.
+    pub local: bool,
+    /// Sends counted here that the database adds first, in the window ending at `flush_end`.
+    pub flush: i32,
+    pub flush_end: Option<SystemTime>,
+}
+
+/// A grant the database made: counts `pos .. pos + count` in the window ending at `end`.
+pub(super) struct Grant {
+    pub scope: Scope,
+    pub key: String,
+    pub end: SystemTime,
+    pub pos: u32,
+    pub count: u32,
+}
+
+/// A breaker window as the database reported it.
+pub(super) struct Seen {
+    pub end: SystemTime,
+    pub sends: u32,
+    pub approvals: u32,
+    pub tripped: bool,
+}
+
+/// What came back from the database for a send.
+pub(super) struct SendResult {
+    pub issued: bool,
+    pub grants: Vec<Grant>,
+    pub seen: Option<Seen>,
+    /// The database's clock when it answered, and this daemon's before it asked.
+    pub db_now: SystemTime,
+    pub asked_at: Instant,
+}
+
+/// The instant by which a window ending at `end` (database clock, read at `db_now`) has surely
+/// ended on this daemon's clock: measured from before the question, so never late.
+fn until(asked_at: Instant, end: SystemTime, db_now: SystemTime) -> Instant {
+    asked_at + end.duration_since(db_now).unwrap_or(Duration::ZERO)
+}
+
+impl Budgets {
+    /// Decides, for a send under `guard`, which quotas a lease covers (taking a slot of each),
+    /// which ask for a block, and how the breaker is judged.
+    pub fn plan<'g>(&self, guard: &'g SendGuard, now: Instant) -> SendPlan<'g> {
+        let mut plan = SendPlan {
+            hard: vec![],
+            soft: vec![],
+            blocks: vec![],
+            covered_challenge: false,
+            covered: vec![],
+            granting: vec![],
+            country: guard.pumping.as_ref().map(|p| p.country.clone()),
+            pump: PumpPlan {
+                local: false,
+                flush: 0,
+                flush_end: None,
+            },
+        };
+        let mut soft_blocks = vec![];
+        {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let hard = guard.quotas.iter().map(|q| (q, true));
+            for (q, is_hard) in hard.chain(guard.soft.iter().map(|q| (q, false))) {
+                let block = if shared(q) {
+                    match take(&mut leases, q, now) {
+                        Taken::Slot(end, pos) => {
+                            let spent_soft = !is_hard && pos >= q.limit;
+                            let suspicious = guard.challenge.when_suspicious
+                                && q.scope.suspicious_at(pos, q.limit);
+                            plan.covered_challenge |= spent_soft || suspicious;
+                            plan.covered.push(((q.scope, q.key.clone()), end, pos));
+                            continue;
+                        }
+                        Taken::Ask => {
+                            plan.granting.push((q.scope, q.key.clone()));
+                            BLOCK
+                        }
+                        Taken::PerSend => 0,
+                    }
+                } else {
+                    0
+                };
+                if is_hard {
+                    plan.hard.push(q);
+                    plan.blocks.push(block);
+                } else {
+                    plan.soft.push(q);
+                    soft_blocks.push(block);
+                }
+            }
+        }
+        plan.blocks.extend(soft_blocks);
+        if let Some(rule) = &guard.pumping {
+            plan.pump = self.plan_pump(rule, now);
+        }
+        plan
+    }
+
+    fn plan_pump(&self, rule: &PumpingRule, now: Instant) -> PumpPlan {
+        let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        let exact = |flush: u32, flush_end: Option<SystemTime>| PumpPlan {
+            local: false,
+            flush: i32::try_from(flush).unwrap_or(i32::MAX),
+            flush_end,
+        };
+        let Some(t) = tallies.get_mut(&rule.country) else {
+            return exact(0, None);
+        };
+        if t.until <= now {
+            // Its window is over, and what was counted in it with it.
+            tallies.remove(&rule.country);
+            return exact(0, None);
+        }
+        let seen = u64::from(t.sends) + u64::from(t.unflushed) + u64::from(t.in_flight) + 1;
+        let near = trips(seen + u64::from(FLUSH), u64::from(t.approvals), rule);
+        if t.tripped || near || t.unflushed + t.in_flight + 1 >= FLUSH {
+            let flush = std::mem::take(&mut t.unflushed);
+            return exact(flush, Some(t.end));
+        }
+        t.in_flight += 1;
+        PumpPlan {
+            local: true,
+            flush: 0,
+            flush_end: Some(t.end),
+        }
+    }
+
+    /// Settles a send: returns the slots of a send that was not issued, keeps the blocks
+    /// granted, counts a locally judged send that was issued, and remembers the breaker as the
+    /// database reported it. With `Err` (the answer was lost, the send may have been issued)
+    /// nothing is given back: a lost slot or count errs on the side of refusing.
+    pub fn finish(&self, plan: &SendPlan<'_>, result: Result<&SendResult, ()>) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &plan.granting {
+            if let Some(l) = leases.get_mut(k) {
+                l.granting = false;
+            }
+        }
+        if let Ok(r) = result {
+            if !r.issued {
+                for (k, end, pos) in &plan.covered {
+                    if let Some(l) = leases.get_mut(k).filter(|l| l.end == *end) {
+                        l.free.insert(*pos);
+                    }
+                }
+            }
+            for g in &r.grants {
+                let first = if r.issued { g.pos + 1 } else { g.pos };
+                let slots = first..g.pos.saturating_add(g.count);
+                let limit = plan
+                    .hard
+                    .iter()
+                    .chain(&plan.soft)
+                    .find(|q| q.scope == g.scope && q.key == g.key)
+                    .map_or(0, |q| q.limit);
+                let l = leases
+                    .entry((g.scope, g.key.clone()))
+                    .or_insert_with(|| Lease {
+                        limit,
+                        end: g.end,
+                        until: r.asked_at,
+                        free: BTreeSet::new(),
+                        granting: false,
+                    });
+                if l.end != g.end || l.limit != limit {
+                    l.free.clear();
+                }
+                l.limit = limit;
+                l.end = g.end;
+                l.until = until(r.asked_at, g.end, r.db_now);
+                l.free.extend(slots);
+            }
+        }
+        drop(leases);
+        if plan.pump.local || result.is_ok() {
+            self.finish_pump(plan, result.ok());
+        }
+    }
+
+    fn finish_pump(&self, plan: &SendPlan<'_>, r: Option<&SendResult>) {
+        let Some(country) = plan.country.as_deref() else {
+            return;
+        };
+        let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        if plan.pump.local {
+            if let Some(t) = tallies
+                .get_mut(country)
+                .filter(|t| Some(t.end) == plan.pump.flush_end)
+            {
+                t.in_flight = t.in_flight.saturating_sub(1);
+                if r.is_some_and(|r| r.issued) {
+                    t.unflushed += 1;
+                }
+            }
+            return;
+        }
+        let Some(seen) = r.and_then(|r| r.seen.as_ref().map(|s| (r, s))) else {
+            return;
+        };
+        let (r, seen) = seen;
+        let until = until(r.asked_at, seen.end, r.db_now);
+        match tallies.get_mut(country) {
+            Some(t) if t.end == seen.end => {
+                t.sends = seen.sends;
+                t.approvals = seen.approvals;
+                t.tripped = seen.tripped;
+                t.until = t.until.min(until);
+            }
+            _ => {
+                tallies.insert(
+                    country.to_owned(),
+                    Tally {
+                        end: seen.end,
+                        until,
+                        sends: seen.sends,
+                        approvals: seen.approvals,
+                        tripped: seen.tripped,
+                        unflushed: 0,
+                        in_flight: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Takes back one send counted here for `country`'s breaker and not yet added to the
+    /// database (a send whose delivery failed); false when there is none to take.
+    pub fn unsend(&self, country: &str) -> bool {
+        let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        match tallies.get_mut(country) {
+            Some(t) if t.unflushed > 0 => {
+                t.unflushed -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The breaker counts not yet added to the database, taken out: (country, window end,
+    /// sends).
+    pub fn take_unflushed(&self) -> Vec<(String, SystemTime, i32)> {
+        let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        tallies
+            .iter_mut()
+            .filter(|(_, t)| t.unflushed > 0)
+            .map(|(c, t)| {
+                let n = std::mem::take(&mut t.unflushed);
+                (c.clone(), t.end, i32::try_from(n).unwrap_or(i32::MAX))
+            })
+            .collect()
+    }
+
+    /// Forgets a country's breaker (an operator reset it).
+    pub fn forget_breaker(&self, country: &str) {
+        self.tallies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(country);
+    }
+
+    /// The unspent slots of every lease, taken out: (scope, key, window end, slots).
+    pub fn take_unspent(&self) -> Vec<(Scope, String, SystemTime, i32)> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases
+            .drain()
+            .filter(|(_, l)| !l.free.is_empty())
+            .map(|((s, k), l)| (s, k, l.end, i32::try_from(l.free.len()).unwrap_or(i32::MAX)))
+            .collect()
+    }
+}
+
+enum Taken {
+    /// A slot of a live lease: its window's end and the count before this send.
+    Slot(SystemTime, u32),
+    /// No slot: ask the database for a block.
+    Ask,
+    /// No slot, and none to ask for now: the database counts this send alone.
+    PerSend,
+}
+
+fn take(leases: &mut HashMap<(Scope, String), Lease>, q: &Quota, now: Instant) -> Taken {
+    let k = (q.scope, q.key.clone());
+    if let Some(l) = leases.get_mut(&k) {
+        if l.until > now && l.limit == q.limit {
+            if let Some(pos) = l.free.pop_first() {
+                return Taken::Slot(l.end, pos);
+            }
+        }
+        if l.granting {
+            return Taken::PerSend;
+        }
+        l.granting = true;
+        return Taken::Ask;
+    }
+    if leases.len() >= MAX_LEASES {
+        leases.retain(|_, l| l.until > now || l.granting);
+        if leases.len() >= MAX_LEASES {
+            return Taken::PerSend;
+        }
+    }
+    leases.insert(
+        k,
+        Lease {
+            limit: q.limit,
+            end: SystemTime::UNIX_EPOCH,
+            until: now,
+            free: BTreeSet::new(),
+            granting: true,
+        },
+    );
+    Taken::Ask
+}
