@@ -15,7 +15,7 @@ SELECT o_outcome, o_attempts, o_resend, o_retry_at, o_refused, o_tripped, o_now,
        o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
        o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
        o_version AS version
-FROM verifyd_start_send(
+FROM verifyd_send(
     sha256(('s' || lpad(:i::text, 31, '0'))::bytea),  -- the cookie's key hash
     NULL::bytea,                                -- no session to create: the cookie names one
     60::bigint,                                 -- session.refresh_interval
@@ -33,4 +33,6 @@ FROM verifyd_start_send(
     0::float8, 0::integer, 0::float8,           -- pumping window, sample, conversion (unused)
     false, false, true, true,                   -- challenge: passed, always, when suspicious, on trip
     0::smallint, NULL::integer,                 -- a new session's expiry policy (unused)
-    1209600::bigint, NULL::bigint);             -- session.default_age, max_lifetime (none)
+    1209600::bigint, NULL::bigint,              -- session.default_age, max_lifetime (none)
+    '{}'::integer[], false,                     -- no blocks asked for, no slots spent
+    false, 0, NULL::timestamptz);               -- no breaker

@@ -11,7 +11,7 @@
 -- what is left when it stops (verifyd_quota_release). A hard quota never grants past its limit,
 -- so a cap is never exceeded; what it can do is refuse while other daemons hold slots they have
 -- not spent yet (docs/performance.md states the bound). A block is a sixty-fourth of what is
--- left, at most what the daemon asks for (64), at least one, so the blocks shrink as a limit
+-- left, at most what the daemon asks for (256), at least one, so the blocks shrink as a limit
 -- nears and the budget a daemon can sit on shrinks with them.
 --
 -- The breaker. A daemon that judged a send against its country's breaker in memory (far from
@@ -109,9 +109,12 @@ $$;
 -- - `p_blocks` (parallel to the hard then the soft quotas): for a shared quota, a block size
 --   above 0 asks for a grant instead of counting this send alone; the send spends the grant's
 --   first slot, and the daemon keeps the grant (`o_lease_*`) whatever the outcome. A hard
---   quota whose grant is empty refuses as a full one. The daemon leaves out of the arrays the
---   quotas its leases already cover, and says in `p_covered_challenge` whether the counts of
---   their slots ask for a challenge (a soft one spent, or a suspicious one with `p_suspicious`).
+--   quota whose grant is empty refuses as a full one. A block size below 0 asks for a grant of
+--   that size for a quota the send already has a slot for (a lease running low is refilled
+--   before it runs out): granted in its turn, so that counters are locked in the usual order,
+--   and neither counted nor judged. The daemon leaves out of the arrays the other quotas its
+--   leases cover, and says in `p_covered_challenge` whether the counts of the slots it spent ask
+--   for a challenge (a soft quota spent, or a suspicious one with `p_suspicious`).
 -- - `p_pump_local`: the daemon judged the breaker and counts this send itself; otherwise the
 --   breaker is judged here, after adding the `p_pump_flush` sends the daemon counted in the
 --   window ending at `p_pump_flush_end`, and `o_pump_*` report the window as it then stands.
@@ -292,32 +295,44 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    FOR i IN 1 .. coalesce(cardinality(v_all_s), 0) LOOP
-        IF verifyd_is_shared(v_all_s[i], v_all_l[i]) AND coalesce(p_blocks[i], 0) > 0 THEN
-            SELECT g.o_end, g.o_pos, g.o_count INTO v_end, v_pos, v_n
-            FROM verifyd_quota_grant(v_all_s[i], v_all_k[i], v_all_l[i], v_all_w[i], i <= v_hard,
-                                     p_blocks[i]) g;
-            v_gr_i := v_gr_i || i;
-            v_gr_end := v_gr_end || v_end;
-            v_gr_pos := v_gr_pos || v_pos;
-            v_gr_n := v_gr_n || v_n;
-        ELSIF verifyd_is_shared(v_all_s[i], v_all_l[i]) THEN
-            v_end := verifyd_quota_window(v_all_s[i], v_all_k[i], v_all_w[i]);
-            v_sh_i := v_sh_i || i;
-            v_sh_end := v_sh_end || v_end;
-            v_sh_sum := v_sh_sum || (1 + verifyd_quota_count(v_all_s[i], v_all_k[i], v_end,
-                ARRAY[v_all_l[i], v_all_l[i] / 2 + 1, (v_all_l[i]::bigint * 3 + 3) / 4]::integer[]));
-        ELSE
-            v_scopes := v_scopes || v_all_s[i];
-            v_keys := v_keys || v_all_k[i];
-            v_windows := v_windows || v_all_w[i];
-        END IF;
-    END LOOP;
+    -- A daemon's leases usually cover every shared quota, leaving only exact ones: those are
+    -- taken as they come, without a statement per quota.
+    IF NOT EXISTS (SELECT 1 FROM unnest(v_all_s, v_all_l) AS q (s, l)
+                   WHERE verifyd_is_shared(q.s, q.l)) THEN
+        v_scopes := v_all_s;
+        v_keys := v_all_k;
+        v_windows := v_all_w;
+    ELSE
+        FOR i IN 1 .. coalesce(cardinality(v_all_s), 0) LOOP
+            IF verifyd_is_shared(v_all_s[i], v_all_l[i]) AND coalesce(p_blocks[i], 0) <> 0 THEN
+                SELECT g.o_end, g.o_pos, g.o_count INTO v_end, v_pos, v_n
+                FROM verifyd_quota_grant(v_all_s[i], v_all_k[i], v_all_l[i], v_all_w[i],
+                                         i <= v_hard, abs(p_blocks[i])) g;
+                v_gr_i := v_gr_i || i;
+                v_gr_end := v_gr_end || v_end;
+                v_gr_pos := v_gr_pos || v_pos;
+                v_gr_n := v_gr_n || v_n;
+            ELSIF verifyd_is_shared(v_all_s[i], v_all_l[i]) THEN
+                v_end := verifyd_quota_window(v_all_s[i], v_all_k[i], v_all_w[i]);
+                v_sh_i := v_sh_i || i;
+                v_sh_end := v_sh_end || v_end;
+                v_sh_sum := v_sh_sum || (1 + verifyd_quota_count(v_all_s[i], v_all_k[i], v_end,
+                    ARRAY[v_all_l[i], v_all_l[i] / 2 + 1,
+                          (v_all_l[i]::bigint * 3 + 3) / 4]::integer[]));
+            ELSE
+                v_scopes := v_scopes || v_all_s[i];
+                v_keys := v_keys || v_all_k[i];
+                v_windows := v_windows || v_all_w[i];
+            END IF;
+        END LOOP;
+    END IF;
     -- The blocks granted go back to the daemon whatever the outcome: they are its lease.
-    SELECT array_agg(v_all_s[x.i]), array_agg(v_all_k[x.i]), array_agg(x.e), array_agg(x.p),
-           array_agg(x.n)
-    INTO o_lease_scopes, o_lease_keys, o_lease_ends, o_lease_pos, o_lease_counts
-    FROM unnest(v_gr_i, v_gr_end, v_gr_pos, v_gr_n) AS x (i, e, p, n);
+    IF cardinality(v_gr_i) > 0 THEN
+        SELECT array_agg(v_all_s[x.i]), array_agg(v_all_k[x.i]), array_agg(x.e),
+               array_agg(x.p), array_agg(x.n)
+        INTO o_lease_scopes, o_lease_keys, o_lease_ends, o_lease_pos, o_lease_counts
+        FROM unnest(v_gr_i, v_gr_end, v_gr_pos, v_gr_n) AS x (i, e, p, n);
+    END IF;
     -- The exact quotas are counted first (one upsert each); the counts come back with this
     -- send in them (`v_ex_n`), and a refused send takes them back below.
     IF cardinality(v_scopes) > 0 THEN
@@ -339,7 +354,7 @@ BEGIN
         UNION ALL
         SELECT v_all_s[x.i], v_all_k[x.i], x.e
         FROM unnest(v_gr_i, v_gr_end, v_gr_n) AS x (i, e, n)
-        WHERE x.i <= v_hard AND x.n = 0
+        WHERE x.i <= v_hard AND x.n = 0 AND p_blocks[x.i] > 0
     ) AS q
     ORDER BY q.e DESC, q.s COLLATE "C", q.k COLLATE "C"
     LIMIT 1;
@@ -358,7 +373,8 @@ BEGIN
                 WHERE verifyd_suspicious_at(v_all_s[x.i], x.n - 1, v_all_l[x.i]))
             OR EXISTS (
                 SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
-                WHERE verifyd_suspicious_at(v_all_s[x.i], x.n, v_all_l[x.i]))))
+                WHERE p_blocks[x.i] > 0
+                  AND verifyd_suspicious_at(v_all_s[x.i], x.n, v_all_l[x.i]))))
         OR EXISTS (
             SELECT 1 FROM unnest(v_ex_s, v_ex_k, v_ex_n) AS x (s, k, n)
                 JOIN unnest(p_soft_scopes, p_soft_keys, p_soft_limits) AS q (s, k, l)
@@ -369,7 +385,7 @@ BEGIN
             WHERE x.i > v_hard AND x.n - 1 >= v_all_l[x.i])
         OR EXISTS (
             SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
-            WHERE x.i > v_hard AND x.n >= v_all_l[x.i]))
+            WHERE p_blocks[x.i] > 0 AND x.i > v_hard AND x.n >= v_all_l[x.i]))
     THEN
         o_outcome := 'challenge';
     ELSIF o_refused IS NOT NULL THEN

@@ -9,5 +9,6 @@ mod common;
 mod conformance;
 mod differential;
 mod harness;
+mod leases;
 mod postgres;
 mod production;

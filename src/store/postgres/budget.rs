@@ -10,12 +10,18 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::quota::{PumpingRule, Quota, Scope, SendGuard};
 
 /// The largest block a daemon asks for. The database grants a sixty-fourth of what is left of
-/// the limit when that is less, so blocks shrink near a limit.
-pub(super) const BLOCK: i32 = 64;
+/// the limit when that is less, so blocks shrink near a limit: this size only matters for
+/// limits of 16,384 and more.
+pub(super) const BLOCK: i32 = 256;
 
-/// Sends a daemon counts for a breaker in memory before it adds them to the database: the
-/// breaker can trip late by fewer than this many sends per other daemon, never early.
-pub(super) const FLUSH: u32 = 8;
+/// A daemon adds the sends it counted for a breaker to the database every this many sends (and
+/// judges a send in the database when it is this close to tripping on what it knows).
+pub(super) const FLUSH: u32 = 32;
+
+/// Sends of one country a daemon judges in memory at most at once (counted and not added yet,
+/// or not finished): the breaker can trip late by at most this many sends per daemon, never
+/// early. Past it, sends are judged by the database.
+pub(super) const HELD: u32 = 64;
 
 /// Counters with a lease at once. Past this (a limit of 1024 or more per client address, and
 /// that many addresses within one window), further counters are counted per send as in
@@ -47,6 +53,9 @@ struct Lease {
     until: Instant,
     /// Slots not spent, by the count before the send that spends one; the lowest goes first.
     free: BTreeSet<u32>,
+    /// The size of the last block granted: half of it left asks for the next one, so that the
+    /// next block comes before this one runs out.
+    last: u32,
     /// A grant is being asked for: concurrent sends count per send meanwhile instead of asking
     /// for more blocks, so that a daemon holds at most one block of a counter.
     granting: bool,
@@ -63,6 +72,9 @@ struct Tally {
     unflushed: u32,
     /// Sends judged here and not finished yet.
     in_flight: u32,
+    /// Sends being added to the database by sends not finished yet. Until they are, the other
+    /// daemons cannot see them either.
+    flushing: u32,
 }
 
 /// What this daemon holds. One per store; its sends share it.
@@ -83,8 +95,9 @@ pub(super) struct SendPlan<'g> {
     pub covered_challenge: bool,
     /// Slots taken: (counter, window end, count before this send).
     covered: Vec<((Scope, String), SystemTime, u32)>,
-    /// Counters a grant is asked for.
+    /// Counters a grant is asked for, and among them those this send has a slot of already.
     granting: Vec<(Scope, String)>,
+    refills: Vec<(Scope, String)>,
     /// The breaker's country, if the send has one.
     country: Option<String>,
     pub pump: PumpPlan,
@@ -144,6 +157,7 @@ impl Budgets {
             covered_challenge: false,
             covered: vec![],
             granting: vec![],
+            refills: vec![],
             country: guard.pumping.as_ref().map(|p| p.country.clone()),
             pump: PumpPlan {
                 local: false,
@@ -158,13 +172,18 @@ impl Budgets {
             for (q, is_hard) in hard.chain(guard.soft.iter().map(|q| (q, false))) {
                 let block = if shared(q) {
                     match take(&mut leases, q, now) {
-                        Taken::Slot(end, pos) => {
+                        Taken::Slot(end, pos, refill) => {
                             let spent_soft = !is_hard && pos >= q.limit;
                             let suspicious = guard.challenge.when_suspicious
                                 && q.scope.suspicious_at(pos, q.limit);
                             plan.covered_challenge |= spent_soft || suspicious;
                             plan.covered.push(((q.scope, q.key.clone()), end, pos));
-                            continue;
+                            if !refill {
+                                continue;
+                            }
+                            plan.granting.push((q.scope, q.key.clone()));
+                            plan.refills.push((q.scope, q.key.clone()));
+                            -BLOCK
                         }
                         Taken::Ask => {
                             plan.granting.push((q.scope, q.key.clone()));
@@ -206,10 +225,16 @@ impl Budgets {
             tallies.remove(&rule.country);
             return exact(0, None);
         }
-        let seen = u64::from(t.sends) + u64::from(t.unflushed) + u64::from(t.in_flight) + 1;
+        let seen = u64::from(t.sends)
+            + u64::from(t.unflushed)
+            + u64::from(t.in_flight)
+            + u64::from(t.flushing)
+            + 1;
         let near = trips(seen + u64::from(FLUSH), u64::from(t.approvals), rule);
-        if t.tripped || near || t.unflushed + t.in_flight + 1 >= FLUSH {
+        let unseen = t.unflushed + t.in_flight + t.flushing;
+        if t.tripped || near || t.unflushed + 1 >= FLUSH || unseen >= HELD {
             let flush = std::mem::take(&mut t.unflushed);
+            t.flushing += flush;
             return exact(flush, Some(t.end));
         }
         t.in_flight += 1;
@@ -240,7 +265,9 @@ impl Budgets {
                 }
             }
             for g in &r.grants {
-                let first = if r.issued { g.pos + 1 } else { g.pos };
+                let k = (g.scope, g.key.clone());
+                let spent = r.issued && !plan.refills.contains(&k);
+                let first = if spent { g.pos + 1 } else { g.pos };
                 let slots = first..g.pos.saturating_add(g.count);
                 let limit = plan
                     .hard
@@ -248,28 +275,26 @@ impl Budgets {
                     .chain(&plan.soft)
                     .find(|q| q.scope == g.scope && q.key == g.key)
                     .map_or(0, |q| q.limit);
-                let l = leases
-                    .entry((g.scope, g.key.clone()))
-                    .or_insert_with(|| Lease {
-                        limit,
-                        end: g.end,
-                        until: r.asked_at,
-                        free: BTreeSet::new(),
-                        granting: false,
-                    });
+                let l = leases.entry(k).or_insert_with(|| Lease {
+                    limit,
+                    end: g.end,
+                    until: r.asked_at,
+                    free: BTreeSet::new(),
+                    last: 0,
+                    granting: false,
+                });
                 if l.end != g.end || l.limit != limit {
                     l.free.clear();
                 }
                 l.limit = limit;
                 l.end = g.end;
                 l.until = until(r.asked_at, g.end, r.db_now);
+                l.last = g.count;
                 l.free.extend(slots);
             }
         }
         drop(leases);
-        if plan.pump.local || result.is_ok() {
-            self.finish_pump(plan, result.ok());
-        }
+        self.finish_pump(plan, result.ok());
     }
 
     fn finish_pump(&self, plan: &SendPlan<'_>, r: Option<&SendResult>) {
@@ -277,6 +302,16 @@ impl Budgets {
             return;
         };
         let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        let flushed = u32::try_from(plan.pump.flush).unwrap_or(0);
+        if flushed > 0 {
+            // Added, or lost with the answer: either way no longer this daemon's to add.
+            if let Some(t) = tallies
+                .get_mut(country)
+                .filter(|t| Some(t.end) == plan.pump.flush_end)
+            {
+                t.flushing = t.flushing.saturating_sub(flushed);
+            }
+        }
         if plan.pump.local {
             if let Some(t) = tallies
                 .get_mut(country)
@@ -296,11 +331,18 @@ impl Budgets {
         let until = until(r.asked_at, seen.end, r.db_now);
         match tallies.get_mut(country) {
             Some(t) if t.end == seen.end => {
-                t.sends = seen.sends;
-                t.approvals = seen.approvals;
-                t.tripped = seen.tripped;
+                // Answers can arrive out of order: an older one must not make the counts go
+                // back (sends and approvals only grow within a window, but for the rare send
+                // taken back).
+                if seen.sends >= t.sends {
+                    t.tripped = seen.tripped;
+                }
+                t.sends = t.sends.max(seen.sends);
+                t.approvals = t.approvals.max(seen.approvals);
                 t.until = t.until.min(until);
             }
+            // An answer about a window older than the one already seen.
+            Some(t) if t.end > seen.end => {}
             _ => {
                 tallies.insert(
                     country.to_owned(),
@@ -312,6 +354,7 @@ impl Budgets {
                         tripped: seen.tripped,
                         unflushed: 0,
                         in_flight: 0,
+                        flushing: 0,
                     },
                 );
             }
@@ -365,8 +408,9 @@ impl Budgets {
 }
 
 enum Taken {
-    /// A slot of a live lease: its window's end and the count before this send.
-    Slot(SystemTime, u32),
+    /// A slot of a live lease: its window's end, the count before this send, and whether the
+    /// send asks for the next block too (the lease is running low).
+    Slot(SystemTime, u32, bool),
     /// No slot: ask the database for a block.
     Ask,
     /// No slot, and none to ask for now: the database counts this send alone.
@@ -378,7 +422,10 @@ fn take(leases: &mut HashMap<(Scope, String), Lease>, q: &Quota, now: Instant) -
     if let Some(l) = leases.get_mut(&k) {
         if l.until > now && l.limit == q.limit {
             if let Some(pos) = l.free.pop_first() {
-                return Taken::Slot(l.end, pos);
+                let low = l.free.len() as u32 <= l.last / 2;
+                let refill = low && !l.granting;
+                l.granting |= refill;
+                return Taken::Slot(l.end, pos, refill);
             }
         }
         if l.granting {
@@ -400,6 +447,7 @@ fn take(leases: &mut HashMap<(Scope, String), Lease>, q: &Quota, now: Instant) -
             end: SystemTime::UNIX_EPOCH,
             until: now,
             free: BTreeSet::new(),
+            last: 0,
             granting: true,
         },
     );

@@ -1,0 +1,333 @@
+//! Several daemons on one PostgreSQL database, each holding leases of the shared budgets and
+//! counting the breaker in memory (migrations/postgres/0013): a cap is never exceeded, what it
+//! refuses early is bounded and handed back when a daemon stops, and the breaker never trips
+//! early and trips late by at most what the other daemons have not added yet.
+
+use crate::common;
+
+use common::pg::{TestDb, client as sql, store};
+use std::sync::Arc;
+use std::time::Duration;
+use verifyd::code::CodeMac;
+use verifyd::phone::PhoneNumber;
+use verifyd::quota::{PumpingRule, Quota, Refusal, Scope, SendGuard};
+use verifyd::session::{Expiry, KeyHash};
+use verifyd::store::postgres::PgStore;
+use verifyd::store::{
+    Maintenance, NewSession, SessionStore, StartOutcome, StartVerification, VerificationStore,
+};
+
+/// The largest block a daemon asks for, and how many sends of a country it judges in memory at
+/// most (src/store/postgres/budget.rs).
+const BLOCK: i64 = 256;
+const HELD: u32 = 64;
+
+/// A browser's first send (`n` names its session and number): a new session with the code.
+async fn first_send(st: &PgStore, n: u32, guard: &SendGuard) -> StartOutcome {
+    let mut k = [0x5a; 32];
+    k[..4].copy_from_slice(&n.to_be_bytes());
+    let key = KeyHash(k);
+    let phone = PhoneNumber::parse_e164(&format!("+86138{n:08}")).unwrap();
+    let req = StartVerification {
+        key,
+        phone: &phone,
+        code_mac: CodeMac([7; 32]),
+        code_nonce: None,
+        keep_margin: None,
+        code_cap: Duration::from_secs(86_400),
+        ttl: Duration::from_secs(300),
+        resend_interval: Duration::from_secs(60),
+        max_attempts: 5,
+        new_session: Some(NewSession {
+            key,
+            expiry: Expiry::Default,
+        }),
+    };
+    st.start_send(&req, guard).await.unwrap().outcome
+}
+
+/// `per_daemon` sends on each daemon at once (numbers from `first`); how many were issued, and
+/// every other outcome must be a refusal `by`.
+async fn race(
+    daemons: &[Arc<PgStore>],
+    first: u32,
+    per_daemon: u32,
+    guard: &SendGuard,
+    by: Refusal,
+) -> u32 {
+    let mut tasks = vec![];
+    for (d, st) in daemons.iter().enumerate() {
+        for i in 0..per_daemon {
+            let (st, guard) = (st.clone(), guard.clone());
+            let n = first + d as u32 * per_daemon + i;
+            tasks.push(tokio::spawn(
+                async move { first_send(&st, n, &guard).await },
+            ));
+        }
+    }
+    let mut issued = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StartOutcome::Issued { .. } => issued += 1,
+            StartOutcome::Refused { by: b, .. } if b == by => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    issued
+}
+
+fn global(limit: u32) -> SendGuard {
+    SendGuard {
+        quotas: vec![Quota {
+            scope: Scope::Global,
+            key: "*".into(),
+            limit,
+            window: Duration::from_secs(3600),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Three daemons race 1,200 sends for the last 1,000 of a cap of 100,000 an hour (the rest
+/// counted already). Blocks are a sixty-fourth of what is left, so at most 15 here, and a
+/// daemon holds at most a block and a half: the cap is never exceeded, the race refuses early
+/// by at most the slots the daemons still hold (22 each), and once they stop and hand those
+/// back, exactly the cap has gone out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_daemons_never_exceed_a_leased_cap_and_hand_back_what_they_hold() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    sql(&db.url)
+        .await
+        .execute(
+            "WITH w AS (
+                 INSERT INTO quota_counters VALUES ('global', '*', 0, now() + interval '1 hour')
+                 RETURNING expires_at)
+             INSERT INTO quota_shards SELECT 'global', '*', 5, expires_at, 99000 FROM w",
+            &[],
+        )
+        .await
+        .unwrap();
+    let guard = global(100_000);
+    let daemons: Vec<_> = (0..3).map(|_| Arc::new(store(&db.url))).collect();
+    let issued = race(&daemons, 0, 400, &guard, Refusal::Quota(Scope::Global)).await;
+    eprintln!("the race issued {issued} of the last 1000");
+    let held = 1000 / 64 * 3 / 2;
+    assert!(
+        issued <= 1000,
+        "{issued} sends went out: the cap was exceeded"
+    );
+    assert!(
+        issued >= 1000 - 3 * held,
+        "{issued} sends went out: more refused early than the daemons can hold"
+    );
+
+    // A daemon that stops hands back its unspent slots; the other daemons can then spend them,
+    // and not one more.
+    for st in &daemons[1..] {
+        st.hand_back().await.unwrap();
+    }
+    let mut late = 0;
+    for n in 0..100 {
+        match first_send(&daemons[0], 10_000 + n, &guard).await {
+            StartOutcome::Issued { .. } => late += 1,
+            StartOutcome::Refused {
+                by: Refusal::Quota(Scope::Global),
+                ..
+            } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    daemons[0].hand_back().await.unwrap();
+    let kept = 1000 - issued - late;
+    assert!(
+        kept <= held,
+        "{issued} + {late} sends went out: daemon 0 held {kept} slots, more than a block and a half"
+    );
+    let counted: i64 = sql(&db.url)
+        .await
+        .query_one(
+            "SELECT sum(count)::bigint FROM quota_shards WHERE scope = 'global'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        counted,
+        99_000 + i64::from(issued + late),
+        "after every daemon handed back, the count is the sends that went out"
+    );
+}
+
+/// A cap as large as the bench's (10^9): blocks of 256, the next one asked for when half of
+/// the last is left, so a daemon holds at most a block and a half; what it holds is counted
+/// until it hands it back.
+#[tokio::test]
+async fn a_daemon_holds_a_block_and_a_half_of_a_counter_at_most() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let guard = global(1_000_000_000);
+    let (a, b) = (store(&db.url), store(&db.url));
+    let counted = || async {
+        let c: i64 = sql(&db.url)
+            .await
+            .query_one(
+                "SELECT sum(count)::bigint FROM quota_shards WHERE scope = 'global'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        c
+    };
+    for n in 0..300 {
+        assert!(matches!(
+            first_send(&a, n, &guard).await,
+            StartOutcome::Issued { .. }
+        ));
+        // The first block, then the second once half of the first is spent (the 128th send).
+        let blocks = if n < 127 { 1 } else { 2 };
+        assert_eq!(counted().await, blocks * BLOCK, "after send {n}");
+        assert!(counted().await - i64::from(n + 1) <= BLOCK * 3 / 2);
+    }
+    assert!(matches!(
+        first_send(&b, 300, &guard).await,
+        StartOutcome::Issued { .. }
+    ));
+    assert_eq!(counted().await, 3 * BLOCK, "the second daemon's own block");
+    a.hand_back().await.unwrap();
+    b.hand_back().await.unwrap();
+    assert_eq!(counted().await, 301, "what they held is handed back");
+}
+
+/// The breaker of a country (trip at 200 sends with under one approval per two): three daemons
+/// race 600 sends with no approvals. The breaker never trips before the 200th send, and trips
+/// late by at most what the daemons judged in memory and had not added (64 each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_daemons_trip_the_breaker_late_by_at_most_the_bound() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let guard = SendGuard {
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: Duration::from_secs(3600),
+            min_sample: 200,
+            min_conversion: 0.5,
+        }),
+        ..Default::default()
+    };
+    let daemons: Vec<_> = (0..3).map(|_| Arc::new(store(&db.url))).collect();
+    // One send each first: a daemon judges in memory only once it has seen the window.
+    for (n, st) in daemons.iter().enumerate() {
+        let n = 10_000 + n as u32;
+        assert!(matches!(
+            first_send(st, n, &guard).await,
+            StartOutcome::Issued { .. }
+        ));
+    }
+    let issued = 3 + race(&daemons, 0, 200, &guard, Refusal::Breaker).await;
+    eprintln!("the breaker tripped after {issued} sends (200 exactly)");
+    assert!(
+        issued >= 200,
+        "only {issued} sends went out: the breaker tripped early"
+    );
+    assert!(
+        issued <= 200 + 3 * HELD,
+        "{issued} sends went out: the breaker tripped later than the bound"
+    );
+    let states = daemons[0].pumping_states().await.unwrap();
+    assert!(states[0].tripped, "{states:?}");
+    for st in &daemons {
+        st.hand_back().await.unwrap();
+    }
+    let states = daemons[0].pumping_states().await.unwrap();
+    assert_eq!(
+        states[0].sends, issued,
+        "every send counted once all are added"
+    );
+}
+
+/// Approvals a daemon has not seen (made on another daemon since it last asked) never make it
+/// trip the breaker: near the trip point a send is judged by the database, on every approval.
+#[tokio::test]
+async fn approvals_a_daemon_has_not_seen_never_trip_the_breaker() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let guard = SendGuard {
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: Duration::from_secs(3600),
+            min_sample: 20,
+            min_conversion: 0.5,
+        }),
+        ..Default::default()
+    };
+    let st = store(&db.url);
+    for n in 0..10 {
+        assert!(matches!(
+            first_send(&st, n, &guard).await,
+            StartOutcome::Issued { .. }
+        ));
+    }
+    // Another daemon's users typed 100 right codes meanwhile.
+    sql(&db.url)
+        .await
+        .execute(
+            "INSERT INTO pumping_shards SELECT '+86', 9, expires_at, 0, 100 FROM pumping
+             ON CONFLICT (country, shard) DO UPDATE SET approvals = 100",
+            &[],
+        )
+        .await
+        .unwrap();
+    for n in 10..60 {
+        let out = first_send(&st, n, &guard).await;
+        assert!(
+            matches!(out, StartOutcome::Issued { .. }),
+            "send {n}: {out:?}"
+        );
+    }
+    let states = st.pumping_states().await.unwrap();
+    assert_eq!(
+        (states[0].sends, states[0].approvals, states[0].tripped),
+        (60, 100, false)
+    );
+}
+
+/// A send whose delivery failed is taken back from the daemon's own count, so the breaker
+/// counts only sends that went out.
+#[tokio::test]
+async fn an_abandoned_send_counted_in_memory_is_taken_back() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let guard = SendGuard {
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: Duration::from_secs(3600),
+            min_sample: 1000,
+            min_conversion: 0.5,
+        }),
+        ..Default::default()
+    };
+    let st = store(&db.url);
+    for n in 0..3 {
+        assert!(matches!(
+            first_send(&st, n, &guard).await,
+            StartOutcome::Issued { .. }
+        ));
+    }
+    let phone = PhoneNumber::parse_e164("+8613800000002").unwrap();
+    let mut k = [0x5a; 32];
+    k[..4].copy_from_slice(&2u32.to_be_bytes());
+    let session = st.touch_session(&KeyHash(k)).await.unwrap().unwrap();
+    st.abandon_send(session.id, &phone, &CodeMac([7; 32]), &guard)
+        .await
+        .unwrap();
+    let states = st.pumping_states().await.unwrap();
+    assert_eq!(states[0].sends, 2);
+}
