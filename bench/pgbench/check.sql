@@ -12,7 +12,7 @@ SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
        o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
        o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
        o_version AS version
-FROM verifyd_check(
+FROM verifyd_check_leased(
     sha256(('w' || lpad(:i::text, 31, '0'))::bytea),  -- the cookie's key hash
     60::bigint,                                 -- session.refresh_interval
     '+12016' || lpad(:i::text, 6, '0'),         -- the session's own number (bench/seed.py)
@@ -24,4 +24,5 @@ FROM verifyd_check(
     '{}'::text[], '{}'::text[], '{}'::integer[], '{}'::float8[],  -- quotas: none (limits off)
     0, 3600::float8, 0::float8,                 -- failure limit off: max 0, window, lockout
     NULL::text, 0::float8,                      -- country: none (pumping.enabled = false)
-    NULL::text, 0);                             -- client network: none (limits off), its limit
+    NULL::text, 0,                              -- client network: none (limits off), its limit
+    '{}'::integer[]);                           -- no blocks asked for

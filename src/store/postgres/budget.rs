@@ -150,6 +150,32 @@ impl Budgets {
     /// Decides, for a send under `guard`, which quotas a lease covers (taking a slot of each),
     /// which ask for a block, and how the breaker is judged.
     pub fn plan<'g>(&self, guard: &'g SendGuard, now: Instant) -> SendPlan<'g> {
+        let mut plan = self.plan_quotas(
+            &guard.quotas,
+            &guard.soft,
+            guard.challenge.when_suspicious,
+            now,
+        );
+        plan.country = guard.pumping.as_ref().map(|p| p.country.clone());
+        if let Some(rule) = &guard.pumping {
+            plan.pump = self.plan_pump(rule, now);
+        }
+        plan
+    }
+
+    /// The same for a check's quotas (all hard, no breaker): `finish` then takes `issued` as
+    /// "the quotas were taken" (the check was not refused by one, and found its session).
+    pub fn plan_check<'g>(&self, quotas: &'g [Quota], now: Instant) -> SendPlan<'g> {
+        self.plan_quotas(quotas, &[], false, now)
+    }
+
+    fn plan_quotas<'g>(
+        &self,
+        hard: &'g [Quota],
+        soft: &'g [Quota],
+        when_suspicious: bool,
+        now: Instant,
+    ) -> SendPlan<'g> {
         let mut plan = SendPlan {
             hard: vec![],
             soft: vec![],
@@ -158,7 +184,7 @@ impl Budgets {
             covered: vec![],
             granting: vec![],
             refills: vec![],
-            country: guard.pumping.as_ref().map(|p| p.country.clone()),
+            country: None,
             pump: PumpPlan {
                 local: false,
                 flush: 0,
@@ -168,14 +194,13 @@ impl Budgets {
         let mut soft_blocks = vec![];
         {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-            let hard = guard.quotas.iter().map(|q| (q, true));
-            for (q, is_hard) in hard.chain(guard.soft.iter().map(|q| (q, false))) {
+            let hard = hard.iter().map(|q| (q, true));
+            for (q, is_hard) in hard.chain(soft.iter().map(|q| (q, false))) {
                 let block = if shared(q) {
                     match take(&mut leases, q, now) {
                         Taken::Slot(end, pos, refill) => {
                             let spent_soft = !is_hard && pos >= q.limit;
-                            let suspicious = guard.challenge.when_suspicious
-                                && q.scope.suspicious_at(pos, q.limit);
+                            let suspicious = when_suspicious && q.scope.suspicious_at(pos, q.limit);
                             plan.covered_challenge |= spent_soft || suspicious;
                             plan.covered.push(((q.scope, q.key.clone()), end, pos));
                             if !refill {
@@ -204,9 +229,6 @@ impl Budgets {
             }
         }
         plan.blocks.extend(soft_blocks);
-        if let Some(rule) = &guard.pumping {
-            plan.pump = self.plan_pump(rule, now);
-        }
         plan
     }
 

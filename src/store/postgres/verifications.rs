@@ -46,9 +46,10 @@ const CHECK: &str = "
     SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
            o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
            o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
-           o_version AS version
-    FROM verifyd_check($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                       $18, $19, $20)";
+           o_version AS version, o_lease_scopes, o_lease_keys, o_lease_ends, o_lease_pos,
+           o_lease_counts
+    FROM verifyd_check_leased($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                              $16, $17, $18, $19, $20, $21)";
 
 /// The counts are the sums of the window's shards (migrations/postgres/0008).
 const PUMPING_STATES: &str = "
@@ -127,82 +128,18 @@ impl VerificationStore for PgStore {
         req: &CheckVerification<'_>,
         guard: &CheckGuard,
     ) -> StoreResult<Checked> {
-        let key = req.key.0.as_slice();
-        let refresh = i64::from(self.policy.refresh_interval);
-        let max_attempts = i32::try_from(req.max_attempts).unwrap_or(i32::MAX);
-        let (age, cap) = (self.default_age(), self.max_lifetime());
-        let patch = Json(req.on_approve.data);
-        let (scopes, keys, limits, windows) = quota_arrays(&guard.quotas);
-        let failures = guard.failures;
-        let fail_max = failures.map_or(0, |f| i32::try_from(f.max).unwrap_or(i32::MAX));
-        // Both failure limits share one window and lock-out (see `CheckGuard`).
-        let timing = failures.or(guard.network_failures.as_ref().map(|(_, f)| *f));
-        let fail_window = timing.map_or(3600.0, |f| f.window.as_secs_f64());
-        let lockout = timing.map_or(0.0, |f| f.lockout.as_secs_f64());
-        let country = guard.pumping.as_ref().map(|p| p.country.as_str());
-        let conversion = guard.pumping.as_ref().map_or(0.0, |p| p.min_conversion);
-        let net = guard.network_failures.as_ref().map(|(n, _)| n.as_str());
-        let net_fail_max = guard
-            .network_failures
-            .as_ref()
-            .map_or(0, |(_, f)| i32::try_from(f.max).unwrap_or(i32::MAX));
-        let row = self
-            .query_opt(
-                CHECK,
-                &[
-                    &key,
-                    &refresh,
-                    &req.phone.as_str(),
-                    &req.code_mac.0.as_slice(),
-                    &max_attempts,
-                    &req.on_approve.new_key.0.as_slice(),
-                    &patch,
-                    &age,
-                    &cap,
-                    &scopes,
-                    &keys,
-                    &limits,
-                    &windows,
-                    &fail_max,
-                    &fail_window,
-                    &lockout,
-                    &country,
-                    &conversion,
-                    &net,
-                    &net_fail_max,
-                ],
-            )
-            .await?
-            .ok_or_else(|| StoreError::Internal("verifyd_check returned no row".into()))?;
-        let outcome: String = row.try_get("o_outcome").map_err(db_error)?;
-        let refreshed: bool = row.try_get("o_refreshed").map_err(db_error)?;
-        let session = session_from(&row, outcome == "approved" || refreshed)?;
-        let outcome = match outcome.as_str() {
-            // The session died after the code was sent: the code is spent, nothing to approve.
-            "approved" => match session.clone() {
-                Some(session) => CheckOutcome::Approved { session },
-                None => CheckOutcome::NotFound,
-            },
-            "no_session" => CheckOutcome::NoSession,
-            "wrong" => {
-                let attempts = count(row.try_get("o_attempts").map_err(db_error)?);
-                CheckOutcome::Wrong {
-                    attempts_left: req.max_attempts.saturating_sub(attempts).max(1),
-                }
+        let plan = self.budgets.plan_check(&guard.quotas, Instant::now());
+        let asked_at = Instant::now();
+        match self.pg_check(req, guard, &plan, asked_at).await {
+            Ok((checked, result)) => {
+                self.budgets.finish(&plan, Ok(&result));
+                Ok(checked)
             }
-            "exhausted" => CheckOutcome::Exhausted,
-            "expired" => CheckOutcome::Expired,
-            "not_found" => CheckOutcome::NotFound,
-            other => {
-                let now: SystemTime = row.try_get("o_now").map_err(db_error)?;
-                let at: SystemTime = row.try_get("o_retry_at").map_err(db_error)?;
-                CheckOutcome::Refused {
-                    by: refusal(other, row.try_get("o_refused").map_err(db_error)?)?,
-                    retry_after: retry_after(at, now),
-                }
+            Err(e) => {
+                self.budgets.finish(&plan, Err(()));
+                Err(e)
             }
-        };
-        Ok(Checked { outcome, session })
+        }
     }
 
     async fn pumping_states(&self) -> StoreResult<Vec<PumpingState>> {
@@ -381,6 +318,109 @@ impl PgStore {
             created: row.try_get("o_created").map_err(db_error)?,
         };
         Ok((started, result))
+    }
+
+    /// The check itself, under `plan` (its quotas' leases): what it answers, and what the
+    /// budgets learn from it.
+    async fn pg_check(
+        &self,
+        req: &CheckVerification<'_>,
+        guard: &CheckGuard,
+        plan: &SendPlan<'_>,
+        asked_at: Instant,
+    ) -> StoreResult<(Checked, SendResult)> {
+        let key = req.key.0.as_slice();
+        let refresh = i64::from(self.policy.refresh_interval);
+        let max_attempts = i32::try_from(req.max_attempts).unwrap_or(i32::MAX);
+        let (age, cap) = (self.default_age(), self.max_lifetime());
+        let patch = Json(req.on_approve.data);
+        let (scopes, keys, limits, windows) = quota_arrays(plan.hard.iter().copied());
+        let failures = guard.failures;
+        let fail_max = failures.map_or(0, |f| i32::try_from(f.max).unwrap_or(i32::MAX));
+        // Both failure limits share one window and lock-out (see `CheckGuard`).
+        let timing = failures.or(guard.network_failures.as_ref().map(|(_, f)| *f));
+        let fail_window = timing.map_or(3600.0, |f| f.window.as_secs_f64());
+        let lockout = timing.map_or(0.0, |f| f.lockout.as_secs_f64());
+        let country = guard.pumping.as_ref().map(|p| p.country.as_str());
+        let conversion = guard.pumping.as_ref().map_or(0.0, |p| p.min_conversion);
+        let net = guard.network_failures.as_ref().map(|(n, _)| n.as_str());
+        let net_fail_max = guard
+            .network_failures
+            .as_ref()
+            .map_or(0, |(_, f)| i32::try_from(f.max).unwrap_or(i32::MAX));
+        let row = self
+            .query_opt(
+                CHECK,
+                &[
+                    &key,
+                    &refresh,
+                    &req.phone.as_str(),
+                    &req.code_mac.0.as_slice(),
+                    &max_attempts,
+                    &req.on_approve.new_key.0.as_slice(),
+                    &patch,
+                    &age,
+                    &cap,
+                    &scopes,
+                    &keys,
+                    &limits,
+                    &windows,
+                    &fail_max,
+                    &fail_window,
+                    &lockout,
+                    &country,
+                    &conversion,
+                    &net,
+                    &net_fail_max,
+                    &plan.blocks,
+                ],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("verifyd_check_leased returned no row".into()))?;
+        let outcome: String = row.try_get("o_outcome").map_err(db_error)?;
+        let now: SystemTime = row.try_get("o_now").map_err(db_error)?;
+        let refreshed: bool = row.try_get("o_refreshed").map_err(db_error)?;
+        let session = session_from(&row, outcome == "approved" || refreshed)?;
+        let outcome = match outcome.as_str() {
+            // The session died after the code was sent: the code is spent, nothing to approve.
+            "approved" => match session.clone() {
+                Some(session) => CheckOutcome::Approved { session },
+                None => CheckOutcome::NotFound,
+            },
+            "no_session" => CheckOutcome::NoSession,
+            "wrong" => {
+                let attempts = count(row.try_get("o_attempts").map_err(db_error)?);
+                CheckOutcome::Wrong {
+                    attempts_left: req.max_attempts.saturating_sub(attempts).max(1),
+                }
+            }
+            "exhausted" => CheckOutcome::Exhausted,
+            "expired" => CheckOutcome::Expired,
+            "not_found" => CheckOutcome::NotFound,
+            other => {
+                let at: SystemTime = row.try_get("o_retry_at").map_err(db_error)?;
+                CheckOutcome::Refused {
+                    by: refusal(other, row.try_get("o_refused").map_err(db_error)?)?,
+                    retry_after: retry_after(at, now),
+                }
+            }
+        };
+        let result = SendResult {
+            // A check that found its session and was not refused by a quota took them all.
+            issued: !matches!(
+                outcome,
+                CheckOutcome::NoSession
+                    | CheckOutcome::Refused {
+                        by: Refusal::Quota(_),
+                        ..
+                    }
+            ),
+            grants: grants(&row)?,
+            seen: None,
+            db_now: now,
+            asked_at,
+        };
+        Ok((Checked { outcome, session }, result))
     }
 
     /// Adds the breaker counts this daemon holds to the database (before the sums are read,
