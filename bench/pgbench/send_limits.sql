@@ -6,9 +6,9 @@
 -- of +1 counts every send (min_conversion 0: it cannot trip); challenge mode when_suspicious
 -- with `on_trip = "challenge"`. The database's share of a send with the limits on.
 -- Since schema 13 the daemon leases blocks of the shared quotas (the address's and network's
--- budgets, the global cap: blocks of 64) and judges and counts the breaker in memory (added every
--- 8 sends): this is the call of the sends in between, 55 of every 64, which pass only the
--- exact quotas. The others ask for a block or add the breaker's counts as well.
+-- budgets, the global cap: blocks of 256) and judges and counts the breaker in memory (added
+-- every 16 sends at most): this is the call of the sends in between, at least 15 of every 16,
+-- which pass only the exact quotas. The others ask for a block or add the breaker's counts too.
 \set i random(0, 999)
 \set d random(5, 9)
 \set ph random(0, 999999)

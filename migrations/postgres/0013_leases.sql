@@ -78,6 +78,7 @@ $$;
 
 -- Adds a daemon's in-memory count of sends to its country's breaker, when the window it counted
 -- them in (`p_end`) is still the running one; a count of an ended or reset window is dropped.
+-- Unlike verifyd_pumping_add it reads no sums: whoever needs them reads them once.
 CREATE FUNCTION verifyd_pumping_flush(p_country TEXT, p_end TIMESTAMPTZ, p_sends INTEGER)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -85,7 +86,14 @@ BEGIN
     IF p_sends > 0 AND EXISTS (SELECT 1 FROM pumping
                                WHERE country = p_country AND expires_at = p_end
                                  AND expires_at > now()) THEN
-        PERFORM verifyd_pumping_add(p_country, p_end, p_sends, 0);
+        INSERT INTO pumping_shards AS s (country, shard, window_ends, sends, approvals)
+        VALUES (p_country, verifyd_shard(), p_end, p_sends, 0)
+        ON CONFLICT (country, shard) DO UPDATE SET
+            sends = CASE WHEN s.window_ends >= excluded.window_ends
+                         THEN s.sends + excluded.sends ELSE excluded.sends END,
+            approvals = CASE WHEN s.window_ends >= excluded.window_ends
+                             THEN s.approvals ELSE 0 END,
+            window_ends = greatest(s.window_ends, excluded.window_ends);
     END IF;
 END
 $$;
@@ -96,13 +104,12 @@ CREATE FUNCTION verifyd_pumping_seen(p_country TEXT, p_end TIMESTAMPTZ,
                                      OUT o_end TIMESTAMPTZ, OUT o_sends INTEGER,
                                      OUT o_approvals INTEGER, OUT o_tripped BOOLEAN)
 LANGUAGE sql STABLE AS $$
-    SELECT p_end,
-           (SELECT least(coalesce(sum(s.sends), 0), 2147483647)::integer FROM pumping_shards s
-            WHERE s.country = p_country AND s.window_ends = p_end),
-           (SELECT least(coalesce(sum(s.approvals), 0), 2147483647)::integer FROM pumping_shards s
-            WHERE s.country = p_country AND s.window_ends = p_end),
+    SELECT p_end, least(coalesce(sum(s.sends), 0), 2147483647)::integer,
+           least(coalesce(sum(s.approvals), 0), 2147483647)::integer,
            coalesce((SELECT p.tripped FROM pumping p
                      WHERE p.country = p_country AND p.expires_at = p_end), false)
+    FROM pumping_shards s
+    WHERE s.country = p_country AND s.window_ends = p_end
 $$;
 
 -- A send, as verifyd_start_send of version 12, and:
@@ -117,7 +124,8 @@ $$;
 --   for a challenge (a soft quota spent, or a suspicious one with `p_suspicious`).
 -- - `p_pump_local`: the daemon judged the breaker and counts this send itself; otherwise the
 --   breaker is judged here, after adding the `p_pump_flush` sends the daemon counted in the
---   window ending at `p_pump_flush_end`, and `o_pump_*` report the window as it then stands.
+--   window ending at `p_pump_flush_end`, and `o_pump_*` report the window as this send saw it
+--   (the sums it judged on, with itself when it went out).
 CREATE FUNCTION verifyd_send(
     p_key             BYTEA,
     p_new_key         BYTEA,
@@ -270,7 +278,7 @@ BEGIN
         SELECT w.o_end, w.o_tripped INTO v_pump_end, v_tripped
         FROM verifyd_pumping_window(p_country, p_pump_window) w;
         IF coalesce(p_pump_flush, 0) > 0 AND p_pump_flush_end = v_pump_end THEN
-            PERFORM verifyd_pumping_add(p_country, v_pump_end, p_pump_flush, 0);
+            PERFORM verifyd_pumping_flush(p_country, v_pump_end, p_pump_flush);
         END IF;
         -- A tripped flag refuses before anything is counted (the sends of an attack).
         IF NOT (v_tripped AND NOT p_on_trip) THEN
@@ -402,10 +410,12 @@ BEGIN
         IF v_counted THEN
             PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
         END IF;
-        IF v_pump_end IS NOT NULL THEN
-            SELECT s.o_end, s.o_sends, s.o_approvals, s.o_tripped
-            INTO o_pump_end, o_pump_sends, o_pump_approvals, o_pump_tripped
-            FROM verifyd_pumping_seen(p_country, v_pump_end) s;
+        -- The window as this send found it (its own count taken back).
+        IF v_counted THEN
+            o_pump_end := v_pump_end;
+            o_pump_sends := v_sends;
+            o_pump_approvals := v_approvals;
+            o_pump_tripped := v_tripped;
         END IF;
         RETURN;
     END IF;
@@ -459,10 +469,12 @@ BEGIN
        AND verifyd_pumping_trips(v_sends + 1, v_approvals, p_pump_sample, p_pump_conversion) THEN
         o_tripped := verifyd_pumping_flag(p_country, v_pump_end, true);
     END IF;
-    IF v_pump_end IS NOT NULL THEN
-        SELECT s.o_end, s.o_sends, s.o_approvals, s.o_tripped
-        INTO o_pump_end, o_pump_sends, o_pump_approvals, o_pump_tripped
-        FROM verifyd_pumping_seen(p_country, v_pump_end) s;
+    -- The window as this send leaves it.
+    IF v_counted THEN
+        o_pump_end := v_pump_end;
+        o_pump_sends := v_sends + 1;
+        o_pump_approvals := v_approvals;
+        o_pump_tripped := v_tripped OR o_tripped;
     END IF;
     o_outcome := 'issued';
 END

@@ -16,7 +16,7 @@ pub(super) const BLOCK: i32 = 256;
 
 /// A daemon adds the sends it counted for a breaker to the database every this many sends (and
 /// judges a send in the database when it is this close to tripping on what it knows).
-pub(super) const FLUSH: u32 = 32;
+pub(super) const FLUSH: u32 = 16;
 
 /// Sends of one country a daemon judges in memory at most at once (counted and not added yet,
 /// or not finished): the breaker can trip late by at most this many sends per daemon, never
