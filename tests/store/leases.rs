@@ -429,3 +429,89 @@ async fn racing_daemons_never_exceed_a_leased_check_budget() {
         "daemon 0 held more than a block and a half"
     );
 }
+
+/// A daemon of an earlier version (10 to 12) calls `verifyd_start_send`, which counts per send
+/// on the shards. During a rolling upgrade it races two leasing daemons for the last 1,000 of a
+/// cap: together they never exceed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_of_the_previous_version_and_leasing_ones_share_a_cap_exactly() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    sql(&db.url)
+        .await
+        .execute(
+            "WITH w AS (
+                 INSERT INTO quota_counters VALUES ('global', '*', 0, now() + interval '1 hour')
+                 RETURNING expires_at)
+             INSERT INTO quota_shards SELECT 'global', '*', 5, expires_at, 99000 FROM w",
+            &[],
+        )
+        .await
+        .unwrap();
+    let guard = global(100_000);
+    let daemons: Vec<_> = (0..2).map(|_| Arc::new(store(&db.url))).collect();
+    // The earlier daemon: four connections, each sending for a new browser session.
+    let mut old = vec![];
+    for c in 0..4u32 {
+        let url = db.url.clone();
+        old.push(tokio::spawn(async move {
+            let client = sql(&url).await;
+            let mut issued = 0;
+            for i in 0..150u32 {
+                let n = 50_000 + c * 1000 + i;
+                let mut key = [0x6b; 32];
+                key[..4].copy_from_slice(&n.to_be_bytes());
+                let row = client
+                    .query_one(
+                        "SELECT o_outcome FROM verifyd_start_send(
+                             $1, $1, 60, $2, $3, NULL, NULL, 86400, 300, 60, 5,
+                             '{global}', '{*}', '{100000}', '{3600}', '{}', '{}', '{}', '{}',
+                             NULL, 0, 0, 0, false, false, false, false,
+                             0::smallint, NULL, 1209600, NULL)",
+                        &[
+                            &key.as_slice(),
+                            &format!("+86139{n:08}"),
+                            &[7u8; 32].as_slice(),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+                match row.get::<_, String>(0).as_str() {
+                    "issued" => issued += 1,
+                    "quota" => {}
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            issued
+        }));
+    }
+    let leased = race(&daemons, 0, 400, &guard, Refusal::Quota(Scope::Global)).await;
+    let mut earlier = 0;
+    for t in old {
+        earlier += t.await.unwrap();
+    }
+    let issued = leased + earlier;
+    eprintln!("leasing daemons issued {leased}, the earlier one {earlier}");
+    assert!(
+        issued <= 1000,
+        "{issued} sends went out: the cap was exceeded"
+    );
+    assert!(
+        issued >= 1000 - 2 * (1000 / 64 * 3 / 2),
+        "{issued} sends went out"
+    );
+    for st in &daemons {
+        st.hand_back().await.unwrap();
+    }
+    let counted: i64 = sql(&db.url)
+        .await
+        .query_one(
+            "SELECT sum(count)::bigint FROM quota_shards WHERE scope = 'global'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 99_000 + i64::from(issued));
+}
