@@ -2,10 +2,10 @@
 -- live session, in bench/run's configuration (abuse limits off, the shipped
 -- `verification.resend = "same_code"`): src/store/postgres/verifications.rs START_SEND, the
 -- PL/pgSQL function of migrations/postgres/0013 (0010's send, as 0012 and 0013 extended it)
--- that resolves the cookie's session by its key hash (sliding it when due), applies the resend rules, keeps or replaces the
--- live code and records it. One statement, one round trip, as the daemon's. The key hash and
--- phone are computed here from random numbers (the daemon computes them itself); the code MAC
--- and nonce are constants of the right size. With the limits off the guard is empty: no quota
+-- that resolves the cookie's session by its key hash (sliding it when due), applies the resend
+-- rules, keeps or replaces the live code and records it. One statement, one round trip, as the
+-- daemon's. The key hash and phone are computed here from random numbers (the daemon computes
+-- them itself); the code MAC and nonce are constants of the right size. With the limits off the guard is empty: no quota
 -- arrays, no country for the pumping breaker (`SendGuard::build`, `PgStore::start_send`).
 \set i random(0, 999)
 \set d random(5, 9)
