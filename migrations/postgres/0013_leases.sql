@@ -304,9 +304,11 @@ BEGIN
         END IF;
     END IF;
     -- A daemon's leases usually cover every shared quota, leaving only exact ones: those are
-    -- taken as they come, without a statement per quota.
-    IF NOT EXISTS (SELECT 1 FROM unnest(v_all_s, v_all_l) AS q (s, l)
-                   WHERE verifyd_is_shared(q.s, q.l)) THEN
+    -- taken as they come, without a statement per quota (and with no quotas, nothing is run).
+    IF v_all_s = '{}' THEN
+        NULL;
+    ELSIF NOT EXISTS (SELECT 1 FROM unnest(v_all_s, v_all_l) AS q (s, l)
+                      WHERE verifyd_is_shared(q.s, q.l)) THEN
         v_scopes := v_all_s;
         v_keys := v_all_k;
         v_windows := v_all_w;
