@@ -350,52 +350,57 @@ BEGIN
         FROM verifyd_count_exact(v_scopes, v_keys, v_windows) x;
     END IF;
     o_now := clock_timestamp();
-    SELECT q.s, q.e INTO o_refused, o_retry_at
-    FROM (
-        SELECT x.s AS s, x.k AS k, x.e AS e
-        FROM unnest(v_ex_s, v_ex_k, v_ex_n, v_ex_e) AS x (s, k, n, e)
-            JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l)
-                ON x.s = q.s AND x.k = q.k
-        WHERE x.n - 1 >= q.l
-        UNION ALL
-        SELECT v_all_s[x.i], v_all_k[x.i], x.e
-        FROM unnest(v_sh_i, v_sh_end, v_sh_sum) AS x (i, e, n)
-        WHERE x.i <= v_hard AND x.n - 1 >= v_all_l[x.i]
-        UNION ALL
-        SELECT v_all_s[x.i], v_all_k[x.i], x.e
-        FROM unnest(v_gr_i, v_gr_end, v_gr_n) AS x (i, e, n)
-        WHERE x.i <= v_hard AND x.n = 0 AND p_blocks[x.i] > 0
-    ) AS q
-    ORDER BY q.e DESC, q.s COLLATE "C", q.k COLLATE "C"
-    LIMIT 1;
+    -- With no quotas (the limits off) nothing can refuse or ask for a challenge but the
+    -- breaker and the challenge mode: the statements that would find so are not run.
+    IF v_all_s <> '{}' THEN
+        SELECT q.s, q.e INTO o_refused, o_retry_at
+        FROM (
+            SELECT x.s AS s, x.k AS k, x.e AS e
+            FROM unnest(v_ex_s, v_ex_k, v_ex_n, v_ex_e) AS x (s, k, n, e)
+                JOIN unnest(p_scopes, p_keys, p_limits) AS q (s, k, l)
+                    ON x.s = q.s AND x.k = q.k
+            WHERE x.n - 1 >= q.l
+            UNION ALL
+            SELECT v_all_s[x.i], v_all_k[x.i], x.e
+            FROM unnest(v_sh_i, v_sh_end, v_sh_sum) AS x (i, e, n)
+            WHERE x.i <= v_hard AND x.n - 1 >= v_all_l[x.i]
+            UNION ALL
+            SELECT v_all_s[x.i], v_all_k[x.i], x.e
+            FROM unnest(v_gr_i, v_gr_end, v_gr_n) AS x (i, e, n)
+            WHERE x.i <= v_hard AND x.n = 0 AND p_blocks[x.i] > 0
+        ) AS q
+        ORDER BY q.e DESC, q.s COLLATE "C", q.k COLLATE "C"
+        LIMIT 1;
+    END IF;
     IF o_refused IS NULL AND NOT p_passed AND (
         p_always
         OR v_tripped
         OR coalesce(p_covered_challenge, false)
-        OR (p_suspicious AND (
-            EXISTS (
+        OR (v_all_s <> '{}' AND (
+            (p_suspicious AND (
+                EXISTS (
+                    SELECT 1 FROM unnest(v_ex_s, v_ex_k, v_ex_n) AS x (s, k, n)
+                        JOIN unnest(v_all_s, v_all_k, v_all_l) AS q (s, k, l)
+                            ON x.s = q.s AND x.k = q.k
+                    WHERE verifyd_suspicious_at(x.s, x.n - 1, q.l))
+                OR EXISTS (
+                    SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
+                    WHERE verifyd_suspicious_at(v_all_s[x.i], x.n - 1, v_all_l[x.i]))
+                OR EXISTS (
+                    SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
+                    WHERE p_blocks[x.i] > 0
+                      AND verifyd_suspicious_at(v_all_s[x.i], x.n, v_all_l[x.i]))))
+            OR EXISTS (
                 SELECT 1 FROM unnest(v_ex_s, v_ex_k, v_ex_n) AS x (s, k, n)
-                    JOIN unnest(v_all_s, v_all_k, v_all_l) AS q (s, k, l)
+                    JOIN unnest(p_soft_scopes, p_soft_keys, p_soft_limits) AS q (s, k, l)
                         ON x.s = q.s AND x.k = q.k
-                WHERE verifyd_suspicious_at(x.s, x.n - 1, q.l))
+                WHERE x.n - 1 >= q.l)
             OR EXISTS (
                 SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
-                WHERE verifyd_suspicious_at(v_all_s[x.i], x.n - 1, v_all_l[x.i]))
+                WHERE x.i > v_hard AND x.n - 1 >= v_all_l[x.i])
             OR EXISTS (
                 SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
-                WHERE p_blocks[x.i] > 0
-                  AND verifyd_suspicious_at(v_all_s[x.i], x.n, v_all_l[x.i]))))
-        OR EXISTS (
-            SELECT 1 FROM unnest(v_ex_s, v_ex_k, v_ex_n) AS x (s, k, n)
-                JOIN unnest(p_soft_scopes, p_soft_keys, p_soft_limits) AS q (s, k, l)
-                    ON x.s = q.s AND x.k = q.k
-            WHERE x.n - 1 >= q.l)
-        OR EXISTS (
-            SELECT 1 FROM unnest(v_sh_i, v_sh_sum) AS x (i, n)
-            WHERE x.i > v_hard AND x.n - 1 >= v_all_l[x.i])
-        OR EXISTS (
-            SELECT 1 FROM unnest(v_gr_i, v_gr_pos) AS x (i, n)
-            WHERE p_blocks[x.i] > 0 AND x.i > v_hard AND x.n >= v_all_l[x.i]))
+                WHERE p_blocks[x.i] > 0 AND x.i > v_hard AND x.n >= v_all_l[x.i]))))
     THEN
         o_outcome := 'challenge';
     ELSIF o_refused IS NOT NULL THEN
