@@ -414,6 +414,14 @@ BEGIN
         FOR i IN 1 .. coalesce(cardinality(v_sh_i), 0) LOOP
             PERFORM verifyd_quota_add(v_all_s[v_sh_i[i]], v_all_k[v_sh_i[i]], v_sh_end[i], -1);
         END LOOP;
+        -- A grant of a single slot (the limit is near) goes back with the send, as a count
+        -- does: near a limit no daemon keeps a slot another one could have used.
+        FOR i IN 1 .. coalesce(cardinality(v_gr_i), 0) LOOP
+            IF p_blocks[v_gr_i[i]] > 0 AND v_gr_n[i] = 1 THEN
+                PERFORM verifyd_quota_add(v_all_s[v_gr_i[i]], v_all_k[v_gr_i[i]], v_gr_end[i],
+                                          -1);
+            END IF;
+        END LOOP;
         IF v_counted THEN
             PERFORM verifyd_pumping_add(p_country, v_pump_end, -1, 0);
         END IF;
@@ -623,6 +631,7 @@ DECLARE
     v_end       TIMESTAMPTZ;
     v_pos       INTEGER;
     v_n         INTEGER;
+    v_gr_i      INTEGER[] := '{}';
     i           INTEGER;
 BEGIN
     o_refreshed := false;
@@ -648,6 +657,7 @@ BEGIN
             o_lease_ends := o_lease_ends || v_end;
             o_lease_pos := o_lease_pos || v_pos;
             o_lease_counts := o_lease_counts || v_n;
+            v_gr_i := v_gr_i || i;
             IF p_blocks[i] > 0 AND v_n = 0 AND o_refused IS NULL THEN
                 o_refused := p_scopes[i];
                 o_retry_at := v_end;
@@ -675,6 +685,13 @@ BEGIN
     IF o_refused IS NOT NULL THEN
         FOR i IN 1 .. coalesce(cardinality(v_sh_i), 0) LOOP
             PERFORM verifyd_quota_add(p_scopes[v_sh_i[i]], p_keys[v_sh_i[i]], v_sh_end[i], -1);
+        END LOOP;
+        -- A single slot granted goes back with the refused check, as for a send.
+        FOR i IN 1 .. cardinality(v_gr_i) LOOP
+            IF p_blocks[v_gr_i[i]] > 0 AND o_lease_counts[i] = 1 THEN
+                PERFORM verifyd_quota_add(p_scopes[v_gr_i[i]], p_keys[v_gr_i[i]],
+                                          o_lease_ends[i], -1);
+            END IF;
         END LOOP;
     END IF;
     o_now := clock_timestamp();

@@ -28,6 +28,9 @@ pub(super) const HELD: u32 = 64;
 /// version 12: correct, only slower.
 const MAX_LEASES: usize = 4096;
 
+/// `Lease::last` before a window's first grant.
+const NOT_YET: u32 = u32::MAX;
+
 /// Whether the database shares a quota's count across shards (`verifyd_is_shared` in
 /// migrations/postgres/0008): only those are leased.
 pub(super) fn shared(q: &Quota) -> bool {
@@ -54,7 +57,10 @@ struct Lease {
     /// Slots not spent, by the count before the send that spends one; the lowest goes first.
     free: BTreeSet<u32>,
     /// The size of the last block granted: half of it left asks for the next one, so that the
-    /// next block comes before this one runs out.
+    /// next block comes before this one runs out. Blocks of one slot (the limit is less than 128
+    /// away) or none (it is reached) are not asked for again in the window: near a limit the
+    /// daemon counts each send in the database, exactly, as without leases. `NOT_YET` before
+    /// the first grant of a window.
     last: u32,
     /// A grant is being asked for: concurrent sends count per send meanwhile instead of asking
     /// for more blocks, so that a daemon holds at most one block of a counter.
@@ -288,9 +294,15 @@ impl Budgets {
             }
             for g in &r.grants {
                 let k = (g.scope, g.key.clone());
-                let spent = r.issued && !plan.refills.contains(&k);
+                let refill = plan.refills.contains(&k);
+                let spent = r.issued && !refill;
                 let first = if spent { g.pos + 1 } else { g.pos };
-                let slots = first..g.pos.saturating_add(g.count);
+                let mut slots = first..g.pos.saturating_add(g.count);
+                if g.count == 1 && !refill && !r.issued {
+                    // The database took a single slot back with the refused send, as it takes
+                    // back a count near a limit.
+                    slots = 0..0;
+                }
                 let limit = plan
                     .hard
                     .iter()
@@ -302,7 +314,7 @@ impl Budgets {
                     end: g.end,
                     until: r.asked_at,
                     free: BTreeSet::new(),
-                    last: 0,
+                    last: NOT_YET,
                     granting: false,
                 });
                 if l.end != g.end || l.limit != limit {
@@ -442,15 +454,18 @@ enum Taken {
 fn take(leases: &mut HashMap<(Scope, String), Lease>, q: &Quota, now: Instant) -> Taken {
     let k = (q.scope, q.key.clone());
     if let Some(l) = leases.get_mut(&k) {
-        if l.until > now && l.limit == q.limit {
+        let live = l.until > now && l.limit == q.limit;
+        if live {
             if let Some(pos) = l.free.pop_first() {
                 let low = l.free.len() as u32 <= l.last / 2;
-                let refill = low && !l.granting;
+                let refill = low && l.last > 1 && !l.granting;
                 l.granting |= refill;
                 return Taken::Slot(l.end, pos, refill);
             }
+        } else {
+            l.last = NOT_YET;
         }
-        if l.granting {
+        if l.granting || l.last <= 1 {
             return Taken::PerSend;
         }
         l.granting = true;
@@ -469,7 +484,7 @@ fn take(leases: &mut HashMap<(Scope, String), Lease>, q: &Quota, now: Instant) -
             end: SystemTime::UNIX_EPOCH,
             until: now,
             free: BTreeSet::new(),
-            last: 0,
+            last: NOT_YET,
             granting: true,
         },
     );
