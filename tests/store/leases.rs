@@ -78,6 +78,19 @@ async fn race(
     issued
 }
 
+/// The breaker of +86 alone: it trips at `min_sample` sends with under one approval per two.
+fn breaker(min_sample: u32) -> SendGuard {
+    SendGuard {
+        pumping: Some(PumpingRule {
+            country: "+86".into(),
+            window: Duration::from_secs(3600),
+            min_sample,
+            min_conversion: 0.5,
+        }),
+        ..Default::default()
+    }
+}
+
 fn global(limit: u32) -> SendGuard {
     SendGuard {
         quotas: vec![Quota {
@@ -213,15 +226,7 @@ async fn racing_daemons_trip_the_breaker_late_by_at_most_the_bound() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let guard = SendGuard {
-        pumping: Some(PumpingRule {
-            country: "+86".into(),
-            window: Duration::from_secs(3600),
-            min_sample: 200,
-            min_conversion: 0.5,
-        }),
-        ..Default::default()
-    };
+    let guard = breaker(200);
     let daemons: Vec<_> = (0..3).map(|_| Arc::new(store(&db.url))).collect();
     // One send each first: a daemon judges in memory only once it has seen the window.
     for (n, st) in daemons.iter().enumerate() {
@@ -260,15 +265,7 @@ async fn approvals_a_daemon_has_not_seen_never_trip_the_breaker() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let guard = SendGuard {
-        pumping: Some(PumpingRule {
-            country: "+86".into(),
-            window: Duration::from_secs(3600),
-            min_sample: 20,
-            min_conversion: 0.5,
-        }),
-        ..Default::default()
-    };
+    let guard = breaker(20);
     let st = store(&db.url);
     for n in 0..10 {
         assert!(matches!(
@@ -307,15 +304,7 @@ async fn an_abandoned_send_counted_in_memory_is_taken_back() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let guard = SendGuard {
-        pumping: Some(PumpingRule {
-            country: "+86".into(),
-            window: Duration::from_secs(3600),
-            min_sample: 1000,
-            min_conversion: 0.5,
-        }),
-        ..Default::default()
-    };
+    let guard = breaker(1000);
     let st = store(&db.url);
     for n in 0..3 {
         assert!(matches!(
