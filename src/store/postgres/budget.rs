@@ -109,6 +109,37 @@ pub(super) struct SendPlan<'g> {
     pub pump: PumpPlan,
 }
 
+/// A plan whose send or check is under way. It is settled with the answer, or as lost when the
+/// request is dropped before (a client that went away, a timeout): either way nothing stays
+/// marked as being asked for or in flight.
+pub(super) struct Pending<'b, 'g> {
+    budgets: &'b Budgets,
+    plan: Option<SendPlan<'g>>,
+}
+
+impl<'g> Pending<'_, 'g> {
+    pub fn plan(&self) -> &SendPlan<'g> {
+        self.plan
+            .as_ref()
+            .expect("a pending plan is settled once, by value")
+    }
+
+    /// Settles the plan with the database's answer (see [`Budgets::finish`]).
+    pub fn settle(mut self, result: Result<&SendResult, ()>) {
+        if let Some(plan) = self.plan.take() {
+            self.budgets.finish(&plan, result);
+        }
+    }
+}
+
+impl Drop for Pending<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(plan) = self.plan.take() {
+            self.budgets.finish(&plan, Err(()));
+        }
+    }
+}
+
 /// The breaker's part of a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PumpPlan {
@@ -155,7 +186,7 @@ fn until(asked_at: Instant, end: SystemTime, db_now: SystemTime) -> Instant {
 impl Budgets {
     /// Decides, for a send under `guard`, which quotas a lease covers (taking a slot of each),
     /// which ask for a block, and how the breaker is judged.
-    pub fn plan<'g>(&self, guard: &'g SendGuard, now: Instant) -> SendPlan<'g> {
+    pub fn plan<'g>(&self, guard: &'g SendGuard, now: Instant) -> Pending<'_, 'g> {
         let mut plan = self.plan_quotas(
             &guard.quotas,
             &guard.soft,
@@ -166,13 +197,19 @@ impl Budgets {
         if let Some(rule) = &guard.pumping {
             plan.pump = self.plan_pump(rule, now);
         }
-        plan
+        Pending {
+            budgets: self,
+            plan: Some(plan),
+        }
     }
 
     /// The same for a check's quotas (all hard, no breaker): `finish` then takes `issued` as
     /// "the quotas were taken" (the check was not refused by one, and found its session).
-    pub fn plan_check<'g>(&self, quotas: &'g [Quota], now: Instant) -> SendPlan<'g> {
-        self.plan_quotas(quotas, &[], false, now)
+    pub fn plan_check<'g>(&self, quotas: &'g [Quota], now: Instant) -> Pending<'_, 'g> {
+        Pending {
+            budgets: self,
+            plan: Some(self.plan_quotas(quotas, &[], false, now)),
+        }
     }
 
     fn plan_quotas<'g>(
@@ -277,7 +314,7 @@ impl Budgets {
     /// granted, counts a locally judged send that was issued, and remembers the breaker as the
     /// database reported it. With `Err` (the answer was lost, the send may have been issued)
     /// nothing is given back: a lost slot or count errs on the side of refusing.
-    pub fn finish(&self, plan: &SendPlan<'_>, result: Result<&SendResult, ()>) {
+    fn finish(&self, plan: &SendPlan<'_>, result: Result<&SendResult, ()>) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         for k in &plan.granting {
             if let Some(l) = leases.get_mut(k) {
@@ -489,4 +526,87 @@ fn take(leases: &mut HashMap<(Scope, String), Lease>, q: &Quota, now: Instant) -
         },
     );
     Taken::Ask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global() -> SendGuard {
+        SendGuard {
+            quotas: vec![Quota {
+                scope: Scope::Global,
+                key: "*".into(),
+                limit: 1_000_000,
+                window: Duration::from_secs(3600),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_dropped_request_leaves_nothing_asked_for() {
+        let budgets = Budgets::default();
+        let guard = global();
+        let now = Instant::now();
+        let first = budgets.plan(&guard, now);
+        assert_eq!(
+            first.plan().blocks,
+            [BLOCK],
+            "the first send asks for a block"
+        );
+        let second = budgets.plan(&guard, now);
+        assert_eq!(second.plan().blocks, [0], "meanwhile, a send counts alone");
+        drop(second);
+        // The request that asked went away before the answer came.
+        drop(first);
+        let third = budgets.plan(&guard, now);
+        assert_eq!(third.plan().blocks, [BLOCK], "the next send asks again");
+    }
+
+    #[test]
+    fn a_dropped_request_is_no_longer_in_flight_for_the_breaker() {
+        let budgets = Budgets::default();
+        let rule = PumpingRule {
+            country: "+86".into(),
+            window: Duration::from_secs(3600),
+            min_sample: 1000,
+            min_conversion: 0.5,
+        };
+        let guard = SendGuard {
+            pumping: Some(rule),
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let first = budgets.plan(&guard, now);
+        assert!(
+            !first.plan().pump.local,
+            "nothing known yet: the database judges"
+        );
+        let seen = SendResult {
+            issued: true,
+            grants: vec![],
+            seen: Some(Seen {
+                end: SystemTime::now() + Duration::from_secs(3600),
+                sends: 1,
+                approvals: 1,
+                tripped: false,
+            }),
+            db_now: SystemTime::now(),
+            asked_at: now,
+        };
+        first.settle(Ok(&seen));
+        for _ in 0..HELD {
+            let p = budgets.plan(&guard, now);
+            assert!(p.plan().pump.local);
+            drop(p);
+        }
+        let tallies = budgets.tallies.lock().unwrap();
+        let t = &tallies["+86"];
+        assert_eq!(
+            (t.in_flight, t.unflushed),
+            (0, 0),
+            "dropped sends are not counted"
+        );
+    }
 }

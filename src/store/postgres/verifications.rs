@@ -75,15 +75,18 @@ impl VerificationStore for PgStore {
         req: &StartVerification<'_>,
         guard: &SendGuard,
     ) -> StoreResult<Started> {
-        let plan = self.budgets.plan(guard, Instant::now());
+        let pending = self.budgets.plan(guard, Instant::now());
         let asked_at = Instant::now();
-        match self.pg_start_send(req, guard, &plan, asked_at).await {
+        match self
+            .pg_start_send(req, guard, pending.plan(), asked_at)
+            .await
+        {
             Ok((started, result)) => {
-                self.budgets.finish(&plan, Ok(&result));
+                pending.settle(Ok(&result));
                 Ok(started)
             }
             Err(e) => {
-                self.budgets.finish(&plan, Err(()));
+                pending.settle(Err(()));
                 Err(e)
             }
         }
@@ -128,15 +131,15 @@ impl VerificationStore for PgStore {
         req: &CheckVerification<'_>,
         guard: &CheckGuard,
     ) -> StoreResult<Checked> {
-        let plan = self.budgets.plan_check(&guard.quotas, Instant::now());
+        let pending = self.budgets.plan_check(&guard.quotas, Instant::now());
         let asked_at = Instant::now();
-        match self.pg_check(req, guard, &plan, asked_at).await {
+        match self.pg_check(req, guard, pending.plan(), asked_at).await {
             Ok((checked, result)) => {
-                self.budgets.finish(&plan, Ok(&result));
+                pending.settle(Ok(&result));
                 Ok(checked)
             }
             Err(e) => {
-                self.budgets.finish(&plan, Err(()));
+                pending.settle(Err(()));
                 Err(e)
             }
         }
