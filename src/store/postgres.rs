@@ -96,12 +96,6 @@ mod maintenance;
 mod sessions;
 mod verifications;
 
-/// Rows each deployment-wide counter (the global and per-country caps, the pumping breaker's
-/// counts) is split into: `verifyd_shard()` in migrations/postgres/0008 picks one of this many.
-/// A send can miss at most `SHARDS - 1` sends in flight, so near a limit it waits for them and
-/// the caps stay exact (docs/performance.md has the proof).
-pub const SHARDS: u32 = 16;
-
 /// A statement that saw a row its own snapshot did not (a concurrent commit) is re-run; each
 /// re-run sees at least one more commit, so a handful always suffices in practice.
 const MAX_RERUNS: usize = 8;

@@ -1,7 +1,7 @@
 //! Several daemons on one PostgreSQL database, each holding leases of the shared budgets and
 //! counting the breaker in memory (migrations/postgres/0013): a cap is never exceeded, what it
 //! refuses early is bounded and handed back when a daemon stops, and the breaker never trips
-//! early and trips late by at most what the other daemons have not added yet.
+//! early and trips late by at most 64 sends per daemon.
 
 use crate::common;
 
