@@ -290,13 +290,11 @@ impl Budgets {
             tallies.remove(&rule.country);
             return exact(0, None);
         }
-        let seen = u64::from(t.sends)
-            + u64::from(t.unflushed)
-            + u64::from(t.in_flight)
-            + u64::from(t.flushing)
-            + 1;
-        let near = trips(seen + u64::from(FLUSH), u64::from(t.approvals), rule);
+        // Sends the database cannot see yet; with this one and the ones it reported, what this
+        // daemon knows was sent.
         let unseen = t.unflushed + t.in_flight + t.flushing;
+        let known = u64::from(t.sends) + u64::from(unseen) + 1;
+        let near = trips(known + u64::from(FLUSH), u64::from(t.approvals), rule);
         if t.tripped || near || t.unflushed + 1 >= FLUSH || unseen >= HELD {
             let flush = std::mem::take(&mut t.unflushed);
             t.flushing += flush;
