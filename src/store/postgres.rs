@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0013_leases",
         include_str!("../../migrations/postgres/0013_leases.sql"),
     ),
+    (
+        14,
+        "0014_number_counters",
+        include_str!("../../migrations/postgres/0014_number_counters.sql"),
+    ),
 ];
 
 mod budget;

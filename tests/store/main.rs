@@ -10,5 +10,6 @@ mod conformance;
 mod differential;
 mod harness;
 mod leases;
+mod number_counters;
 mod postgres;
 mod production;

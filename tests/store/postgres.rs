@@ -444,11 +444,18 @@ async fn prefill_shard(url: &str, scope: &str, count: i32) {
 }
 
 /// The count of an exact counter and whether its window is running, if it has a row.
+/// The number's quotas count in its rows of `number_counters` (migration 0014), a window and a
+/// day in each; every other quota in `quota_counters`.
 async fn counter(url: &str, scope: &str, key: &str) -> Option<(i32, bool)> {
     sql(url)
         .await
         .query_opt(
-            "SELECT count, expires_at > now() FROM quota_counters WHERE scope = $1 AND key = $2",
+            "SELECT count, expires_at > now() FROM quota_counters WHERE scope = $1 AND key = $2
+             UNION ALL
+             SELECT CASE WHEN verifyd_number_slot($1) % 2 = 1 THEN short_n ELSE day_n END,
+                    CASE WHEN verifyd_number_slot($1) % 2 = 1 THEN short_end ELSE day_end END
+                        > now()
+             FROM number_counters WHERE key = $2 AND verifyd_number_slot($1) IS NOT NULL",
             &[&scope, &key],
         )
         .await

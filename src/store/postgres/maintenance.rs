@@ -43,6 +43,8 @@ const SWEEP_LIMITS: &[&str] = &[
     "DELETE FROM quota_counters WHERE expires_at < now() AND (scope, key) IN (
          SELECT scope, key FROM quota_counters WHERE expires_at < now()
          ORDER BY expires_at LIMIT $1)",
+    "DELETE FROM number_counters WHERE expires_at < now() AND key IN (
+         SELECT key FROM number_counters WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
     "DELETE FROM pumping WHERE expires_at < now() AND country IN (
          SELECT country FROM pumping WHERE expires_at < now() ORDER BY expires_at LIMIT $1)",
     "DELETE FROM quota_shards WHERE window_ends < now() AND (scope, key, shard) IN (
