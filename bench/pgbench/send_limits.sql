@@ -9,6 +9,8 @@
 -- budgets, the global cap: blocks of 256) and judges and counts the breaker in memory (added
 -- every 16 sends at most): this is the call of the sends in between, at least 15 of every 16,
 -- which pass only the exact quotas. The others ask for a block or add the breaker's counts too.
+-- Since schema 14 those exact quotas, all the number's, are counted in two rows of
+-- number_counters (the number's, and the number's from 127.0.0.0/24).
 \set i random(0, 999)
 \set d random(5, 9)
 \set ph random(0, 999999)

@@ -197,6 +197,8 @@ DECLARE
     v_pos       INTEGER;
     v_n         INTEGER;
     i           INTEGER;
+    -- The number's quotas (positions in v_all_*), and its rows: keys by row (1 the number's,
+    -- 2 the number's from the network), windows, counts and ends by slot (verifyd_number_slot).
     v_num_i     INTEGER[] := '{}';
     v_slot      INTEGER;
     v_nk        TEXT[] := '{NULL,NULL}';
