@@ -35,6 +35,12 @@ CREATE TABLE number_counters (
 
 CREATE INDEX number_counters_expires_at_idx ON number_counters (expires_at);
 
+-- Sends of daemons still running version 13's function wait here until the move commits, so no
+-- count committed before it is left behind. One already inside that function when it commits
+-- still counts its number in the old rows, once: at the moment of the upgrade a number's caps
+-- can let through at most one send more per send then in flight.
+LOCK TABLE quota_counters IN SHARE ROW EXCLUSIVE MODE;
+
 INSERT INTO number_counters (key, short_n, short_end, day_n, day_end)
 SELECT c.key,
        coalesce(max(c.count) FILTER (WHERE c.scope IN ('phone_sends', 'phone_hard_sends',
