@@ -206,7 +206,17 @@ on_both_stores! {
         assert_eq!(got.len(), 4, "{got:#?}");
         all_verified(&got);
         assert!(got.iter().all(|x| x["webhook_id"] == got[0]["webhook_id"]), "{got:#?}");
-        let metrics = d.daemon.as_ref().unwrap().app.metrics.render(None, []);
+        // The daemon records the delivery (its latency last) once it has read the 2xx the
+        // receiver has just sent.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let metrics = loop {
+            let m = d.daemon.as_ref().unwrap().app.metrics.render(None, []);
+            let recorded = m.contains("verifyd_event_delivery_latency_seconds_count{endpoint=\"app\"}");
+            if recorded || Instant::now() > deadline {
+                break m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert!(metrics.contains("verifyd_events_retried_total{endpoint=\"app\"} 3"), "{metrics}");
         assert!(metrics.contains("verifyd_events_delivered_total{endpoint=\"app\"} 1"), "{metrics}");
         assert!(metrics.contains("verifyd_event_delivery_latency_seconds_count{endpoint=\"app\"} 1"), "{metrics}");
