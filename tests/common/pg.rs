@@ -160,10 +160,16 @@ async fn database_exists(admin: &Client, name: &str) -> bool {
 
 /// A store on `url` with test-friendly settings.
 pub fn store(url: &str) -> PgStore {
+    store_waiting(url, Duration::from_secs(5))
+}
+
+/// A store whose requests wait up to `acquire` for one of its 4 connections: races that queue
+/// hundreds of requests on one store wait longer than 5 s for the last ones on a loaded machine.
+pub fn store_waiting(url: &str, acquire: Duration) -> PgStore {
     let opts = PgOptions {
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
-        acquire_timeout: Duration::from_secs(5),
+        acquire_timeout: acquire,
         statement_timeout: Duration::from_secs(30),
     };
     let policy = SessionPolicy {

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::pg::{TestDb, client as sql, store};
+use common::pg::{TestDb, client as sql, store, store_waiting};
 use serde_json::Map;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,12 @@ use verifyd::store::{
 /// most (src/store/postgres/budget.rs).
 const BLOCK: i64 = 256;
 const HELD: u32 = 64;
+
+/// A daemon of the races here, which queue hundreds of requests on each one's pool: what they
+/// test is the leases, not how long the last request waits for a connection.
+fn racer(url: &str) -> PgStore {
+    store_waiting(url, Duration::from_secs(120))
+}
 
 /// A browser's first send (`n` names its session and number): a new session with the code.
 async fn first_send(st: &PgStore, n: u32, guard: &SendGuard) -> StartOutcome {
@@ -125,7 +131,7 @@ async fn racing_daemons_never_exceed_a_leased_cap_and_hand_back_what_they_hold()
         .await
         .unwrap();
     let guard = global(100_000);
-    let daemons: Vec<_> = (0..3).map(|_| Arc::new(store(&db.url))).collect();
+    let daemons: Vec<_> = (0..3).map(|_| Arc::new(racer(&db.url))).collect();
     let issued = race(&daemons, 0, 400, &guard, Refusal::Quota(Scope::Global)).await;
     eprintln!("the race issued {issued} of the last 1000");
     let held = 1000 / 64 * 3 / 2;
@@ -227,7 +233,7 @@ async fn racing_daemons_trip_the_breaker_late_by_at_most_the_bound() {
         return;
     };
     let guard = breaker(200);
-    let daemons: Vec<_> = (0..3).map(|_| Arc::new(store(&db.url))).collect();
+    let daemons: Vec<_> = (0..3).map(|_| Arc::new(racer(&db.url))).collect();
     // One send each first: a daemon judges in memory only once it has seen the window.
     for (n, st) in daemons.iter().enumerate() {
         let n = 10_000 + n as u32;
@@ -354,7 +360,7 @@ async fn racing_daemons_never_exceed_a_leased_check_budget() {
         }],
         ..Default::default()
     };
-    let daemons: Vec<_> = (0..3).map(|_| Arc::new(store(&db.url))).collect();
+    let daemons: Vec<_> = (0..3).map(|_| Arc::new(racer(&db.url))).collect();
     let session = KeyHash([0x33; 32]);
     daemons[0]
         .create_session(&session, &Map::new(), Expiry::Default)
@@ -439,7 +445,7 @@ async fn daemons_of_the_previous_version_and_leasing_ones_share_a_cap_exactly() 
         .await
         .unwrap();
     let guard = global(100_000);
-    let daemons: Vec<_> = (0..2).map(|_| Arc::new(store(&db.url))).collect();
+    let daemons: Vec<_> = (0..2).map(|_| Arc::new(racer(&db.url))).collect();
     // The earlier daemon: four connections, each sending for a new browser session.
     let mut old = vec![];
     for c in 0..4u32 {
