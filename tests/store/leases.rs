@@ -30,6 +30,22 @@ fn racer(url: &str) -> PgStore {
     store_waiting(url, Duration::from_secs(120))
 }
 
+/// Opens the running hour of the shared counter (`scope`, `key`) with `count` already counted
+/// in one of its shards.
+async fn counted(url: &str, scope: &str, key: &str, count: i32) {
+    sql(url)
+        .await
+        .execute(
+            "WITH w AS (
+                 INSERT INTO quota_counters VALUES ($1, $2, 0, now() + interval '1 hour')
+                 RETURNING expires_at)
+             INSERT INTO quota_shards SELECT $1, $2, 5, expires_at, $3 FROM w",
+            &[&scope, &key, &count],
+        )
+        .await
+        .unwrap();
+}
+
 /// A browser's first send (`n` names its session and number): a new session with the code.
 async fn first_send(st: &PgStore, n: u32, guard: &SendGuard) -> StartOutcome {
     let mut k = [0x5a; 32];
@@ -119,17 +135,7 @@ async fn racing_daemons_never_exceed_a_leased_cap_and_hand_back_what_they_hold()
     let Some(db) = TestDb::create().await else {
         return;
     };
-    sql(&db.url)
-        .await
-        .execute(
-            "WITH w AS (
-                 INSERT INTO quota_counters VALUES ('global', '*', 0, now() + interval '1 hour')
-                 RETURNING expires_at)
-             INSERT INTO quota_shards SELECT 'global', '*', 5, expires_at, 99000 FROM w",
-            &[],
-        )
-        .await
-        .unwrap();
+    counted(&db.url, "global", "*", 99_000).await;
     let guard = global(100_000);
     let daemons: Vec<_> = (0..3).map(|_| Arc::new(racer(&db.url))).collect();
     let issued = race(&daemons, 0, 400, &guard, Refusal::Quota(Scope::Global)).await;
@@ -338,19 +344,7 @@ async fn racing_daemons_never_exceed_a_leased_check_budget() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    sql(&db.url)
-        .await
-        .execute(
-            "WITH w AS (
-                 INSERT INTO quota_counters
-                 VALUES ('ip_checks', '192.0.2.7', 0, now() + interval '1 hour')
-                 RETURNING expires_at)
-             INSERT INTO quota_shards SELECT 'ip_checks', '192.0.2.7', 2, expires_at, 998000
-             FROM w",
-            &[],
-        )
-        .await
-        .unwrap();
+    counted(&db.url, "ip_checks", "192.0.2.7", 998_000).await;
     let guard = CheckGuard {
         quotas: vec![Quota {
             scope: Scope::IpChecks,
@@ -433,17 +427,7 @@ async fn daemons_of_the_previous_version_and_leasing_ones_share_a_cap_exactly() 
     let Some(db) = TestDb::create().await else {
         return;
     };
-    sql(&db.url)
-        .await
-        .execute(
-            "WITH w AS (
-                 INSERT INTO quota_counters VALUES ('global', '*', 0, now() + interval '1 hour')
-                 RETURNING expires_at)
-             INSERT INTO quota_shards SELECT 'global', '*', 5, expires_at, 99000 FROM w",
-            &[],
-        )
-        .await
-        .unwrap();
+    counted(&db.url, "global", "*", 99_000).await;
     let guard = global(100_000);
     let daemons: Vec<_> = (0..2).map(|_| Arc::new(racer(&db.url))).collect();
     // The earlier daemon: four connections, each sending for a new browser session.
