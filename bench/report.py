@@ -76,7 +76,11 @@ for n, label in (("pg.send", "send, limits off"),
                  ("pg.check_wrong_limits", "wrong check, limits on"),
                  ("pgbench.send_limits", "pgbench: the limits-on send's SQL"),
                  ("pgbench.check_limits", "pgbench: the limits-on wrong check's SQL"),
-                 ("pgbench.floor", "pgbench floor: one upsert of a verification row")):
+                 ("pgbench.floor", "pgbench floor: one upsert of a verification row"),
+                 ("pgbench.floor_send_half",
+                  "pgbench floor paced at the rate of the half-rate send run"),
+                 ("pgbench.floor_check_wrong_half",
+                  "pgbench floor paced at the rate of the half-rate wrong check run")):
     rps = get(n, "rps", get(n, "tps"))
     w(f"| {label} | {num(rps)} | {num(get(n, 'p50_ms'), '{:.2f}')} | "
       f"{num(get(n, 'p99_ms'), '{:.2f}')} | {num(get(n, 'non2xx'))} |")
@@ -116,9 +120,11 @@ for flow, peer, goal in (("send", "peer.send", 6), ("check_wrong", "peer.check",
 for flow in ("send", "check_wrong"):
     n = f"pg.{flow}_limits_half"
     p99 = get(n, "p99_ms")
+    floor = f"pgbench.floor_{flow}_half"
     target(f"latency: p99 < 10 ms at half the maximum rate ({flow}, limits on)",
            f"p99 {num(p99, '{:.2f}')} ms at {num(get(n, 'rps'))} req/s "
-           f"(max {num(get(f'pg.{flow}_limits', 'rps'))})",
+           f"(max {num(get(f'pg.{flow}_limits', 'rps'))}); the pgbench floor at that rate: "
+           f"p99 {num(get(floor, 'p99_ms'), '{:.2f}')} ms",
            None if p99 is None else p99 < 10)
 for store in ("pg", "sqlite"):
     idle = get(f"{store}.memory", "idle_kb")
