@@ -96,9 +96,15 @@ def target(label, measured, ok):
     w(f"| {label} | {measured} | {mark} |")
 
 
-r = ratio(get("pg.send_limits", "rps"), get("pg.send", "rps"))
+pairs = [ratio(get(f"pg.send_pair_on_{i}", "rps"), get(f"pg.send_pair_off_{i}", "rps"))
+         for i in (1, 2, 3)]
+r = None if None in pairs else sorted(pairs)[1]
+single = ratio(get("pg.send_limits", "rps"), get("pg.send", "rps"))
 target("limits: send with the shipped limits on / limits off ≥ 0.8",
-       f"{num(get('pg.send_limits', 'rps'))} / {num(get('pg.send', 'rps'))} = {num(r, '{:.2f}')}",
+       "median of three pairs of runs back to back "
+       f"{' '.join(num(p, '{:.2f}') for p in pairs)}: {num(r, '{:.2f}')} (the single runs "
+       f"above: {num(get('pg.send_limits', 'rps'))} / {num(get('pg.send', 'rps'))} = "
+       f"{num(single, '{:.2f}')})",
        None if r is None else r >= 0.8)
 for flow in ("send", "check_wrong"):
     n = f"pg.{flow}_limits"
