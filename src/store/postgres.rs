@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0014_number_counters",
         include_str!("../../migrations/postgres/0014_number_counters.sql"),
     ),
+    (
+        15,
+        "0015_number_quotas_judged_at_a_limit",
+        include_str!("../../migrations/postgres/0015_number_quotas_judged_at_a_limit.sql"),
+    ),
 ];
 
 mod budget;

@@ -382,6 +382,95 @@ impl Pair {
     }
 }
 
+/// The number's own quotas alone, as the daemon passes them once its leases cover the shared
+/// ones, take PostgreSQL's numbers-only path: judged in PL/pgSQL without a query, and since
+/// schema 15 only once a count reaches the least limit of its window. Sends to one number from
+/// three networks, some with a challenge passed, cross its soft thresholds, its hard caps and
+/// the networks' caps, and every send gets the same answer from both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_judge_a_numbers_own_quotas_alike() {
+    let Some(pg) = make_pg(policy()).await else {
+        return;
+    };
+    let lite = make_sqlite(policy()).await.unwrap();
+    let stores = [&lite.store, &pg.store];
+    let phone = PhoneNumber::parse_e164("+8613800138000").unwrap();
+    let nets = ["203.0.113.0/24", "2001:db8:1::/48", "198.51.100.0/24"];
+    let quota = |scope, key: &str, limit, window| verifyd::quota::Quota {
+        scope,
+        key: key.into(),
+        limit,
+        window: secs(window),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in [7_u64, 0x5DEE_CE66_D1CE_4E5B, 0x2545_F491_4F6C_DD1D] {
+        let mut rng = Rng(seed);
+        // Counter keys are per seed, so that each sequence starts from empty rows.
+        let number = format!("{seed:x} {}", phone.as_str());
+        for step in 0..40 {
+            let from_net = format!("{number} {}", nets[rng.below(3) as usize]);
+            let guard = SendGuard {
+                quotas: vec![
+                    quota(Scope::PhoneHardSends, &number, 8, 600),
+                    quota(Scope::PhoneHardDaily, &number, 11, 86_400),
+                    quota(Scope::PhoneNetSends, &from_net, 3, 600),
+                    quota(Scope::PhoneNetDaily, &from_net, 4, 86_400),
+                ],
+                soft: vec![
+                    quota(Scope::PhoneSends, &number, 4, 600),
+                    quota(Scope::PhoneDaily, &number, 6, 86_400),
+                ],
+                pumping: None,
+                challenge: verifyd::quota::ChallengeRule {
+                    passed: rng.below(3) == 0,
+                    always: false,
+                    when_suspicious: true,
+                    on_trip: false,
+                },
+            };
+            let mut shapes = vec![];
+            // Every send is a browser's first: a session is born with the code.
+            let (presented, new) = (key(), key());
+            for store in stores {
+                let req = StartVerification {
+                    key: presented,
+                    phone: &phone,
+                    code_mac: mac(&phone, "123456"),
+                    code_nonce: None,
+                    keep_margin: None,
+                    code_cap: Duration::from_secs(86_400),
+                    ttl: secs(600),
+                    resend_interval: Duration::ZERO,
+                    max_attempts: 3,
+                    new_session: Some(verifyd::store::NewSession {
+                        key: new,
+                        expiry: Expiry::Default,
+                    }),
+                };
+                let started = store.start_send(&req, &guard).await.unwrap();
+                shapes.push(send_shape(&started.outcome));
+            }
+            assert_eq!(
+                shapes[0], shapes[1],
+                "seed {seed:#x}, step {step}: send {guard:?}"
+            );
+            seen.insert(
+                shapes
+                    .swap_remove(0)
+                    .split(' ')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+    // The sequences reached every kind of answer these quotas give.
+    for kind in ["refused quota", "refused Challenge"] {
+        assert!(seen.contains(kind), "{kind} never answered: {seen:?}");
+    }
+    assert!(seen.iter().any(|s| s.starts_with("Issued")), "{seen:?}");
+}
+
 /// A small deterministic generator (xorshift64*), so that a failing sequence can be replayed.
 struct Rng(u64);
 
