@@ -96,6 +96,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0015_number_quotas_judged_at_a_limit",
         include_str!("../../migrations/postgres/0015_number_quotas_judged_at_a_limit.sql"),
     ),
+    (
+        16,
+        "0016_less_started_per_call",
+        include_str!("../../migrations/postgres/0016_less_started_per_call.sql"),
+    ),
 ];
 
 mod budget;
