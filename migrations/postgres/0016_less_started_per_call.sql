@@ -14,11 +14,12 @@
 -- * verifyd_check_leased called verifyd_take_quotas with no quotas left to take (all of them
 --   leased, or the limits off), a nested call that returned at once.
 --
--- Per call, in PostgreSQL's own instructions (bench/pgbench's statements, 500 calls each):
---   send, limits off   1 234 000 -> 918 000   (-26%)
---   send, limits on    1 746 000 -> 1 430 000 (-18%)
---   check, limits off  1 043 000 -> 870 000   (-17%)
---   check, limits on   1 279 000 -> 1 105 000 (-14%)
+-- Per call, in PostgreSQL's own instructions (bench/instructions: bench/pgbench's statements,
+-- 500 calls each):
+--   send, limits off   1 186 000 -> 879 000   (-26%)
+--   send, limits on    1 692 000 -> 1 385 000 (-18%)
+--   check, limits off  1 015 000 -> 847 000   (-17%)
+--   check, limits on   1 249 000 -> 1 080 000 (-14%)
 --
 -- Both functions keep their signatures and answers, so daemons of versions 10 to 15 go on serving
 -- next to upgraded ones.
