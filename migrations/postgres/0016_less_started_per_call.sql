@@ -9,8 +9,7 @@
 --   now read by one SELECT, and the function is called only when the session is due to slide.
 -- * verifyd_send decided a challenge in one IF whose expression held eight subqueries; the
 --   executor starts every one of them whenever the expression is evaluated, even when the first
---   terms settle it. The simple terms are now an expression of their own, and the subqueries
---   run only when quotas other than the number's were counted.
+--   terms settle it. The simple terms now decide alone, and the subqueries are gone (below).
 -- * verifyd_check_leased called verifyd_take_quotas with no quotas left to take (all of them
 --   leased, or the limits off), a nested call that returned at once.
 --
