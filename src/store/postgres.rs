@@ -101,6 +101,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0016_less_started_per_call",
         include_str!("../../migrations/postgres/0016_less_started_per_call.sql"),
     ),
+    (
+        17,
+        "0017_one_failure_write",
+        include_str!("../../migrations/postgres/0017_one_failure_write.sql"),
+    ),
 ];
 
 mod budget;
