@@ -437,7 +437,11 @@ async fn logs_never_carry_the_phone_or_the_code() {
     let mut secrets = vec!["13800138000".to_owned(), "string to sign".to_owned()];
     for r in fake.requests_seen() {
         let p: BTreeMap<String, String> = serde_json::from_str(&r.params["TemplateParam"]).unwrap();
-        secrets.push(p["code"].clone());
+        let code = &p["code"];
+        assert!(
+            !common::logs::mentions_code(&text, code),
+            "{code:?} leaked into the logs:\n{text}"
+        );
         secrets.push(r.params["Signature"].clone());
     }
     for s in &secrets {
