@@ -86,6 +86,41 @@ for n, label in (("pg.send", "send, limits off"),
       f"{num(get(n, 'p99_ms'), '{:.2f}')} | {num(get(n, 'non2xx'))} |")
 w("")
 
+w("### CPU per request (µs; PostgreSQL on this machine)\n")
+w("Between the start and the end of each run: the machine's busy time (/proc/stat; its share of "
+  "both CPUs over the run's wall time is \"machine busy\"), the daemon's, "
+  "PostgreSQL's server processes', and the rest (the load generator, the kernel's work charged to "
+  "no process, anything else running), each over the requests the run completed.\n")
+w("| run | req/s | machine busy | machine | daemon | PostgreSQL | rest |")
+w("|---|---:|---:|---:|---:|---:|---:|")
+cpu_runs = (("pg.healthz", "GET /healthz: the daemon's HTTP path, no store work"),
+            ("pg.send", "send, limits off"),
+            ("pg.send_limits", "send, limits on"),
+            ("pg.check_wrong", "wrong check, limits off"),
+            ("pg.check_wrong_limits", "wrong check, limits on"),
+            ("pgbench.send", "pgbench: the limits-off send's SQL"),
+            ("pgbench.send_limits", "pgbench: the limits-on send's SQL"),
+            ("pgbench.floor", "pgbench floor"))
+for n, label in cpu_runs:
+    c = get(n, "cpu_us", {})
+    w(f"| {label} | {num(get(n, 'rps', get(n, 'tps')))} | {num(c.get('busy'), '{:.0%}')} | "
+      f"{num(c.get('machine'))} | {num(c.get('daemon'))} | {num(c.get('postgres'))} | "
+      f"{num(c.get('rest'))} |")
+w("")
+send, floor = get("pg.send", "cpu_us", {}), get("pgbench.floor", "cpu_us", {})
+if all(k in send for k in ("daemon", "rest")) and all(k in floor for k in ("machine", "postgres")):
+    # A send whose database work were exactly the floor's would still cost the daemon's own CPU
+    # and its load generator's: with the machine busy either way, that bounds the floor ratio.
+    least = send["daemon"] + send["rest"] + floor["postgres"]
+    w(f"What the floor ratio can reach on this machine: a send whose database work were only the "
+      f"floor's would take the daemon's {num(send['daemon'])} µs and wrk's and the rest's "
+      f"{num(send['rest'])} µs (the limits-off send run) besides the floor's "
+      f"{num(floor['postgres'])} µs in PostgreSQL: {num(least)} µs of CPU per request, against "
+      f"the floor's {num(floor['machine'])}. With the CPUs busy in both runs that is at most "
+      f"{floor['machine'] / least:.2f}× the floor. A ratio of 0.8 needs the daemon and its "
+      f"client together under {num(floor['machine'] / 0.8 - floor['postgres'])} µs a request "
+      f"with no database work beyond the floor's.\n")
+
 w("### Targets\n")
 w("| target | measured | |")
 w("|---|---|---|")
