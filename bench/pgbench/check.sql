@@ -7,7 +7,7 @@
 -- as the daemon's. With the limits off the guard has no quotas, no failure limit (fail_max 0;
 -- the function still locks and counts the number's failure counter) and no country
 -- (`CheckGuard::build`, `PgStore::check_guarded`).
-\set i random(0, 4999)
+\set i random(0, 19999)
 SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
        o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
        o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,

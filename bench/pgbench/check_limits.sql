@@ -5,7 +5,7 @@
 -- Since schema 13 the daemon leases blocks of the address's check budget (256 at a time), so
 -- this is the call of the checks in between, which leave it out; one in 128 also asks for the
 -- next block.
-\set i random(0, 4999)
+\set i random(0, 19999)
 SELECT o_outcome, o_attempts, o_retry_at, o_refused, o_now, o_refreshed,
        o_id AS id, o_data AS data, o_expiry_kind AS expiry_kind, o_idle_secs AS idle_secs,
        o_created_at AS created_at, o_expires_at AS expires_at, o_data_json AS data_json,
