@@ -94,6 +94,7 @@ w("Between the start and the end of each run: the machine's busy time (/proc/sta
 w("| run | req/s | machine busy | machine | daemon | PostgreSQL | rest |")
 w("|---|---:|---:|---:|---:|---:|---:|")
 cpu_runs = (("pg.healthz", "GET /healthz: the daemon's HTTP path, no store work"),
+            ("pg.session_get", "GET of a session (backend API): one read by its key"),
             ("pg.send", "send, limits off"),
             ("pg.send_limits", "send, limits on"),
             ("pg.check_wrong", "wrong check, limits off"),
@@ -108,18 +109,22 @@ for n, label in cpu_runs:
       f"{num(c.get('rest'))} |")
 w("")
 send, floor = get("pg.send", "cpu_us", {}), get("pgbench.floor", "cpu_us", {})
-if all(k in send for k in ("daemon", "rest")) and all(k in floor for k in ("machine", "postgres")):
+lean = get("pg.session_get", "cpu_us", {})
+if all("daemon" in c and "rest" in c for c in (send, lean)) and \
+        all(k in floor for k in ("machine", "postgres")):
     # A send whose database work were exactly the floor's would still cost the daemon's own CPU
-    # and its load generator's: with the machine busy either way, that bounds the floor ratio.
-    least = send["daemon"] + send["rest"] + floor["postgres"]
-    w(f"What the floor ratio can reach on this machine: a send whose database work were only the "
-      f"floor's would take the daemon's {num(send['daemon'])} µs and wrk's and the rest's "
-      f"{num(send['rest'])} µs (the limits-off send run) besides the floor's "
-      f"{num(floor['postgres'])} µs in PostgreSQL: {num(least)} µs of CPU per request, against "
-      f"the floor's {num(floor['machine'])}. With the CPUs busy in both runs that is at most "
-      f"{floor['machine'] / least:.2f}× the floor. A ratio of 0.8 needs the daemon and its "
-      f"client together under {num(floor['machine'] / 0.8 - floor['postgres'])} µs a request "
-      f"with no database work beyond the floor's.\n")
+    # and its load generator's: with the CPUs busy in both runs, that bounds the floor ratio.
+    def bound(c):
+        return floor["machine"] / (c["daemon"] + c["rest"] + floor["postgres"])
+
+    w(f"What the floor ratio can reach on this machine, with the CPUs busy in both runs: a send "
+      f"whose database work were only the floor's ({num(floor['postgres'])} µs of PostgreSQL) "
+      f"would still take the daemon's and wrk's CPU. At this send's ({num(send['daemon'])} and "
+      f"{num(send['rest'])} µs) that is at most {bound(send):.2f}× the floor's "
+      f"{num(floor['machine'])} µs; at the cheapest PostgreSQL request the daemon serves "
+      f"(`GET` of a session: {num(lean['daemon'])} and {num(lean['rest'])} µs), "
+      f"{bound(lean):.2f}×. A ratio of 0.8 leaves the daemon and its client together "
+      f"{num(floor['machine'] / 0.8 - floor['postgres'])} µs a request.\n")
 
 w("### Targets\n")
 w("| target | measured | |")
