@@ -298,23 +298,63 @@ static PATTERNS: Mutex<BTreeMap<(u16, &'static str), Arc<RegionPatterns>>> =
 
 #[cfg(feature = "national-numbers")]
 fn patterns(meta: &'static Metadata) -> Arc<RegionPatterns> {
-    let key = (meta.country_code(), meta.id());
-    let cached = PATTERNS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
-        .cloned();
-    cached.unwrap_or_else(|| {
-        // Compiled outside the lock; two requests racing on a new region both compile it.
-        let fresh = Arc::new(RegionPatterns::new(meta));
-        PATTERNS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_insert(fresh)
-            .clone()
+    cached(&PATTERNS, (meta.country_code(), meta.id()), || {
+        RegionPatterns::new(meta)
     })
 }
+
+#[cfg(feature = "national-numbers")]
+/// The value under `key`, made by `make` the first time. It is made outside the lock: two
+/// requests racing on a new key both make it, and one is kept.
+fn cached<K: Ord, V>(map: &Mutex<BTreeMap<K, Arc<V>>>, key: K, make: impl FnOnce() -> V) -> Arc<V> {
+    let lock = || map.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(hit) = lock().get(&key) {
+        return hit.clone();
+    }
+    let fresh = Arc::new(make());
+    lock().entry(key).or_insert(fresh).clone()
+}
+
+#[cfg(feature = "national-numbers")]
+/// Whether libphonenumber's parser may read a national prefix off the digits after a calling
+/// code, by the rules of every region under that code: each region's pattern for national
+/// prefixes and its national prefix, as one pattern anchored at the start. `None` when no
+/// region has either. A pattern that does not compile counts as matching everything, so the
+/// parser decides.
+struct PrefixRules(Option<Result<regex::Regex, regex::Error>>);
+
+#[cfg(feature = "national-numbers")]
+impl PrefixRules {
+    fn new(code: u16) -> Self {
+        let mut alternatives = Vec::new();
+        for meta in DATABASE.by_code(&code).unwrap_or_default() {
+            if let Some(parsing) = meta.national_prefix_for_parsing() {
+                alternatives.push(format!("(?:{})", parsing.as_str()));
+            }
+            if let Some(prefix) = meta.national_prefix() {
+                alternatives.push(regex::escape(prefix));
+            }
+        }
+        Self((!alternatives.is_empty()).then(|| {
+            regex::RegexBuilder::new(&format!("^(?:{})", alternatives.join("|")))
+                .ignore_whitespace(true)
+                .unicode(false)
+                .build()
+        }))
+    }
+
+    fn may_strip(&self, nsn: &str) -> bool {
+        match &self.0 {
+            None => false,
+            Some(Ok(re)) => re.is_match(nsn),
+            Some(Err(_)) => true,
+        }
+    }
+}
+
+#[cfg(feature = "national-numbers")]
+/// Prefix rules by calling code; at most one entry per code of the metadata.
+static PREFIX_RULES: Mutex<BTreeMap<u16, Arc<PrefixRules>>> = Mutex::new(BTreeMap::new());
 
 #[cfg(feature = "national-numbers")]
 /// The region `nsn` belongs to under `code` and its type there, as libphonenumber picks it: the
@@ -361,6 +401,67 @@ impl PhoneNumber {
     /// `written` is normalised; libphonenumber strips national prefixes and international
     /// dialling prefixes, then the result must fit one of the metadata's number patterns.
     fn from_written(
+        region: Option<phonenumber::country::Id>,
+        written: &str,
+    ) -> Result<Self, PhoneError> {
+        match region {
+            None => Self::read_as_written(written)
+                .unwrap_or_else(|| Self::through_parser(None, written)),
+            Some(_) => Self::through_parser(region, written),
+        }
+    }
+
+    #[cfg(feature = "national-numbers")]
+    /// A `+` number that libphonenumber's parser would take as written, read without it: the
+    /// calling code found as the parser finds it, then the rest classified. `None` when the
+    /// parser might rewrite the rest, which is left to it: a `0` after the `+` (an
+    /// international prefix) or after the code (Italy's leading zero), or a start that some
+    /// region under the code reads a national prefix from (`+86 0 138…`). The parser is most of
+    /// a request's parsing cost (it finds a number's region through a cache of its regular
+    /// expressions keyed by their text); `tests::as_written_reads_what_the_parser_reads`
+    /// compares the two on every region's numbers.
+    fn read_as_written(written: &str) -> Option<Result<Self, PhoneError>> {
+        let digits = written.strip_prefix('+')?;
+        if digits.starts_with('0') {
+            return None;
+        }
+        // The parser's own order: the shortest leading digits that are a calling code.
+        let Some(cc_len) = (1..=3).filter(|&n| n < digits.len()).find(|&n| {
+            digits[..n]
+                .parse()
+                .is_ok_and(|c: u16| DATABASE.by_code(&c).is_some())
+        }) else {
+            return Some(Err(PhoneError::Invalid));
+        };
+        let (cc, nsn) = digits.split_at(cc_len);
+        let calling_code: u16 = cc.parse().ok()?;
+        if nsn.starts_with('0')
+            || cached(&PREFIX_RULES, calling_code, || {
+                PrefixRules::new(calling_code)
+            })
+            .may_strip(nsn)
+        {
+            return None;
+        }
+        if cc.len() + nsn.len() > MAX_E164_DIGITS {
+            return Some(Err(PhoneError::Invalid));
+        }
+        Some(
+            classify(calling_code, nsn)
+                .map(|(region, kind)| Self {
+                    e164: format!("+{cc}{nsn}"),
+                    cc_len,
+                    calling_code,
+                    region,
+                    kind,
+                })
+                .ok_or(PhoneError::Invalid),
+        )
+    }
+
+    #[cfg(feature = "national-numbers")]
+    /// Reads `written` through libphonenumber's parser (see [`Self::from_written`]).
+    fn through_parser(
         region: Option<phonenumber::country::Id>,
         written: &str,
     ) -> Result<Self, PhoneError> {
@@ -707,6 +808,89 @@ mod tests {
         // One compiled set per region at most, however many numbers were read.
         let regions = DATABASE.iter().count();
         assert!(PATTERNS.lock().unwrap().len() <= regions);
+    }
+
+    /// The read without the parser gives what the parser gives, wherever it is taken: every
+    /// region's example numbers, written plainly, with a digit more or less, behind a national
+    /// prefix or a `0`, and random digits under every calling code.
+    #[cfg(feature = "national-numbers")]
+    #[test]
+    fn as_written_reads_what_the_parser_reads() {
+        let (mut plain, mut written) = (Vec::new(), Vec::new());
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random_digits = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(b'0' + (seed % 10) as u8)
+                })
+                .collect()
+        };
+        for meta in DATABASE.iter() {
+            let code = meta.country_code();
+            let d = meta.descriptors();
+            let examples = [
+                Some(d.general()),
+                d.mobile(),
+                d.fixed_line(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ];
+            for example in examples.into_iter().flatten().filter_map(|x| x.example()) {
+                plain.push(format!("+{code}{example}"));
+                let mut forms = vec![
+                    format!("0{example}"),
+                    format!("{example}7"),
+                    example[1..].to_owned(),
+                ];
+                if let Some(prefix) = meta.national_prefix() {
+                    forms.push(format!("{prefix}{example}"));
+                }
+                written.extend(forms.into_iter().map(|nsn| format!("+{code}{nsn}")));
+            }
+            for len in [3, 5, 7, 8, 9, 10, 11, 12, 13] {
+                written.push(format!("+{code}{}", random_digits(len)));
+            }
+        }
+        for other in [
+            "+0064 3 331 6005",
+            "+01164 3 331 6005",
+            "+1",
+            "+12",
+            "+999123456",
+        ] {
+            written.push(normalise(other).unwrap());
+        }
+        let read = |numbers: &[String]| {
+            let mut skipped = 0;
+            for w in numbers {
+                if let Some(fast) = PhoneNumber::read_as_written(w) {
+                    assert_eq!(fast, PhoneNumber::through_parser(None, w), "{w}");
+                    skipped += 1;
+                }
+            }
+            skipped
+        };
+        // Numbers written plainly mostly skip the parser; both paths are compared many times.
+        let (skipped, others) = (read(&plain), read(&written));
+        assert!(
+            skipped * 10 > plain.len() * 9,
+            "{skipped} of {}",
+            plain.len()
+        );
+        assert!(
+            others > 2000 && written.len() - others > 2000,
+            "{others} of {}",
+            written.len()
+        );
     }
 
     #[test]
