@@ -426,15 +426,13 @@ impl PhoneNumber {
             return None;
         }
         // The parser's own order: the shortest leading digits that are a calling code.
-        let Some(cc_len) = (1..=3).filter(|&n| n < digits.len()).find(|&n| {
-            digits[..n]
-                .parse()
-                .is_ok_and(|c: u16| DATABASE.by_code(&c).is_some())
+        let Some((cc_len, calling_code)) = (1..=3).filter(|&n| n < digits.len()).find_map(|n| {
+            let code: u16 = digits[..n].parse().ok()?;
+            DATABASE.by_code(&code).is_some().then_some((n, code))
         }) else {
             return Some(Err(PhoneError::Invalid));
         };
         let (cc, nsn) = digits.split_at(cc_len);
-        let calling_code: u16 = cc.parse().ok()?;
         if nsn.starts_with('0')
             || cached(&PREFIX_RULES, calling_code, || {
                 PrefixRules::new(calling_code)
