@@ -106,6 +106,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0017_one_failure_write",
         include_str!("../../migrations/postgres/0017_one_failure_write.sql"),
     ),
+    (
+        18,
+        "0018_checks_on_domains",
+        include_str!("../../migrations/postgres/0018_checks_on_domains.sql"),
+    ),
 ];
 
 mod budget;

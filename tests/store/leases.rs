@@ -39,7 +39,7 @@ async fn counted(url: &str, scope: &str, key: &str, count: i32) {
             "WITH w AS (
                  INSERT INTO quota_counters VALUES ($1, $2, 0, now() + interval '1 hour')
                  RETURNING expires_at)
-             INSERT INTO quota_shards SELECT $1, $2, 5, expires_at, $3 FROM w",
+             INSERT INTO quota_shards SELECT $1, $2, 5, expires_at, $3::integer FROM w",
             &[&scope, &key, &count],
         )
         .await
